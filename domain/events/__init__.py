@@ -1,0 +1,30 @@
+"""Public events of the three aggregates. Each class is a contract: its JSON Schema is
+generated into ``contracts/`` and checked against the code by the test suite."""
+
+from __future__ import annotations
+
+from domain.base import AggregateSnapshot, DomainEvent
+from domain.events import care_plan, inventory, therapy_course
+
+
+def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
+    """Every public event class, by aggregate, in declaration order."""
+    return {
+        "care_plan": _classes_of(care_plan),
+        "therapy_course": _classes_of(therapy_course),
+        "inventory": _classes_of(inventory),
+    }
+
+
+def _classes_of(module: object) -> list[type[DomainEvent]]:
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, DomainEvent)
+        and value.__module__ == module.__name__  # type: ignore[attr-defined]
+        and value.summary_template
+    ]
+
+
+__all__ = ["AggregateSnapshot", "DomainEvent", "public_event_classes"]

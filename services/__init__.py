@@ -1,0 +1,1 @@
+"""Everything that runs: the care application and its shared plumbing, the CLI."""

@@ -1,0 +1,1 @@
+"""The care application: commands on CarePlan, TherapyCourse and Inventory."""

@@ -1,0 +1,174 @@
+"""CareApplication: the eventsourcing Application that runs every care command.
+
+Commands write events to the event store only; publishing is the relay's job, from the
+notification log. Each command may carry the version its caller read (optimistic
+concurrency); a stale version, or a concurrent writer winning the race, fails with
+:class:`ConcurrencyConflictError` and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from pydantic import BaseModel, ConfigDict
+
+from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, project
+from domain.care_plan import CarePlan
+from domain.inventory import Inventory
+from domain.therapy_course import TherapyCourse
+from services.care.commands import Command, CreationCommand
+from services.care.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
+from services.shared.clock import Clock, MonotonicClock
+from services.shared.persistence import eventsourcing_env
+from services.shared.settings import Settings
+
+TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
+
+
+class CommandMeta(BaseModel):
+    """Who sends a command, the story it belongs to, and the version the sender read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    actor: Actor
+    correlation_id: UUID | None = None
+    causation_id: str | None = None
+    expected_version: int | None = None
+
+
+class CommandResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    aggregate_id: UUID
+    version: int
+    event_ids: list[UUID]
+    event_types: list[str]
+    correlation_id: UUID
+
+
+class CareApplication(Application[UUID]):
+    name = "care"
+    snapshot_class = AggregateSnapshot
+    snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {
+        CarePlan: project,
+        TherapyCourse: project,
+        Inventory: project,
+    }
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = MonotonicClock(clock) if clock is not None else MonotonicClock()
+        if settings.snapshot_interval:
+            self.snapshotting_intervals = {  # type: ignore[misc]
+                CarePlan: settings.snapshot_interval,
+                TherapyCourse: settings.snapshot_interval,
+                Inventory: settings.snapshot_interval,
+            }
+        super().__init__(env=eventsourcing_env(settings, self.name))
+
+    # ----------------------------------------------------------------- commands
+
+    def handle(self, command: Command | CreationCommand, meta: CommandMeta) -> CommandResult:
+        """Runs one command: load, check the expected version, decide, save."""
+        ctx = CommandContext(
+            actor=meta.actor,
+            at=self.clock(),
+            correlation_id=meta.correlation_id or uuid4(),
+            causation_id=meta.causation_id,
+        )
+        if isinstance(command, CreationCommand):
+            if meta.expected_version not in (None, 0):
+                msg = f"A new aggregate has no version yet; expected_version must be 0 or absent, not {meta.expected_version}."
+                raise ConcurrencyConflictError(msg)
+            aggregate = command.create(ctx, self)
+        else:
+            aggregate = self._get(command.aggregate_type, command.target_id())
+            if meta.expected_version is not None and aggregate.version != meta.expected_version:
+                msg = (
+                    f"{type(aggregate).__name__} {aggregate.id} is at version {aggregate.version}, "
+                    f"not {meta.expected_version}; read it again and retry."
+                )
+                raise ConcurrencyConflictError(msg)
+            command.execute(aggregate, ctx, self)
+        return self._save(aggregate, ctx)
+
+    def _save(self, aggregate: AggregateRoot, ctx: CommandContext) -> CommandResult:
+        events = aggregate.pending_events
+        try:
+            self.save(aggregate)
+        except IntegrityError as e:
+            self._forget(aggregate.id)
+            msg = (
+                f"{type(aggregate).__name__} {aggregate.id} was changed by another writer at the same "
+                "time; read it again and retry. Nothing was written."
+            )
+            raise ConcurrencyConflictError(msg) from e
+        except BaseException:
+            self._forget(aggregate.id)
+            raise
+        return CommandResult(
+            aggregate_id=aggregate.id,
+            version=aggregate.version,
+            event_ids=[e.event_id for e in events],
+            event_types=[type(e).__name__ for e in events],
+            correlation_id=ctx.correlation_id,
+        )
+
+    def _forget(self, aggregate_id: UUID) -> None:
+        cache = self.repository.cache
+        if cache is not None:
+            try:
+                cache.get(aggregate_id, evict=True)
+            except KeyError:
+                pass
+
+    # ----------------------------------------------------------------- reads
+
+    def _get(self, cls: type[TAggregate], aggregate_id: UUID, version: int | None = None) -> TAggregate:
+        try:
+            aggregate = self.repository.get(aggregate_id, version=version, projector_func=project)
+        except AggregateNotFoundError:
+            at = f" at version {version}" if version is not None else ""
+            msg = f"No {cls.__name__} {aggregate_id}{at} is recorded; check the id."
+            raise AggregateMissingError(msg) from None
+        if not isinstance(aggregate, cls):
+            msg = f"{aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}."
+            raise AggregateMissingError(msg)
+        return aggregate
+
+    def get_plan(self, plan_id: UUID, *, version: int | None = None) -> CarePlan:
+        return self._get(CarePlan, plan_id, version)
+
+    def get_course(self, course_id: UUID, *, version: int | None = None) -> TherapyCourse:
+        return self._get(TherapyCourse, course_id, version)
+
+    def get_inventory(self, inventory_id: UUID, *, version: int | None = None) -> Inventory:
+        return self._get(Inventory, inventory_id, version)
+
+    def get_aggregate(self, aggregate_id: UUID, *, version: int | None = None) -> AggregateRoot:
+        return self._get(AggregateRoot, aggregate_id, version)
+
+    def history(self, aggregate_id: UUID) -> Iterator[DomainEvent]:
+        """Every stored event of one aggregate, in version order."""
+        return iter(self.events.get(aggregate_id))  # type: ignore[arg-type]
+
+    def as_of(self, aggregate_id: UUID, at: datetime) -> AggregateRoot:
+        """The aggregate as it was recorded at ``at``: after every event recorded at or
+        before that moment, and none after."""
+        aggregate: AggregateRoot | None = None
+        for event in self.events.get(aggregate_id):
+            if event.timestamp > at:  # type: ignore[attr-defined]
+                break
+            aggregate = project(aggregate, (event,))
+        if aggregate is None:
+            if next(iter(self.events.get(aggregate_id, limit=1)), None) is None:
+                msg = f"No aggregate {aggregate_id} is recorded; check the id."
+                raise AggregateMissingError(msg)
+            msg = f"Aggregate {aggregate_id} did not exist yet at {at.isoformat()}."
+            raise NotYetExistingError(msg)
+        return aggregate

@@ -1,0 +1,21 @@
+"""Errors of the care application (as opposed to the domain's rule errors)."""
+
+from __future__ import annotations
+
+from domain.errors import DomainError
+
+
+class AggregateMissingError(DomainError):
+    code = "not-found"
+
+
+class ConcurrencyConflictError(DomainError):
+    """The aggregate changed since the caller read it; nothing was written."""
+
+    code = "concurrency-conflict"
+
+
+class NotYetExistingError(DomainError):
+    """A point-in-time read asked for a moment before the aggregate was created."""
+
+    code = "did-not-exist-yet"
