@@ -87,7 +87,7 @@ class DomainEvent(BaseModel):
 
     def describe(self) -> str:
         """One line a person can read, filled from the event's own fields."""
-        values = {name: getattr(value, "value", value) for name, value in self.__dict__.items()}
+        values = {name: _readable(value) for name, value in self.__dict__.items()}
         return self.summary_template.format(**values)
 
     def mutate(self, aggregate: Any) -> Any:
@@ -96,6 +96,14 @@ class DomainEvent(BaseModel):
             return AggregateRoot.created_by(self)
         aggregate.apply(self)
         return aggregate
+
+
+def _readable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list):
+        return ", ".join(str(_readable(v)) for v in value)
+    return value
 
 
 class RequiresReason(DomainEvent):

@@ -1,0 +1,80 @@
+"""The ``careplan`` command. Reads settings from the environment once, here at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+
+from services.shared.settings import Settings
+
+app = typer.Typer(help="careplan: an event-sourced care-plan engine for psychotherapy services.", no_args_is_help=True)
+contracts_app = typer.Typer(help="Generate or check the public event contracts.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures and RESULT lines.", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+@contracts_app.command("generate")
+def contracts_generate() -> None:
+    """Write the JSON Schemas and the AsyncAPI document from the event classes."""
+    from contracts.generate import CONTRACTS_DIR, generate
+
+    changed = generate()
+    for rel in changed:
+        console.print(f"wrote {rel}")
+    console.print(f"{len(changed)} file(s) changed under {CONTRACTS_DIR}")
+
+
+@contracts_app.command("check")
+def contracts_check() -> None:
+    """Exit non-zero when the checked-in contracts differ from what the code generates."""
+    from contracts.generate import check
+
+    problems = check()
+    for problem in problems:
+        console.print(f"[red]{problem}[/red]")
+    if problems:
+        console.print("Contracts are out of date: run `careplan contracts generate` and commit the result.")
+        raise typer.Exit(1)
+    console.print("contracts are current")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(help="Where to keep the SQLite files (default: a new folder).")] = None,
+) -> None:
+    """Run a realistic care story and print it as a timeline; the data stays for inspection."""
+    from services.demo import run_demo
+
+    settings = _settings(data_dir)
+    if data_dir is None:
+        settings = settings.model_copy(update={"data_dir": Path("careplan-data") / "demo"})
+    run_demo(settings, console)
+
+
+@bench_app.command("store")
+def bench_store(
+    backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Which event store backend to measure.")] = "sqlite",
+    commands: Annotated[int, typer.Option(help="Commands per save measurement.")] = 3000,
+    replay_events: Annotated[int, typer.Option(help="Events in the replayed aggregate.")] = 10_000,
+) -> None:
+    """Saves/s vs. a plain eventsourcing Application, and replay vs. the library's JSON path."""
+    from services.bench.store import run_store_benchmark
+
+    run_store_benchmark(_settings(), backend=backend, commands=commands, replay_events=replay_events, console=console)
+
+
+def main() -> None:
+    app()

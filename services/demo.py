@@ -1,0 +1,249 @@
+"""``careplan demo``: one client's story through the care application, as a timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from uuid import UUID
+
+from rich.console import Console
+from rich.table import Table
+
+from domain.base import Actor, DomainEvent, Role
+from domain.catalogues.care import (
+    CopingSkill,
+    EnhancementStage,
+    ExpectationHolder,
+    ExpertBacking,
+    GoalComparator,
+    HarmfulEmotion,
+)
+from domain.catalogues.instruments import Instrument
+from domain.catalogues.modalities import HomeworkKind, InitialPhaseTask, Modality
+from domain.catalogues.problem_areas import ProblemArea, RelationshipPeriod, RelationshipRole
+from domain.catalogues.strategies import Strategy
+from domain.catalogues.therapy_models import TherapyModel
+from domain.events.care_plan import GoalTarget
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta
+from services.shared.settings import Settings
+
+CLINICIAN = Actor(id="clinician-17", role=Role.CLINICIAN)
+CLIENT_APP = Actor(id="intake-portal", role=Role.INTEGRATION)
+
+
+def run_demo(settings: Settings, console: Console) -> None:
+    app = CareApplication(settings)
+    try:
+        plan_id, course_id, inventory_id = _story(app)
+        _print(app, console, plan_id, course_id, inventory_id, settings)
+    finally:
+        app.close()
+
+
+def _story(app: CareApplication) -> tuple[UUID, UUID, UUID]:
+    meta = CommandMeta(actor=CLINICIAN)
+    run = app.handle
+    first_session = datetime.combine(date.today() + timedelta(days=7 - date.today().weekday()), datetime.min.time(), UTC)
+    first_session += timedelta(hours=10)
+
+    plan = run(
+        c.DraftCarePlan(
+            client_id="client-0042",
+            title="Low mood after a move and a strained partnership",
+            strategy=Strategy.SHORT_TERM_MODERATE,
+            therapy_models=[TherapyModel.STEADY_PROGRESS, TherapyModel.EMOTIONAL_CALM],
+        ),
+        meta,
+    )
+    story = CommandMeta(actor=CLINICIAN, correlation_id=plan.correlation_id)
+    pid = plan.aggregate_id
+    run(c.RecordConsent(plan_id=pid, note="Written consent to 16 weeks of therapy."), story)
+    run(c.ExplainConfidentiality(plan_id=pid, note="Limits explained: risk to self or others."), story)
+    goal = c.AddGoal(
+        plan_id=pid,
+        description="Mood lifts enough to enjoy weekends again",
+        target=GoalTarget(
+            instrument=Instrument.PHQ9, comparator=GoalComparator.BELOW, threshold=5, by=date.today() + timedelta(weeks=16)
+        ),
+    )
+    run(goal, story)
+    run(c.AgreeGoal(plan_id=pid, goal_id=goal.goal_id), story)
+    run(c.ActivatePlan(plan_id=pid), story)
+
+    expectation = c.RecordExpectation(
+        plan_id=pid, holder=ExpectationHolder.SELF, statement="I should never feel anxious or low again"
+    )
+    run(expectation, story)
+    run(
+        c.IdentifyUnrealisticExpectation(
+            plan_id=pid,
+            expectation_id=expectation.expectation_id,
+            rationale="An absolute standard no one meets; each low day is read as failure and deepens the low mood.",
+        ),
+        story,
+    )
+    run(
+        c.AdjustExpectation(
+            plan_id=pid,
+            expectation_id=expectation.expectation_id,
+            fair_goal="Notice low moments early and use one coping step before they take over the day",
+            rationale="A fair goal the client can meet and build on; agreed in session.",
+        ),
+        story,
+    )
+    run(
+        c.GiveExpertBacking(
+            plan_id=pid,
+            expectation_id=expectation.expectation_id,
+            backing=ExpertBacking.ENCOURAGEMENT,
+            note="Named two recent weekends when the client recovered a low morning.",
+        ),
+        story,
+    )
+    run(c.StartEnhancementStage(plan_id=pid, stage=EnhancementStage.EXPLORE_CORE_BELIEFS), story)
+    run(
+        c.CompleteEnhancementStage(
+            plan_id=pid, stage=EnhancementStage.EXPLORE_CORE_BELIEFS, note="Core belief: 'I am only worth what I achieve.'"
+        ),
+        story,
+    )
+    run(c.StartEnhancementStage(plan_id=pid, stage=EnhancementStage.RELEASE_HARMFUL_EMOTIONS), story)
+    run(c.ReleaseHarmfulEmotion(plan_id=pid, emotion=HarmfulEmotion.GUILT, note="Guilt about leaving the old job."), story)
+
+    inventory = run(c.OpenInventory(plan_id=pid), story)
+    iid = inventory.aggregate_id
+    partner = c.RecordRelationship(
+        inventory_id=iid, alias="Partner-A", role=RelationshipRole.PARTNER, period=RelationshipPeriod.PRESENT,
+        closeness=4, satisfaction=2,
+    )
+    run(partner, story)
+    run(
+        c.RecordRelationship(
+            inventory_id=iid, alias="Mother-B", role=RelationshipRole.PARENT, period=RelationshipPeriod.PRESENT,
+            closeness=3, satisfaction=4,
+        ),
+        story,
+    )
+    run(
+        c.NoteRelationshipPattern(
+            inventory_id=iid, relationship_id=partner.relationship_id, pattern="Arguments about chores end in silence for days"
+        ),
+        story,
+    )
+    run(
+        c.NoteRelationshipExpectation(
+            inventory_id=iid, relationship_id=partner.relationship_id,
+            expectation="Partner should notice without being told when the client is struggling", mutual=False,
+        ),
+        story,
+    )
+    run(
+        c.IdentifyProblemArea(
+            inventory_id=iid, area=ProblemArea.ROLE_DISPUTE, evidence="Non-reciprocal expectations with Partner-A"
+        ),
+        story,
+    )
+    run(
+        c.IdentifyProblemArea(
+            inventory_id=iid, area=ProblemArea.ROLE_TRANSITION, evidence="Moved city and changed job three months ago"
+        ),
+        story,
+    )
+    run(
+        c.ChooseProblemAreaFocus(
+            inventory_id=iid,
+            areas=[ProblemArea.ROLE_DISPUTE],
+            rationale="The dispute is current, linked to mood changes, and the client wants to work on it.",
+        ),
+        story,
+    )
+
+    course = run(c.StartCourse(plan_id=pid, modality=Modality.INTERPERSONAL, planned_sessions=14), story)
+    cid = course.aggregate_id
+    sessions = [
+        c.ScheduleSession(course_id=cid, scheduled_for=first_session + timedelta(weeks=i)) for i in range(3)
+    ]
+    for s in sessions:
+        run(s, story)
+    portal = CommandMeta(actor=CLIENT_APP, correlation_id=plan.correlation_id)
+    run(
+        c.SubmitQuestionnaire(
+            course_id=cid, instrument=Instrument.PHQ9.value, answers=[2, 2, 1, 2, 1, 2, 1, 1, 0],
+            answered_at=first_session - timedelta(hours=1),
+        ),
+        portal,
+    )
+    run(
+        c.SubmitQuestionnaire(
+            course_id=cid, instrument=Instrument.GAD7.value, answers=[2, 1, 2, 1, 1, 1, 0],
+            answered_at=first_session - timedelta(hours=1),
+        ),
+        portal,
+    )
+    run(c.HoldSession(course_id=cid, session_id=sessions[0].session_id, held_at=first_session), story)
+    for task in InitialPhaseTask:
+        run(c.CompleteInitialTask(course_id=cid, task=task), story)
+    homework = c.AssignHomework(
+        course_id=cid, kind=HomeworkKind.COMMUNICATION_EXERCISE,
+        description="Ask Partner-A for one specific help with chores, using an 'I' statement",
+        due=first_session + timedelta(weeks=1),
+    )
+    run(homework, story)
+    run(c.EnterMiddlePhase(course_id=cid, inventory_id=iid), story)
+    run(
+        c.HoldSession(course_id=cid, session_id=sessions[1].session_id, held_at=first_session + timedelta(weeks=1)),
+        story,
+    )
+    run(
+        c.ReviewHomework(
+            course_id=cid, homework_id=homework.homework_id, completed=True, note="Asked twice; once it went well."
+        ),
+        story,
+    )
+    run(c.TargetCopingSkill(plan_id=pid, skill=CopingSkill.COMMUNICATION), story)
+    run(
+        c.ChangeStrategy(
+            plan_id=pid,
+            strategy=Strategy.MID_TERM_IN_DEPTH,
+            reason="The role dispute is entrenched; a mid-term in-depth format gives room for guided exploration.",
+        ),
+        story,
+    )
+    return pid, cid, iid
+
+
+def _print(app: CareApplication, console: Console, plan_id: UUID, course_id: UUID, inventory_id: UUID, settings: Settings) -> None:
+    events: list[tuple[str, DomainEvent]] = []
+    for label, aggregate_id in (("plan", plan_id), ("course", course_id), ("inventory", inventory_id)):
+        events.extend((label, e) for e in app.history(aggregate_id))
+    events.sort(key=lambda pair: pair[1].timestamp)
+
+    table = Table(title="Care history of client-0042 (recorded order)", show_lines=False, expand=True)
+    table.add_column("recorded", no_wrap=True)
+    table.add_column("what", ratio=3)
+    table.add_column("who", no_wrap=True)
+    table.add_column("why", ratio=2)
+    for label, event in events:
+        table.add_row(
+            event.timestamp.strftime("%H:%M:%S.%f")[:-3],
+            f"[bold]{label} v{event.originator_version}[/bold] {event.describe()}",
+            f"{event.actor.id} ({event.actor.role.value})",
+            event.reason or "",
+        )
+    console.print(table)
+
+    plan = app.get_plan(plan_id)
+    course = app.get_course(course_id)
+    console.print(
+        f"\nPlan {plan.id}: status [bold]{plan.status.value}[/bold], strategy [bold]{plan.strategy.title}[/bold], "
+        f"risk {plan.risk_level.value}, models {', '.join(m.title for m in plan.therapy_models)}"
+    )
+    for expectation in plan.expectations.values():
+        console.print(f"Expectation chain: '{expectation.original_statement}'")
+        for link in expectation.adjustments:
+            console.print(f"  → '{link.adjusted_statement}' (v{link.version}, {link.actor.id}: {link.reason})")
+    console.print(
+        f"Course {course.id}: {course.modality.value}, phase {course.phase.value}, "
+        f"{course.sessions_held}/{course.planned_sessions} sessions held, focus {[a.value for a in course.problem_areas]}"
+    )
+    console.print(f"\n{len(events)} events stored under {settings.data_dir.resolve()} (SQLite: care.sqlite)")
