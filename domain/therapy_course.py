@@ -251,18 +251,19 @@ class TherapyCourse(AggregateRoot):
         if not 5 <= duration_minutes <= 480:
             msg = f"A session lasts 5 to 480 minutes, not {duration_minutes}."
             raise InvalidValueError(msg)
-        number = len(self.active_sessions) + 1
-        if number > self.planned_sessions:
+        active = self.active_sessions
+        if len(active) >= self.planned_sessions:
             msg = (
-                f"The course plans {self.planned_sessions} sessions; session {number} goes past that. "
-                "Extend the course with a reason first."
+                f"The course plans {self.planned_sessions} sessions and all are scheduled or done; "
+                "extend the course with a reason first."
             )
             raise PlannedSessionCountError(msg)
         self._trigger(
             SessionScheduled,
             ctx,
             session_id=session_id,
-            number=number,
+            # Numbers follow the course's order; a cancelled session's number is not reused.
+            number=max((s.number for s in active), default=0) + 1,
             scheduled_for=scheduled_for,
             duration_minutes=duration_minutes,
         )

@@ -1,0 +1,51 @@
+"""The installed ``careplan`` command, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+
+def careplan(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("careplan", path=str(Path(sys.executable).parent)) or "careplan"
+    return subprocess.run(
+        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Path) -> None:
+    result = careplan("demo", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "identified as unrealistic" in out
+    assert "Strategy changed: short_term_moderate → mid_term_in_depth" in out
+    assert "Phase middle started" in out
+    assert "Expectation chain: 'I should never feel anxious or low again'" in out
+    with sqlite3.connect(tmp_path / "data" / "care.sqlite") as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM stored_events").fetchone()
+    assert count == 41
+    assert f"{count} events stored" in out
+
+
+def test_demo_defaults_to_a_data_folder_in_the_working_directory(tmp_path: Path) -> None:
+    result = careplan("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "careplan-data" / "demo" / "care.sqlite").exists()
+
+
+def test_settings_come_from_careplan_environment_variables(tmp_path: Path) -> None:
+    result = careplan("demo", cwd=tmp_path, env={"CAREPLAN_DATA_DIR": str(tmp_path / "elsewhere")})
+    assert result.returncode == 0, result.stderr
+    # --data-dir is absent, so the demo uses its own default folder under the working directory
+    assert (tmp_path / "careplan-data" / "demo" / "care.sqlite").exists()
+
+
+def test_bad_settings_get_a_clear_error(tmp_path: Path) -> None:
+    result = careplan("demo", cwd=tmp_path, env={"CAREPLAN_DATABASE": "oracle"})
+    assert result.returncode != 0
+    assert "database" in (result.stdout + result.stderr)
