@@ -1,0 +1,1 @@
+"""Benchmarks: each compares our path with the raw library path in the same run."""
