@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, project
 from domain.care_plan import CarePlan
@@ -31,11 +31,16 @@ TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
 
 
 class CommandMeta(BaseModel):
-    """Who sends a command, the story it belongs to, and the version the sender read."""
+    """Who sends a command, the story it belongs to, and the version the sender read.
+
+    ``causation_id`` names what directly caused the command (an upstream event's id);
+    without one, the command itself is the cause: ``command:<command_id>``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     actor: Actor
+    command_id: UUID = Field(default_factory=uuid4)
     correlation_id: UUID | None = None
     causation_id: str | None = None
     expected_version: int | None = None
@@ -79,7 +84,7 @@ class CareApplication(Application[UUID]):
             actor=meta.actor,
             at=self.clock(),
             correlation_id=meta.correlation_id or uuid4(),
-            causation_id=meta.causation_id,
+            causation_id=meta.causation_id or f"command:{meta.command_id}",
         )
         if isinstance(command, CreationCommand):
             if meta.expected_version not in (None, 0):

@@ -64,6 +64,16 @@ def test_commands_are_stored_and_survive_a_restart(app: CareApplication, backend
         reopened.close()
 
 
+def test_every_event_names_its_cause_and_story(app: CareApplication) -> None:
+    meta = CommandMeta(actor=CLINICIAN)
+    plan_id = draft(app, meta)
+    upstream = CommandMeta(actor=CLINICIAN, causation_id="0d6c...-escalation-raised", correlation_id=uuid4())
+    app.handle(c.RaiseRisk(plan_id=plan_id, level="high", reason="Crisis raised"), upstream)
+    drafted, raised = app.history(plan_id)
+    assert drafted.causation_id == f"command:{meta.command_id}"
+    assert (raised.causation_id, raised.correlation_id) == (upstream.causation_id, upstream.correlation_id)
+
+
 def test_a_refused_command_writes_nothing_and_says_why(app: CareApplication) -> None:
     plan_id = draft(app)
     before = stored_count(app)
