@@ -64,6 +64,47 @@ def demo(
     run_demo(settings, console)
 
 
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder (SQLite files, JetStream store).")] = None,
+    ready_file: Annotated[Path | None, typer.Option(help="Write {nats, api, data_dir} as JSON here once ready.")] = None,
+) -> None:
+    """Run the whole system on this machine until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    from services.system import System
+
+    _logging()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with System(_settings(data_dir)) as system:
+        console.print(system.ready_line())
+        if ready_file is not None:
+            system.write_ready_file(ready_file)
+        stop.wait()
+        console.print("careplan stopping: relays finish what is in flight and record their position")
+    console.print("careplan stopped")
+
+
+@app.command()
+def relay(
+    ready_file: Annotated[Path | None, typer.Option(help="Written once the relay is publishing.")] = None,
+) -> None:
+    """Run the care application's relay (store → JetStream) as a process of its own."""
+    from services.relay_process import run_relay_process
+
+    _logging()
+    run_relay_process(_settings(), ready_file=ready_file)
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 @bench_app.command("store")
 def bench_store(
     backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Which event store backend to measure.")] = "sqlite",
@@ -78,3 +119,7 @@ def bench_store(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

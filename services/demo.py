@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
+import nats
 from rich.console import Console
 from rich.table import Table
 
@@ -25,19 +28,58 @@ from domain.catalogues.therapy_models import TherapyModel
 from domain.events.care_plan import GoalTarget
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
+from services.shared.persistence import OutboxStores
 from services.shared.settings import Settings
+from services.system import System
 
 CLINICIAN = Actor(id="clinician-17", role=Role.CLINICIAN)
 CLIENT_APP = Actor(id="intake-portal", role=Role.INTEGRATION)
 
 
 def run_demo(settings: Settings, console: Console) -> None:
-    app = CareApplication(settings)
+    """Starts the system (NATS, relay), tells the story through the care application, waits
+    until the relay has every event acknowledged by JetStream, then prints the timeline."""
+    with System(settings) as system:
+        console.print(system.ready_line())
+        app = CareApplication(settings)
+        try:
+            plan_id, course_id, inventory_id = _story(app)
+            last = app.recorder.max_notification_id() or 0
+            _wait_relayed(settings, last)
+            _print(app, console, plan_id, course_id, inventory_id, settings)
+            console.print(asyncio.run(_stream_summary(system.nats_url, settings, last)))
+        finally:
+            app.close()
+
+
+def _wait_relayed(settings: Settings, notification_id: int, timeout: float = 60) -> None:
+    stores = OutboxStores(settings, CareApplication.name)
     try:
-        plan_id, course_id, inventory_id = _story(app)
-        _print(app, console, plan_id, course_id, inventory_id, settings)
+        deadline = time.monotonic() + timeout
+        while (stores.tracking.max_tracking_id(CareApplication.name) or 0) < notification_id:
+            if time.monotonic() > deadline:
+                msg = f"The relay did not publish up to notification {notification_id} within {timeout:.0f} s"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
     finally:
-        app.close()
+        stores.close()
+
+
+async def _stream_summary(url: str, settings: Settings, last: int) -> str:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(settings.stream_name)
+        newest = await js.get_msg(settings.stream_name, info.state.last_seq)
+        headers = newest.headers or {}
+        return (
+            f"JetStream stream {settings.stream_name} holds {info.state.messages} messages; the newest is\n"
+            f"  {newest.subject}\n  ce-type {headers.get('ce-type')}, ce-sequence {headers.get('ce-sequence')}, "
+            f"Nats-Msg-Id {headers.get('Nats-Msg-Id')}\n"
+            f"Store and stream stay in {settings.data_dir.resolve()} (care.sqlite, nats/)."
+        )
+    finally:
+        await nc.close()
 
 
 def _story(app: CareApplication) -> tuple[UUID, UUID, UUID]:
@@ -246,4 +288,4 @@ def _print(app: CareApplication, console: Console, plan_id: UUID, course_id: UUI
         f"Course {course.id}: {course.modality.value}, phase {course.phase.value}, "
         f"{course.sessions_held}/{course.planned_sessions} sessions held, focus {[a.value for a in course.problem_areas]}"
     )
-    console.print(f"\n{len(events)} events stored under {settings.data_dir.resolve()} (SQLite: care.sqlite)")
+    console.print(f"\n{len(events)} events stored in this story")

@@ -141,3 +141,28 @@ def eventsourcing_env(settings: Settings, application: str) -> dict[str, str]:
         env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.aggregate_cache_size)
     env["IS_SNAPSHOTTING_ENABLED"] = "y" if settings.snapshot_interval else "n"
     return env
+
+
+class OutboxStores:
+    """What a relay needs of one application's store: its recorder and mapper (to read and
+    decode the notification log) and a tracking recorder for the relay's own position."""
+
+    def __init__(self, settings: Settings, application: str) -> None:
+        from eventsourcing.persistence import InfrastructureFactory
+        from eventsourcing.utils import Environment
+
+        env = eventsourcing_env(settings, application)
+        env["CREATE_TABLE"] = "y"
+        self._app_factory = InfrastructureFactory.construct(Environment(application, env))
+        self.recorder = self._app_factory.application_recorder()
+        self.mapper = self._app_factory.mapper(transcoder=self._app_factory.transcoder())
+        tracking_env = dict(env)
+        if settings.database == "sqlite":
+            # A file of its own, so the relay's writes never wait on the application's.
+            tracking_env["SQLITE_DBNAME"] = str(settings.data_dir / f"relay-{application.lower()}.sqlite")
+        self._tracking_factory = InfrastructureFactory.construct(Environment(f"relay_{application}", tracking_env))
+        self.tracking = self._tracking_factory.tracking_recorder()
+
+    def close(self) -> None:
+        self._tracking_factory.close()
+        self._app_factory.close()

@@ -34,6 +34,25 @@ class Settings(BaseSettings):
     #: Aggregates kept in memory per application (0 disables the cache).
     aggregate_cache_size: int = Field(default=1000, ge=0)
 
+    #: NATS server or cluster (comma-separated URLs). Unset: `careplan up` starts an embedded one.
+    nats_url: str | None = None
+    #: JetStream stream that carries every careplan event (subjects ``care.>``).
+    stream_name: str = "CARE"
+    #: 1 on one machine, 3 in a cluster.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: Retention of the stream in days (0: keep everything; the event store stays the record).
+    stream_max_age_days: float = Field(default=0, ge=0)
+    #: JetStream de-duplication window; a relay restarted within it never doubles a message.
+    stream_duplicate_window_seconds: float = Field(default=7200, ge=3600)
+    #: Publishes the relay keeps in flight before it waits for acknowledgements.
+    relay_window: int = Field(default=512, ge=1, le=10_000)
+    #: Notifications read from the store per query.
+    relay_batch: int = Field(default=256, ge=1, le=10_000)
+    #: Seconds between polls of the notification log when idle (PostgreSQL is also woken by NOTIFY).
+    relay_poll_interval: float = Field(default=0.05, gt=0)
+    #: Seconds to wait for one PubAck before the relay treats the bus as unavailable.
+    relay_ack_timeout: float = Field(default=5.0, gt=0)
+
     def sqlite_path(self, application: str) -> Path:
         return self.data_dir / f"{application.lower()}.sqlite"
 

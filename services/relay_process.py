@@ -1,0 +1,53 @@
+"""``careplan relay``: the care application's relay as a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+
+from contracts.subjects import CLINICAL_CONTEXT
+from services.care.application import CareApplication
+from services.shared.persistence import OutboxStores
+from services.shared.relay import Relay
+from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_relay_process(settings: Settings, *, ready_file: Path | None = None) -> None:
+    if not settings.nats_url:
+        msg = "The relay needs a NATS server: set CAREPLAN_NATS_URL (careplan up sets it for its children)."
+        raise SystemExit(msg)
+    asyncio.run(_main(settings, settings.nats_url, ready_file))
+
+
+async def _main(settings: Settings, nats_url: str, ready_file: Path | None) -> None:
+    stores = OutboxStores(settings, CareApplication.name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    relay = Relay(
+        settings,
+        application=CareApplication.name,
+        context=CLINICAL_CONTEXT,
+        nats_url=nats_url,
+        recorder=stores.recorder,
+        mapper=stores.mapper,
+        tracking=stores.tracking,
+    )
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        if ready_file is not None:
+            while relay.stats.state != "publishing" and not task.done():
+                relay.stats.changed.clear()
+                await asyncio.wait([asyncio.ensure_future(relay.stats.changed.wait()), task], timeout=0.5,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            if relay.stats.state == "publishing":
+                ready_file.write_text(json.dumps({"relay": CareApplication.name, "nats": nats_url}))
+        await task
+    finally:
+        stores.close()

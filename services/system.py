@@ -1,0 +1,130 @@
+"""The whole system on one machine: embedded NATS (unless configured) and supervised
+child processes (the relay now; the services as they arrive). Used by `careplan up` and
+`careplan demo`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.shared.bus import EmbeddedNats
+from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    """One supervised process: restarted with backoff if it dies, stopped with SIGTERM."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    ready_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
+        self.process = subprocess.Popen([*self.args, "--ready-file", str(self.ready_file)], env=self.env)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class System:
+    settings: Settings
+    nats: EmbeddedNats | None = None
+    nats_url: str = ""
+    children: list[Child] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+
+    def start(self, timeout: float = 60) -> System:
+        data_dir = self.settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.nats_url:
+            self.nats_url = self.settings.nats_url
+        else:
+            self.nats = EmbeddedNats(store_dir=data_dir / "nats").start()
+            self.nats_url = self.nats.url
+        env = {**os.environ, "CAREPLAN_NATS_URL": self.nats_url, "CAREPLAN_DATA_DIR": str(data_dir)}
+        run_dir = Path(tempfile.mkdtemp(prefix="careplan-run-"))
+        self.children = [
+            Child("relay:care", [sys.executable, "-m", "services.cli", "relay"], env, run_dir / "relay-care.ready"),
+        ]
+        for child in self.children:
+            child.start()
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            while not child.ready_file.exists():
+                if time.monotonic() > deadline:
+                    self.stop()
+                    msg = f"{child.name} did not become ready within {timeout:.0f} s"
+                    raise RuntimeError(msg)
+                if child.process is not None and child.process.poll() is not None:
+                    self.stop()
+                    msg = f"{child.name} exited with status {child.process.returncode} while starting"
+                    raise RuntimeError(msg)
+                time.sleep(0.05)
+        self._watcher = threading.Thread(target=self._supervise, name="careplan-supervisor", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _supervise(self) -> None:
+        backoff: dict[str, float] = {}
+        while not self._stopping.wait(0.5):
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None and not self._stopping.is_set():
+                    delay = backoff.get(child.name, 0.5)
+                    log.warning("%s exited with %s; restarting in %.1f s", child.name, child.process.returncode, delay)
+                    if self._stopping.wait(delay):
+                        return
+                    child.restarts += 1
+                    child.start()
+                    backoff[child.name] = min(delay * 2, 10)
+
+    def ready_info(self) -> dict[str, object]:
+        return {"nats": self.nats_url, "api": None, "data_dir": str(self.settings.data_dir.resolve())}
+
+    def ready_line(self) -> str:
+        where = "embedded" if self.nats is not None else "configured"
+        parts = [f"NATS {self.nats_url} ({where}, stream {self.settings.stream_name})"]
+        parts += [f"{c.name} pid {c.process.pid if c.process else '-'}" for c in self.children]
+        parts.append(f"store {self.settings.database} in {self.settings.data_dir.resolve()}")
+        parts.append("HTTP API: not yet")
+        return "careplan ready: " + "; ".join(parts)
+
+    def write_ready_file(self, path: Path) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.ready_info()))
+        tmp.replace(path)  # readers never see a half-written file
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for child in reversed(self.children):
+            child.stop()
+        if self.nats is not None:
+            self.nats.stop()
+
+    def __enter__(self) -> System:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
