@@ -24,7 +24,7 @@ from domain.therapy_course import TherapyCourse
 from services.care.commands import Command, CreationCommand
 from services.care.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
 from services.shared.clock import Clock, MonotonicClock
-from services.shared.persistence import eventsourcing_env
+from services.shared.persistence import eventsourcing_env, surviving_catalog_races
 from services.shared.settings import Settings
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
@@ -74,7 +74,8 @@ class CareApplication(Application[UUID]):
                 TherapyCourse: settings.snapshot_interval,
                 Inventory: settings.snapshot_interval,
             }
-        super().__init__(env=eventsourcing_env(settings, self.name))
+        env = eventsourcing_env(settings, self.name)
+        surviving_catalog_races(lambda: super(CareApplication, self).__init__(env=env))
 
     # ----------------------------------------------------------------- commands
 

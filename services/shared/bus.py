@@ -7,6 +7,7 @@ import logging
 import shutil
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,11 +63,13 @@ async def connect(url: str, *, name: str, reconnect: bool = True, connect_timeou
     async def on_error(e: Exception) -> None:
         log.debug("nats client %s: %s", name, e)
 
-    return await nats.connect(
-        servers=[u.strip() for u in url.split(",")],
+    servers = [u.strip() for u in url.split(",")]
+    connecting = nats.connect(
+        servers=servers,
         name=name,
         allow_reconnect=reconnect,
-        max_reconnect_attempts=-1 if reconnect else 0,
+        # nats-py reads 0 as "no limit" when picking a server; 1 means: try each once more.
+        max_reconnect_attempts=-1 if reconnect else 1,
         reconnect_time_wait=0.5,
         connect_timeout=connect_timeout,
         error_cb=on_error,
@@ -74,6 +77,9 @@ async def connect(url: str, *, name: str, reconnect: bool = True, connect_timeou
         # the live connection or fails at once, so a retry never overtakes a lost message.
         pending_size=0 if not reconnect else 2 * 1024 * 1024,
     )
+    if reconnect:
+        return await connecting
+    return await asyncio.wait_for(connecting, timeout=len(servers) * 2 * (connect_timeout + 0.5) + 1)
 
 
 def free_port() -> int:
@@ -139,9 +145,16 @@ class EmbeddedNats:
                 return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return asyncio.run(_jetstream_ready(self.url))
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            # JetStream may need a moment after the port opens; ask it from a thread of its
+            # own so that this works from inside a running event loop too.
+            with ThreadPoolExecutor(1) as pool:
+                if pool.submit(asyncio.run, _jetstream_ready(self.url)).result():
+                    return True
+            time.sleep(0.05)
         return False
 
     def stop(self) -> None:

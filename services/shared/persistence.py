@@ -8,8 +8,11 @@ has moved on go through a dict so their ``upcast_vN_vN+1`` steps can run first.
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
@@ -17,6 +20,8 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
 from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Computed fields are derived again on load, so they are not stored.
 _NOT_STORED = {"event_id"}
@@ -83,6 +88,29 @@ def upcast(cls: type[Any], state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+T = TypeVar("T")
+
+
+def surviving_catalog_races(construct: Callable[[], T], attempts: int = 8) -> T:
+    """Runs ``construct`` again when PostgreSQL reports a race on its catalogue.
+
+    Processes that start together (``careplan up``) each create their schema and tables
+    with ``IF NOT EXISTS``; PostgreSQL can still fail one of two concurrent creations
+    ("tuple concurrently updated", a duplicate key in pg_namespace). The second try sees
+    the object and goes on."""
+    from eventsourcing.persistence import IntegrityError, InternalError
+
+    for attempt in range(attempts):
+        try:
+            return construct()
+        except (InternalError, IntegrityError) as e:
+            if attempt == attempts - 1:
+                raise
+            log.info("catalogue race while creating tables (%s); trying again", e)
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 _schemas_made: set[tuple[str, str]] = set()
 _schemas_lock = threading.Lock()
 
@@ -104,7 +132,15 @@ def ensure_postgres_schema(settings: Settings, schema: str) -> None:
             dbname=settings.postgres_dbname,
             autocommit=True,
         ) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            for attempt in range(8):
+                try:
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                    break
+                except (psycopg.errors.UniqueViolation, psycopg.errors.InternalError):
+                    # another process created it at the same moment (see surviving_catalog_races)
+                    if attempt == 7:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
         _schemas_made.add(key)
 
 
@@ -152,16 +188,15 @@ class OutboxStores:
         from eventsourcing.utils import Environment
 
         env = eventsourcing_env(settings, application)
-        env["CREATE_TABLE"] = "y"
         self._app_factory = InfrastructureFactory.construct(Environment(application, env))
-        self.recorder = self._app_factory.application_recorder()
+        self.recorder = surviving_catalog_races(self._app_factory.application_recorder)
         self.mapper = self._app_factory.mapper(transcoder=self._app_factory.transcoder())
         tracking_env = dict(env)
         if settings.database == "sqlite":
             # A file of its own, so the relay's writes never wait on the application's.
             tracking_env["SQLITE_DBNAME"] = str(settings.data_dir / f"relay-{application.lower()}.sqlite")
         self._tracking_factory = InfrastructureFactory.construct(Environment(f"relay_{application}", tracking_env))
-        self.tracking = self._tracking_factory.tracking_recorder()
+        self.tracking = surviving_catalog_races(self._tracking_factory.tracking_recorder)
 
     def close(self) -> None:
         self._tracking_factory.close()

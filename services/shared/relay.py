@@ -140,7 +140,7 @@ class Relay:
                 await ensure_stream(js, self.settings)
                 self._set_state("publishing")
                 backoff.reset()
-                await self._pump(js, stop)
+                await self._pump(nc, js, stop)
             except Exception as e:  # noqa: BLE001 - the bus failed mid-way: record progress, back off, resume
                 self._set_state("waiting for NATS", e)
                 self.stats.reconnects += 1
@@ -152,7 +152,7 @@ class Relay:
                     pass
         self._set_state("stopped")
 
-    async def _pump(self, js: Any, stop: asyncio.Event) -> None:
+    async def _pump(self, nc: Any, js: Any, stop: asyncio.Event) -> None:
         acked = await asyncio.to_thread(self.tracking.max_tracking_id, self.application) or 0
         recorded = acked
         self.stats.position = acked
@@ -160,6 +160,10 @@ class Relay:
         next_start, previous = acked + 1, acked
         try:
             while not stop.is_set():
+                if not nc.is_connected:
+                    # Noticed even when idle, so the state (and a later resume) is accurate.
+                    msg = "connection to NATS lost"
+                    raise PublishFailedError(msg)
                 notifications = await asyncio.to_thread(
                     self.recorder.select_notifications, start=next_start, limit=self.settings.relay_batch
                 )

@@ -1,0 +1,115 @@
+"""Real NATS for tests: servers on free ports, reading a whole stream back, running the
+relay in-process or as a process that can be killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts.subjects import CLINICAL_CONTEXT
+from services.shared.persistence import OutboxStores
+from services.shared.relay import Relay
+from services.shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class StreamMessage:
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+
+
+async def read_stream(url: str, stream: str = "CARE", subject: str = "care.>") -> list[StreamMessage]:
+    """Every message of the stream, in stream order, through an ephemeral pull consumer."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        total = info.state.messages
+        if total == 0:
+            return []
+        sub = await js.pull_subscribe(
+            subject, durable=None, stream=stream,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30),
+        )
+        out: list[StreamMessage] = []
+        while len(out) < total:
+            for msg in await sub.fetch(batch=min(1000, total - len(out)), timeout=10):
+                out.append(StreamMessage(msg.metadata.sequence.stream, msg.subject, dict(msg.headers or {}), msg.data))
+        await sub.unsubscribe()
+        return out
+    finally:
+        await nc.close()
+
+
+def settings_env(settings: Settings, nats_url: str) -> dict[str, str]:
+    """The environment that gives a child process these settings."""
+    env = {**os.environ, "CAREPLAN_NATS_URL": nats_url}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"CAREPLAN_{name.upper()}"] = str(value)
+    return env
+
+
+def start_relay_process(settings: Settings, nats_url: str, log: Path, ready_file: Path | None = None) -> subprocess.Popen[bytes]:
+    extra = ["--ready-file", str(ready_file)] if ready_file is not None else []
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "relay", *extra], env=settings_env(settings, nats_url), stdout=out, stderr=out
+        )
+
+
+class InProcessRelay:
+    """The relay as a task of the test's own event loop."""
+
+    def __init__(self, settings: Settings, nats_url: str) -> None:
+        self.stores = OutboxStores(settings, "care")
+        self.relay = Relay(
+            settings, application="care", context=CLINICAL_CONTEXT, nats_url=nats_url,
+            recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
+        )
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> InProcessRelay:
+        self.task = asyncio.create_task(self.relay.run(self.stop))
+        return self
+
+    async def wait_position(self, notification_id: int, timeout: float = 60) -> None:
+        async def reached() -> None:
+            while self.relay.stats.position < notification_id:
+                assert self.task is not None and not self.task.done(), "relay task ended"
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(reached(), timeout)
+
+    async def __aexit__(self, *_: object) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 30)
+        self.stores.close()
+
+
+class TrackedPosition:
+    """Reads the relay's recorded position, as another process sees it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.stores = OutboxStores(settings, "care")
+
+    def __call__(self) -> int:
+        return self.stores.tracking.max_tracking_id("care") or 0
+
+    def close(self) -> None:
+        self.stores.close()
