@@ -30,7 +30,7 @@ class StreamMessage:
 
 async def read_stream(url: str, stream: str = "CARE", subject: str = "care.>") -> list[StreamMessage]:
     """Every message of the stream, in stream order, through an ephemeral pull consumer."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
