@@ -8,11 +8,12 @@ Aggregates are pydantic models too; they change only by applying their own event
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Self, TypeVar
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
 
@@ -21,6 +22,19 @@ from domain.errors import InvalidValueError, NotAuthorisedError, ReasonRequiredE
 #: Namespace of event ids: an event's id is derived from its aggregate id and version, so
 #: the same stored event always has the same id wherever it travels.
 EVENT_ID_NAMESPACE = UUID("6f1c1f0e-8a55-4a4e-9d0c-2a7c5b0e9d11")
+
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
+def derive_event_id(aggregate_id: UUID | str, version: int) -> str:
+    """``str(uuid5(EVENT_ID_NAMESPACE, f"{aggregate_id}:{version}"))``, computed directly:
+    the relay derives one per message, and the stdlib path costs twice as much."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{aggregate_id}:{version}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
 
 Text = Annotated[str, Field(min_length=1, max_length=4000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
@@ -83,7 +97,7 @@ class DomainEvent(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def event_id(self) -> UUID:
-        return uuid5(EVENT_ID_NAMESPACE, f"{self.originator_id}:{self.originator_version}")
+        return UUID(derive_event_id(self.originator_id, self.originator_version))
 
     def describe(self) -> str:
         """One line a person can read, filled from the event's own fields."""

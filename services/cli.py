@@ -117,6 +117,18 @@ def bench_store(
     run_store_benchmark(_settings(), backend=backend, commands=commands, replay_events=replay_events, console=console)
 
 
+@bench_app.command("relay")
+def bench_relay(
+    events: Annotated[int, typer.Option(help="Stored events relayed in the throughput measurement.")] = 20_000,
+    rate: Annotated[float, typer.Option(help="Commands per second in the latency measurement.")] = 200,
+    seconds: Annotated[float, typer.Option(help="Length of the latency measurement.")] = 10,
+) -> None:
+    """Relay throughput vs. raw nats-py publish_async, and commit-to-subscriber latency."""
+    from services.bench.relay import run_relay_benchmark
+
+    run_relay_benchmark(_settings(), events=events, rate=rate, seconds=seconds, console=console)
+
+
 def main() -> None:
     app()
 

@@ -101,7 +101,12 @@ class System:
                     backoff[child.name] = min(delay * 2, 10)
 
     def ready_info(self) -> dict[str, object]:
-        return {"nats": self.nats_url, "api": None, "data_dir": str(self.settings.data_dir.resolve())}
+        return {
+            "nats": self.nats_url,
+            "api": None,
+            "data_dir": str(self.settings.data_dir.resolve()),
+            "processes": {c.name: c.process.pid for c in self.children if c.process is not None},
+        }
 
     def ready_line(self) -> str:
         where = "embedded" if self.nats is not None else "configured"

@@ -12,12 +12,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
+
+from domain.base import derive_event_id
 
 from services.shared.settings import Settings
 
@@ -76,6 +78,34 @@ class PydanticMapper(Mapper[Any]):
                 f"version {stored_event.originator_version}: {e}"
             )
             raise MapperDeserialisationError(msg) from e
+
+
+    def to_public_json(self, stored_event: StoredEvent) -> PublicEvent:
+        """The event's public JSON (its contract form) and what a CloudEvent needs of it,
+        without building the model when the stored form is current: the stored state
+        plus the derived ``event_id``. Events that need upcasting take the model path."""
+        cls: type[BaseModel] = resolve_topic(stored_event.topic)
+        event_id = derive_event_id(stored_event.originator_id, stored_event.originator_version)
+        if getattr(cls, "class_version", 1) != 1:
+            body = self.to_domain_event(stored_event).model_dump_json().encode()
+        else:
+            state = stored_event.state
+            if self.cipher:
+                state = self.cipher.decrypt(state)
+            if self.compressor:
+                state = self.compressor.decompress(state)
+            body = b"".join((state[:-1], b',"event_id":"', event_id.encode(), b'"}'))
+        # pydantic writes fields in declaration order, so the first "timestamp" key is the
+        # event's own (DomainEvent declares it before any nested model could carry one).
+        start = body.index(b'"timestamp":"') + 13
+        return PublicEvent(cls, body, event_id, body[start : body.index(b'"', start)].decode())
+
+
+class PublicEvent(NamedTuple):
+    event_class: type[BaseModel]
+    body: bytes
+    event_id: str
+    timestamp: str
 
 
 def upcast(cls: type[Any], state: dict[str, Any]) -> dict[str, Any]:

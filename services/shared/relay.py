@@ -19,24 +19,24 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification, Tracking, TrackingRecorder
+from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
 from nats.js.api import PubAck
-from pydantic import BaseModel
 
 from contracts.generate import SCHEMA_BASE_URI, schema_path
-from contracts.subjects import ce_source, ce_type, subject_for
+from contracts.subjects import CE_SOURCE_PREFIX, ce_type, subject_for
 from services.shared.bus import connect, ensure_stream
+from services.shared.persistence import PublicEvent, PydanticMapper
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OutboundMessage:
+class OutboundMessage(NamedTuple):
     notification_id: int
     subject: str
     headers: dict[str, str]
@@ -71,32 +71,42 @@ class PublishFailedError(Exception):
     """A publish was not acknowledged; the relay resumes from the first unacked one."""
 
 
-def cloudevent(application: str, context: str, notification: Notification, event: BaseModel, previous: int) -> OutboundMessage:
-    """The wire form of one stored event: CloudEvents binary mode in NATS headers."""
-    cls: Any = type(event)
+@dataclass(frozen=True)
+class WireForm:
+    """What every event of one class shares on the wire (computed once per class)."""
+
+    subject_prefix: str
+    subject_suffix: str
+    ce_type: str
+    dataschema: str
+
+
+@lru_cache(maxsize=1024)
+def wire_form(event_class: type[Any], context: str) -> WireForm:
+    prefix, suffix = subject_for(event_class, "\0", context).split("\0")
+    return WireForm(prefix, suffix, ce_type(event_class, context), f"{SCHEMA_BASE_URI}/{schema_path(event_class)}")
+
+
+def cloudevent(application: str, context: str, notification: Notification, event: PublicEvent, previous: int) -> OutboundMessage:
+    """The wire form of one stored event: CloudEvents binary mode in NATS headers, the
+    event's contract JSON as body."""
+    form = wire_form(event.event_class, context)
+    aggregate_id = str(notification.originator_id)
     headers = {
         "ce-specversion": "1.0",
-        "ce-id": str(event.event_id),  # type: ignore[attr-defined]
-        "ce-source": ce_source(application),
-        "ce-type": ce_type(cls, context),
-        "ce-time": event.timestamp.isoformat(),  # type: ignore[attr-defined]
-        "ce-subject": str(event.originator_id),  # type: ignore[attr-defined]
+        "ce-id": event.event_id,
+        "ce-source": f"{CE_SOURCE_PREFIX}:{application}",
+        "ce-type": form.ce_type,
+        "ce-time": event.timestamp,
+        "ce-subject": aggregate_id,
         "ce-sequence": str(notification.id),
         # The log may skip ids (a rolled-back insert); naming the previous one makes a real gap detectable.
         "ce-previoussequence": str(previous),
-        "ce-dataschema": f"{SCHEMA_BASE_URI}/{schema_path(cls)}",
+        "ce-dataschema": form.dataschema,
         "content-type": "application/json",
         "Nats-Msg-Id": f"{application}:{notification.id}",
     }
-    traceparent = getattr(event, "traceparent", None)
-    if traceparent:
-        headers["traceparent"] = traceparent
-    return OutboundMessage(
-        notification_id=notification.id,
-        subject=subject_for(cls, event.originator_id, context),  # type: ignore[attr-defined]
-        headers=headers,
-        body=event.model_dump_json().encode(),
-    )
+    return OutboundMessage(notification.id, f"{form.subject_prefix}{aggregate_id}{form.subject_suffix}", headers, event.body)
 
 
 class Relay:
@@ -108,7 +118,7 @@ class Relay:
         context: str,
         nats_url: str,
         recorder: ApplicationRecorder,
-        mapper: Mapper[Any],
+        mapper: PydanticMapper,
         tracking: TrackingRecorder,
     ) -> None:
         self.settings = settings
@@ -156,28 +166,30 @@ class Relay:
         acked = await asyncio.to_thread(self.tracking.max_tracking_id, self.application) or 0
         recorded = acked
         self.stats.position = acked
-        inflight: deque[tuple[int, asyncio.Future[PubAck]]] = deque()
-        next_start, previous = acked + 1, acked
+        inflight: deque[tuple[int, asyncio.Future[PubAck], float]] = deque()
+        watchdog = asyncio.ensure_future(self._fail_overdue_acks(inflight))
+        previous = acked
+        prefetch: asyncio.Future[Sequence[Notification]] | None = None
         try:
             while not stop.is_set():
                 if not nc.is_connected:
                     # Noticed even when idle, so the state (and a later resume) is accurate.
                     msg = "connection to NATS lost"
                     raise PublishFailedError(msg)
-                notifications = await asyncio.to_thread(
-                    self.recorder.select_notifications, start=next_start, limit=self.settings.relay_batch
-                )
+                notifications = await (prefetch or self._select(previous + 1))
+                prefetch = None
                 if notifications:
+                    # Read the next batch while this one is published.
+                    prefetch = self._select(notifications[-1].id + 1)
                     for notification in notifications:
                         message = cloudevent(
-                            self.application, self.context, notification, self.mapper.to_domain_event(notification), previous
+                            self.application, self.context, notification, self.mapper.to_public_json(notification), previous
                         )
                         while len(inflight) >= self.settings.relay_window:
                             acked = await self._await_oldest(inflight)
                         future = await js.publish_async(message.subject, message.body, headers=message.headers)
-                        inflight.append((notification.id, future))
+                        inflight.append((notification.id, future, time.monotonic()))
                         previous = notification.id
-                    next_start = previous + 1
                     while inflight and inflight[0][1].done():
                         acked = await self._await_oldest(inflight)
                 else:
@@ -191,15 +203,34 @@ class Relay:
             while inflight:
                 acked = await self._await_oldest(inflight)
         finally:
-            for _, future in inflight:
+            watchdog.cancel()
+            if prefetch is not None:
+                prefetch.cancel()
+            for _, future, _ in inflight:
                 future.cancel()
             if acked > recorded:
                 await self._record(acked)
 
-    async def _await_oldest(self, inflight: deque[tuple[int, asyncio.Future[PubAck]]]) -> int:
-        notification_id, future = inflight[0]
+    def _select(self, start: int) -> asyncio.Future[Sequence[Notification]]:
+        return asyncio.ensure_future(
+            asyncio.to_thread(self.recorder.select_notifications, start=start, limit=self.settings.relay_batch)
+        )
+
+    async def _fail_overdue_acks(self, inflight: deque[tuple[int, asyncio.Future[PubAck], float]]) -> None:
+        """One timer for the whole window, instead of one per publish: an ack overdue by
+        more than ``relay_ack_timeout`` fails its future, and the pump resumes from it."""
+        timeout = self.settings.relay_ack_timeout
+        while True:
+            await asyncio.sleep(min(0.5, timeout / 4))
+            if inflight:
+                notification_id, future, sent = inflight[0]
+                if not future.done() and time.monotonic() - sent > timeout:
+                    future.set_exception(TimeoutError(f"no PubAck within {timeout} s"))
+
+    async def _await_oldest(self, inflight: deque[tuple[int, asyncio.Future[PubAck], float]]) -> int:
+        notification_id, future, _ = inflight[0]
         try:
-            ack = await asyncio.wait_for(asyncio.shield(future), timeout=self.settings.relay_ack_timeout)
+            ack = future.result() if future.done() else await future
         except Exception as e:
             msg = f"{self.application}:{notification_id} not acknowledged: {type(e).__name__} {e}"
             raise PublishFailedError(msg) from e

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     #: Notifications read from the store per query.
     relay_batch: int = Field(default=256, ge=1, le=10_000)
     #: Seconds between polls of the notification log when idle (PostgreSQL is also woken by NOTIFY).
-    relay_poll_interval: float = Field(default=0.05, gt=0)
+    relay_poll_interval: float = Field(default=0.01, gt=0)
     #: Seconds to wait for one PubAck before the relay treats the bus as unavailable.
     relay_ack_timeout: float = Field(default=5.0, gt=0)
 

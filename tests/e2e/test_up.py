@@ -1,0 +1,81 @@
+"""`careplan up` as a person runs it: ready line and file, events flowing to JetStream,
+a crashed relay restarted by the supervisor, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from domain.catalogues.care import CopingSkill
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta
+from services.shared.settings import Settings
+from tests.conftest import CLINICIAN
+from tests.support.bus import read_stream
+
+META = CommandMeta(actor=CLINICIAN)
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def stream_count(url: str) -> int:
+    import asyncio
+
+    return len(asyncio.run(read_stream(url)))
+
+
+def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path: Path) -> None:
+    data, ready = tmp_path / "data", tmp_path / "ready.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data), "--ready-file", str(ready)],
+        env={**env, "COLUMNS": "300"}, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for(ready.exists, what="the ready file")
+        info = json.loads(ready.read_text())
+        assert info["api"] is None and Path(info["data_dir"]) == data.resolve()
+        assert info["nats"].startswith("nats://127.0.0.1:") and not info["nats"].endswith(":4222")
+        assert "careplan ready: NATS nats://127.0.0.1:" in (tmp_path / "up.log").read_text()
+
+        app = CareApplication(Settings(data_dir=data))
+        try:
+            plan = app.handle(
+                c.DraftCarePlan(client_id="client-1", title="Up", strategy="short_term_moderate", therapy_models=["steady_drive"]),
+                META,
+            ).aggregate_id
+            wait_for(lambda: stream_count(info["nats"]) == 1, what="the first event on the stream")
+
+            relay_pid = info["processes"]["relay:care"]
+            os.kill(relay_pid, signal.SIGKILL)
+            app.handle(c.TargetCopingSkill(plan_id=plan, skill=CopingSkill.COMMUNICATION), META)
+            for i in range(20):
+                app.handle(c.RecordSkillProgress(plan_id=plan, skill=CopingSkill.COMMUNICATION, note=f"n{i}"), META)
+            wait_for(lambda: stream_count(info["nats"]) == 22, what="the restarted relay to catch up")
+            assert "restarting" in (tmp_path / "up.log").read_text()
+        finally:
+            app.close()
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        assert "careplan stopped" in (tmp_path / "up.log").read_text()
+        port = int(info["nats"].rsplit(":", 1)[1])
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "the embedded nats-server outlived careplan up"
+        assert (data / "nats" / "jetstream").is_dir() and (data / "care.sqlite").exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
