@@ -1,12 +1,12 @@
 # Two commands a newcomer types on a fresh machine with only Python:
-#   make run    set up, then run the main job (careplan demo on SQLite)
+#   make run    set up, then run the whole system (careplan up: SQLite + embedded nats-server)
 #   make test   set up, then run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test setup contracts bench clean
+.PHONY: run demo test setup contracts bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/careplan up
+
+demo: $(STAMP)
 	$(BIN)/careplan demo
 
 test: $(STAMP)
@@ -28,6 +31,7 @@ contracts: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/careplan bench store --backend sqlite
 	$(BIN)/careplan bench store --backend postgres
+	$(BIN)/careplan bench relay
 
 clean:
 	rm -rf $(VENV) careplan-data .pytest_cache .hypothesis
