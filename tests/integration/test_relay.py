@@ -205,3 +205,26 @@ async def test_nats_stopped_mid_run_then_restarted_on_the_same_store(
     finally:
         app.close()
 
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_the_relay_is_woken_by_notify_not_by_polling(
+    postgres_available: None, tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    from tests.conftest import drop_schemas, postgres_settings
+
+    settings = postgres_settings(tmp_path, relay_poll_interval=60)  # polling alone would take a minute
+    app = CareApplication(settings)
+    try:
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            await relay.wait_position(0)
+            await asyncio.sleep(0.5)  # the relay is idle now, waiting up to 60 s
+            plan_ids = await asyncio.to_thread(write_plans, app, 1)
+            started = time.monotonic()
+            await relay.wait_position(2, timeout=10)
+            assert time.monotonic() - started < 10
+        assert len(await read_stream(nats_server.url)) == 2
+        assert plan_ids
+    finally:
+        app.close()
+        drop_schemas(settings)
