@@ -17,6 +17,7 @@ import pytest
 
 from domain.base import Actor, CommandContext, Role
 from services.shared.clock import ManualClock
+from services.shared.persistence import drop_postgres_schemas
 from services.shared.settings import Settings
 
 PG = {
@@ -55,18 +56,7 @@ def postgres_settings(data_dir: Path, **overrides: object) -> Settings:
 
 
 def drop_schemas(settings: Settings) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(
-        host=PG["host"], port=PG["port"], user=PG["user"], password=PG["password"] or None, dbname=PG["dbname"], autocommit=True
-    ) as conn:
-        rows = conn.execute(
-            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
-            (settings.postgres_schema_prefix + "\\_%",),
-        ).fetchall()
-        for (schema,) in rows:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    drop_postgres_schemas(settings)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
+from services.shared.persistence import drop_postgres_schemas, eventsourcing_env
 from services.shared.settings import Settings
 
 ACTOR = Actor(id="clinician-17", role=Role.CLINICIAN)
@@ -64,8 +65,6 @@ class Journal(Aggregate):
 
 def _plain_env(settings: Settings, name: str) -> dict[str, str]:
     """The same backend as ours, with the library's default mapper and transcoder."""
-    from services.shared.persistence import eventsourcing_env
-
     env = eventsourcing_env(settings, name)
     for key in ("MAPPER_TOPIC", "TRANSCODER_TOPIC", "CIPHER_TOPIC", "CIPHER_KEY", "AGGREGATE_CACHE_MAXSIZE"):
         env.pop(key, None)
@@ -93,23 +92,7 @@ def _bench_settings(base: Settings, backend: Literal["sqlite", "postgres"]) -> I
             yield settings
         finally:
             if backend == "postgres":
-                _drop_schemas(settings)
-
-
-def _drop_schemas(settings: Settings) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(
-        host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
-        password=settings.postgres_password.get_secret_value() or None, dbname=settings.postgres_dbname, autocommit=True,
-    ) as conn:
-        rows = conn.execute(
-            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
-            (settings.postgres_schema_prefix + "\\_%",),
-        ).fetchall()
-        for (schema,) in rows:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+                drop_postgres_schemas(settings)
 
 
 def measure_saves(settings: Settings, commands: int, aggregates: int = 50) -> tuple[float, float]:

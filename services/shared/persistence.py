@@ -174,6 +174,30 @@ def ensure_postgres_schema(settings: Settings, schema: str) -> None:
         _schemas_made.add(key)
 
 
+def drop_postgres_schemas(settings: Settings) -> None:
+    """Drops every application schema of ``settings.postgres_schema_prefix`` (benchmarks
+    and tests make throw-away prefixes; nothing else should call this)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        host=settings.postgres_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.postgres_password.get_secret_value() or None,
+        dbname=settings.postgres_dbname,
+        autocommit=True,
+    ) as conn:
+        rows = conn.execute(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
+            (settings.postgres_schema_prefix.replace("_", "\\_") + "\\_%",),
+        ).fetchall()
+        for (schema,) in rows:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with _schemas_lock:
+        _schemas_made.difference_update({k for k in _schemas_made if k[1].startswith(settings.postgres_schema_prefix + "_")})
+
+
 def eventsourcing_env(settings: Settings, application: str) -> dict[str, str]:
     """The library's environment for one application, derived from our settings."""
     env: dict[str, str] = {
