@@ -212,6 +212,9 @@ class Relay:
                 await self._record(acked)
 
     def _select(self, start: int) -> asyncio.Future[Sequence[Notification]]:
+        # Cleared just before reading, so a NOTIFY that arrives while this batch is being
+        # published is kept, and the next idle wait returns at once.
+        self._wakeup.clear()
         return asyncio.ensure_future(
             asyncio.to_thread(self.recorder.select_notifications, start=start, limit=self.settings.relay_batch)
         )
@@ -248,7 +251,6 @@ class Relay:
         self.stats.changed.set()
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        self._wakeup.clear()
         waiters: list[Awaitable[Any]] = [self._wakeup.wait(), stop.wait()]
         tasks = [asyncio.ensure_future(w) for w in waiters]
         try:
