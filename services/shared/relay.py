@@ -50,6 +50,7 @@ class RelayStats:
     position: int = 0
     state: str = "starting"
     reconnects: int = 0
+    failed_connects: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -142,6 +143,7 @@ class Relay:
             try:
                 nc = await connect(self.nats_url, name=f"relay-{self.application}", reconnect=False)
             except Exception as e:  # noqa: BLE001 - any failure to connect means: wait and retry
+                self.stats.failed_connects += 1
                 self._set_state("waiting for NATS", e)
                 await _sleep_or_stop(stop, backoff.next())
                 continue

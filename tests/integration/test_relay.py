@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import signal
 import threading
@@ -179,8 +180,9 @@ async def test_relay_killed_at_random_points_under_load_loses_and_doubles_nothin
 
 
 async def test_nats_stopped_mid_run_then_restarted_on_the_same_store(
-    backend_settings: Settings, nats_server: EmbeddedNats
+    backend_settings: Settings, nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="services.shared.relay")
     app = CareApplication(backend_settings)
     try:
         plan_ids = write_plans(app, 5)
@@ -199,6 +201,11 @@ async def test_nats_stopped_mid_run_then_restarted_on_the_same_store(
             writer.join()
             await relay.wait_position(app.recorder.max_notification_id(), timeout=90)
             assert relay.relay.stats.state == "publishing"
+            assert relay.relay.stats.reconnects >= 1
+            assert relay.relay.stats.failed_connects >= 3
+        # several connection attempts failed while NATS was down; the log says so once
+        states = [r.getMessage().split(" (")[0] for r in caplog.records if r.name == "services.shared.relay"]
+        assert states == ["relay care publishing", "relay care waiting for NATS", "relay care publishing", "relay care stopped"]
         messages = await read_stream(nats_server.url)
         assert len(messages) == 1510
         assert_exactly_once_in_commit_order(messages, app)
