@@ -8,6 +8,7 @@ wildcards (``care.clinical.v1.care_plan.*.strategy_changed``).
 from __future__ import annotations
 
 import re
+import sys
 from uuid import UUID
 
 from domain.base import DomainEvent
@@ -18,40 +19,49 @@ MAJOR_VERSION = 1
 CLINICAL_CONTEXT = "clinical"
 CE_SOURCE_PREFIX = "urn:careplan"
 
-_AGGREGATE_OF_MODULE = {
-    "domain.events.care_plan": "care_plan",
-    "domain.events.therapy_course": "therapy_course",
-    "domain.events.inventory": "inventory",
-}
-
 
 def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _declared(event_class: type[DomainEvent], name: str) -> str:
+    """Each events module declares ``CONTEXT`` and ``AGGREGATE`` for its events."""
+    value = getattr(sys.modules[event_class.__module__], name, None)
+    if not isinstance(value, str):
+        msg = f"{event_class.__name__} is not a public event: its module declares no {name}"
+        raise ValueError(msg)
+    return value
+
+
+def context_of(event_class: type[DomainEvent]) -> str:
+    return _declared(event_class, "CONTEXT")
+
+
 def aggregate_token(event_class: type[DomainEvent]) -> str:
-    try:
-        return _AGGREGATE_OF_MODULE[event_class.__module__]
-    except KeyError:
-        msg = f"{event_class.__name__} is not a public event of an aggregate"
-        raise ValueError(msg) from None
+    return _declared(event_class, "AGGREGATE")
 
 
 def event_token(event_class: type[DomainEvent]) -> str:
     return snake(event_class.__name__)
 
 
-def subject_for(event_class: type[DomainEvent], aggregate_id: UUID | str, context: str = CLINICAL_CONTEXT) -> str:
+def subject_for(event_class: type[DomainEvent], aggregate_id: UUID | str) -> str:
+    context = context_of(event_class)
     return f"{ROOT}.{context}.v{MAJOR_VERSION}.{aggregate_token(event_class)}.{aggregate_id}.{event_token(event_class)}"
 
 
-def subject_pattern(event_class: type[DomainEvent], context: str = CLINICAL_CONTEXT) -> str:
+def subject_pattern(event_class: type[DomainEvent]) -> str:
     """The AsyncAPI channel address, with the aggregate id as a parameter."""
-    return subject_for(event_class, "{aggregate_id}", context)
+    return subject_for(event_class, "{aggregate_id}")
 
 
-def ce_type(event_class: type[DomainEvent], context: str = CLINICAL_CONTEXT) -> str:
+def ce_type(event_class: type[DomainEvent]) -> str:
+    context = context_of(event_class)
     return f"org.careplan.{context}.v{MAJOR_VERSION}.{aggregate_token(event_class)}.{event_token(event_class)}"
+
+
+def dead_letter_subject(service: str) -> str:
+    return f"{ROOT}.deadletter.{service}"
 
 
 def ce_source(application: str) -> str:

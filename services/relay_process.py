@@ -8,7 +8,6 @@ import logging
 import signal
 from pathlib import Path
 
-from contracts.subjects import CLINICAL_CONTEXT
 from services.care.application import CareApplication
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
@@ -33,7 +32,6 @@ async def _main(settings: Settings, nats_url: str, ready_file: Path | None) -> N
     relay = Relay(
         settings,
         application=CareApplication.name,
-        context=CLINICAL_CONTEXT,
         nats_url=nats_url,
         recorder=stores.recorder,
         mapper=stores.mapper,

@@ -23,6 +23,10 @@ from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
 
 
+#: Where these events are published: care.<CONTEXT>.v1.<AGGREGATE>.<id>.<event>
+CONTEXT = "clinical"
+AGGREGATE = "care_plan"
+
 class GoalTarget(BaseModel):
     """A measurable target for a goal, e.g. PHQ-9 total below 5 by a date."""
 

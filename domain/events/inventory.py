@@ -17,6 +17,10 @@ Rating = Annotated[int, Field(ge=1, le=5)]
 Alias = Annotated[str, Field(min_length=1, max_length=40)]
 
 
+#: Where these events are published: care.<CONTEXT>.v1.<AGGREGATE>.<id>.<event>
+CONTEXT = "clinical"
+AGGREGATE = "inventory"
+
 class InventoryOpened(DomainEvent):
     summary_template: ClassVar[str] = "Interpersonal inventory opened for client {client_id}"
     client_id: ShortText

@@ -13,6 +13,10 @@ from domain.catalogues.modalities import CoursePhase, HomeworkKind, InitialPhase
 from domain.catalogues.problem_areas import ProblemArea
 
 
+#: Where these events are published: care.<CONTEXT>.v1.<AGGREGATE>.<id>.<event>
+CONTEXT = "clinical"
+AGGREGATE = "therapy_course"
+
 class CourseStarted(DomainEvent):
     summary_template: ClassVar[str] = "{modality} course started with {planned_sessions} planned sessions"
     plan_id: UUID

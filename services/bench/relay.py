@@ -24,7 +24,6 @@ from nats.js.api import DeliverPolicy, StreamConfig
 from rich.console import Console
 from rich.table import Table
 
-from contracts.subjects import CLINICAL_CONTEXT
 from domain.base import Actor, CommandContext, Role
 from domain.care_plan import CarePlan
 from domain.catalogues.care import CopingSkill
@@ -65,7 +64,7 @@ def _store_events(app: CareApplication, events: int, plans: int = 20) -> None:
 async def _relay_rate(settings: Settings, url: str, events: int) -> float:
     stores = OutboxStores(settings, "care")
     relay = Relay(
-        settings, application="care", context=CLINICAL_CONTEXT, nats_url=url,
+        settings, application="care", nats_url=url,
         recorder=stores.recorder, mapper=stores.mapper, tracking=stores.tracking,
     )
     stop = asyncio.Event()
@@ -85,7 +84,7 @@ async def _raw_rate(settings: Settings, url: str, events: int, run: int) -> floa
     messages = []
     previous = 0
     for n in stores.recorder.select_notifications(start=1, limit=events):
-        m = cloudevent("care", CLINICAL_CONTEXT, n, stores.mapper.to_public_json(n), previous)
+        m = cloudevent("care", n, stores.mapper.to_public_json(n), previous)
         previous = n.id
         headers = dict(m.headers, **{"Nats-Msg-Id": f"raw{run}:{n.id}"})
         messages.append(("raw" + m.subject[len("care"):], m.body, headers))

@@ -83,15 +83,15 @@ class WireForm:
 
 
 @lru_cache(maxsize=1024)
-def wire_form(event_class: type[Any], context: str) -> WireForm:
-    prefix, suffix = subject_for(event_class, "\0", context).split("\0")
-    return WireForm(prefix, suffix, ce_type(event_class, context), f"{SCHEMA_BASE_URI}/{schema_path(event_class)}")
+def wire_form(event_class: type[Any]) -> WireForm:
+    prefix, suffix = subject_for(event_class, "\0").split("\0")
+    return WireForm(prefix, suffix, ce_type(event_class), f"{SCHEMA_BASE_URI}/{schema_path(event_class)}")
 
 
-def cloudevent(application: str, context: str, notification: Notification, event: PublicEvent, previous: int) -> OutboundMessage:
+def cloudevent(application: str, notification: Notification, event: PublicEvent, previous: int) -> OutboundMessage:
     """The wire form of one stored event: CloudEvents binary mode in NATS headers, the
     event's contract JSON as body."""
-    form = wire_form(event.event_class, context)
+    form = wire_form(event.event_class)
     aggregate_id = str(notification.originator_id)
     headers = {
         "ce-specversion": "1.0",
@@ -116,7 +116,6 @@ class Relay:
         settings: Settings,
         *,
         application: str,
-        context: str,
         nats_url: str,
         recorder: ApplicationRecorder,
         mapper: PydanticMapper,
@@ -124,7 +123,6 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.application = application
-        self.context = context
         self.nats_url = nats_url
         self.recorder = recorder
         self.mapper = mapper
@@ -184,9 +182,7 @@ class Relay:
                     # Read the next batch while this one is published.
                     prefetch = self._select(notifications[-1].id + 1)
                     for notification in notifications:
-                        message = cloudevent(
-                            self.application, self.context, notification, self.mapper.to_public_json(notification), previous
-                        )
+                        message = cloudevent(self.application, notification, self.mapper.to_public_json(notification), previous)
                         while len(inflight) >= self.settings.relay_window:
                             acked = await self._await_oldest(inflight)
                         future = await js.publish_async(message.subject, message.body, headers=message.headers)

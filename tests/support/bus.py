@@ -14,7 +14,6 @@ from typing import Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from contracts.subjects import CLINICAL_CONTEXT
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
 from services.shared.settings import Settings
@@ -77,7 +76,7 @@ class InProcessRelay:
     def __init__(self, settings: Settings, nats_url: str) -> None:
         self.stores = OutboxStores(settings, "care")
         self.relay = Relay(
-            settings, application="care", context=CLINICAL_CONTEXT, nats_url=nats_url,
+            settings, application="care", nats_url=nats_url,
             recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
         )
         self.stop = asyncio.Event()
