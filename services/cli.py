@@ -99,6 +99,20 @@ def relay(
     run_relay_process(_settings(), ready_file=ready_file)
 
 
+@app.command()
+def service(
+    name: Annotated[Literal["assessment"], typer.Argument(help="Which service to run.")],
+    ready_file: Annotated[Path | None, typer.Option(help="Written once the service is consuming.")] = None,
+) -> None:
+    """Run one service alone against CAREPLAN_NATS_URL: its consumer and its relay."""
+    from services.shared.runner import run_service_process
+
+    _logging()
+    if name == "assessment":
+        from services.assessment.process import make
+    run_service_process(_settings(), make, ready_file=ready_file)
+
+
 def _logging() -> None:
     import logging
 

@@ -68,6 +68,10 @@ class System:
         run_dir = Path(tempfile.mkdtemp(prefix="careplan-run-"))
         self.children = [
             Child("relay:care", [sys.executable, "-m", "services.cli", "relay"], env, run_dir / "relay-care.ready"),
+            Child(
+                "service:assessment", [sys.executable, "-m", "services.cli", "service", "assessment"], env,
+                run_dir / "service-assessment.ready",
+            ),
         ]
         for child in self.children:
             child.start()

@@ -1,0 +1,1 @@
+"""Assessment scoring service: scores questionnaires, or rejects them with the reason."""

@@ -1,0 +1,245 @@
+"""What every service shares: an event store written together with the tracking record of
+the consumed message (eventsourcing process recorder), and a durable JetStream consumer
+that feeds it.
+
+Processing is strictly in order per consumer: a failing message is retried in place with
+capped backoff (keeping its delivery alive with in-progress acks) and, after
+``max_attempts``, goes to ``care.deadletter.<service>`` with the error and its original
+headers; then the consumer moves on. JetStream's nack-with-delay is not used for
+retries because it lets later messages overtake the failing one, and tracking by position
+(one row per source) would then skip it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream import Context
+from faststream.nats.message import NatsBatchMessage
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from contracts.subjects import CE_SOURCE_PREFIX, dead_letter_subject
+from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, Role, project
+from services.shared.clock import Clock, MonotonicClock
+from services.shared.persistence import eventsourcing_env, surviving_catalog_races
+from services.shared.relay import Backoff
+from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class MalformedMessageError(ValueError):
+    """A message on the stream is not a careplan CloudEvent; it cannot be retried into shape."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A consumed CloudEvent: where it comes from, its position there, and its body."""
+
+    source: str
+    sequence: int
+    event_id: str
+    type: str
+    subject: str
+    aggregate_id: str
+    body: dict[str, Any]
+
+    @property
+    def event_name(self) -> str:
+        return self.type.rsplit(".", 1)[-1]
+
+    @property
+    def correlation_id(self) -> UUID:
+        return UUID(str(self.body["correlation_id"]))
+
+
+def parse_inbound(subject: str, headers: dict[str, str] | None, data: bytes) -> Inbound:
+    headers = headers or {}
+    try:
+        source = headers["ce-source"]
+        if not source.startswith(CE_SOURCE_PREFIX + ":"):
+            msg = f"ce-source {source!r} is not a careplan application"
+            raise MalformedMessageError(msg)
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            msg = "body is not a JSON object"
+            raise MalformedMessageError(msg)
+        return Inbound(
+            source=source.removeprefix(CE_SOURCE_PREFIX + ":"),
+            sequence=int(headers["ce-sequence"]),
+            event_id=headers["ce-id"],
+            type=headers["ce-type"],
+            subject=subject,
+            aggregate_id=headers["ce-subject"],
+            body=body,
+        )
+    except MalformedMessageError:
+        raise
+    except (KeyError, ValueError, TypeError) as e:
+        msg = f"not a careplan CloudEvent: {type(e).__name__}: {e}"
+        raise MalformedMessageError(msg) from e
+
+
+class ServiceApplication(Application[UUID]):
+    """A service's own event store. ``record`` writes the new events and the tracking
+    record of the consumed message in one transaction."""
+
+    snapshot_class = AggregateSnapshot
+    #: The actor of every event the service records.
+    actor: ClassVar[Actor]
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = MonotonicClock(clock) if clock is not None else MonotonicClock()
+        env = eventsourcing_env(settings, self.name)
+        env.pop("AGGREGATE_CACHE_MAXSIZE", None)  # a retried message must start from the stored state
+        surviving_catalog_races(lambda: super(ServiceApplication, self).__init__(env=env))
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return surviving_catalog_races(self.factory.process_recorder)
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        assert isinstance(self.recorder, ProcessRecorder)
+        return self.recorder
+
+    def context_for(self, inbound: Inbound) -> CommandContext:
+        """Events caused by a consumed event carry its story and name it as their cause."""
+        return CommandContext(
+            actor=self.actor, at=self.clock(), correlation_id=inbound.correlation_id, causation_id=inbound.event_id
+        )
+
+    def is_processed(self, inbound: Inbound) -> bool:
+        return self.process_recorder.has_tracking_id(inbound.source, inbound.sequence)
+
+    def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
+        try:
+            aggregate = self.repository.get(aggregate_id, projector_func=project)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(aggregate, cls)
+        return aggregate
+
+    def record(self, aggregates: Sequence[AggregateRoot], inbound: Inbound) -> int:
+        processing = ProcessingEvent(tracking=Tracking(inbound.source, inbound.sequence))
+        processing.collect_events(*aggregates)
+        self._record(processing)
+        return len(processing.events)
+
+
+Handler = Callable[[Inbound], Sequence[AggregateRoot]]
+
+
+class DurableConsumer:
+    """One durable JetStream consumer feeding one service handler, through FastStream."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: str,
+        app: ServiceApplication,
+        subjects: list[str],
+        handle: Handler,
+        max_attempts: int = 5,
+        retry_cap: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.app = app
+        self.subjects = subjects
+        self.handle = handle
+        self.max_attempts = max_attempts
+        self.retry_cap = retry_cap
+        self.broker: NatsBroker | None = None
+        self.processed = 0
+        self.skipped = 0
+        self.dead_lettered = 0
+
+    def attach(self, broker: NatsBroker) -> None:
+        self.broker = broker
+        broker.subscriber(
+            stream=JStream(self.settings.stream_name, declare=False),
+            durable=self.service,
+            # Batches are handed over whole and worked through in order here: FastStream
+            # would otherwise run the messages of one pull concurrently.
+            pull_sub=PullSub(batch_size=64, timeout=1.0, batch=True),
+            ack_policy=AckPolicy.MANUAL,
+            config=ConsumerConfig(
+                filter_subjects=self.subjects,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=30,
+                max_deliver=-1,
+            ),
+            title=f"{self.service} consumer",
+        )(self.process_batch)
+
+    async def process_batch(self, msg: Annotated[NatsBatchMessage, Context("message")]) -> None:
+        pending: list[Msg] = list(msg.raw_message)
+        while pending:
+            await self.process(pending.pop(0), waiting=pending)
+
+    async def process(self, raw: Msg, *, waiting: Sequence[Msg] = ()) -> None:
+        try:
+            inbound = parse_inbound(raw.subject, raw.headers, raw.data)
+        except MalformedMessageError as e:
+            await self._dead_letter(raw, e, attempts=0)
+            return
+        if await asyncio.to_thread(self.app.is_processed, inbound):
+            self.skipped += 1
+            await raw.ack()
+            return
+        backoff = Backoff(initial=0.2, cap=self.retry_cap)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await asyncio.to_thread(self._decide_and_record, inbound)
+            except IntegrityError:
+                # Recorded by another instance sharing this durable between our check and now.
+                self.skipped += 1
+                await raw.ack()
+                return
+            except Exception as e:  # noqa: BLE001 - any failure is retried, then dead-lettered
+                log.warning("%s: %s from %s:%d failed (attempt %d): %s", self.service, inbound.event_name,
+                            inbound.source, inbound.sequence, attempt, e)
+                if attempt == self.max_attempts:
+                    await self._dead_letter(raw, e, attempts=attempt)
+                    return
+                for held in (raw, *waiting):  # keep this one and those behind it from being redelivered meanwhile
+                    await held.in_progress()
+                await asyncio.sleep(backoff.next())
+            else:
+                self.processed += 1
+                await raw.ack()
+                return
+
+    def _decide_and_record(self, inbound: Inbound) -> None:
+        self.app.record(self.handle(inbound), inbound)
+
+    async def _dead_letter(self, raw: Msg, error: Exception, *, attempts: int) -> None:
+        headers = dict(raw.headers or {})
+        headers.pop("Nats-Msg-Id", None)
+        headers |= {
+            "careplan-error": f"{type(error).__name__}: {error}"[:1000],
+            "careplan-failed-subject": raw.subject,
+            "careplan-attempts": str(attempts),
+            "careplan-service": self.service,
+            # the stream position makes a repeat of this dead-lettering a duplicate
+            "Nats-Msg-Id": f"deadletter:{self.service}:{raw.metadata.sequence.stream}",
+        }
+        assert self.broker is not None
+        await self.broker.publish(raw.data, dead_letter_subject(self.service), headers=headers, stream=self.settings.stream_name)
+        log.error("%s: message %s (stream seq %d) dead-lettered: %s", self.service, raw.subject,
+                  raw.metadata.sequence.stream, error)
+        self.dead_lettered += 1
+        await raw.ack()

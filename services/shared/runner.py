@@ -1,0 +1,90 @@
+"""Runs one service as a process: its durable consumer (FastStream) and its own relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from faststream.nats import NatsBroker
+
+from services.shared.bus import connect, ensure_stream
+from services.shared.persistence import OutboxStores
+from services.shared.processing import DurableConsumer, ServiceApplication
+from services.shared.relay import Relay
+from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RunningService:
+    """A service's consumer and relay on one event loop; used by the process and by tests."""
+
+    def __init__(self, settings: Settings, app: ServiceApplication, subjects: list[str], **consumer_options: object) -> None:
+        if not settings.nats_url:
+            msg = "A service needs a NATS server: set CAREPLAN_NATS_URL (careplan up sets it for its children)."
+            raise SystemExit(msg)
+        self.settings = settings
+        self.app = app
+        self.nats_url = settings.nats_url
+        # Per-message "Received/Processed" lines at DEBUG: thousands a second would drown the log.
+        self.broker = NatsBroker(
+            self.nats_url.split(","), logger=logging.getLogger(f"faststream.{app.name}"), log_level=logging.DEBUG
+        )
+        self.consumer = DurableConsumer(
+            settings, service=app.name, app=app, subjects=subjects, handle=app.decide, **consumer_options  # type: ignore[arg-type]
+        )
+        self.consumer.attach(self.broker)
+        self.stores = OutboxStores(settings, app.name)
+        self.relay = Relay(
+            settings, application=app.name, nats_url=self.nats_url,
+            recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
+        )
+        self._stop = asyncio.Event()
+        self._relay_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        nc = await connect(self.nats_url, name=f"{self.app.name}-setup")
+        try:
+            await ensure_stream(nc.jetstream(), self.settings)
+        finally:
+            await nc.close()
+        await self.broker.start()
+        self._relay_task = asyncio.create_task(self.relay.run(self._stop))
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        self._stop.set()
+        if self._relay_task is not None:
+            await self._relay_task
+        self.stores.close()
+        self.app.close()
+
+    async def __aenter__(self) -> RunningService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+
+def run_service_process(settings: Settings, make: Callable[[Settings], RunningService], *, ready_file: Path | None) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        service = make(settings)
+        await service.start()
+        log.info("service %s consuming; relay publishing to %s", service.app.name, service.nats_url)
+        if ready_file is not None:
+            ready_file.write_text(json.dumps({"service": service.app.name, "nats": service.nats_url}))
+        try:
+            await stop.wait()
+        finally:
+            await service.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,168 @@
+"""The assessment scoring service on real NATS, fed by the care application's relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import jsonschema
+import nats
+import pytest
+
+from contracts.generate import CONTRACTS_DIR, SCHEMA_BASE_URI
+from contracts.subjects import dead_letter_subject
+from services.assessment.service import SUBJECTS, AssessmentApplication
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta
+from services.shared.bus import EmbeddedNats
+from services.shared.runner import RunningService
+from services.shared.settings import Settings
+from tests.conftest import CLINICIAN
+from tests.support.bus import InProcessRelay, StreamMessage, read_stream
+
+META = CommandMeta(actor=CLINICIAN)
+WHEN = datetime(2026, 5, 4, 9, tzinfo=UTC)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        yield server
+
+
+def start_course(app: CareApplication) -> tuple[str, str]:
+    plan = app.handle(
+        c.DraftCarePlan(client_id="client-5", title="Mood", strategy="short_term_moderate", therapy_models=["emotional_calm"]),
+        META,
+    ).aggregate_id
+    course = app.handle(c.StartCourse(plan_id=plan, modality="interpersonal", planned_sessions=12), META).aggregate_id
+    return str(plan), str(course)
+
+
+def submit(app: CareApplication, course: str, instrument: str, answers: list[int | None]) -> str:
+    result = app.handle(
+        c.SubmitQuestionnaire(course_id=course, instrument=instrument, answers=answers, answered_at=WHEN), META
+    )
+    return str(result.event_ids[0])
+
+
+async def wait_for_messages(url: str, subject_prefix: str, count: int, timeout: float = 30) -> list[StreamMessage]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = [m for m in await read_stream(url) if m.subject.startswith(subject_prefix)]
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.1)
+
+
+def service(settings: Settings, **options: object) -> RunningService:
+    return RunningService(settings, AssessmentApplication(settings), SUBJECTS, **options)
+
+
+async def test_scores_rejects_and_links_every_decision_to_its_submission(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url)
+    app = CareApplication(settings)
+    try:
+        plan, course = start_course(app)
+        first = submit(app, course, "PHQ-9", [2, 2, 2, 2, 2, 2, 2, 2, 0])  # 16, moderately severe
+        second = submit(app, course, "PHQ-9", [1, 1, 1, 1, 1, 1, 1, 1, 1])  # 9, item 9 positive, -7
+        third = submit(app, course, "GAD-7", [1, 1, 1])  # wrong item count
+        async with InProcessRelay(settings, nats_server.url), service(settings):
+            decisions = await wait_for_messages(nats_server.url, "care.assessment.v1.", 4)
+        submitted = {
+            m.headers["ce-id"]: json.loads(m.body)["correlation_id"]
+            for m in await read_stream(nats_server.url)
+            if m.subject.endswith("questionnaire_submitted")
+        }
+    finally:
+        app.close()
+    bodies = [json.loads(m.body) for m in decisions]
+    assert [m.subject.rsplit(".", 1)[1] for m in decisions] == [
+        "assessment_record_opened", "assessment_scored", "assessment_scored", "assessment_rejected"
+    ]
+    opened, scored1, scored2, rejected = bodies
+    assert (opened["course_id"], opened["plan_id"], opened["client_id"]) == (course, plan, "client-5")
+    assert (scored1["total"], scored1["severity"], scored1["change"], scored1["caseness"]) == (16, "moderately_severe", None, True)
+    assert scored1["causation_id"] == first
+    assert (scored2["total"], scored2["suicide_item_positive"]) == (9, True)
+    assert scored2["change"]["change"] == -7 and scored2["change"]["reliable_improvement"] is True
+    assert scored2["change"]["baseline_total"] == 16 and scored2["causation_id"] == second
+    assert "7 items; 3 were given" in rejected["rejection_reason"] and rejected["causation_id"] == third
+    assert [b["correlation_id"] for b in bodies[1:]] == [submitted[b["causation_id"]] for b in bodies[1:]]
+    assert all(b["actor"] == {"id": "assessment-service", "role": "service"} for b in bodies)
+    for message in decisions:
+        schema_file = message.headers["ce-dataschema"].removeprefix(SCHEMA_BASE_URI + "/")
+        schema = json.loads((CONTRACTS_DIR / schema_file).read_text())
+        jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(json.loads(message.body))
+        assert message.headers["ce-source"] == "urn:careplan:assessment"
+
+
+async def test_malformed_and_failing_messages_are_dead_lettered_and_consumption_goes_on(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url)
+    app = CareApplication(settings)
+    try:
+        _, course = start_course(app)
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            await relay.wait_position(2)
+            nc = await nats.connect(nats_server.url)
+            js = nc.jetstream()
+            # not a CloudEvent at all
+            await js.publish(f"care.clinical.v1.therapy_course.{course}.questionnaire_submitted", b"\xff not json")
+            # a well-formed event for a course nobody started: fails every attempt
+            orphan = {"ce-source": "urn:careplan:intake", "ce-sequence": "1", "ce-id": str(uuid4()), "ce-subject": str(uuid4()),
+                      "ce-type": "org.careplan.clinical.v1.therapy_course.questionnaire_submitted"}
+            body = {"submission_id": str(uuid4()), "instrument": "PHQ-9", "answers": [0] * 9,
+                    "answered_at": WHEN.isoformat(), "correlation_id": str(uuid4())}
+            await js.publish(f"care.clinical.v1.therapy_course.{orphan['ce-subject']}.questionnaire_submitted",
+                             json.dumps(body).encode(), headers=orphan)
+            await nc.close()
+            submit(app, course, "PHQ-9", [0] * 9)
+            async with service(settings, max_attempts=2, retry_cap=0.2) as running:
+                dead = await wait_for_messages(nats_server.url, dead_letter_subject("assessment"), 2)
+                scored = await wait_for_messages(nats_server.url, "care.assessment.v1.", 2)
+                assert running.consumer.dead_lettered == 2
+    finally:
+        app.close()
+    assert [m.headers["careplan-attempts"] for m in dead] == ["0", "2"]
+    assert "not a careplan CloudEvent" in dead[0].headers["careplan-error"]
+    assert "UnknownCourseError" in dead[1].headers["careplan-error"]
+    assert dead[1].headers["ce-sequence"] == "1" and dead[1].body == json.dumps(body).encode()
+    assert [m.subject.rsplit(".", 1)[1] for m in scored] == ["assessment_record_opened", "assessment_scored"]
+
+
+async def test_a_repeated_delivery_and_a_restart_change_nothing(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url)
+    app = CareApplication(settings)
+    try:
+        _, course = start_course(app)
+        submit(app, course, "PHQ-9", [3] * 9)
+        async with InProcessRelay(settings, nats_server.url):
+            async with service(settings) as running:
+                await wait_for_messages(nats_server.url, "care.assessment.v1.", 2)
+                # the same stored event published again under a new message id: a redelivery as the service sees it
+                original = next(m for m in await read_stream(nats_server.url) if m.subject.endswith("questionnaire_submitted"))
+                nc = await nats.connect(nats_server.url)
+                await nc.jetstream().publish(original.subject, original.body,
+                                             headers=dict(original.headers, **{"Nats-Msg-Id": "again"}))
+                await nc.close()
+                for _ in range(100):
+                    if running.consumer.skipped:
+                        break
+                    await asyncio.sleep(0.05)
+                assert running.consumer.skipped == 1
+            submit(app, course, "PHQ-9", [0] * 9)
+            async with service(settings) as restarted:  # picks up where the durable consumer left off
+                await wait_for_messages(nats_server.url, "care.assessment.v1.", 3)
+                assert restarted.consumer.processed == 1
+        await asyncio.sleep(0.3)
+        decisions = [m for m in await read_stream(nats_server.url) if m.subject.startswith("care.assessment.v1.")]
+    finally:
+        app.close()
+    assert [m.subject.rsplit(".", 1)[1] for m in decisions] == ["assessment_record_opened", "assessment_scored", "assessment_scored"]
+    assert json.loads(decisions[2].body)["change"]["baseline_total"] == 27
