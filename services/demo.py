@@ -26,6 +26,7 @@ from domain.catalogues.problem_areas import ProblemArea, RelationshipPeriod, Rel
 from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
 from domain.events.care_plan import GoalTarget
+from services.assessment.service import AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.shared.persistence import OutboxStores
@@ -45,24 +46,43 @@ def run_demo(settings: Settings, console: Console) -> None:
         try:
             plan_id, course_id, inventory_id = _story(app)
             last = app.recorder.max_notification_id() or 0
-            _wait_relayed(settings, last)
-            _print(app, console, plan_id, course_id, inventory_id, settings)
+            _wait_relayed(settings, CareApplication.name, last)
+            # The assessment service opens a record for the course and decides both questionnaires.
+            service_events = _wait_service_events(settings, AssessmentApplication.name, 3)
+            _print(app, console, plan_id, course_id, inventory_id, settings, service_events)
             console.print(asyncio.run(_stream_summary(system.nats_url, settings, last)))
         finally:
             app.close()
 
 
-def _wait_relayed(settings: Settings, notification_id: int, timeout: float = 60) -> None:
-    stores = OutboxStores(settings, CareApplication.name)
+def _wait_relayed(settings: Settings, application: str, notification_id: int, timeout: float = 60) -> None:
+    stores = OutboxStores(settings, application)
     try:
         deadline = time.monotonic() + timeout
-        while (stores.tracking.max_tracking_id(CareApplication.name) or 0) < notification_id:
+        while (stores.tracking.max_tracking_id(application) or 0) < notification_id:
             if time.monotonic() > deadline:
-                msg = f"The relay did not publish up to notification {notification_id} within {timeout:.0f} s"
+                msg = f"The {application} relay did not publish up to notification {notification_id} within {timeout:.0f} s"
                 raise RuntimeError(msg)
             time.sleep(0.05)
     finally:
         stores.close()
+
+
+def _wait_service_events(settings: Settings, application: str, count: int, timeout: float = 60) -> list[DomainEvent]:
+    """Waits until a service has recorded ``count`` events and its relay has published them."""
+    stores = OutboxStores(settings, application)
+    try:
+        deadline = time.monotonic() + timeout
+        while (stores.recorder.max_notification_id() or 0) < count:
+            if time.monotonic() > deadline:
+                msg = f"The {application} service recorded fewer than {count} events within {timeout:.0f} s"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
+        events = [stores.mapper.to_domain_event(n) for n in stores.recorder.select_notifications(start=1, limit=count)]
+    finally:
+        stores.close()
+    _wait_relayed(settings, application, count, timeout)
+    return events
 
 
 async def _stream_summary(url: str, settings: Settings, last: int) -> str:
@@ -254,10 +274,19 @@ def _story(app: CareApplication) -> tuple[UUID, UUID, UUID]:
     return pid, cid, iid
 
 
-def _print(app: CareApplication, console: Console, plan_id: UUID, course_id: UUID, inventory_id: UUID, settings: Settings) -> None:
+def _print(
+    app: CareApplication,
+    console: Console,
+    plan_id: UUID,
+    course_id: UUID,
+    inventory_id: UUID,
+    settings: Settings,
+    service_events: list[DomainEvent],
+) -> None:
     events: list[tuple[str, DomainEvent]] = []
     for label, aggregate_id in (("plan", plan_id), ("course", course_id), ("inventory", inventory_id)):
         events.extend((label, e) for e in app.history(aggregate_id))
+    events.extend(("assessment", e) for e in service_events)
     events.sort(key=lambda pair: pair[1].timestamp)
 
     table = Table(title="Care history of client-0042 (recorded order)", show_lines=False, expand=True)

@@ -29,7 +29,11 @@ def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Pat
     with sqlite3.connect(tmp_path / "data" / "care.sqlite") as db:
         (count,) = db.execute("SELECT COUNT(*) FROM stored_events").fetchone()
     assert count == 41
-    assert f"{count} events stored" in out
+    # and the assessment service, started by the demo, scored both questionnaires
+    assert "PHQ-9 scored: total 12 (moderate)" in out
+    assert "GAD-7 scored: total 8 (mild)" in out
+    assert f"{count + 3} events stored" in out
+    assert "JetStream stream CARE holds 44 messages" in out
 
 
 def test_demo_defaults_to_a_data_folder_in_the_working_directory(tmp_path: Path) -> None:
