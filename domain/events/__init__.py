@@ -4,7 +4,7 @@ generated into ``contracts/`` and checked against the code by the test suite."""
 from __future__ import annotations
 
 from domain.base import AggregateSnapshot, DomainEvent
-from domain.events import assessment, care_plan, inventory, therapy_course
+from domain.events import assessment, care_plan, escalation, inventory, therapy_course
 
 
 def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
@@ -14,6 +14,7 @@ def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
         "therapy_course": _classes_of(therapy_course),
         "inventory": _classes_of(inventory),
         "assessment_record": _classes_of(assessment),
+        "crisis": _classes_of(escalation),
     }
 
 

@@ -1,0 +1,1 @@
+"""Crisis escalation: the policy (configuration) and the Crisis aggregate."""

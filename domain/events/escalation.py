@@ -1,0 +1,52 @@
+"""Events of the crisis escalation service (its Crisis aggregate)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import Field
+
+from domain.base import DomainEvent, RequiresReason, ShortText, Text
+from domain.catalogues.escalation import EscalationSeverity, EscalationTrigger
+
+#: Where these events are published: care.<CONTEXT>.v1.<AGGREGATE>.<id>.<event>
+CONTEXT = "escalation"
+AGGREGATE = "crisis"
+
+
+class EscalationRaised(RequiresReason):
+    summary_template: ClassVar[str] = "Escalation raised ({severity}): {trigger}"
+    plan_id: UUID
+    client_id: ShortText
+    trigger: EscalationTrigger
+    severity: EscalationSeverity
+    #: The event that triggered the escalation (also the causation id).
+    source_event_id: ShortText
+
+
+class EscalationLevelNotified(DomainEvent):
+    summary_template: ClassVar[str] = "Level {level} ({level_name}) notified: {contact}, acknowledge by {ack_due}"
+    level: int = Field(ge=1)
+    level_name: ShortText
+    contact: ShortText
+    round: int = Field(ge=1)
+    ack_due: datetime
+
+
+class EscalationTimedOut(DomainEvent):
+    summary_template: ClassVar[str] = "No acknowledgement from level {level} by {ack_due}"
+    level: int = Field(ge=1)
+    ack_due: datetime
+
+
+class EscalationAcknowledged(RequiresReason):
+    summary_template: ClassVar[str] = "Escalation acknowledged at level {level}"
+    level: int = Field(ge=1)
+
+
+class CrisisResolved(RequiresReason):
+    summary_template: ClassVar[str] = "Crisis resolved: {outcome}"
+    plan_id: UUID
+    outcome: Text
