@@ -68,9 +68,9 @@ class System:
         run_dir = Path(tempfile.mkdtemp(prefix="careplan-run-"))
         self.children = [
             Child("relay:care", [sys.executable, "-m", "services.cli", "relay"], env, run_dir / "relay-care.ready"),
-            Child(
-                "service:assessment", [sys.executable, "-m", "services.cli", "service", "assessment"], env,
-                run_dir / "service-assessment.ready",
+            *(
+                Child(f"service:{name}", [sys.executable, "-m", "services.cli", "service", name], env, run_dir / f"service-{name}.ready")
+                for name in ("assessment", "escalation")
             ),
         ]
         for child in self.children:

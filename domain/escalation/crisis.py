@@ -52,6 +52,9 @@ class Crisis(AggregateRoot):
     level: int = 0
     round: int = 0
     ack_due: datetime | None = None
+    #: The story this crisis belongs to, and the notification whose timer is running.
+    correlation_id: UUID
+    notified_event_id: UUID | None = None
 
     @classmethod
     def raise_(
@@ -90,6 +93,7 @@ class Crisis(AggregateRoot):
             client_id=event.client_id,
             trigger=event.trigger,
             severity=event.severity,
+            correlation_id=event.correlation_id,
         )
 
     def _notify(self, policy: EscalationPolicy, level: int, round_: int, ctx: CommandContext) -> None:
@@ -107,6 +111,7 @@ class Crisis(AggregateRoot):
     @when(EscalationLevelNotified)
     def _notified(self, event: EscalationLevelNotified) -> None:
         self.level, self.round, self.ack_due = event.level, event.round, event.ack_due
+        self.notified_event_id = event.event_id
 
     def time_out(self, *, policy: EscalationPolicy, ctx: CommandContext) -> bool:
         """At or after the due time with no acknowledgement: escalate to the next level,

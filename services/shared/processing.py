@@ -201,19 +201,26 @@ class DurableConsumer:
             await raw.ack()
             return
         backoff = Backoff(initial=0.2, cap=self.retry_cap)
-        for attempt in range(1, self.max_attempts + 1):
+        failures = 0
+        while True:
             try:
                 await asyncio.to_thread(self._decide_and_record, inbound)
-            except IntegrityError:
-                # Recorded by another instance sharing this durable between our check and now.
-                self.skipped += 1
-                await raw.ack()
-                return
+            except IntegrityError as e:
+                if await asyncio.to_thread(self.app.is_processed, inbound):
+                    # Recorded by another instance sharing this durable between our check and now.
+                    self.skipped += 1
+                    await raw.ack()
+                    return
+                # An aggregate moved on under us (e.g. a timer fired): not a failure, decide again.
+                log.info("%s: %s:%d met a concurrent change (%s); deciding again", self.service, inbound.source,
+                         inbound.sequence, e)
+                await asyncio.sleep(0.02)
             except Exception as e:  # noqa: BLE001 - any failure is retried, then dead-lettered
+                failures += 1
                 log.warning("%s: %s from %s:%d failed (attempt %d): %s", self.service, inbound.event_name,
-                            inbound.source, inbound.sequence, attempt, e)
-                if attempt == self.max_attempts:
-                    await self._dead_letter(raw, e, attempts=attempt)
+                            inbound.source, inbound.sequence, failures, e)
+                if failures >= self.max_attempts:
+                    await self._dead_letter(raw, e, attempts=failures)
                     return
                 for held in (raw, *waiting):  # keep this one and those behind it from being redelivered meanwhile
                     await held.in_progress()

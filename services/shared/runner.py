@@ -23,7 +23,16 @@ log = logging.getLogger(__name__)
 class RunningService:
     """A service's consumer and relay on one event loop; used by the process and by tests."""
 
-    def __init__(self, settings: Settings, app: ServiceApplication, subjects: list[str], **consumer_options: object) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        app: ServiceApplication,
+        subjects: list[str],
+        *,
+        tick: Callable[[], object] | None = None,
+        tick_interval: float = 0.5,
+        **consumer_options: object,
+    ) -> None:
         if not settings.nats_url:
             msg = "A service needs a NATS server: set CAREPLAN_NATS_URL (careplan up sets it for its children)."
             raise SystemExit(msg)
@@ -43,8 +52,11 @@ class RunningService:
             settings, application=app.name, nats_url=self.nats_url,
             recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
         )
+        self.tick = tick
+        self.tick_interval = tick_interval
         self._stop = asyncio.Event()
         self._relay_task: asyncio.Task[None] | None = None
+        self._tick_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         nc = await connect(self.nats_url, name=f"{self.app.name}-setup")
@@ -54,10 +66,26 @@ class RunningService:
             await nc.close()
         await self.broker.start()
         self._relay_task = asyncio.create_task(self.relay.run(self._stop))
+        if self.tick is not None:
+            self._tick_task = asyncio.create_task(self._ticking(self.tick))
+
+    async def _ticking(self, tick: Callable[[], object]) -> None:
+        """Durable timers: the service's own check of what is due, at a steady interval."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.to_thread(tick)
+            except Exception as e:  # noqa: BLE001 - a failed check is tried again at the next tick
+                log.warning("%s: timer check failed: %s", self.app.name, e)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.tick_interval)
+            except TimeoutError:
+                pass
 
     async def stop(self) -> None:
         await self.broker.stop()
         self._stop.set()
+        if self._tick_task is not None:
+            await self._tick_task
         if self._relay_task is not None:
             await self._relay_task
         self.stores.close()

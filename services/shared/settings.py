@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     #: Seconds to wait for one PubAck before the relay treats the bus as unavailable.
     relay_ack_timeout: float = Field(default=5.0, gt=0)
 
+    #: JSON file with the escalation policy (levels, acknowledgement timeouts); unset: the default policy.
+    escalation_policy_file: Path | None = None
+    #: Seconds between checks of the escalation timers.
+    escalation_tick_seconds: float = Field(default=0.5, gt=0)
+
     def sqlite_path(self, application: str) -> Path:
         return self.data_dir / f"{application.lower()}.sqlite"
 
