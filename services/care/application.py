@@ -8,23 +8,25 @@ concurrency); a stale version, or a concurrent writer winning the race, fails wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, ProcessRecorder
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, project
+from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, Role, project
 from domain.care_plan import CarePlan
 from domain.inventory import Inventory
 from domain.therapy_course import TherapyCourse
 from services.care.commands import Command, CreationCommand
 from services.care.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
+from services.care.policies import react
 from services.shared.clock import Clock, MonotonicClock
 from services.shared.persistence import eventsourcing_env, surviving_catalog_races
+from services.shared.processing import Inbound, Tracked
 from services.shared.settings import Settings
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
@@ -56,8 +58,10 @@ class CommandResult(BaseModel):
     correlation_id: UUID
 
 
-class CareApplication(Application[UUID]):
+class CareApplication(Tracked, Application[UUID]):
     name = "care"
+    #: The actor of changes the care application makes in reaction to other services.
+    actor = Actor(id="care-policies", role=Role.SERVICE)
     snapshot_class = AggregateSnapshot
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {
         CarePlan: project,
@@ -76,6 +80,13 @@ class CareApplication(Application[UUID]):
             }
         env = eventsourcing_env(settings, self.name)
         surviving_catalog_races(lambda: super(CareApplication, self).__init__(env=env))
+
+    def construct_recorder(self) -> ProcessRecorder:
+        # A process recorder: the application's own log, plus tracking of what it consumed.
+        return surviving_catalog_races(self.factory.process_recorder)
+
+    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+        return react(self, inbound)
 
     # ----------------------------------------------------------------- commands
 

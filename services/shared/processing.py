@@ -31,12 +31,14 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.subjects import CE_SOURCE_PREFIX, dead_letter_subject
 from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, Role, project
+from services.shared import compat
 from services.shared.clock import Clock, MonotonicClock
 from services.shared.persistence import eventsourcing_env, surviving_catalog_races
 from services.shared.relay import Backoff
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
+compat.install()
 
 
 class MalformedMessageError(ValueError):
@@ -91,23 +93,15 @@ def parse_inbound(subject: str, headers: dict[str, str] | None, data: bytes) -> 
         raise MalformedMessageError(msg) from e
 
 
-class ServiceApplication(Application[UUID]):
-    """A service's own event store. ``record`` writes the new events and the tracking
-    record of the consumed message in one transaction."""
+class Tracked:
+    """For an Application whose recorder is a process recorder: ``record`` writes new events
+    and the tracking record of the consumed message in one transaction, and
+    ``is_processed`` recognises a message recorded before."""
 
-    snapshot_class = AggregateSnapshot
-    #: The actor of every event the service records.
+    recorder: Any
+    #: The actor of every event recorded in reaction to a consumed one.
     actor: ClassVar[Actor]
-
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
-        self.settings = settings
-        self.clock = MonotonicClock(clock) if clock is not None else MonotonicClock()
-        env = eventsourcing_env(settings, self.name)
-        env.pop("AGGREGATE_CACHE_MAXSIZE", None)  # a retried message must start from the stored state
-        surviving_catalog_races(lambda: super(ServiceApplication, self).__init__(env=env))
-
-    def construct_recorder(self) -> ProcessRecorder:
-        return surviving_catalog_races(self.factory.process_recorder)
+    clock: Clock
 
     @property
     def process_recorder(self) -> ProcessRecorder:
@@ -123,6 +117,31 @@ class ServiceApplication(Application[UUID]):
     def is_processed(self, inbound: Inbound) -> bool:
         return self.process_recorder.has_tracking_id(inbound.source, inbound.sequence)
 
+    def record(self, aggregates: Sequence[AggregateRoot], inbound: Inbound) -> int:
+        processing = ProcessingEvent(tracking=Tracking(inbound.source, inbound.sequence))
+        processing.collect_events(*aggregates)
+        self._record(processing)  # type: ignore[attr-defined]
+        return len(processing.events)
+
+    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+        raise NotImplementedError
+
+
+class ServiceApplication(Tracked, Application[UUID]):
+    """A service's own event store, written only with the tracking of what caused it."""
+
+    snapshot_class = AggregateSnapshot
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = MonotonicClock(clock) if clock is not None else MonotonicClock()
+        env = eventsourcing_env(settings, self.name)
+        env.pop("AGGREGATE_CACHE_MAXSIZE", None)  # a retried message must start from the stored state
+        surviving_catalog_races(lambda: super(ServiceApplication, self).__init__(env=env))
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return surviving_catalog_races(self.factory.process_recorder)
+
     def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
         try:
             aggregate = self.repository.get(aggregate_id, projector_func=project)
@@ -131,11 +150,6 @@ class ServiceApplication(Application[UUID]):
         assert isinstance(aggregate, cls)
         return aggregate
 
-    def record(self, aggregates: Sequence[AggregateRoot], inbound: Inbound) -> int:
-        processing = ProcessingEvent(tracking=Tracking(inbound.source, inbound.sequence))
-        processing.collect_events(*aggregates)
-        self._record(processing)
-        return len(processing.events)
 
 
 Handler = Callable[[Inbound], Sequence[AggregateRoot]]
@@ -149,7 +163,7 @@ class DurableConsumer:
         settings: Settings,
         *,
         service: str,
-        app: ServiceApplication,
+        app: Tracked,
         subjects: list[str],
         handle: Handler,
         max_attempts: int = 5,

@@ -7,13 +7,14 @@ import json
 import logging
 import signal
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from faststream.nats import NatsBroker
 
 from services.shared.bus import connect, ensure_stream
 from services.shared.persistence import OutboxStores
-from services.shared.processing import DurableConsumer, ServiceApplication
+from services.shared.processing import DurableConsumer
 from services.shared.relay import Relay
 from services.shared.settings import Settings
 
@@ -26,13 +27,18 @@ class RunningService:
     def __init__(
         self,
         settings: Settings,
-        app: ServiceApplication,
+        app: Any,
         subjects: list[str],
         *,
+        name: str | None = None,
+        with_relay: bool = True,
         tick: Callable[[], object] | None = None,
         tick_interval: float = 0.5,
         **consumer_options: object,
     ) -> None:
+        """``app`` is a ServiceApplication, or another Tracked application (the care
+        application's policies); ``with_relay`` is off where another process relays the
+        application's log (the care application's relay runs on its own)."""
         if not settings.nats_url:
             msg = "A service needs a NATS server: set CAREPLAN_NATS_URL (careplan up sets it for its children)."
             raise SystemExit(msg)
@@ -43,14 +49,19 @@ class RunningService:
         self.broker = NatsBroker(
             self.nats_url.split(","), logger=logging.getLogger(f"faststream.{app.name}"), log_level=logging.DEBUG
         )
+        self.name = name or app.name
         self.consumer = DurableConsumer(
-            settings, service=app.name, app=app, subjects=subjects, handle=app.decide, **consumer_options  # type: ignore[arg-type]
+            settings, service=self.name, app=app, subjects=subjects, handle=app.decide, **consumer_options  # type: ignore[arg-type]
         )
         self.consumer.attach(self.broker)
-        self.stores = OutboxStores(settings, app.name)
-        self.relay = Relay(
-            settings, application=app.name, nats_url=self.nats_url,
-            recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
+        self.stores = OutboxStores(settings, app.name) if with_relay else None
+        self.relay = (
+            Relay(
+                settings, application=app.name, nats_url=self.nats_url,
+                recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
+            )
+            if self.stores is not None
+            else None
         )
         self.tick = tick
         self.tick_interval = tick_interval
@@ -59,13 +70,14 @@ class RunningService:
         self._tick_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        nc = await connect(self.nats_url, name=f"{self.app.name}-setup")
+        nc = await connect(self.nats_url, name=f"{self.name}-setup")
         try:
             await ensure_stream(nc.jetstream(), self.settings)
         finally:
             await nc.close()
         await self.broker.start()
-        self._relay_task = asyncio.create_task(self.relay.run(self._stop))
+        if self.relay is not None:
+            self._relay_task = asyncio.create_task(self.relay.run(self._stop))
         if self.tick is not None:
             self._tick_task = asyncio.create_task(self._ticking(self.tick))
 
@@ -75,7 +87,7 @@ class RunningService:
             try:
                 await asyncio.to_thread(tick)
             except Exception as e:  # noqa: BLE001 - a failed check is tried again at the next tick
-                log.warning("%s: timer check failed: %s", self.app.name, e)
+                log.warning("%s: timer check failed: %s", self.name, e)
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.tick_interval)
             except TimeoutError:
@@ -88,7 +100,8 @@ class RunningService:
             await self._tick_task
         if self._relay_task is not None:
             await self._relay_task
-        self.stores.close()
+        if self.stores is not None:
+            self.stores.close()
         self.app.close()
 
     async def __aenter__(self) -> RunningService:
@@ -107,9 +120,9 @@ def run_service_process(settings: Settings, make: Callable[[Settings], RunningSe
             loop.add_signal_handler(sig, stop.set)
         service = make(settings)
         await service.start()
-        log.info("service %s consuming; relay publishing to %s", service.app.name, service.nats_url)
+        log.info("service %s consuming from %s", service.name, service.nats_url)
         if ready_file is not None:
-            ready_file.write_text(json.dumps({"service": service.app.name, "nats": service.nats_url}))
+            ready_file.write_text(json.dumps({"service": service.name, "nats": service.nats_url}))
         try:
             await stop.wait()
         finally:
