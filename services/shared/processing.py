@@ -154,6 +154,11 @@ class ServiceApplication(Tracked, Application[UUID]):
 
 Handler = Callable[[Inbound], Sequence[AggregateRoot]]
 
+BATCH = 64
+#: How soon a crashed instance's unacknowledged messages are handed out again. Retries
+#: keep their messages alive with in-progress acks, so the backoff cap stays below it.
+ACK_WAIT_SECONDS = 5.0
+
 
 class DurableConsumer:
     """One durable JetStream consumer feeding one service handler, through FastStream."""
@@ -167,7 +172,7 @@ class DurableConsumer:
         subjects: list[str],
         handle: Handler,
         max_attempts: int = 5,
-        retry_cap: float = 5.0,
+        retry_cap: float = 2.0,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -188,12 +193,16 @@ class DurableConsumer:
             durable=self.service,
             # Batches are handed over whole and worked through in order here: FastStream
             # would otherwise run the messages of one pull concurrently.
-            pull_sub=PullSub(batch_size=64, timeout=1.0, batch=True),
+            pull_sub=PullSub(batch_size=BATCH, timeout=1.0, batch=True),
             ack_policy=AckPolicy.MANUAL,
             config=ConsumerConfig(
                 filter_subjects=self.subjects,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
+                # Nothing later is handed out while earlier messages await their ack: after a
+                # crash, the dead instance's messages come back first and in order, instead
+                # of being overtaken (and then skipped as already tracked).
+                max_ack_pending=BATCH,
+                ack_wait=ACK_WAIT_SECONDS,
                 max_deliver=-1,
             ),
             title=f"{self.service} consumer",
@@ -201,8 +210,30 @@ class DurableConsumer:
 
     async def process_batch(self, msg: Annotated[NatsBatchMessage, Context("message")]) -> None:
         pending: list[Msg] = list(msg.raw_message)
-        while pending:
-            await self.process(pending.pop(0), waiting=pending)
+        try:
+            while pending:
+                await self.process(pending.pop(0), waiting=pending)
+        except Exception as e:  # noqa: BLE001 - see below
+            # Something beyond a message's own failure (the store or the bus is down). The
+            # rest of this batch stays unacknowledged; fetching again at once would hand
+            # out later messages first. Waiting out ack_wait makes NATS redeliver these
+            # first, in order.
+            log.error("%s: batch interrupted (%s); resuming after %.0f s", self.service, e, ACK_WAIT_SECONDS)
+            await asyncio.sleep(ACK_WAIT_SECONDS + 0.5)
+
+    async def wait_for_previous_instance(self, js: Any) -> float:
+        """A new instance lets the messages a dead one left unacknowledged come back first."""
+        try:
+            info = await js.consumer_info(self.settings.stream_name, self.service)
+        except Exception:  # noqa: BLE001 - no durable yet: nothing can be pending
+            return 0.0
+        if not info.num_ack_pending:
+            return 0.0
+        delay = ACK_WAIT_SECONDS + 0.5
+        log.info("%s: %d messages of a previous instance await redelivery; starting in %.1f s",
+                 self.service, info.num_ack_pending, delay)
+        await asyncio.sleep(delay)
+        return delay
 
     async def process(self, raw: Msg, *, waiting: Sequence[Msg] = ()) -> None:
         try:

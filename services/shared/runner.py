@@ -73,6 +73,7 @@ class RunningService:
         nc = await connect(self.nats_url, name=f"{self.name}-setup")
         try:
             await ensure_stream(nc.jetstream(), self.settings)
+            await self.consumer.wait_for_previous_instance(nc.jetstream())
         finally:
             await nc.close()
         await self.broker.start()
