@@ -57,6 +57,7 @@ from domain.events.care_plan import (
     ConsentRecorded,
     CopingSkillProgressRecorded,
     CopingSkillTargeted,
+    CrisisRaisedByClinician,
     CrisisResolutionRecorded,
     EmergencySupportActivated,
     EmergencySupportEnded,
@@ -617,6 +618,12 @@ class CarePlan(AggregateRoot):
             self.strategy_before_emergency = self.strategy
         self.strategy = Strategy.EMERGENCY_SUPPORT
         self.open_crises.append(event.crisis_id)
+
+    def raise_crisis(self, *, reason: str | None, ctx: CommandContext) -> None:
+        """A clinician's judgement that the client is in crisis (escalated immediately)."""
+        self._require_open()
+        require_clinical_role(ctx.actor, "raise a crisis")
+        self._trigger(CrisisRaisedByClinician, ctx, client_id=self.client_id, reason=require_reason(reason, "raise a crisis"))
 
     def record_crisis_resolved(self, crisis_id: UUID, *, outcome: str, ctx: CommandContext) -> None:
         self._require_open()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -11,10 +13,12 @@ from rich.console import Console
 from services.shared.settings import Settings
 
 app = typer.Typer(help="careplan: an event-sourced care-plan engine for psychotherapy services.", no_args_is_help=True)
+escalation_app = typer.Typer(help="Crises: list, acknowledge, resolve (on the escalation service's store).", no_args_is_help=True)
 contracts_app = typer.Typer(help="Generate or check the public event contracts.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures and RESULT lines.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(bench_app, name="bench")
+app.add_typer(escalation_app, name="escalation")
 
 console = Console()
 
@@ -115,6 +119,74 @@ def service(
     else:
         from services.care.process import make
     run_service_process(_settings(), make, ready_file=ready_file)
+
+
+ActorId = Annotated[str, typer.Option("--actor", help="Your pseudonymous id.")]
+ActorRole = Annotated[str, typer.Option("--role", help="clinician or supervisor")]
+
+
+@escalation_app.command("list")
+def escalation_list(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Crises not yet resolved."""
+    from rich.table import Table
+
+    from services.escalation.service import EscalationApplication
+
+    escalation = EscalationApplication(_settings(data_dir))
+    try:
+        table = Table(title="Open crises")
+        for column in ("crisis", "plan", "severity", "status", "level", "acknowledge by"):
+            table.add_column(column)
+        for crisis in escalation.open_crises():
+            due = crisis.ack_due.isoformat() if crisis.ack_due else "-"
+            table.add_row(str(crisis.id), str(crisis.plan_id), crisis.severity.value, crisis.status.value,
+                          f"{crisis.level} (round {crisis.round})", due)
+        console.print(table)
+    finally:
+        escalation.close()
+
+
+@escalation_app.command("ack")
+def escalation_ack(
+    crisis: Annotated[str, typer.Argument(help="Crisis id")],
+    reason: Annotated[str, typer.Option(help="What you did or will do.")],
+    actor: ActorId,
+    role: ActorRole = "clinician",
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Acknowledge a crisis: escalation to further levels stops."""
+    _escalation_command(data_dir, lambda app, who: app.acknowledge(UUID(crisis), actor=who, reason=reason), actor, role)
+
+
+@escalation_app.command("resolve")
+def escalation_resolve(
+    crisis: Annotated[str, typer.Argument(help="Crisis id")],
+    outcome: Annotated[str, typer.Option(help="How the crisis ended.")],
+    reason: Annotated[str, typer.Option(help="Why it is resolved.")],
+    actor: ActorId,
+    role: ActorRole = "clinician",
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Resolve a crisis with its outcome."""
+    _escalation_command(
+        data_dir, lambda app, who: app.resolve(UUID(crisis), actor=who, outcome=outcome, reason=reason), actor, role
+    )
+
+
+def _escalation_command(data_dir: Path | None, run: Callable[[Any, Any], Any], actor: str, role: str) -> None:
+    from domain.base import Actor, Role
+    from domain.errors import DomainError
+    from services.escalation.service import EscalationApplication
+
+    escalation = EscalationApplication(_settings(data_dir))
+    try:
+        crisis = run(escalation, Actor(id=actor, role=Role(role)))
+    except (DomainError, ValueError) as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        escalation.close()
+    console.print(f"crisis {crisis.id}: {crisis.status.value}")
 
 
 def _logging() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
@@ -20,39 +21,103 @@ from domain.catalogues.care import (
     GoalComparator,
     HarmfulEmotion,
 )
+from domain.catalogues.escalation import EscalationSeverity
 from domain.catalogues.instruments import Instrument
 from domain.catalogues.modalities import HomeworkKind, InitialPhaseTask, Modality
 from domain.catalogues.problem_areas import ProblemArea, RelationshipPeriod, RelationshipRole
 from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
+from domain.escalation.crisis import Crisis
+from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
 from domain.events.care_plan import GoalTarget
 from services.assessment.service import AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
+from services.escalation.service import EscalationApplication
 from services.shared.persistence import OutboxStores
 from services.shared.settings import Settings
 from services.system import System
 
 CLINICIAN = Actor(id="clinician-17", role=Role.CLINICIAN)
+ONCALL = Actor(id="oncall-clinician-4", role=Role.CLINICIAN)
 CLIENT_APP = Actor(id="intake-portal", role=Role.INTEGRATION)
 
 
+#: Minutes become seconds so that a timeout to the next level happens while you watch.
+DEMO_POLICY = EscalationPolicy(
+    levels=DEFAULT_POLICY.levels,
+    ack_timeouts={severity: timedelta(seconds=3) for severity in EscalationSeverity},
+)
+
+
 def run_demo(settings: Settings, console: Console) -> None:
-    """Starts the system (NATS, relay), tells the story through the care application, waits
-    until the relay has every event acknowledged by JetStream, then prints the timeline."""
+    """Starts the system (NATS, relay, services), tells the story through the care
+    application, waits until every event has reached JetStream, then prints the timeline."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    policy_file = settings.data_dir / "demo-escalation-policy.json"
+    policy_file.write_text(DEMO_POLICY.model_dump_json(indent=2))
+    settings = settings.model_copy(update={"escalation_policy_file": policy_file})
     with System(settings) as system:
         console.print(system.ready_line())
         app = CareApplication(settings)
         try:
             plan_id, course_id, inventory_id = _story(app)
+            console.print("Story told; now a crisis: a PHQ-9 with item 9 positive …")
+            _crisis(app, settings, plan_id, course_id, console)
             last = app.recorder.max_notification_id() or 0
             _wait_relayed(settings, CareApplication.name, last)
-            # The assessment service opens a record for the course and decides both questionnaires.
-            service_events = _wait_service_events(settings, AssessmentApplication.name, 3)
+            service_events = [
+                *_wait_service_events(settings, AssessmentApplication.name, 4),
+                *_wait_service_events(settings, EscalationApplication.name, 6),
+            ]
             _print(app, console, plan_id, course_id, inventory_id, settings, service_events)
             console.print(asyncio.run(_stream_summary(system.nats_url, settings, last)))
         finally:
             app.close()
+
+
+def _crisis(app: CareApplication, settings: Settings, plan_id: UUID, course_id: UUID, console: Console) -> None:
+    """Item 9 positive → scored → escalation (urgent) → emergency support on the plan → no
+    acknowledgement in time → level 2 → acknowledged → resolved → a clinician ends
+    emergency support."""
+    story = CommandMeta(actor=CLIENT_APP)
+    app.handle(
+        c.SubmitQuestionnaire(
+            course_id=course_id, instrument=Instrument.PHQ9.value, answers=[2, 2, 2, 2, 2, 2, 2, 2, 1],
+            answered_at=datetime.now(UTC),
+        ),
+        story,
+    )
+    _until(lambda: app.get_plan(plan_id).strategy is Strategy.EMERGENCY_SUPPORT, "emergency support on the plan")
+    (crisis_id,) = app.get_plan(plan_id).open_crises
+    console.print(f"  crisis {crisis_id}: plan in emergency support; waiting for the level-1 timeout …")
+    escalation = EscalationApplication(settings)
+    try:
+        _until(lambda: escalation.find(Crisis, crisis_id).level >= 2, "escalation to level 2")
+        escalation.acknowledge(crisis_id, actor=ONCALL, reason="Phoned the client within minutes; safety plan reviewed")
+        escalation.resolve(
+            crisis_id, actor=ONCALL, outcome="Client safe; crisis line and partner informed; follow-up tomorrow",
+            reason="Risk reassessed by phone: no current intent",
+        )
+    finally:
+        escalation.close()
+    _until(lambda: not app.get_plan(plan_id).open_crises, "the resolution recorded on the plan")
+    app.handle(
+        c.EndEmergencySupport(
+            plan_id=plan_id, strategy=Strategy.MID_TERM_IN_DEPTH,
+            reason="Crisis resolved; back to the in-depth work on the role dispute",
+        ),
+        CommandMeta(actor=CLINICIAN),
+    )
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            msg = f"the demo waited {timeout:.0f} s for {what}"
+            raise RuntimeError(msg)
+        time.sleep(0.1)
 
 
 def _wait_relayed(settings: Settings, application: str, notification_id: int, timeout: float = 60) -> None:
@@ -286,7 +351,7 @@ def _print(
     events: list[tuple[str, DomainEvent]] = []
     for label, aggregate_id in (("plan", plan_id), ("course", course_id), ("inventory", inventory_id)):
         events.extend((label, e) for e in app.history(aggregate_id))
-    events.extend(("assessment", e) for e in service_events)
+    events.extend((type(e).__module__.rsplit(".", 1)[-1], e) for e in service_events)
     events.sort(key=lambda pair: pair[1].timestamp)
 
     table = Table(title="Care history of client-0042 (recorded order)", show_lines=False, expand=True)

@@ -65,6 +65,8 @@ class System:
             self.nats = EmbeddedNats(store_dir=data_dir / "nats").start()
             self.nats_url = self.nats.url
         env = {**os.environ, "CAREPLAN_NATS_URL": self.nats_url, "CAREPLAN_DATA_DIR": str(data_dir)}
+        if self.settings.escalation_policy_file is not None:
+            env["CAREPLAN_ESCALATION_POLICY_FILE"] = str(self.settings.escalation_policy_file.resolve())
         run_dir = Path(tempfile.mkdtemp(prefix="careplan-run-"))
         self.children = [
             Child("relay:care", [sys.executable, "-m", "services.cli", "relay"], env, run_dir / "relay-care.ready"),

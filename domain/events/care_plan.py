@@ -167,6 +167,14 @@ class EmergencySupportActivated(RequiresReason):
     previous_strategy: Strategy
 
 
+class CrisisRaisedByClinician(RequiresReason):
+    """A clinician judges the client to be in crisis; the escalation service escalates it
+    at immediate severity (and the plan then enters emergency support)."""
+
+    summary_template: ClassVar[str] = "Crisis raised by a clinician"
+    client_id: ShortText
+
+
 class CrisisResolutionRecorded(DomainEvent):
     summary_template: ClassVar[str] = "Crisis {crisis_id} recorded as resolved"
     crisis_id: UUID

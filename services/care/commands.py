@@ -249,6 +249,13 @@ class ActivateEmergencySupport(PlanCommand):
         plan.activate_emergency_support(self.crisis_id, reason=self.reason, ctx=ctx)
 
 
+class RaiseCrisis(PlanCommand):
+    reason: str | None = None
+
+    def execute(self, plan: CarePlan, ctx: CommandContext, lookup: Lookup) -> None:
+        plan.raise_crisis(reason=self.reason, ctx=ctx)
+
+
 class RecordCrisisResolved(PlanCommand):
     crisis_id: UUID
     outcome: str

@@ -14,6 +14,7 @@ from domain.catalogues.escalation import SEVERITY_OF, EscalationSeverity, Escala
 from domain.escalation.crisis import Crisis, CrisisStatus, crisis_id
 from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
 from domain.events.assessment import AssessmentRejected, AssessmentScored
+from domain.events.care_plan import CrisisRaisedByClinician
 from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified
 from services.care.errors import AggregateMissingError
 from services.shared.clock import Clock
@@ -21,7 +22,11 @@ from services.shared.processing import Inbound, ServiceApplication
 from services.shared.settings import Settings
 
 NAME = "escalation"
-SUBJECTS = [subject_for(AssessmentScored, "*"), subject_for(AssessmentRejected, "*")]
+SUBJECTS = [
+    subject_for(AssessmentScored, "*"),
+    subject_for(AssessmentRejected, "*"),
+    subject_for(CrisisRaisedByClinician, "*"),
+]
 _ORDER = [EscalationSeverity.IMMEDIATE, EscalationSeverity.URGENT, EscalationSeverity.REVIEW, EscalationSeverity.OUTREACH]
 
 
@@ -35,6 +40,9 @@ def triggers_of(inbound: Inbound) -> list[tuple[EscalationTrigger, str]]:
     """What in an assessment decision calls for escalation, with a reason for each."""
     body = inbound.body
     found: list[tuple[EscalationTrigger, str]] = []
+    if inbound.event_name == "crisis_raised_by_clinician":
+        actor = body.get("actor") or {}
+        return [(EscalationTrigger.CLINICIAN_RAISED, f"Raised by {actor.get('id')} ({actor.get('role')}): {body.get('reason')}")]
     instrument = body.get("instrument")
     if inbound.event_name == "assessment_rejected":
         if body.get("suicide_item_positive"):
@@ -77,8 +85,9 @@ class EscalationApplication(ServiceApplication):
         triggers.sort(key=lambda t: _ORDER.index(SEVERITY_OF[t[0]]))
         trigger = triggers[0][0]
         reason = "; ".join(reason for _, reason in triggers)
+        plan_id = inbound.body.get("plan_id") or inbound.aggregate_id  # a plan's own event names no plan_id
         crisis = Crisis.raise_(
-            plan_id=UUID(inbound.body["plan_id"]),
+            plan_id=UUID(plan_id),
             client_id=str(inbound.body["client_id"]),
             trigger=trigger,
             source_event_id=inbound.event_id,
@@ -129,6 +138,17 @@ class EscalationApplication(ServiceApplication):
         return fired
 
     # ----------------------------------------------------------------- commands
+
+    def open_crises(self) -> list[Crisis]:
+        """Crises not yet resolved, oldest first (from the stored log)."""
+        ids: dict[UUID, None] = {}
+        start = 1
+        while batch := self.recorder.select_notifications(start=start, limit=500):
+            for notification in batch:
+                ids[notification.originator_id] = None
+            start = batch[-1].id + 1
+        crises = [self.find(Crisis, cid) for cid in ids]
+        return [c for c in crises if c is not None and c.status is not CrisisStatus.RESOLVED]
 
     def find_crisis_status(self, cid: UUID) -> CrisisStatus | None:
         crisis: Crisis | None = self.find(Crisis, cid)

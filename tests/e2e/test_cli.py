@@ -28,12 +28,17 @@ def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Pat
     assert "Expectation chain: 'I should never feel anxious or low again'" in out
     with sqlite3.connect(tmp_path / "data" / "care.sqlite") as db:
         (count,) = db.execute("SELECT COUNT(*) FROM stored_events").fetchone()
-    assert count == 41
-    # and the assessment service, started by the demo, scored both questionnaires
+    assert count == 46  # the story, the crisis submission, the plan's reactions, the clinician's decision
+    # and the services, started by the demo, scored and escalated
     assert "PHQ-9 scored: total 12 (moderate)" in out
     assert "GAD-7 scored: total 8 (mild)" in out
-    assert f"{count + 3} events stored" in out
-    assert "JetStream stream CARE holds 44 messages" in out
+    assert "Escalation raised (urgent): phq9_suicide_item" in out
+    assert "No acknowledgement from level 1" in out and "Level 2 (on-call clinician) notified" in out
+    assert "Emergency support activated for crisis" in out
+    assert "Escalation acknowledged at level 2" in out and "Crisis resolved" in out
+    assert "Emergency support ended; strategy now mid_term_in_depth" in out
+    assert f"{count + 4 + 6} events stored" in out
+    assert "JetStream stream CARE holds 56 messages" in out
 
 
 def test_demo_defaults_to_a_data_folder_in_the_working_directory(tmp_path: Path) -> None:
