@@ -219,6 +219,19 @@ def bench_relay(
     run_relay_benchmark(_settings(), events=events, rate=rate, seconds=seconds, console=console)
 
 
+@bench_app.command("crisis")
+def bench_crisis(
+    rate: Annotated[float, typer.Option(help="Questionnaire submissions per second.")] = 100,
+    seconds: Annotated[float, typer.Option(help="Length of the latency measurement.")] = 10,
+    share: Annotated[float, typer.Option(help="Share of submissions with PHQ-9 item 9 positive.")] = 0.2,
+    submissions: Annotated[int, typer.Option(help="Submissions in the throughput measurement.")] = 2000,
+) -> None:
+    """Crisis latency vs. its floor, and scoring throughput vs. a raw ack-only consumer."""
+    from services.bench.crisis import run_crisis_benchmark
+
+    run_crisis_benchmark(_settings(), rate=rate, seconds=seconds, share=share, submissions=submissions, console=console)
+
+
 def main() -> None:
     app()
 

@@ -123,6 +123,12 @@ class Tracked:
         self._record(processing)  # type: ignore[attr-defined]
         return len(processing.events)
 
+    def forget_cached(self) -> None:
+        """After a failed decision: cached aggregates may hold its unrecorded changes."""
+        cache = self.repository.cache  # type: ignore[attr-defined]
+        if cache is not None and hasattr(cache, "clear"):
+            cache.clear()
+
     def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
         raise NotImplementedError
 
@@ -136,7 +142,6 @@ class ServiceApplication(Tracked, Application[UUID]):
         self.settings = settings
         self.clock = MonotonicClock(clock) if clock is not None else MonotonicClock()
         env = eventsourcing_env(settings, self.name)
-        env.pop("AGGREGATE_CACHE_MAXSIZE", None)  # a retried message must start from the stored state
         surviving_catalog_races(lambda: super(ServiceApplication, self).__init__(env=env))
 
     def construct_recorder(self) -> ProcessRecorder:
@@ -155,6 +160,7 @@ class ServiceApplication(Tracked, Application[UUID]):
 Handler = Callable[[Inbound], Sequence[AggregateRoot]]
 
 BATCH = 64
+FETCH_DEADLINE_SECONDS = 0.02
 #: How soon a crashed instance's unacknowledged messages are handed out again. Retries
 #: keep their messages alive with in-progress acks, so the backoff cap stays below it.
 ACK_WAIT_SECONDS = 5.0
@@ -193,7 +199,9 @@ class DurableConsumer:
             durable=self.service,
             # Batches are handed over whole and worked through in order here: FastStream
             # would otherwise run the messages of one pull concurrently.
-            pull_sub=PullSub(batch_size=BATCH, timeout=1.0, batch=True),
+            # A short deadline: FastStream keeps fetching until the batch is full or this runs
+            # out, so a long one would hold every message back while traffic is light.
+            pull_sub=PullSub(batch_size=BATCH, timeout=FETCH_DEADLINE_SECONDS, batch=True),
             ack_policy=AckPolicy.MANUAL,
             config=ConsumerConfig(
                 filter_subjects=self.subjects,
@@ -276,7 +284,11 @@ class DurableConsumer:
                 return
 
     def _decide_and_record(self, inbound: Inbound) -> None:
-        self.app.record(self.handle(inbound), inbound)
+        try:
+            self.app.record(self.handle(inbound), inbound)
+        except BaseException:
+            self.app.forget_cached()
+            raise
 
     async def _dead_letter(self, raw: Msg, error: Exception, *, attempts: int) -> None:
         headers = dict(raw.headers or {})

@@ -17,3 +17,15 @@ def test_bench_store_prints_a_result_line_per_figure() -> None:
     found = {m.group(1): float(m.group(2)) for m in RESULT.finditer(result.output)}
     assert set(found) == {"store_save", "store_replay"}
     assert all(ratio > 0 for ratio in found.values())
+
+
+def test_bench_relay_and_crisis_print_their_result_lines() -> None:
+    runner = CliRunner()
+    relay = runner.invoke(cli, ["bench", "relay", "--events", "300", "--rate", "50", "--seconds", "1"])
+    assert relay.exit_code == 0, relay.output
+    assert re.search(r"^RESULT relay_throughput ratio=\d+\.\d+ target=0\.8$", relay.output, re.MULTILINE)
+    assert re.search(r"^LATENCY relay_commit_to_subscriber p50_ms=\d+\.\d+ p99_ms=\d+\.\d+", relay.output, re.MULTILINE)
+    crisis = runner.invoke(cli, ["bench", "crisis", "--rate", "40", "--seconds", "1", "--submissions", "100"])
+    assert crisis.exit_code == 0, crisis.output
+    assert re.search(r"^RESULT crisis_latency_p99 ratio=\d+\.\d+ target=3\.0", crisis.output, re.MULTILINE)
+    assert re.search(r"^RESULT scoring_throughput ratio=\d+\.\d+ target=0\.5$", crisis.output, re.MULTILINE)

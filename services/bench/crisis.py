@@ -1,0 +1,280 @@
+"""``careplan bench crisis``.
+
+(a) Latency from a questionnaire's commit to its EscalationRaised on the stream, at a
+    steady rate of submissions (a share with PHQ-9 item 9 positive), through the real
+    processes (`careplan up`: relays, assessment, escalation), against the floor measured in
+    the same run: one store commit, then two JetStream hops with no processing.
+    Target: p99 ≤ 3 × the floor's p99.
+(b) Scoring throughput of the assessment service (consume, score, commit with tracking,
+    ack) vs. a raw nats-py consumer on the same messages that only acks. Target ≥ 0.5×.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import nats
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from rich.console import Console
+from rich.table import Table
+
+from domain.base import Actor, Role
+from domain.catalogues.modalities import Modality
+from services.assessment.service import SUBJECTS as ASSESSMENT_SUBJECTS
+from services.assessment.service import AssessmentApplication
+from services.bench.relay import _percentile
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta
+from services.shared.bus import EmbeddedNats
+from services.shared.persistence import OutboxStores
+from services.shared.runner import RunningService
+from services.shared.settings import Settings
+from services.system import System
+
+LATENCY_TARGET = 3.0
+THROUGHPUT_TARGET = 0.5
+META = CommandMeta(actor=Actor(id="intake-portal", role=Role.INTEGRATION))
+WHEN = "2026-05-04T09:00:00+00:00"
+
+
+def _courses(app: CareApplication, n: int) -> list[UUID]:
+    courses = []
+    for i in range(n):
+        plan = app.handle(
+            c.DraftCarePlan(client_id=f"client-{i}", title="Bench", strategy="short_term_moderate", therapy_models=["steady_drive"]),
+            CommandMeta(actor=Actor(id="clinician-1", role=Role.CLINICIAN)),
+        ).aggregate_id
+        courses.append(
+            app.handle(c.StartCourse(plan_id=plan, modality=Modality.INTERPERSONAL, planned_sessions=12),
+                       CommandMeta(actor=Actor(id="clinician-1", role=Role.CLINICIAN))).aggregate_id
+        )
+    return courses
+
+
+def _submit(app: CareApplication, course: UUID, positive: bool) -> str:
+    result = app.handle(
+        c.SubmitQuestionnaire(course_id=course, instrument="PHQ-9", answers=[1] * 8 + [int(positive)], answered_at=WHEN), META
+    )
+    return str(result.event_ids[0])
+
+
+# ---------------------------------------------------------------- (a) latency
+
+
+async def _pipeline_latency(settings: Settings, url: str, rate: float, seconds: float, share: float) -> list[float]:
+    committed: dict[str, float] = {}
+    scored_to_submission: dict[str, str] = {}
+    arrived: dict[str, float] = {}
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+
+    async def on_scored(msg: Any) -> None:
+        body = json.loads(msg.data)
+        scored_to_submission[body["event_id"]] = body["causation_id"]
+
+    async def on_raised(msg: Any) -> None:
+        arrived[json.loads(msg.data)["source_event_id"]] = time.time()
+
+    subs = [
+        await js.subscribe("care.assessment.v1.*.*.assessment_scored", cb=on_scored, ordered_consumer=True,
+                           deliver_policy=DeliverPolicy.NEW),
+        await js.subscribe("care.escalation.v1.*.*.escalation_raised", cb=on_raised, ordered_consumer=True,
+                           deliver_policy=DeliverPolicy.NEW),
+    ]
+    app = CareApplication(settings)
+    courses = _courses(app, 10)
+    rng = random.Random(7)
+    total = int(rate * seconds)
+    expected = 0
+
+    def write() -> None:
+        nonlocal expected
+        start = time.monotonic()
+        for i in range(total):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            positive = rng.random() < share
+            event_id = _submit(app, courses[i % len(courses)], positive)
+            if positive:
+                committed[event_id] = time.time()
+                expected += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    await asyncio.to_thread(writer.join)
+    deadline = time.monotonic() + 60
+    while len(arrived) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for sub in subs:
+        await sub.unsubscribe()
+    await nc.close()
+    app.close()
+    latencies = []
+    for scored_id, when in arrived.items():
+        submission = scored_to_submission.get(scored_id)
+        if submission in committed:
+            latencies.append((when - committed[submission]) * 1000)
+    return latencies
+
+
+class Probe(Aggregate):
+    @event("Created")
+    def __init__(self) -> None:
+        pass
+
+    @event("Pinged")
+    def ping(self, n: int) -> None:
+        pass
+
+
+async def _floor_latency(tmp: Path, url: str, rate: float, count: int) -> list[float]:
+    """One store commit, then two JetStream hops (publish → consumer re-publishes → subscriber)."""
+    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp / "floor.sqlite")})
+    probe = Probe()
+    app.save(probe)
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    arrived: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def forward(msg: Any) -> None:
+        await js.publish("care.floor.hop2", msg.data)
+
+    async def land(msg: Any) -> None:
+        arrived[msg.data.decode()] = time.time()
+        if len(arrived) >= count:
+            done.set()
+
+    subs = [
+        await js.subscribe("care.floor.hop1", cb=forward, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW),
+        await js.subscribe("care.floor.hop2", cb=land, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW),
+    ]
+    committed: dict[str, float] = {}
+    start = time.monotonic()
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        probe.ping(i)
+        await asyncio.to_thread(app.save, probe)
+        committed[str(i)] = time.time()
+        await js.publish("care.floor.hop1", str(i).encode())
+    await asyncio.wait_for(done.wait(), timeout=60)
+    for sub in subs:
+        await sub.unsubscribe()
+    await nc.close()
+    app.close()
+    return [(arrived[k] - t) * 1000 for k, t in committed.items() if k in arrived]
+
+
+def measure_latency(base: Settings, rate: float, seconds: float, share: float) -> tuple[list[float], list[float]]:
+    with tempfile.TemporaryDirectory(prefix="careplan-bench-crisis-") as tmp:
+        settings = base.model_copy(update={"data_dir": Path(tmp) / "data", "database": "sqlite", "nats_url": None})
+        with System(settings) as system:
+            ours = asyncio.run(_pipeline_latency(settings, system.nats_url, rate, seconds, share))
+            floor = asyncio.run(_floor_latency(Path(tmp), system.nats_url, rate, max(50, len(ours))))
+    return ours, floor
+
+
+# ---------------------------------------------------------------- (b) throughput
+
+
+async def _scoring_rate(settings: Settings, url: str, count: int) -> float:
+    service = RunningService(settings, AssessmentApplication(settings), ASSESSMENT_SUBJECTS, with_relay=False)
+    start = time.perf_counter()
+    await service.start()
+    stores = OutboxStores(settings, AssessmentApplication.name)
+    try:
+        while (stores.recorder.max_notification_id() or 0) < count:
+            await asyncio.sleep(0.01)
+        return count / (time.perf_counter() - start)
+    finally:
+        stores.close()
+        await service.stop()
+
+
+async def _raw_ack_rate(url: str, count: int) -> float:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    start = time.perf_counter()
+    sub = await js.pull_subscribe(
+        "", durable="raw-ack", stream="CARE",
+        config=ConsumerConfig(filter_subjects=ASSESSMENT_SUBJECTS, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+                              max_ack_pending=64),
+    )
+    seen = 0
+    while seen < count:
+        for msg in await sub.fetch(batch=64, timeout=5):
+            await msg.ack()
+            seen += 1
+    elapsed = time.perf_counter() - start
+    await nc.close()
+    return count / elapsed
+
+
+def measure_throughput(base: Settings, submissions: int) -> tuple[float, float]:
+    from services.shared.relay import Relay
+
+    with tempfile.TemporaryDirectory(prefix="careplan-bench-scoring-") as tmp:
+        settings = base.model_copy(update={"data_dir": Path(tmp) / "data", "database": "sqlite"})
+        with EmbeddedNats(store_dir=Path(tmp) / "nats") as server:
+            settings = settings.model_copy(update={"nats_url": server.url})
+            app = CareApplication(settings)
+            courses = _courses(app, 20)
+            for i in range(submissions):
+                _submit(app, courses[i % len(courses)], positive=False)
+            last = app.recorder.max_notification_id() or 0
+            app.close()
+
+            async def relay_everything() -> None:
+                stores = OutboxStores(settings, CareApplication.name)
+                relay = Relay(settings, application=CareApplication.name, nats_url=server.url,
+                              recorder=stores.recorder, mapper=stores.mapper, tracking=stores.tracking)
+                stop = asyncio.Event()
+                task = asyncio.create_task(relay.run(stop))
+                while relay.stats.position < last:
+                    await asyncio.sleep(0.01)
+                stop.set()
+                await task
+                stores.close()
+
+            asyncio.run(relay_everything())
+            # both consume the same 20 course starts and N submissions from the stream
+            raw = asyncio.run(_raw_ack_rate(server.url, submissions + 20))
+            ours = asyncio.run(_scoring_rate(settings, server.url, submissions + 20))
+    return ours, raw
+
+
+def run_crisis_benchmark(
+    base: Settings, *, rate: float, seconds: float, share: float, submissions: int, console: Console
+) -> dict[str, float]:
+    ours, floor = measure_latency(base, rate, seconds, share)
+    scoring, raw = measure_throughput(base, submissions)
+    p50, p99, f50, f99 = _percentile(ours, 50), _percentile(ours, 99), _percentile(floor, 50), _percentile(floor, 99)
+    latency_ratio = p99 / f99
+    throughput_ratio = scoring / raw
+    table = Table(title="careplan bench crisis (SQLite stores, embedded nats-server, services as processes)")
+    for column in ("measure", "careplan", "floor / raw", "ratio", "target"):
+        table.add_column(column)
+    table.add_row(
+        f"submission commit → EscalationRaised, {rate:.0f}/s, {len(ours)} crises",
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", f"p50 {f50:.1f} ms, p99 {f99:.1f} ms", f"{latency_ratio:.2f}",
+        f"≤ {LATENCY_TARGET}",
+    )
+    table.add_row(f"scoring throughput, {submissions:,} submissions /s", f"{scoring:,.0f}", f"{raw:,.0f}",
+                  f"{throughput_ratio:.2f}", f"≥ {THROUGHPUT_TARGET}")
+    console.print(table)
+    print(f"RESULT crisis_latency_p99 ratio={latency_ratio:.2f} target={LATENCY_TARGET} (lower is better)")
+    print(f"RESULT scoring_throughput ratio={throughput_ratio:.2f} target={THROUGHPUT_TARGET}")
+    return {"latency_ratio": latency_ratio, "throughput_ratio": throughput_ratio}
