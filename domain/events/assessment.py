@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from domain.assessment.change import Change
 from domain.assessment.results import Severity, SuicideRisk
 from domain.base import DomainEvent, ShortText, Text
 
@@ -16,21 +17,10 @@ CONTEXT = "assessment"
 AGGREGATE = "assessment_record"
 
 
-class ChangeFromBaseline(BaseModel):
-    """Change against the course's first score of the same instrument."""
-
-    model_config = ConfigDict(frozen=True)
+class ChangeFromBaseline(Change):
+    """Change against the course's first score of the same instrument, and which score that was."""
 
     baseline_submission_id: UUID
-    baseline_total: int
-    change: int
-    response: bool
-    remission: bool | None
-    reliable_improvement: bool
-    reliable_deterioration: bool
-    caseness: bool
-    rci: float
-    rci_reliable: bool
 
 
 class AssessmentRecordOpened(DomainEvent):
@@ -40,14 +30,19 @@ class AssessmentRecordOpened(DomainEvent):
     client_id: ShortText
 
 
-class AssessmentScored(DomainEvent):
-    summary_template: ClassVar[str] = "{instrument} scored: total {total} ({severity})"
+class SubmissionDecision(DomainEvent):
+    """What every decision on a questionnaire submission says about the submission."""
+
     submission_id: UUID
     course_id: UUID
     plan_id: UUID
     client_id: ShortText
     instrument: ShortText
     answered_at: datetime
+
+
+class AssessmentScored(SubmissionDecision):
+    summary_template: ClassVar[str] = "{instrument} scored: total {total} ({severity})"
     total: int | None
     severity: Severity | None
     answered_items: int
@@ -59,14 +54,8 @@ class AssessmentScored(DomainEvent):
     change: ChangeFromBaseline | None = None
 
 
-class AssessmentRejected(DomainEvent):
+class AssessmentRejected(SubmissionDecision):
     summary_template: ClassVar[str] = "{instrument} submission rejected: {rejection_reason}"
-    submission_id: UUID
-    course_id: UUID
-    plan_id: UUID
-    client_id: ShortText
-    instrument: ShortText
-    answered_at: datetime
     rejection_reason: Text
     #: A risk signal in answers that could not be scored: escalation still acts on it.
     suicide_item_positive: bool = Field(default=False)

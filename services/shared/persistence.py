@@ -145,6 +145,20 @@ _schemas_made: set[tuple[str, str]] = set()
 _schemas_lock = threading.Lock()
 
 
+def _admin_connection(settings: Settings) -> Any:
+    """A plain autocommit connection for schema statements (outside the library's pools)."""
+    import psycopg
+
+    return psycopg.connect(
+        host=settings.postgres_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.postgres_password.get_secret_value() or None,
+        dbname=settings.postgres_dbname,
+        autocommit=True,
+    )
+
+
 def ensure_postgres_schema(settings: Settings, schema: str) -> None:
     """The library creates tables but not schemas; each application owns one schema."""
     import psycopg
@@ -154,14 +168,7 @@ def ensure_postgres_schema(settings: Settings, schema: str) -> None:
     with _schemas_lock:
         if key in _schemas_made:
             return
-        with psycopg.connect(
-            host=settings.postgres_host,
-            port=settings.postgres_port,
-            user=settings.postgres_user,
-            password=settings.postgres_password.get_secret_value() or None,
-            dbname=settings.postgres_dbname,
-            autocommit=True,
-        ) as conn:
+        with _admin_connection(settings) as conn:
             for attempt in range(8):
                 try:
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -177,17 +184,9 @@ def ensure_postgres_schema(settings: Settings, schema: str) -> None:
 def drop_postgres_schemas(settings: Settings) -> None:
     """Drops every application schema of ``settings.postgres_schema_prefix`` (benchmarks
     and tests make throw-away prefixes; nothing else should call this)."""
-    import psycopg
     from psycopg import sql
 
-    with psycopg.connect(
-        host=settings.postgres_host,
-        port=settings.postgres_port,
-        user=settings.postgres_user,
-        password=settings.postgres_password.get_secret_value() or None,
-        dbname=settings.postgres_dbname,
-        autocommit=True,
-    ) as conn:
+    with _admin_connection(settings) as conn:
         rows = conn.execute(
             "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
             (settings.postgres_schema_prefix.replace("_", "\\_") + "\\_%",),
