@@ -70,21 +70,24 @@ def _describe(event_class: type[DomainEvent]) -> str:
 
 def asyncapi_document() -> dict[str, Any]:
     classes = [cls for group in public_event_classes().values() for cls in group]
-    _, definitions = models_json_schema(
+    refs, definitions = models_json_schema(
         [(cls, "serialization") for cls in classes], ref_template="#/components/schemas/{model}"
     )
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for cls in classes:
+        # Two aggregates may have events of one name (the course's and the scheduling
+        # service's SessionScheduled): keys carry the aggregate, payloads pydantic's own refs.
         key = f"{aggregate_token(cls)}.{event_token(cls)}"
-        messages[cls.__name__] = {
+        message = f"{aggregate_token(cls)}.{cls.__name__}"
+        messages[message] = {
             "name": cls.__name__,
             "title": cls.__name__,
             "summary": cls.summary_template,
             "contentType": "application/json",
             "headers": {"$ref": "#/components/schemas/CloudEventsHeaders"},
-            "payload": {"$ref": f"#/components/schemas/{cls.__name__}"},
+            "payload": refs[(cls, "serialization")],
             "x-ce-type": ce_type(cls),
             "x-schema-file": schema_path(cls),
         }
@@ -92,9 +95,9 @@ def asyncapi_document() -> dict[str, Any]:
             "address": subject_pattern(cls),
             "title": f"{cls.__name__} of one {aggregate_token(cls)}",
             "parameters": {"aggregate_id": {"description": "Id of the aggregate the event belongs to."}},
-            "messages": {cls.__name__: {"$ref": f"#/components/messages/{cls.__name__}"}},
+            "messages": {cls.__name__: {"$ref": f"#/components/messages/{message}"}},
         }
-        operations[f"publish{cls.__name__}"] = {
+        operations[f"publish.{key}"] = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{key}"},
             "messages": [{"$ref": f"#/channels/{key}/messages/{cls.__name__}"}],

@@ -105,7 +105,9 @@ def relay(
 
 @app.command()
 def service(
-    name: Annotated[Literal["assessment", "escalation", "care-policies"], typer.Argument(help="Which service to run.")],
+    name: Annotated[
+        Literal["assessment", "escalation", "scheduling", "care-policies"], typer.Argument(help="Which service to run.")
+    ],
     ready_file: Annotated[Path | None, typer.Option(help="Written once the service is consuming.")] = None,
 ) -> None:
     """Run one service alone against CAREPLAN_NATS_URL: its consumer and its relay."""
@@ -116,6 +118,8 @@ def service(
         from services.assessment.process import make
     elif name == "escalation":
         from services.escalation.process import make
+    elif name == "scheduling":
+        from services.scheduling.process import make
     else:
         from services.care.process import make
     run_service_process(_settings(), make, ready_file=ready_file)

@@ -72,7 +72,7 @@ class System:
             Child("relay:care", [sys.executable, "-m", "services.cli", "relay"], env, run_dir / "relay-care.ready"),
             *(
                 Child(f"service:{name}", [sys.executable, "-m", "services.cli", "service", name], env, run_dir / f"service-{name}.ready")
-                for name in ("care-policies", "assessment", "escalation")
+                for name in ("care-policies", "assessment", "escalation", "scheduling")
             ),
         ]
         for child in self.children:

@@ -10,7 +10,7 @@ import jsonschema
 from typer.testing import CliRunner
 
 from contracts.generate import CONTRACTS_DIR, check, generate, schema_path
-from contracts.subjects import ce_type, subject_for
+from contracts.subjects import aggregate_token, ce_type, subject_for
 from domain.base import DomainEvent
 from domain.events import public_event_classes
 from domain.events.care_plan import StrategyChanged
@@ -46,12 +46,13 @@ def test_every_public_event_has_a_schema_and_a_channel() -> None:
     asyncapi = json.loads((CONTRACTS_DIR / "asyncapi.json").read_text())
     assert asyncapi["asyncapi"].startswith("3.")
     classes = [cls for group in public_event_classes().values() for cls in group]
-    assert len(classes) == 59
+    assert len(classes) == 67
     addresses = {ch["address"] for ch in asyncapi["channels"].values()}
     for cls in classes:
         assert (CONTRACTS_DIR / schema_path(cls)).exists()
         assert subject_for(cls, "{aggregate_id}") in addresses
-        assert cls.__name__ in asyncapi["components"]["schemas"]
+        message = asyncapi["components"]["messages"][f"{aggregate_token(cls)}.{cls.__name__}"]
+        assert message["payload"]["$ref"].removeprefix("#/components/schemas/") in asyncapi["components"]["schemas"]
     headers = asyncapi["components"]["schemas"]["CloudEventsHeaders"]
     assert {"ce-id", "ce-source", "ce-type", "ce-time", "ce-subject", "ce-specversion", "ce-sequence"} <= set(headers["required"])
     assert subject_for(StrategyChanged, "abc") == "care.clinical.v1.care_plan.abc.strategy_changed"

@@ -1,0 +1,1 @@
+"""Scheduling: the CourseSchedule aggregate."""

@@ -1,0 +1,1 @@
+"""Scheduling service: plans sessions from the course and the strategy in force."""
