@@ -4,7 +4,16 @@ generated into ``contracts/`` and checked against the code by the test suite."""
 from __future__ import annotations
 
 from domain.base import AggregateSnapshot, DomainEvent
-from domain.events import assessment, care_plan, escalation, inventory, scheduling, scheduling_plans, therapy_course
+from domain.events import (
+    assessment,
+    care_plan,
+    escalation,
+    escalation_plans,
+    inventory,
+    scheduling,
+    scheduling_plans,
+    therapy_course,
+)
 
 
 def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
@@ -15,6 +24,7 @@ def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
         "inventory": _classes_of(inventory),
         "assessment_record": _classes_of(assessment),
         "crisis": _classes_of(escalation),
+        "plan_risk": _classes_of(escalation_plans),
         "course_schedule": _classes_of(scheduling),
         "plan_strategy": _classes_of(scheduling_plans),
     }

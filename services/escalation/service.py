@@ -11,10 +11,13 @@ from uuid import UUID
 from contracts.subjects import subject_for
 from domain.base import Actor, AggregateRoot, CommandContext, Role
 from domain.catalogues.escalation import SEVERITY_OF, EscalationSeverity, EscalationTrigger
+from domain.catalogues.risk import RiskLevel
 from domain.escalation.crisis import Crisis, CrisisStatus, crisis_id
+from domain.escalation.plan_risk import OUTREACH_LEVELS, PlanRisk, plan_risk_id
 from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
 from domain.events.assessment import AssessmentRejected, AssessmentScored
-from domain.events.care_plan import CrisisRaisedByClinician
+from domain.events.care_plan import CrisisRaisedByClinician, RiskLevelLowered, RiskLevelRaised
+from domain.events.scheduling import SessionMissed
 from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified
 from services.care.errors import AggregateMissingError
 from services.shared.clock import Clock
@@ -26,6 +29,9 @@ SUBJECTS = [
     subject_for(AssessmentScored, "*"),
     subject_for(AssessmentRejected, "*"),
     subject_for(CrisisRaisedByClinician, "*"),
+    subject_for(RiskLevelRaised, "*"),
+    subject_for(RiskLevelLowered, "*"),
+    subject_for(SessionMissed, "*"),  # the scheduling service's: a slot not held by its end plus grace
 ]
 _ORDER = [EscalationSeverity.IMMEDIATE, EscalationSeverity.URGENT, EscalationSeverity.REVIEW, EscalationSeverity.OUTREACH]
 
@@ -77,6 +83,10 @@ class EscalationApplication(ServiceApplication):
     # ----------------------------------------------------------------- consuming
 
     def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+        if inbound.event_name in ("risk_level_raised", "risk_level_lowered"):
+            return self._note_risk(inbound)
+        if inbound.event_name == "session_missed":
+            return self._missed_session(inbound)
         triggers = triggers_of(inbound)
         if not triggers:
             return []
@@ -97,6 +107,35 @@ class EscalationApplication(ServiceApplication):
         )
         assert crisis.ack_due is not None
         self.timers[crisis.id] = crisis.ack_due  # an entry for an unrecorded crisis is dropped when it fires
+        return [crisis]
+
+    def _note_risk(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+        plan_id, level = UUID(inbound.aggregate_id), RiskLevel(inbound.body["level"])
+        ctx = self.context_for(inbound)
+        known: PlanRisk | None = self.find(PlanRisk, plan_risk_id(plan_id))
+        if known is None:
+            return [PlanRisk.note_first(plan_id, level, ctx=ctx)]
+        return [known] if known.note(level, ctx=ctx) else []
+
+    def _missed_session(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+        body = inbound.body
+        plan_id = UUID(body["plan_id"])
+        known: PlanRisk | None = self.find(PlanRisk, plan_risk_id(plan_id))
+        if known is None or known.level not in OUTREACH_LEVELS:
+            return []
+        if self.find(Crisis, crisis_id(inbound.event_id)) is not None:
+            return []
+        crisis = Crisis.raise_(
+            plan_id=plan_id,
+            client_id=str(body["client_id"]),
+            trigger=EscalationTrigger.MISSED_SESSION_AT_HIGH_RISK,
+            source_event_id=inbound.event_id,
+            reason=f"{body['kind'].replace('_', '-')} {body['number']} on {body['starts_at']} missed while risk is {known.level.value}",
+            policy=self.policy,
+            ctx=self.context_for(inbound),
+        )
+        assert crisis.ack_due is not None
+        self.timers[crisis.id] = crisis.ack_due
         return [crisis]
 
     # ----------------------------------------------------------------- timers

@@ -58,3 +58,30 @@ def test_list_acknowledge_and_resolve_from_the_command_line(tmp_path: Path) -> N
         assert after.open_crises() == []
     finally:
         after.close()
+
+
+def _inbound(event: str, aggregate_id: str, body: dict[str, object], sequence: int) -> Inbound:
+    return Inbound(
+        source="care" if event.startswith("risk") else "scheduling", sequence=sequence, event_id=str(uuid4()),
+        type=f"org.careplan.x.v1.y.{event}", subject=f"care.x.v1.y.{aggregate_id}.{event}", aggregate_id=aggregate_id,
+        body={"correlation_id": str(uuid4()), **body},
+    )
+
+
+def test_a_missed_session_escalates_outreach_only_while_risk_is_high(tmp_path: Path) -> None:
+    app = EscalationApplication(Settings(data_dir=tmp_path))
+    try:
+        plan = str(uuid4())
+        missed = {"plan_id": plan, "client_id": "client-2", "kind": "session", "number": 3, "starts_at": "2026-03-16T10:00:00Z"}
+        assert app.decide(_inbound("session_missed", str(uuid4()), missed, 1)) == []  # risk unknown: nothing to escalate
+        for sequence, level in ((2, "moderate"), (3, "high")):
+            for aggregate in app.decide(_inbound("risk_level_raised", plan, {"level": level}, sequence)):
+                app.save(aggregate)
+        (crisis,) = app.decide(_inbound("session_missed", str(uuid4()), missed, 4))
+        assert isinstance(crisis, Crisis)
+        assert crisis.trigger is EscalationTrigger.MISSED_SESSION_AT_HIGH_RISK and crisis.severity.value == "outreach"
+        for aggregate in app.decide(_inbound("risk_level_lowered", plan, {"level": "low"}, 5)):
+            app.save(aggregate)
+        assert app.decide(_inbound("session_missed", str(uuid4()), missed, 6)) == []
+    finally:
+        app.close()
