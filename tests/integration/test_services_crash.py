@@ -31,7 +31,7 @@ from tests.support.bus import InProcessRelay, read_stream, settings_env
 META = CommandMeta(actor=CLINICIAN)
 SUBMISSIONS = 1000
 COURSES = 20
-SERVICES = ("assessment", "escalation", "care-policies")
+SERVICES = ("assessment", "escalation", "care-policies", "scheduling")
 
 
 @pytest.fixture
@@ -123,9 +123,10 @@ async def test_services_killed_at_random_points_decide_everything_exactly_once(t
                     processes[name].kill()
                     processes[name].start()
                 if round_ % 2 == 0:
-                    await asyncio.sleep(rng.uniform(0, 0.5))
-                    processes["care-policies"].kill()
-                    processes["care-policies"].start()
+                    for name in ("care-policies", "scheduling"):
+                        await asyncio.sleep(rng.uniform(0, 0.5))
+                        processes[name].kill()
+                        processes[name].start()
             writer.join()
             item9 = result[0]
             expected_crises = sum(item9)
@@ -133,8 +134,10 @@ async def test_services_killed_at_random_points_decide_everything_exactly_once(t
             while True:
                 messages = await read_stream(nats_server.url)
                 kinds = Counter(m.subject.rsplit(".", 1)[1] for m in messages)
+                plans_in_crisis = {m.headers["ce-subject"] for m in messages if m.subject.endswith("emergency_support_activated")}
                 if (kinds["assessment_scored"] >= SUBMISSIONS and kinds["escalation_raised"] >= expected_crises
-                        and kinds["emergency_support_activated"] >= expected_crises):
+                        and kinds["emergency_support_activated"] >= expected_crises
+                        and kinds["schedule_follows_strategy"] >= len(plans_in_crisis)):
                     break
                 assert asyncio.get_running_loop().time() < deadline, f"not caught up: {kinds}"
                 await asyncio.sleep(0.5)
@@ -153,4 +156,13 @@ async def test_services_killed_at_random_points_decide_everything_exactly_once(t
     activated = Counter(b["crisis_id"] for kind, b in bodies if kind == "emergency_support_activated")
     assert len(activated) == expected_crises and set(activated.values()) == {1}
     assert sum(1 for kind, _ in bodies if kind == "assessment_rejected") == 0
+    # scheduling: each course planned once, and each plan's strategy changes followed once each
+    opened = Counter(b["course_id"] for kind, b in bodies if kind == "schedule_opened")
+    assert len(opened) == COURSES and set(opened.values()) == {1}
+    assert sum(1 for kind, b in bodies if kind == "session_scheduled" and b["kind"] == "session") == COURSES * 12
+    # every plan in crisis entered emergency support once: its schedule followed once and got two check-ins
+    in_crisis = {b["originator_id"] for kind, b in bodies if kind == "emergency_support_activated"}
+    follows = Counter(b["originator_id"] for kind, b in bodies if kind == "schedule_follows_strategy")
+    assert len(follows) == len(in_crisis) > 0 and set(follows.values()) == {1}
+    assert sum(1 for kind, b in bodies if kind == "session_scheduled" and b["kind"] == "check_in") == 2 * len(in_crisis)
     assert all(p.kills >= 2 for p in processes.values())
