@@ -190,6 +190,17 @@ class AggregateRoot(BaseModel):
         raise NotImplementedError
 
     @classmethod
+    def _created(cls, event: DomainEvent, **fields: Any) -> Self:
+        """The aggregate as its creation event makes it: identity and times, plus ``fields``."""
+        return cls(
+            id=event.originator_id,
+            version=event.originator_version,
+            created_on=event.timestamp,
+            modified_on=event.timestamp,
+            **fields,
+        )
+
+    @classmethod
     def _start(cls, event_class: type[TEvent], ctx: CommandContext, aggregate_id: UUID, **fields: Any) -> Self:
         event = event_class(
             originator_id=aggregate_id,

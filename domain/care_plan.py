@@ -183,11 +183,8 @@ class CarePlan(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: CarePlanDrafted) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id,
-            version=event.originator_version,
-            created_on=event.timestamp,
-            modified_on=event.timestamp,
+        return cls._created(
+            event,
             client_id=event.client_id,
             title=event.title,
             strategy=event.strategy,

@@ -57,11 +57,8 @@ class Inventory(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: InventoryOpened) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id,
-            version=event.originator_version,
-            created_on=event.timestamp,
-            modified_on=event.timestamp,
+        return cls._created(
+            event,
             client_id=event.client_id,
             plan_id=event.plan_id,
         )

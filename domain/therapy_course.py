@@ -133,11 +133,8 @@ class TherapyCourse(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: CourseStarted) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id,
-            version=event.originator_version,
-            created_on=event.timestamp,
-            modified_on=event.timestamp,
+        return cls._created(
+            event,
             plan_id=event.plan_id,
             client_id=event.client_id,
             modality=event.modality,

@@ -52,11 +52,8 @@ class AssessmentRecord(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: AssessmentRecordOpened) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id,
-            version=event.originator_version,
-            created_on=event.timestamp,
-            modified_on=event.timestamp,
+        return cls._created(
+            event,
             course_id=event.course_id,
             plan_id=event.plan_id,
             client_id=event.client_id,

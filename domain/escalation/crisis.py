@@ -84,11 +84,8 @@ class Crisis(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: EscalationRaised) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id,
-            version=event.originator_version,
-            created_on=event.timestamp,
-            modified_on=event.timestamp,
+        return cls._created(
+            event,
             plan_id=event.plan_id,
             client_id=event.client_id,
             trigger=event.trigger,

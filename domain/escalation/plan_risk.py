@@ -30,9 +30,9 @@ class PlanRisk(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: PlanRiskNoted) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id, version=event.originator_version, created_on=event.timestamp,
-            modified_on=event.timestamp, plan_id=event.plan_id, level=event.level,
+        return cls._created(
+            event,
+            plan_id=event.plan_id, level=event.level,
         )
 
     def note(self, level: RiskLevel, *, ctx: CommandContext) -> bool:

@@ -31,9 +31,9 @@ class PlanStrategy(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: PlanStrategyNoted) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id, version=event.originator_version, created_on=event.timestamp,
-            modified_on=event.timestamp, plan_id=event.plan_id, strategy=event.strategy,
+        return cls._created(
+            event,
+            plan_id=event.plan_id, strategy=event.strategy,
         )
 
     def follow(self, strategy: Strategy, *, ctx: CommandContext) -> bool:

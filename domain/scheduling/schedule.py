@@ -85,9 +85,9 @@ class CourseSchedule(AggregateRoot):
 
     @classmethod
     def _from_created(cls, event: ScheduleOpened) -> Self:  # type: ignore[override]
-        return cls(
-            id=event.originator_id, version=event.originator_version, created_on=event.timestamp,
-            modified_on=event.timestamp, course_id=event.course_id, plan_id=event.plan_id, client_id=event.client_id,
+        return cls._created(
+            event,
+            course_id=event.course_id, plan_id=event.plan_id, client_id=event.client_id,
             modality=event.modality, planned_sessions=event.planned_sessions, strategy=event.strategy,
         )
 
