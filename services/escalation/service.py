@@ -18,7 +18,7 @@ from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
 from domain.events.assessment import AssessmentRejected, AssessmentScored
 from domain.events.care_plan import CrisisRaisedByClinician, RiskLevelLowered, RiskLevelRaised
 from domain.events.scheduling import SessionMissed
-from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified
+from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified, EscalationRaised
 from services.care.errors import AggregateMissingError
 from services.shared.clock import Clock
 from services.shared.processing import Inbound, ServiceApplication
@@ -142,18 +142,13 @@ class EscalationApplication(ServiceApplication):
 
     def _armed_timers(self) -> dict[UUID, datetime]:
         timers: dict[UUID, datetime] = {}
-        start = 1
-        while True:
-            batch = self.recorder.select_notifications(start=start, limit=500)
-            if not batch:
-                return timers
-            for notification in batch:
-                event = self.mapper.to_domain_event(notification)
-                if isinstance(event, EscalationLevelNotified):
-                    timers[event.originator_id] = event.ack_due
-                elif isinstance(event, (EscalationAcknowledged, CrisisResolved)):
-                    timers.pop(event.originator_id, None)
-            start = batch[-1].id + 1
+        for notification in self.stored_notifications():
+            event = self.mapper.to_domain_event(notification)
+            if isinstance(event, EscalationLevelNotified):
+                timers[event.originator_id] = event.ack_due
+            elif isinstance(event, (EscalationAcknowledged, CrisisResolved)):
+                timers.pop(event.originator_id, None)
+        return timers
 
     def fire_due_timers(self) -> int:
         """Escalates every crisis whose acknowledgement is overdue; returns how many."""
@@ -180,13 +175,7 @@ class EscalationApplication(ServiceApplication):
 
     def open_crises(self) -> list[Crisis]:
         """Crises not yet resolved, oldest first (from the stored log)."""
-        ids: dict[UUID, None] = {}
-        start = 1
-        while batch := self.recorder.select_notifications(start=start, limit=500):
-            for notification in batch:
-                ids[notification.originator_id] = None
-            start = batch[-1].id + 1
-        crises = [self.find(Crisis, cid) for cid in ids]
+        crises = [self.find(Crisis, cid) for cid in self.aggregate_ids_created_by(EscalationRaised)]
         return [c for c in crises if c is not None and c.status is not CrisisStatus.RESOLVED]
 
     def find_crisis_status(self, cid: UUID) -> CrisisStatus | None:

@@ -13,7 +13,7 @@ from domain.base import Actor, AggregateRoot, CommandContext, Role
 from domain.catalogues.modalities import Modality
 from domain.catalogues.strategies import Strategy
 from domain.events.care_plan import CarePlanDrafted, EmergencySupportActivated, EmergencySupportEnded, StrategyChanged
-from domain.events.scheduling import ScheduleOpened, SessionScheduled
+from domain.events.scheduling import ScheduleOpened
 from domain.events.therapy_course import CourseStarted, SessionHeld
 from domain.scheduling.plans import PlanStrategy, plan_strategy_id
 from domain.scheduling.schedule import CourseSchedule, schedule_id
@@ -53,14 +53,7 @@ class SchedulingApplication(ServiceApplication):
             self._arm(schedule)
 
     def _schedules(self) -> list[CourseSchedule]:
-        ids: dict[UUID, None] = {}
-        start = 1
-        while batch := self.recorder.select_notifications(start=start, limit=500):
-            for notification in batch:
-                if notification.topic.endswith((ScheduleOpened.__name__, SessionScheduled.__name__)):
-                    ids[notification.originator_id] = None
-            start = batch[-1].id + 1
-        found = [self.find(CourseSchedule, sid) for sid in ids]
+        found = [self.find(CourseSchedule, sid) for sid in self.aggregate_ids_created_by(ScheduleOpened)]
         return [s for s in found if s is not None]
 
     def _arm(self, schedule: CourseSchedule) -> None:

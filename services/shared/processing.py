@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, ProcessRecorder, Tracking
+from eventsourcing.utils import get_topic
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream import Context
@@ -30,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.subjects import CE_SOURCE_PREFIX, dead_letter_subject
-from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, Role, project
+from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, Role, project
 from services.shared import compat
 from services.shared.clock import Clock, MonotonicClock
 from services.shared.persistence import eventsourcing_env, surviving_catalog_races
@@ -146,6 +147,18 @@ class ServiceApplication(Tracked, Application[UUID]):
 
     def construct_recorder(self) -> ProcessRecorder:
         return surviving_catalog_races(self.factory.process_recorder)
+
+    def stored_notifications(self) -> Iterator[Notification]:
+        """The service's whole log in order, read in pages (start-up scans rebuild from it)."""
+        start = 1
+        while batch := self.recorder.select_notifications(start=start, limit=500):
+            yield from batch
+            start = batch[-1].id + 1
+
+    def aggregate_ids_created_by(self, event_class: type[DomainEvent]) -> list[UUID]:
+        """Ids of the aggregates whose creation event is ``event_class``, oldest first."""
+        topic = get_topic(event_class)
+        return list(dict.fromkeys(n.originator_id for n in self.stored_notifications() if n.topic == topic))
 
     def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
         try:

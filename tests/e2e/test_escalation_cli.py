@@ -79,6 +79,8 @@ def test_a_missed_session_escalates_outreach_only_while_risk_is_high(tmp_path: P
                 app.save(aggregate)
         (crisis,) = app.decide(_inbound("session_missed", str(uuid4()), missed, 4))
         assert isinstance(crisis, Crisis)
+        app.save(crisis)
+        assert [c.id for c in app.open_crises()] == [crisis.id]  # the plan's risk record is not a crisis
         assert crisis.trigger is EscalationTrigger.MISSED_SESSION_AT_HIGH_RISK and crisis.severity.value == "outreach"
         for aggregate in app.decide(_inbound("risk_level_lowered", plan, {"level": "low"}, 5)):
             app.save(aggregate)
