@@ -16,9 +16,13 @@ app = typer.Typer(help="careplan: an event-sourced care-plan engine for psychoth
 escalation_app = typer.Typer(help="Crises: list, acknowledge, resolve (on the escalation service's store).", no_args_is_help=True)
 contracts_app = typer.Typer(help="Generate or check the public event contracts.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures and RESULT lines.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Auditors: history, replay, diff, trace, verify, export (every read is recorded).", no_args_is_help=True
+)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(bench_app, name="bench")
 app.add_typer(escalation_app, name="escalation")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 
