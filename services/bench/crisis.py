@@ -167,8 +167,8 @@ async def _floor_latency(tmp: Path, url: str, rate: float, count: int) -> list[f
         if delay > 0:
             await asyncio.sleep(delay)
         probe.ping(i)
+        committed[str(i)] = time.time()  # the commit is part of the floor
         await asyncio.to_thread(app.save, probe)
-        committed[str(i)] = time.time()
         await js.publish("care.floor.hop1", str(i).encode())
     await asyncio.wait_for(done.wait(), timeout=60)
     for sub in subs:
