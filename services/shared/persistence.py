@@ -8,11 +8,13 @@ has moved on go through a dict so their ``upcast_vN_vN+1`` steps can run first.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
+from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
@@ -24,6 +26,12 @@ from domain.base import derive_event_id
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The library hands out deep copies of cached aggregates. UUIDs are immutable, yet
+# ``copy.deepcopy`` rebuilds each one through ``__reduce__``; in aggregates that keep ids
+# (an assessment record's decided submissions, a plan's goals) that was most of the cost of
+# every load from the cache. Sharing them is what deepcopy already does for str and int.
+copy._deepcopy_dispatch[UUID] = copy._deepcopy_atomic  # type: ignore[attr-defined]  # noqa: SLF001
 
 #: Computed fields are derived again on load, so they are not stored.
 _NOT_STORED = {"event_id"}
