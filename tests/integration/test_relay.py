@@ -235,3 +235,23 @@ async def test_on_postgresql_the_relay_is_woken_by_notify_not_by_polling(
     finally:
         app.close()
         drop_schemas(settings)
+
+
+async def test_on_sqlite_the_relay_notices_a_commit_without_waiting_out_its_poll(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """SQLite has no NOTIFY; the relay watches the file's data version instead (another
+    connection's commit changes it), so an idle relay publishes within milliseconds."""
+    settings = Settings(data_dir=tmp_path / "data", relay_poll_interval=60)  # polling alone would take a minute
+    app = CareApplication(settings)
+    try:
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            await relay.wait_position(0)
+            await asyncio.sleep(0.5)  # the relay is idle now, waiting up to 60 s
+            await asyncio.to_thread(write_plans, app, 1)
+            started = time.monotonic()
+            await relay.wait_position(2, timeout=10)
+            assert time.monotonic() - started < 10
+        assert len(await read_stream(nats_server.url)) == 2
+    finally:
+        app.close()
