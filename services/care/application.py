@@ -148,7 +148,7 @@ class CareApplication(Tracked, Application[UUID]):
 
     def _get(self, cls: type[TAggregate], aggregate_id: UUID, version: int | None = None) -> TAggregate:
         try:
-            aggregate = self.repository.get(aggregate_id, version=version, projector_func=project)
+            aggregate = self.load(aggregate_id, version)
         except AggregateNotFoundError:
             at = f" at version {version}" if version is not None else ""
             msg = f"No {cls.__name__} {aggregate_id}{at} is recorded; check the id."

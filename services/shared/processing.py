@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -26,7 +27,7 @@ from eventsourcing.utils import get_topic
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream import Context
-from faststream.nats.message import NatsBatchMessage
+from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -100,9 +101,12 @@ class Tracked:
     ``is_processed`` recognises a message recorded before."""
 
     recorder: Any
+    repository: Any
     #: The actor of every event recorded in reaction to a consumed one.
     actor: ClassVar[Actor]
     clock: Clock
+    #: Per thread: the aggregates a run of decisions has changed but not yet recorded.
+    _unit_of_work = threading.local()
 
     @property
     def process_recorder(self) -> ProcessRecorder:
@@ -123,6 +127,33 @@ class Tracked:
         processing.collect_events(*aggregates)
         self._record(processing)  # type: ignore[attr-defined]
         return len(processing.events)
+
+    def load(self, aggregate_id: UUID, version: int | None = None) -> Any:
+        """An aggregate as the decisions of the current run left it, else as stored."""
+        pending: dict[UUID, AggregateRoot] | None = getattr(self._unit_of_work, "aggregates", None)
+        if pending is not None and version is None and aggregate_id in pending:
+            return pending[aggregate_id]
+        return self.repository.get(aggregate_id, version=version, projector_func=project)
+
+    def processed_up_to(self, source: str) -> int:
+        return self.process_recorder.max_tracking_id(source) or 0
+
+    def record_run(self, handle: Callable[[Inbound], Sequence[AggregateRoot]], inbounds: Sequence[Inbound]) -> int:
+        """Decides a run of messages from one source in order and records all their events
+        with the tracking of the last one, in one transaction: all or nothing. Later
+        decisions of the run see the aggregates as earlier ones left them."""
+        changed: dict[UUID, AggregateRoot] = {}
+        self._unit_of_work.aggregates = changed
+        try:
+            for inbound in inbounds:
+                for aggregate in handle(inbound):
+                    changed[aggregate.id] = aggregate
+            return self.record(list(changed.values()), inbounds[-1])
+        except BaseException:
+            self.forget_cached()
+            raise
+        finally:
+            self._unit_of_work.aggregates = None
 
     def forget_cached(self) -> None:
         """After a failed decision: cached aggregates may hold its unrecorded changes."""
@@ -162,7 +193,7 @@ class ServiceApplication(Tracked, Application[UUID]):
 
     def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
         try:
-            aggregate = self.repository.get(aggregate_id, projector_func=project)
+            aggregate = self.load(aggregate_id)
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, cls)
@@ -173,14 +204,21 @@ class ServiceApplication(Tracked, Application[UUID]):
 Handler = Callable[[Inbound], Sequence[AggregateRoot]]
 
 BATCH = 64
-FETCH_DEADLINE_SECONDS = 0.02
+#: How long one pull request waits on the server for the next message while all is quiet.
+IDLE_PULL_SECONDS = 1.0
 #: How soon a crashed instance's unacknowledged messages are handed out again. Retries
 #: keep their messages alive with in-progress acks, so the backoff cap stays below it.
 ACK_WAIT_SECONDS = 5.0
 
 
 class DurableConsumer:
-    """One durable JetStream consumer feeding one service handler, through FastStream."""
+    """One durable JetStream consumer feeding one service handler, through FastStream.
+
+    FastStream pulls one message at a time (a pull request for one returns the moment a
+    message arrives; one for many waits to fill up or time out, which would hold every
+    message back while traffic is light). Whatever else is waiting is then taken at once
+    with a no-wait pull, and the lot is decided and recorded in as few transactions as
+    possible: one per run of messages from the same source."""
 
     def __init__(
         self,
@@ -192,7 +230,10 @@ class DurableConsumer:
         handle: Handler,
         max_attempts: int = 5,
         retry_cap: float = 2.0,
+        on_recorded: Callable[[], object] = lambda: None,
     ) -> None:
+        """``on_recorded`` is called (in a worker thread) after each commit, e.g. to wake
+        the service's relay."""
         self.settings = settings
         self.service = service
         self.app = app
@@ -200,21 +241,23 @@ class DurableConsumer:
         self.handle = handle
         self.max_attempts = max_attempts
         self.retry_cap = retry_cap
+        self.on_recorded = on_recorded
         self.broker: NatsBroker | None = None
+        self.subscriber: Any = None
         self.processed = 0
         self.skipped = 0
         self.dead_lettered = 0
+        #: Transactions that each recorded a whole run of messages (the fast path).
+        self.runs = 0
+        #: Messages decided on their own after their run failed together.
+        self.isolated = 0
 
     def attach(self, broker: NatsBroker) -> None:
         self.broker = broker
-        broker.subscriber(
+        self.subscriber = broker.subscriber(
             stream=JStream(self.settings.stream_name, declare=False),
             durable=self.service,
-            # Batches are handed over whole and worked through in order here: FastStream
-            # would otherwise run the messages of one pull concurrently.
-            # A short deadline: FastStream keeps fetching until the batch is full or this runs
-            # out, so a long one would hold every message back while traffic is light.
-            pull_sub=PullSub(batch_size=BATCH, timeout=FETCH_DEADLINE_SECONDS, batch=True),
+            pull_sub=PullSub(batch_size=1, timeout=IDLE_PULL_SECONDS),
             ack_policy=AckPolicy.MANUAL,
             config=ConsumerConfig(
                 filter_subjects=self.subjects,
@@ -227,13 +270,39 @@ class DurableConsumer:
                 max_deliver=-1,
             ),
             title=f"{self.service} consumer",
-        )(self.process_batch)
+        )
+        self.subscriber(self.on_message)
 
-    async def process_batch(self, msg: Annotated[NatsBatchMessage, Context("message")]) -> None:
-        pending: list[Msg] = list(msg.raw_message)
+    async def on_message(self, message: Annotated[NatsMessage, Context("message")]) -> None:
+        first: Msg = message.raw_message
+        # JetStream says how many more the consumer holds; at a light load, none.
+        behind = first.metadata.num_pending if first.metadata.num_pending is not None else BATCH
+        waiting = await take_available(self.subscriber.subscription, min(behind, BATCH - 1))
+        await self.process_batch([first, *waiting])
+
+    async def process_batch(self, batch: Sequence[Msg]) -> None:
         try:
-            while pending:
-                await self.process(pending.pop(0), waiting=pending)
+            parsed: list[tuple[Msg, Inbound | MalformedMessageError]] = []
+            for raw in batch:
+                try:
+                    parsed.append((raw, parse_inbound(raw.subject, raw.headers, raw.data)))
+                except MalformedMessageError as e:
+                    parsed.append((raw, e))
+            i = 0
+            while i < len(parsed):
+                raw, inbound = parsed[i]
+                if isinstance(inbound, MalformedMessageError):
+                    await self._dead_letter(raw, inbound, attempts=0)
+                    i += 1
+                    continue
+                run = [(raw, inbound)]
+                while i + len(run) < len(parsed):
+                    follower = parsed[i + len(run)][1]
+                    if not isinstance(follower, Inbound) or follower.source != inbound.source:
+                        break
+                    run.append((parsed[i + len(run)][0], follower))
+                i += len(run)
+                await self._process_run(run, waiting=[m for m, _ in parsed[i:]])
         except Exception as e:  # noqa: BLE001 - see below
             # Something beyond a message's own failure (the store or the bus is down). The
             # rest of this batch stays unacknowledged; fetching again at once would hand
@@ -241,6 +310,35 @@ class DurableConsumer:
             # first, in order.
             log.error("%s: batch interrupted (%s); resuming after %.0f s", self.service, e, ACK_WAIT_SECONDS)
             await asyncio.sleep(ACK_WAIT_SECONDS + 0.5)
+
+    async def _process_run(self, run: Sequence[tuple[Msg, Inbound]], *, waiting: Sequence[Msg]) -> None:
+        """The fast path: the whole run in one transaction. Any failure (a message that
+        cannot be decided, a concurrent change) records nothing, and the run is then
+        worked through message by message, with retries and dead-lettering."""
+        inbounds = [inbound for _, inbound in run]
+        try:
+            skipped = await asyncio.to_thread(self._record_fresh, inbounds)
+        except Exception as e:  # noqa: BLE001 - nothing was recorded; the careful path decides
+            log.info("%s: a run of %d messages from %s failed together (%s); one by one now", self.service,
+                     len(run), inbounds[0].source, e)
+            self.isolated += len(run)
+            for k, (raw, _) in enumerate(run):
+                await self.process(raw, waiting=[*(m for m, _ in run[k + 1 :]), *waiting])
+            return
+        self.skipped += skipped
+        self.processed += len(run) - skipped
+        self.runs += 1
+        for raw, _ in run:
+            await raw.ack()
+
+    def _record_fresh(self, inbounds: Sequence[Inbound]) -> int:
+        """Records the run's messages not yet tracked; returns how many were already."""
+        done = self.app.processed_up_to(inbounds[0].source)
+        fresh = [inbound for inbound in inbounds if inbound.sequence > done]
+        if fresh:
+            self.app.record_run(self.handle, fresh)
+            self.on_recorded()
+        return len(inbounds) - len(fresh)
 
     async def wait_for_previous_instance(self, js: Any) -> float:
         """A new instance lets the messages a dead one left unacknowledged come back first."""
@@ -302,6 +400,8 @@ class DurableConsumer:
         except BaseException:
             self.app.forget_cached()
             raise
+        self.on_recorded()
+
 
     async def _dead_letter(self, raw: Msg, error: Exception, *, attempts: int) -> None:
         headers = dict(raw.headers or {})
@@ -320,3 +420,40 @@ class DurableConsumer:
                   raw.metadata.sequence.stream, error)
         self.dead_lettered += 1
         await raw.ack()
+
+
+async def take_available(subscription: Any, limit: int) -> list[Msg]:
+    """Up to ``limit`` messages the consumer can hand out right now, without waiting for
+    more: a no-wait pull request (nats-py's fetch adds an expiry when its queue is empty,
+    and the server then waits for the whole batch). Status replies end the take."""
+    if limit <= 0:
+        return []
+    sub = subscription._sub  # noqa: SLF001 - nats-py keeps the pull inbox here
+    taken: list[Msg] = []
+    while not sub._pending_queue.empty() and len(taken) < limit:  # noqa: SLF001 - left by an expired pull
+        msg = sub._pending_queue.get_nowait()  # noqa: SLF001
+        sub._pending_size -= len(msg.data)  # noqa: SLF001
+        if not _status(msg):
+            taken.append(msg)
+    if len(taken) == limit:
+        return taken
+    request = json.dumps({"batch": limit - len(taken), "no_wait": True}).encode()
+    await subscription._nc.publish(subscription._nms, request, subscription._deliver)  # noqa: SLF001
+    while len(taken) < limit:
+        try:
+            msg = await sub.next_msg(timeout=PULL_REPLY_SECONDS)
+        except (TimeoutError, asyncio.TimeoutError):
+            break
+        if not _status(msg):
+            taken.append(msg)
+        elif _status(msg) != "100":  # 404 no messages, 408 request over; 100 is a heartbeat
+            break
+    return taken
+
+
+#: A no-wait pull is answered at once; this only bounds a lost reply.
+PULL_REPLY_SECONDS = 1.0
+
+
+def _status(msg: Msg) -> str | None:
+    return (msg.headers or {}).get("Status") if not msg.data else None

@@ -50,10 +50,6 @@ class RunningService:
             self.nats_url.split(","), logger=logging.getLogger(f"faststream.{app.name}"), log_level=logging.DEBUG
         )
         self.name = name or app.name
-        self.consumer = DurableConsumer(
-            settings, service=self.name, app=app, subjects=subjects, handle=app.decide, **consumer_options  # type: ignore[arg-type]
-        )
-        self.consumer.attach(self.broker)
         self.stores = OutboxStores(settings, app.name) if with_relay else None
         self.relay = (
             Relay(
@@ -63,6 +59,12 @@ class RunningService:
             if self.stores is not None
             else None
         )
+        self.consumer = DurableConsumer(
+            settings, service=self.name, app=app, subjects=subjects, handle=app.decide,
+            on_recorded=self.relay.wake if self.relay is not None else lambda: None,
+            **consumer_options,  # type: ignore[arg-type]
+        )
+        self.consumer.attach(self.broker)
         self.tick = tick
         self.tick_interval = tick_interval
         self._stop = asyncio.Event()
@@ -86,7 +88,8 @@ class RunningService:
         """Durable timers: the service's own check of what is due, at a steady interval."""
         while not self._stop.is_set():
             try:
-                await asyncio.to_thread(tick)
+                if await asyncio.to_thread(tick) and self.relay is not None:
+                    self.relay.wake()
             except Exception as e:  # noqa: BLE001 - a failed check is tried again at the next tick
                 log.warning("%s: timer check failed: %s", self.name, e)
             try:

@@ -166,3 +166,46 @@ async def test_a_repeated_delivery_and_a_restart_change_nothing(tmp_path: Path, 
         app.close()
     assert [m.subject.rsplit(".", 1)[1] for m in decisions] == ["assessment_record_opened", "assessment_scored", "assessment_scored"]
     assert json.loads(decisions[2].body)["change"]["baseline_total"] == 27
+
+
+async def test_a_backlog_is_recorded_in_runs_and_a_failing_message_in_it_is_set_apart(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """Messages waiting together are decided together, in order: later decisions of one
+    transaction see the earlier ones (every score after the first is compared with the
+    first), and a message that cannot be decided is dead-lettered without losing or
+    reordering the messages around it."""
+    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url)
+    app = CareApplication(settings)
+    try:
+        _, course = start_course(app)
+        first = [submit(app, course, "PHQ-9", [3] * 9) for _ in range(20)]
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            await relay.wait_position(22)
+            nc = await nats.connect(nats_server.url)
+            orphan = {"ce-source": "urn:careplan:intake", "ce-sequence": "1", "ce-id": str(uuid4()), "ce-subject": str(uuid4()),
+                      "ce-type": "org.careplan.clinical.v1.therapy_course.questionnaire_submitted"}
+            body = {"submission_id": str(uuid4()), "instrument": "PHQ-9", "answers": [0] * 9,
+                    "answered_at": WHEN.isoformat(), "correlation_id": str(uuid4())}
+            await nc.jetstream().publish(f"care.clinical.v1.therapy_course.{orphan['ce-subject']}.questionnaire_submitted",
+                                         json.dumps(body).encode(), headers=orphan)
+            await nc.close()
+        later = [submit(app, course, "PHQ-9", [0] * 9) for _ in range(20)]
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            await relay.wait_position(42)
+            async with service(settings, max_attempts=2, retry_cap=0.2) as running:
+                scored = await wait_for_messages(nats_server.url, "care.assessment.v1.", 41)
+                dead = await wait_for_messages(nats_server.url, dead_letter_subject("assessment"), 1)
+                processed, runs, isolated = running.consumer.processed, running.consumer.runs, running.consumer.isolated
+    finally:
+        app.close()
+    assert len(dead) == 1 and "UnknownCourseError" in dead[0].headers["careplan-error"]
+    bodies = [json.loads(m.body) for m in scored if m.subject.endswith("assessment_scored")]
+    assert [b["causation_id"] for b in bodies] == first + later
+    baseline = bodies[0]["submission_id"]
+    assert bodies[0]["change"] is None
+    assert all(b["change"]["baseline_submission_id"] == baseline for b in bodies[1:])
+    assert [b["change"]["baseline_total"] for b in bodies[1:]] == [27] * 39
+    assert processed == 41  # the course start and forty submissions
+    assert 1 <= runs < processed / 4, f"{runs} transactions for {processed} messages: not recorded in runs"
+    assert isolated == 1  # only the orphan was decided on its own
