@@ -107,6 +107,9 @@ class Tracked:
     clock: Clock
     #: Per thread: the aggregates a run of decisions has changed but not yet recorded.
     _unit_of_work = threading.local()
+    #: Held while a run of decisions works on cached aggregates in place, and while anyone
+    #: else copies one out of the cache, so no copy is taken of a half-made change.
+    _in_place = threading.RLock()
 
     @property
     def process_recorder(self) -> ProcessRecorder:
@@ -129,11 +132,18 @@ class Tracked:
         return len(processing.events)
 
     def load(self, aggregate_id: UUID, version: int | None = None) -> Any:
-        """An aggregate as the decisions of the current run left it, else as stored."""
+        """An aggregate as the decisions of the current run left it, else as stored.
+
+        A run of decisions works on the cached aggregate itself instead of the library's
+        deep copy of it (the copy was most of the cost of a decision): a run holds the
+        lock while it changes aggregates, and a failed run empties the cache."""
         pending: dict[UUID, AggregateRoot] | None = getattr(self._unit_of_work, "aggregates", None)
-        if pending is not None and version is None and aggregate_id in pending:
+        if pending is None:
+            with self._in_place:
+                return self.repository.get(aggregate_id, version=version, projector_func=project)
+        if version is None and aggregate_id in pending:
             return pending[aggregate_id]
-        return self.repository.get(aggregate_id, version=version, projector_func=project)
+        return self.repository.get(aggregate_id, version=version, projector_func=project, deepcopy_from_cache=False)
 
     def processed_up_to(self, source: str) -> int:
         return self.process_recorder.max_tracking_id(source) or 0
@@ -143,17 +153,18 @@ class Tracked:
         with the tracking of the last one, in one transaction: all or nothing. Later
         decisions of the run see the aggregates as earlier ones left them."""
         changed: dict[UUID, AggregateRoot] = {}
-        self._unit_of_work.aggregates = changed
-        try:
-            for inbound in inbounds:
-                for aggregate in handle(inbound):
-                    changed[aggregate.id] = aggregate
-            return self.record(list(changed.values()), inbounds[-1])
-        except BaseException:
-            self.forget_cached()
-            raise
-        finally:
-            self._unit_of_work.aggregates = None
+        with self._in_place:
+            self._unit_of_work.aggregates = changed
+            try:
+                for inbound in inbounds:
+                    for aggregate in handle(inbound):
+                        changed[aggregate.id] = aggregate
+                return self.record(list(changed.values()), inbounds[-1])
+            except BaseException:
+                self.forget_cached()
+                raise
+            finally:
+                self._unit_of_work.aggregates = None
 
     def forget_cached(self) -> None:
         """After a failed decision: cached aggregates may hold its unrecorded changes."""
@@ -395,11 +406,7 @@ class DurableConsumer:
                 return
 
     def _decide_and_record(self, inbound: Inbound) -> None:
-        try:
-            self.app.record(self.handle(inbound), inbound)
-        except BaseException:
-            self.app.forget_cached()
-            raise
+        self.app.record_run(self.handle, [inbound])
         self.on_recorded()
 
 
