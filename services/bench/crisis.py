@@ -191,14 +191,18 @@ def measure_latency(base: Settings, rate: float, seconds: float, share: float) -
 
 
 async def _scoring_rate(settings: Settings, url: str, count: int) -> float:
+    """Steady-state rate: from the first decision recorded to the last (start-up excluded,
+    as it is for the raw consumer)."""
     service = RunningService(settings, AssessmentApplication(settings), ASSESSMENT_SUBJECTS, with_relay=False)
-    start = time.perf_counter()
     await service.start()
     stores = OutboxStores(settings, AssessmentApplication.name)
     try:
+        while not (first := stores.recorder.max_notification_id() or 0):
+            await asyncio.sleep(0.001)
+        start = time.perf_counter()
         while (stores.recorder.max_notification_id() or 0) < count:
-            await asyncio.sleep(0.01)
-        return count / (time.perf_counter() - start)
+            await asyncio.sleep(0.001)
+        return (count - first) / (time.perf_counter() - start)
     finally:
         stores.close()
         await service.stop()
@@ -207,20 +211,22 @@ async def _scoring_rate(settings: Settings, url: str, count: int) -> float:
 async def _raw_ack_rate(url: str, count: int) -> float:
     nc = await nats.connect(url)
     js = nc.jetstream()
-    start = time.perf_counter()
     sub = await js.pull_subscribe(
         "", durable="raw-ack", stream="CARE",
         config=ConsumerConfig(filter_subjects=ASSESSMENT_SUBJECTS, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
                               max_ack_pending=64),
     )
-    seen = 0
+    first = await sub.fetch(batch=1, timeout=5)
+    await first[0].ack()
+    start = time.perf_counter()
+    seen = 1
     while seen < count:
         for msg in await sub.fetch(batch=64, timeout=5):
             await msg.ack()
             seen += 1
     elapsed = time.perf_counter() - start
     await nc.close()
-    return count / elapsed
+    return (count - 1) / elapsed
 
 
 def measure_throughput(base: Settings, submissions: int) -> tuple[float, float]:
