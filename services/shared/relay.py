@@ -120,7 +120,11 @@ class Relay:
         recorder: ApplicationRecorder,
         mapper: PydanticMapper,
         tracking: TrackingRecorder,
+        woken_by_writer: bool = False,
     ) -> None:
+        """``woken_by_writer``: the application's writer runs in this process and calls
+        :meth:`wake` after each commit, so the log need only be checked now and then for
+        other writers (an operator's command); otherwise it is checked every millisecond."""
         self.settings = settings
         self.application = application
         self.nats_url = nats_url
@@ -130,7 +134,7 @@ class Relay:
         self.stats = RelayStats()
         self._wakeup = asyncio.Event()
         self._listener: threading.Thread | None = None
-        self._changes = SQLiteChangeWatch.of(recorder)
+        self._changes = SQLiteChangeWatch.of(recorder, every=0.05 if woken_by_writer else 0.001)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def wake(self) -> None:
@@ -313,21 +317,20 @@ class SQLiteChangeWatch:
     another process's) commits to the file; reading it touches no table. It stands in
     for PostgreSQL's NOTIFY, so an idle relay does not wait out a poll interval."""
 
-    CHECK_EVERY = 0.001
-
-    def __init__(self, db_name: str) -> None:
+    def __init__(self, db_name: str, every: float) -> None:
         import sqlite3
 
+        self.every = every
         self._conn = sqlite3.connect(db_name, check_same_thread=False, isolation_level=None)
         self._seen = self._version()
 
     @classmethod
-    def of(cls, recorder: Any) -> SQLiteChangeWatch | None:
+    def of(cls, recorder: Any, *, every: float) -> SQLiteChangeWatch | None:
         pool = getattr(getattr(recorder, "datastore", None), "pool", None)
         db_name = getattr(pool, "db_name", None)
         if not db_name or getattr(pool, "is_sqlite_memory_mode", True):
             return None
-        return cls(db_name)
+        return cls(db_name, every)
 
     def _version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -343,7 +346,7 @@ class SQLiteChangeWatch:
                 if version != self._seen:
                     self._seen = version
                     return
-                done, _ = await asyncio.wait((woken,), timeout=self.CHECK_EVERY)
+                done, _ = await asyncio.wait((woken,), timeout=self.every)
                 if done:
                     return
         finally:

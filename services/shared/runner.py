@@ -55,6 +55,7 @@ class RunningService:
             Relay(
                 settings, application=app.name, nats_url=self.nats_url,
                 recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
+                woken_by_writer=True,
             )
             if self.stores is not None
             else None
