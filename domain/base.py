@@ -115,6 +115,8 @@ class DomainEvent(BaseModel):
 def _readable(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M %Z").strip()
     if isinstance(value, list):
         return ", ".join(str(_readable(v)) for v in value)
     return value

@@ -34,6 +34,7 @@ from services.assessment.service import AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.escalation.service import EscalationApplication
+from services.scheduling.service import SchedulingApplication
 from services.shared.persistence import OutboxStores
 from services.shared.settings import Settings
 from services.system import System
@@ -67,8 +68,9 @@ def run_demo(settings: Settings, console: Console) -> None:
             last = app.recorder.max_notification_id() or 0
             _wait_relayed(settings, CareApplication.name, last)
             service_events = [
-                *_wait_service_events(settings, AssessmentApplication.name, 4),
-                *_wait_service_events(settings, EscalationApplication.name, 6),
+                *_caught_up_events(settings, system.nats_url, AssessmentApplication.name),
+                *_caught_up_events(settings, system.nats_url, EscalationApplication.name),
+                *_caught_up_events(settings, system.nats_url, SchedulingApplication.name),
             ]
             _print(app, console, plan_id, course_id, inventory_id, settings, service_events)
             console.print(asyncio.run(_stream_summary(system.nats_url, settings, last)))
@@ -133,20 +135,26 @@ def _wait_relayed(settings: Settings, application: str, notification_id: int, ti
         stores.close()
 
 
-def _wait_service_events(settings: Settings, application: str, count: int, timeout: float = 60) -> list[DomainEvent]:
-    """Waits until a service has recorded ``count`` events and its relay has published them."""
+def _caught_up_events(settings: Settings, url: str, application: str, timeout: float = 60) -> list[DomainEvent]:
+    """Everything a service decided about the story, once its consumer has caught up with
+    the stream and its relay has published it all."""
+
+    async def caught_up() -> bool:
+        nc = await nats.connect(url)
+        try:
+            info = await nc.jetstream().consumer_info(settings.stream_name, application)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+        finally:
+            await nc.close()
+
+    _until(lambda: asyncio.run(caught_up()), f"the {application} service to catch up", timeout)
     stores = OutboxStores(settings, application)
     try:
-        deadline = time.monotonic() + timeout
-        while (stores.recorder.max_notification_id() or 0) < count:
-            if time.monotonic() > deadline:
-                msg = f"The {application} service recorded fewer than {count} events within {timeout:.0f} s"
-                raise RuntimeError(msg)
-            time.sleep(0.05)
-        events = [stores.mapper.to_domain_event(n) for n in stores.recorder.select_notifications(start=1, limit=count)]
+        last = stores.recorder.max_notification_id() or 0
+        events = [stores.mapper.to_domain_event(n) for n in stores.recorder.select_notifications(start=1, limit=last)]
     finally:
         stores.close()
-    _wait_relayed(settings, application, count, timeout)
+    _wait_relayed(settings, application, last, timeout)
     return events
 
 

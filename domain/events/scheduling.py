@@ -24,7 +24,7 @@ class SlotKind(str, Enum):
 
 
 class ScheduleOpened(DomainEvent):
-    summary_template: ClassVar[str] = "Schedule opened for a {modality} course of {planned_sessions} sessions"
+    summary_template: ClassVar[str] = "Schedule opened: {modality} course of {planned_sessions} sessions"
     course_id: UUID
     plan_id: UUID
     client_id: ShortText
@@ -41,7 +41,7 @@ class ScheduleFollowsStrategy(RequiresReason):
 
 
 class SessionScheduled(DomainEvent):
-    summary_template: ClassVar[str] = "{kind} {number} scheduled for {starts_at}"
+    summary_template: ClassVar[str] = "Slot {number} ({kind}) scheduled for {starts_at}"
     course_id: UUID
     number: int = Field(ge=1)
     kind: SlotKind
@@ -50,7 +50,7 @@ class SessionScheduled(DomainEvent):
 
 
 class SessionRescheduled(RequiresReason):
-    summary_template: ClassVar[str] = "{kind} {number} moved from {previous_starts_at} to {starts_at}"
+    summary_template: ClassVar[str] = "Slot {number} ({kind}) moved from {previous_starts_at} to {starts_at}"
     course_id: UUID
     number: int = Field(ge=1)
     kind: SlotKind
@@ -67,7 +67,7 @@ class SessionAttendanceRecorded(DomainEvent):
 
 
 class SessionMissed(DomainEvent):
-    summary_template: ClassVar[str] = "{kind} {number} missed (due {starts_at}, not held by {missed_after})"
+    summary_template: ClassVar[str] = "Slot {number} ({kind}) missed (due {starts_at}, not held by {missed_after})"
     course_id: UUID
     plan_id: UUID
     client_id: ShortText

@@ -38,9 +38,19 @@ def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Pat
     assert "Emergency support activated for crisis" in out
     assert "Escalation acknowledged at level 2" in out and "Crisis resolved" in out
     assert "Emergency support ended; strategy now mid_term_in_depth" in out
-    assert f"{count + 4 + 6} events stored" in out
+    # and the scheduling service: the course planned weekly, re-planned for the crisis and after it
+    assert "Schedule opened: interpersonal course of 14 sessions" in out
+    assert "Slot 14 (session) scheduled for" in out and "Slot 2 (check_in) scheduled for" in out
+    assert "Schedule follows strategy emergency_support (was mid_term_in_depth)" in out
+    stored = {}
+    for store in ("assessment", "escalation", "scheduling"):
+        with sqlite3.connect(tmp_path / "data" / f"{store}.sqlite") as db:
+            (stored[store],) = db.execute("SELECT COUNT(*) FROM stored_events").fetchone()
+    assert stored["assessment"] == 4 and stored["escalation"] >= 6 and stored["scheduling"] > 14
+    total = count + sum(stored.values())
+    assert f"{total} events stored" in out
     held = re.search(r"JetStream stream CARE holds (\d+) messages", out)
-    assert held and int(held.group(1)) >= count + 4 + 6  # and the scheduling service's own events
+    assert held and int(held.group(1)) == total  # every event of every store, once
 
 
 def test_demo_defaults_to_a_data_folder_in_the_working_directory(tmp_path: Path) -> None:
