@@ -88,8 +88,10 @@ def stored(settings: Settings, application: str) -> int:
         stores.close()
 
 
-async def test_services_killed_at_random_points_decide_everything_exactly_once(tmp_path: Path, nats_server: EmbeddedNats) -> None:
-    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url)
+async def test_services_killed_at_random_points_decide_everything_exactly_once(
+    tmp_path: Path, nats_server: EmbeddedNats, backend_settings: Settings
+) -> None:
+    settings = backend_settings.model_copy(update={"data_dir": tmp_path / "data", "nats_url": nats_server.url})
     rng = random.Random(1124)
     app = CareApplication(settings)
     processes = {name: ServiceProcess(name, settings, nats_server.url, tmp_path / f"{name}.log") for name in SERVICES}
