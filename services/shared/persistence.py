@@ -106,7 +106,11 @@ class PydanticMapper(Mapper[Any]):
         # pydantic writes fields in declaration order, so the first "timestamp" key is the
         # event's own (DomainEvent declares it before any nested model could carry one).
         start = body.index(b'"timestamp":"') + 13
-        return PublicEvent(cls, body, event_id, body[start : body.index(b'"', start)].decode())
+        timestamp = body[start : body.index(b'"', start)].decode()
+        # Likewise the event's own correlation_id precedes any nested one.
+        start = body.index(b'"correlation_id":"') + 18
+        correlation_id = body[start : body.index(b'"', start)].decode()
+        return PublicEvent(cls, body, event_id, timestamp, correlation_id)
 
 
 class PublicEvent(NamedTuple):
@@ -114,6 +118,7 @@ class PublicEvent(NamedTuple):
     body: bytes
     event_id: str
     timestamp: str
+    correlation_id: str
 
 
 def upcast(cls: type[Any], state: dict[str, Any]) -> dict[str, Any]:

@@ -104,10 +104,19 @@ def cloudevent(application: str, notification: Notification, event: PublicEvent,
         # The log may skip ids (a rolled-back insert); naming the previous one makes a real gap detectable.
         "ce-previoussequence": str(previous),
         "ce-dataschema": form.dataschema,
+        "traceparent": traceparent(event.correlation_id, event.event_id),
         "content-type": "application/json",
         "Nats-Msg-Id": f"{application}:{notification.id}",
     }
     return OutboundMessage(notification.id, f"{form.subject_prefix}{aggregate_id}{form.subject_suffix}", headers, event.body)
+
+
+def traceparent(correlation_id: str, event_id: str) -> str:
+    """W3C Trace Context for an event: the story (correlation id, 128 bits) is the trace,
+    the event is a span (the first 64 bits of its id). Derived, so every copy of an event
+    (a re-publish, a replay) carries the same one, and a tracing system groups a whole care
+    story — command, services' decisions, policies — into one trace."""
+    return f"00-{correlation_id.replace('-', '')}-{event_id.replace('-', '')[:16]}-01"
 
 
 class Relay:

@@ -97,6 +97,8 @@ async def test_every_stored_event_arrives_once_in_commit_order_with_a_valid_clou
             assert h["ce-id"] == body["event_id"] == str(event.event_id)
             assert h["ce-type"] == ce_type(type(event))
             assert h["ce-subject"] == body["originator_id"]
+            trace_id, span_id = UUID(body["correlation_id"]).hex, UUID(body["event_id"]).hex[:16]
+            assert h["traceparent"] == f"00-{trace_id}-{span_id}-01"
             assert datetime.fromisoformat(h["ce-time"]) == event.timestamp
             assert message.subject == subject_for(type(event), event.originator_id)
             schema_file = h["ce-dataschema"].removeprefix(SCHEMA_BASE_URI + "/")
