@@ -16,6 +16,7 @@ app = typer.Typer(help="careplan: an event-sourced care-plan engine for psychoth
 escalation_app = typer.Typer(help="Crises: list, acknowledge, resolve (on the escalation service's store).", no_args_is_help=True)
 contracts_app = typer.Typer(help="Generate or check the public event contracts.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures and RESULT lines.", no_args_is_help=True)
+api_app = typer.Typer(help="The HTTP API: serve it, make tokens.", no_args_is_help=True)
 audit_app = typer.Typer(
     help="Auditors: history, replay, diff, trace, verify, export (every read is recorded).", no_args_is_help=True
 )
@@ -23,6 +24,7 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(bench_app, name="bench")
 app.add_typer(escalation_app, name="escalation")
 app.add_typer(audit_app, name="audit")
+app.add_typer(api_app, name="api")
 
 console = Console()
 
@@ -131,6 +133,34 @@ def service(
 
 ActorId = Annotated[str, typer.Option("--actor", help="Your pseudonymous id.")]
 ActorRole = Annotated[str, typer.Option("--role", help="clinician or supervisor")]
+
+
+@api_app.command("serve")
+def api_serve(
+    ready_file: Annotated[Path | None, typer.Option(help="Written with the API's address once it listens.")] = None,
+) -> None:
+    """Serve the HTTP API (CAREPLAN_API_HOST / CAREPLAN_API_PORT; port 0 picks a free one)."""
+    from services.api.server import serve
+
+    _logging()
+    serve(_settings(), ready_file=ready_file)
+
+
+@api_app.command("add-token")
+def api_add_token(
+    actor: Annotated[str, typer.Option(help="The pseudonymous id every event of this token's requests names.")],
+    role: Annotated[Literal["clinician", "supervisor", "auditor", "integration"], typer.Option()],
+    client: Annotated[list[str] | None, typer.Option(help="A client this token acts for (repeat); default: all.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder whose api-tokens.json to extend.")] = None,
+) -> None:
+    """Make a bearer token; only its SHA-256 digest is stored. Prints the token once."""
+    from domain.base import Role
+    from services.api.auth import ALL_CLIENTS, add_token
+
+    settings = _settings(data_dir)
+    token = add_token(settings.tokens_path(), actor_id=actor, role=Role(role), clients=tuple(client or [ALL_CLIENTS]))
+    console.print(f"token for {actor} ({role}), stored as a digest in {settings.tokens_path()}:", highlight=False)
+    print(token)
 
 
 @escalation_app.command("list")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.shared.bus import EmbeddedNats
+from services.shared.bus import EmbeddedNats, free_port
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class System:
     settings: Settings
     nats: EmbeddedNats | None = None
     nats_url: str = ""
+    api_url: str = ""
     children: list[Child] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -67,6 +68,9 @@ class System:
         env = {**os.environ, "CAREPLAN_NATS_URL": self.nats_url, "CAREPLAN_DATA_DIR": str(data_dir)}
         if self.settings.escalation_policy_file is not None:
             env["CAREPLAN_ESCALATION_POLICY_FILE"] = str(self.settings.escalation_policy_file.resolve())
+        # The API keeps one address for the system's lifetime, across restarts of its process.
+        self.api_url = f"http://{self.settings.api_host}:{self.settings.api_port or free_port()}"
+        env["CAREPLAN_API_PORT"] = self.api_url.rsplit(":", 1)[1]
         run_dir = Path(tempfile.mkdtemp(prefix="careplan-run-"))
         self.children = [
             Child("relay:care", [sys.executable, "-m", "services.cli", "relay"], env, run_dir / "relay-care.ready"),
@@ -74,6 +78,7 @@ class System:
                 Child(f"service:{name}", [sys.executable, "-m", "services.cli", "service", name], env, run_dir / f"service-{name}.ready")
                 for name in ("care-policies", "assessment", "escalation", "scheduling")
             ),
+            Child("api", [sys.executable, "-m", "services.cli", "api", "serve"], env, run_dir / "api.ready"),
         ]
         for child in self.children:
             child.start()
@@ -109,7 +114,7 @@ class System:
     def ready_info(self) -> dict[str, object]:
         return {
             "nats": self.nats_url,
-            "api": None,
+            "api": self.api_url,
             "data_dir": str(self.settings.data_dir.resolve()),
             "processes": {c.name: c.process.pid for c in self.children if c.process is not None},
         }
@@ -119,7 +124,7 @@ class System:
         parts = [f"NATS {self.nats_url} ({where}, stream {self.settings.stream_name})"]
         parts += [f"{c.name} pid {c.process.pid if c.process else '-'}" for c in self.children]
         parts.append(f"store {self.settings.database} in {self.settings.data_dir.resolve()}")
-        parts.append("HTTP API: not yet")
+        parts.append(f"HTTP API {self.api_url} (docs {self.api_url}/docs)")
         return "careplan ready: " + "; ".join(parts)
 
     def write_ready_file(self, path: Path) -> None:

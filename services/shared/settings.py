@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     #: Seconds between checks of the escalation timers.
     escalation_tick_seconds: float = Field(default=0.5, gt=0)
 
+    #: JSON file of API tokens (their SHA-256 digests and roles); `careplan api add-token` writes it.
+    #: Unset: ``<data_dir>/api-tokens.json``.
+    api_tokens_file: Path | None = None
+    api_host: str = "127.0.0.1"
+    #: 0: `careplan up` picks a free port (and keeps it across restarts of the API process).
+    api_port: int = Field(default=0, ge=0, le=65535)
+
+    def tokens_path(self) -> Path:
+        return self.api_tokens_file or self.data_dir / "api-tokens.json"
+
     def sqlite_path(self, application: str) -> Path:
         return self.data_dir / f"{application.lower()}.sqlite"
 

@@ -11,6 +11,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import UUID
+
+import httpx
 
 from domain.catalogues.care import CopingSkill
 from services.care import commands as c
@@ -29,6 +32,13 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:  
         time.sleep(0.05)
 
 
+def _api_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def stream_count(url: str) -> int:
     """The care application's events on the stream (the services add their own)."""
     import asyncio
@@ -39,6 +49,12 @@ def stream_count(url: str) -> int:
 def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path: Path) -> None:
     data, ready = tmp_path / "data", tmp_path / "ready.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
+    made = subprocess.run(
+        [sys.executable, "-m", "services.cli", "api", "add-token", "--actor", "clinician-17", "--role", "clinician",
+         "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
+    )
+    token = made.stdout.strip().splitlines()[-1]
+    assert token not in (data / "api-tokens.json").read_text()  # only its digest is kept
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data), "--ready-file", str(ready)],
@@ -47,16 +63,23 @@ def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path:
     try:
         wait_for(ready.exists, what="the ready file")
         info = json.loads(ready.read_text())
-        assert info["api"] is None and Path(info["data_dir"]) == data.resolve()
+        assert info["api"].startswith("http://127.0.0.1:") and Path(info["data_dir"]) == data.resolve()
         assert info["nats"].startswith("nats://127.0.0.1:") and not info["nats"].endswith(":4222")
         assert "careplan ready: NATS nats://127.0.0.1:" in (tmp_path / "up.log").read_text()
 
         app = CareApplication(Settings(data_dir=data))
         try:
-            plan = app.handle(
-                c.DraftCarePlan(client_id="client-1", title="Up", strategy="short_term_moderate", therapy_models=["steady_drive"]),
-                META,
-            ).aggregate_id
+            # the API serves commands; the actor comes from the token
+            wait_for(lambda: _api_up(info["api"]), what="the HTTP API")
+            response = httpx.post(
+                f"{info['api']}/plans", headers={"Authorization": f"Bearer {token}"},
+                json={"client_id": "client-1", "title": "Up", "strategy": "short_term_moderate", "therapy_models": ["steady_drive"]},
+            )
+            assert response.status_code == 201, response.text
+            assert httpx.post(f"{info['api']}/plans", json={}).status_code == 401
+            plan = UUID(response.json()["aggregate_id"])
+            assert app.get_plan(plan).version == 1
+            assert next(iter(app.history(plan))).actor.id == "clinician-17"
             wait_for(lambda: stream_count(info["nats"]) == 1, what="the first event on the stream")
 
             relay_pid = info["processes"]["relay:care"]

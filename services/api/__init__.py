@@ -1,0 +1,1 @@
+"""The HTTP API: commands, reads with versions, escalations; roles from bearer tokens."""

@@ -1,0 +1,371 @@
+"""The FastAPI application: an endpoint per command, versioned reads, escalations.
+
+Commands go through the same :class:`CareApplication` as every other caller; the actor of
+every event is the token's, never the body's. Reads answer with the version as ``ETag``;
+writes take ``If-Match`` (412 on a stale version, nothing written). ``Idempotency-Key``
+makes a retried command return its first result: the key names the command (its
+``causation_id`` is ``command:<uuid5 of actor and key>``), so the first run is found in the
+aggregate's own history — no second table that a crash could leave out of step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid5
+
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from domain.base import AggregateRoot, Role
+from domain.care_plan import CarePlan
+from domain.inventory import Inventory
+from domain.therapy_course import TherapyCourse
+from services.api.auth import Principal, TokenRegistry
+from services.api.problems import ApiProblem, install, known_codes
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta, CommandResult
+from services.care.errors import ConcurrencyConflictError
+
+IDEMPOTENCY_NAMESPACE = UUID("8c7d6f3e-2b1a-4c5d-9e8f-7a6b5c4d3e2f")
+
+#: Who may send which commands (beyond the clinician's own-clients rule).
+SUPERVISOR_ONLY: frozenset[type[BaseModel]] = frozenset({c.LowerRisk})
+INTEGRATION_COMMANDS: frozenset[type[BaseModel]] = frozenset({c.SubmitQuestionnaire})
+CLINICAL = (Role.CLINICIAN, Role.SUPERVISOR)
+READERS = (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One aggregate type as the API shows it."""
+
+    path: str
+    aggregate: type[AggregateRoot]
+    base: type[c.Command]
+    target: str
+    creation: type[c.CreationCommand]
+    getter: str
+
+    @property
+    def new_id(self) -> str:
+        """The creation command's field for the new aggregate's id (the same name as the target)."""
+        return self.target
+
+
+COLLECTIONS = (
+    Collection("plans", CarePlan, c.PlanCommand, "plan_id", c.DraftCarePlan, "get_plan"),
+    Collection("courses", TherapyCourse, c.CourseCommand, "course_id", c.StartCourse, "get_course"),
+    Collection("inventories", Inventory, c.InventoryCommand, "inventory_id", c.OpenInventory, "get_inventory"),
+)
+
+
+def kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def commands_of(base: type[c.Command]) -> list[type[c.Command]]:
+    found: list[type[c.Command]] = []
+    for sub in base.__subclasses__():
+        found.append(sub)
+        found.extend(commands_of(sub))
+    return found
+
+
+class Acknowledgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=4000)
+
+
+class Resolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: str = Field(min_length=1, max_length=4000)
+    reason: str | None = Field(default=None, max_length=4000)
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token made with `careplan api add-token`.")
+
+
+class Api:
+    """The application's parts: the care application, the escalation store, the tokens."""
+
+    def __init__(self, care: CareApplication, tokens: TokenRegistry, escalation: Any | None = None) -> None:
+        self.care = care
+        self.tokens = tokens
+        self.escalation = escalation
+
+    # ----------------------------------------------------------------- who
+
+    def principal(self, request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+        principal = self.tokens.principal(request.headers.get("authorization"))
+        if principal is None:
+            raise ApiProblem(401, "unauthenticated", "Unauthenticated", "Send a valid token: Authorization: Bearer <token>.",
+                             {"WWW-Authenticate": 'Bearer realm="careplan"'})
+        return principal
+
+    @staticmethod
+    def require(principal: Principal, roles: tuple[Role, ...], what: str) -> None:
+        if principal.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise ApiProblem(403, "forbidden", "Forbidden", f"A {principal.role.value} may not {what} (allowed: {allowed}).")
+
+    @staticmethod
+    def require_client(principal: Principal, client_id: str) -> None:
+        if not principal.may_act_for(client_id):
+            raise ApiProblem(403, "forbidden", "Forbidden", f"{principal.actor_id} is not assigned to this client.")
+
+    def may_command(self, principal: Principal, command: type[BaseModel]) -> None:
+        if principal.role is Role.INTEGRATION and command in INTEGRATION_COMMANDS:
+            return
+        roles = (Role.SUPERVISOR,) if command in SUPERVISOR_ONLY else CLINICAL
+        self.require(principal, roles, f"send {command.__name__}")
+
+    # ----------------------------------------------------------------- commands
+
+    def run(
+        self,
+        principal: Principal,
+        make: Callable[[], c.Command | c.CreationCommand],
+        *,
+        aggregate_id: UUID,
+        if_match: str | None,
+        key: str | None,
+        created: bool,
+    ) -> JSONResponse:
+        command_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}") if key else None
+        if command_id is not None and (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
+            return self._result(earlier, created=created, replayed=True)
+        meta = CommandMeta(
+            actor=principal.actor,
+            expected_version=parse_if_match(if_match),
+            **({"command_id": command_id} if command_id else {}),
+        )
+        try:
+            result = self.care.handle(make(), meta)
+        except ConcurrencyConflictError:
+            # The same key sent twice at once: the first run wins, the second returns its result.
+            if command_id is not None and (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
+                return self._result(earlier, created=created, replayed=True)
+            raise
+        return self._result(result, created=created, replayed=False)
+
+    def _earlier_result(self, aggregate_id: UUID, command_id: UUID) -> CommandResult | None:
+        cause = f"command:{command_id}"
+        try:
+            events = [e for e in self.care.history(aggregate_id) if e.causation_id == cause]
+        except Exception:  # noqa: BLE001 - no such aggregate (yet): nothing ran before
+            return None
+        if not events:
+            return None
+        return CommandResult(
+            aggregate_id=aggregate_id,
+            version=events[-1].originator_version,
+            event_ids=[e.event_id for e in events],
+            event_types=[type(e).__name__ for e in events],
+            correlation_id=events[0].correlation_id,
+        )
+
+    def _result(self, result: CommandResult, *, created: bool, replayed: bool) -> JSONResponse:
+        headers = {"ETag": etag(result.version)}
+        if created:
+            headers["Location"] = f"./{result.aggregate_id}"
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(result.model_dump(mode="json"), status_code=201 if created else 200, headers=headers)
+
+    def client_of(self, collection: Collection, aggregate_id: UUID) -> str:
+        """The client an aggregate belongs to (404 if there is no such aggregate)."""
+        return str(getattr(self.care, collection.getter)(aggregate_id).client_id)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(value: str | None) -> int | None:
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise ApiProblem(400, "precondition-required", "Invalid If-Match",
+                         f"If-Match must name one version, e.g. \"3\", not {value!r}.")
+    return int(text)
+
+
+# --------------------------------------------------------------------- routes
+
+IfMatch = Annotated[str | None, Header(alias="If-Match", description='The version read, e.g. "3": 412 if it moved on.')]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200,
+           description="Send the same key again to get the first result; nothing is written twice."),
+]
+
+
+def create_app(api: Api) -> FastAPI:
+    app = FastAPI(
+        title="careplan",
+        version="1",
+        description="Care plans, therapy courses and interpersonal inventories as commands and versioned reads. "
+        "Errors are RFC 9457 problem details; every write is an event with who, when and why.",
+        responses={401: {"description": "No valid token"}, 403: {"description": "Role or client not allowed"}},
+    )
+    install(app)
+    app.state.api = api
+    Who = Annotated[Principal, Depends(api.principal)]
+
+    for collection in COLLECTIONS:
+        _creation_route(app, api, collection, Who)
+        for command in commands_of(collection.base):
+            _command_route(app, api, collection, command, Who)
+        _read_routes(app, api, collection, Who)
+    _escalation_routes(app, api, Who)
+
+    @app.get("/problems/{code}", tags=["problems"], summary="What a problem type means")
+    def problem_type(code: str) -> dict[str, str]:
+        codes = known_codes()
+        if code not in codes:
+            raise ApiProblem(404, "not-found", "Not found", f"No problem type {code!r}.")
+        return {"type": f"/problems/{code}", "title": code.replace("-", " ").capitalize(), "description": codes[code]}
+
+    return app
+
+
+def _signature(endpoint: Callable[..., Any], parameters: list[inspect.Parameter]) -> None:
+    """Routes are made in a loop, one per command class: FastAPI reads the parameters
+    (and so the OpenAPI document) from the signature given here."""
+    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=Any)  # type: ignore[attr-defined]
+
+
+def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def _creation_route(app: FastAPI, api: Api, collection: Collection, who: Any) -> None:
+    command = collection.creation
+    id_field = collection.new_id
+
+    def endpoint(body: Any, principal: Principal, if_match: str | None, key: str | None) -> JSONResponse:
+        api.may_command(principal, command)
+        client = body.client_id if isinstance(body, c.DraftCarePlan) else api.client_of(COLLECTIONS[0], body.plan_id)
+        api.require_client(principal, client)
+        if key and id_field not in body.model_fields_set:
+            # The new aggregate's id follows from the key, so a retry finds what the first run made.
+            body = body.model_copy(update={id_field: uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}\n{id_field}")})
+        return api.run(principal, lambda: body, aggregate_id=getattr(body, id_field), if_match=if_match, key=key, created=True)
+
+    _signature(endpoint, [
+        _param("body", Annotated[command, Body()]), _param("principal", who), _param("if_match", IfMatch, None),
+        _param("key", IdempotencyKey, None),
+    ])
+    app.post(f"/{collection.path}", status_code=201, tags=[collection.path], summary=_summary(command),
+             name=command.__name__, response_model=CommandResult)(endpoint)
+
+
+def _command_route(app: FastAPI, api: Api, collection: Collection, command: type[c.Command], who: Any) -> None:
+    if not command.__dict__.get("execute"):
+        return  # an intermediate base class
+    fields = {name: (f.annotation, f) for name, f in command.model_fields.items() if name != collection.target}
+    body_model = create_model(f"{command.__name__}Body", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+
+    def endpoint(item_id: UUID, body: Any, principal: Principal, if_match: str | None, key: str | None) -> JSONResponse:
+        api.may_command(principal, command)
+        api.require_client(principal, api.client_of(collection, item_id))
+        values = body.model_dump(exclude_unset=True) if body is not None else {}
+        return api.run(principal, lambda: command(**values, **{collection.target: item_id}), aggregate_id=item_id,
+                       if_match=if_match, key=key, created=False)
+
+    has_required = any(f.is_required() for f in command.model_fields.values() if f is not command.model_fields[collection.target])
+    body_annotation = Annotated[body_model, Body()] if has_required else Annotated[body_model | None, Body()]
+    _signature(endpoint, [
+        _param("item_id", Annotated[UUID, Path(alias=collection.target)]),
+        _param("body", body_annotation, inspect.Parameter.empty if has_required else None),
+        _param("principal", who), _param("if_match", IfMatch, None), _param("key", IdempotencyKey, None),
+    ])
+    app.post(f"/{collection.path}/{{{collection.target}}}/{kebab(command.__name__)}", tags=[collection.path],
+             summary=_summary(command), name=command.__name__, response_model=CommandResult)(endpoint)
+
+
+def _summary(command: type[BaseModel]) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", command.__name__).capitalize()
+
+
+def _read_routes(app: FastAPI, api: Api, collection: Collection, who: Any) -> None:
+    name = collection.aggregate.__name__
+
+    def read(
+        item_id: UUID, principal: Principal, version: int | None, at: datetime | None, if_none_match: str | None
+    ) -> Response:
+        api.require(principal, READERS, f"read a {name}")
+        if version is not None and at is not None:
+            raise ApiProblem(400, "invalid-request", "Invalid request", "Ask for a version or a moment, not both.")
+        current = getattr(api.care, collection.getter)(item_id)
+        api.require_client(principal, current.client_id)
+        aggregate = (
+            api.care.as_of(item_id, at) if at is not None
+            else getattr(api.care, collection.getter)(item_id, version=version) if version is not None
+            else current
+        )
+        tag = etag(aggregate.version)
+        if if_none_match is not None and tag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
+            return Response(status_code=304, headers={"ETag": tag})
+        return JSONResponse(aggregate.model_dump(mode="json"), headers={"ETag": tag})
+
+    _signature(read, [
+        _param("item_id", Annotated[UUID, Path(alias=collection.target)]), _param("principal", who),
+        _param("version", Annotated[int | None, Query(ge=1, description="The state at this version.")], None),
+        _param("at", Annotated[datetime | None, Query(description="The state as recorded at this moment (RFC 3339).")], None),
+        _param("if_none_match", Annotated[str | None, Header(alias="If-None-Match")], None),
+    ])
+    app.get(f"/{collection.path}/{{{collection.target}}}", tags=[collection.path], summary=f"Read a {name}",
+            name=f"read{name}")(read)
+
+    def history(item_id: UUID, principal: Principal) -> list[dict[str, Any]]:
+        api.require(principal, READERS, f"read a {name}'s history")
+        api.require_client(principal, api.client_of(collection, item_id))
+        return [
+            {"type": type(e).__name__, "summary": e.describe(), **e.model_dump(mode="json")}
+            for e in api.care.history(item_id)
+        ]
+
+    _signature(history, [_param("item_id", Annotated[UUID, Path(alias=collection.target)]), _param("principal", who)])
+    app.get(f"/{collection.path}/{{{collection.target}}}/history", tags=[collection.path],
+            summary=f"Every event of a {name}, in order", name=f"history{name}")(history)
+
+
+def _escalation_routes(app: FastAPI, api: Api, who: Any) -> None:
+    def crises(principal: Principal) -> list[dict[str, Any]]:
+        api.require(principal, CLINICAL, "list crises")
+        return [
+            crisis.model_dump(mode="json") for crisis in api.escalation.open_crises()
+            if principal.may_act_for(crisis.client_id)
+        ]
+
+    _signature(crises, [_param("principal", who)])
+    app.get("/escalations", tags=["escalations"], summary="Open crises", name="openCrises")(crises)
+
+    def acknowledge(crisis_id: UUID, body: Acknowledgement, principal: Principal) -> JSONResponse:
+        api.require(principal, (Role.SUPERVISOR,), "acknowledge an escalation")
+        crisis = api.escalation.acknowledge(crisis_id, actor=principal.actor, reason=body.reason)
+        return JSONResponse(crisis.model_dump(mode="json"), headers={"ETag": etag(crisis.version)})
+
+    _signature(acknowledge, [_param("crisis_id", UUID), _param("body", Annotated[Acknowledgement, Body()]),
+                             _param("principal", who)])
+    app.post("/escalations/{crisis_id}/acknowledge", tags=["escalations"], summary="Acknowledge a crisis",
+             name="acknowledgeCrisis")(acknowledge)
+
+    def resolve(crisis_id: UUID, body: Resolution, principal: Principal) -> JSONResponse:
+        api.require(principal, (Role.SUPERVISOR,), "resolve an escalation")
+        crisis = api.escalation.resolve(crisis_id, actor=principal.actor, outcome=body.outcome, reason=body.reason)
+        return JSONResponse(crisis.model_dump(mode="json"), headers={"ETag": etag(crisis.version)})
+
+    _signature(resolve, [_param("crisis_id", UUID), _param("body", Annotated[Resolution, Body()]),
+                         _param("principal", who)])
+    app.post("/escalations/{crisis_id}/resolve", tags=["escalations"], summary="Resolve a crisis",
+             name="resolveCrisis")(resolve)

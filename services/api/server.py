@@ -1,0 +1,49 @@
+"""``careplan api serve``: the HTTP API as a process of its own (uvicorn)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from services.api.app import Api, create_app
+from services.api.auth import TokenRegistry
+from services.care.application import CareApplication
+from services.escalation.service import EscalationApplication
+from services.shared.bus import free_port
+from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: Settings) -> tuple[Api, object]:
+    api = Api(CareApplication(settings), TokenRegistry.load(settings.tokens_path()), EscalationApplication(settings))
+    return api, create_app(api)
+
+
+def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
+    api, app = build(settings)
+    if not len(api.tokens):
+        log.warning("no API tokens in %s: every request will be refused; make one with `careplan api add-token`",
+                    settings.tokens_path())
+    port = settings.api_port or free_port()
+    url = f"http://{settings.api_host}:{port}"
+    config = uvicorn.Config(app, host=settings.api_host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+
+    if ready_file is not None:
+        startup = server.startup
+
+        async def startup_then_ready(*args: object, **kwargs: object) -> None:
+            await startup(*args, **kwargs)  # type: ignore[arg-type]
+            ready_file.write_text(json.dumps({"api": url}))
+
+        server.startup = startup_then_ready  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        api.care.close()
+        if api.escalation is not None:
+            api.escalation.close()
