@@ -31,9 +31,11 @@ from services.api.auth import Principal, TokenRegistry
 from services.api.problems import ApiProblem, install, known_codes
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta, CommandResult
-from services.care.errors import ConcurrencyConflictError
+from services.care.errors import AggregateMissingError, ConcurrencyConflictError
 
 IDEMPOTENCY_NAMESPACE = UUID("8c7d6f3e-2b1a-4c5d-9e8f-7a6b5c4d3e2f")
+#: Tries of a keyed command while other writers keep moving its aggregate on.
+IDEMPOTENT_ATTEMPTS = 5
 
 #: Who may send which commands (beyond the clinician's own-clients rule).
 SUPERVISOR_ONLY: frozenset[type[BaseModel]] = frozenset({c.LowerRisk})
@@ -138,22 +140,35 @@ class Api:
         key: str | None,
         created: bool,
     ) -> JSONResponse:
-        command_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}") if key else None
-        if command_id is not None and (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
-            return self._result(earlier, created=created, replayed=True)
-        meta = CommandMeta(
-            actor=principal.actor,
-            expected_version=parse_if_match(if_match),
-            **({"command_id": command_id} if command_id else {}),
-        )
-        try:
-            result = self.care.handle(make(), meta)
-        except ConcurrencyConflictError:
-            # The same key sent twice at once: the first run wins, the second returns its result.
-            if command_id is not None and (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
+        if not key:
+            result = self.care.handle(make(), CommandMeta(actor=principal.actor, expected_version=parse_if_match(if_match)))
+            return self._result(result, created=created, replayed=False)
+        command_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}")
+        meta = CommandMeta(actor=principal.actor, command_id=command_id)
+        for _ in range(IDEMPOTENT_ATTEMPTS):
+            # The version is read before the history is searched and then required of the
+            # write: a first run committed after the search makes this write conflict.
+            seen = self._version(aggregate_id)
+            if (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
                 return self._result(earlier, created=created, replayed=True)
-            raise
-        return self._result(result, created=created, replayed=False)
+            expected = parse_if_match(if_match) if if_match is not None else seen
+            try:
+                result = self.care.handle(make(), meta.model_copy(update={"expected_version": expected}))
+            except ConcurrencyConflictError:
+                if (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
+                    return self._result(earlier, created=created, replayed=True)
+                if if_match is not None:
+                    raise
+                continue  # another writer moved the aggregate on: read it again
+            return self._result(result, created=created, replayed=False)
+        msg = f"{aggregate_id} kept changing under this command; nothing was written. Retry with the same key."
+        raise ConcurrencyConflictError(msg)
+
+    def _version(self, aggregate_id: UUID) -> int:
+        try:
+            return self.care.get_aggregate(aggregate_id).version
+        except AggregateMissingError:
+            return 0
 
     def _earlier_result(self, aggregate_id: UUID, command_id: UUID) -> CommandResult | None:
         cause = f"command:{command_id}"

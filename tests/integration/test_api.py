@@ -1,0 +1,345 @@
+"""The HTTP API: who may do what, problem details, versions, idempotency, fuzzed bodies."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from domain.base import Role
+from services.api.app import Api, create_app
+from services.api.auth import TokenRegistry, add_token
+from services.care import commands as c
+from services.care.application import CareApplication
+from services.escalation.service import EscalationApplication
+from services.shared.settings import Settings
+
+CLIENT = "client-1"
+#: name → (role, clients)
+CALLERS: dict[str, tuple[Role, tuple[str, ...]]] = {
+    "clinician": (Role.CLINICIAN, (CLIENT,)),
+    "other-clinician": (Role.CLINICIAN, ("client-2",)),
+    "supervisor": (Role.SUPERVISOR, ("*",)),
+    "auditor": (Role.AUDITOR, ("*",)),
+    "integration": (Role.INTEGRATION, ("*",)),
+}
+
+
+@dataclass
+class Setup:
+    client: TestClient
+    care: CareApplication
+    escalation: EscalationApplication
+    tokens: dict[str, str]
+    plan: UUID
+    course: UUID
+    inventory: UUID
+
+    def headers(self, caller: str | None, **extra: str) -> dict[str, str]:
+        auth = {"Authorization": f"Bearer {self.tokens[caller]}"} if caller else {}
+        return {**auth, **extra}
+
+    def written(self) -> tuple[int, int]:
+        return (self.care.recorder.max_notification_id() or 0, self.escalation.recorder.max_notification_id() or 0)
+
+    def post(self, path: str, body: Any, caller: str | None, **headers: str) -> Any:
+        return self.client.post(path, json=body, headers=self.headers(caller, **headers))
+
+
+def make_setup(data_dir: Path, base: Settings | None = None) -> Setup:
+    settings = (base or Settings()).model_copy(update={"data_dir": data_dir})
+    token_file = data_dir / "tokens.json"
+    tokens = {
+        name: add_token(token_file, actor_id=f"{name}-1", role=role, clients=clients)
+        for name, (role, clients) in CALLERS.items()
+    }
+    care, escalation = CareApplication(settings), EscalationApplication(settings)
+    client = TestClient(create_app(Api(care, TokenRegistry.load(token_file), escalation)), raise_server_exceptions=False)
+    setup = Setup(client, care, escalation, tokens, UUID(int=0), UUID(int=0), UUID(int=0))
+    made = setup.post("/plans", {"client_id": CLIENT, "title": "Low mood", "strategy": "short_term_moderate",
+                                 "therapy_models": ["steady_progress"]}, "clinician")
+    setup.plan = UUID(made.json()["aggregate_id"])
+    setup.course = UUID(setup.post("/courses", {"plan_id": str(setup.plan), "modality": "interpersonal",
+                                                "planned_sessions": 12}, "clinician").json()["aggregate_id"])
+    setup.inventory = UUID(setup.post("/inventories", {"plan_id": str(setup.plan)}, "clinician").json()["aggregate_id"])
+    return setup
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Setup]:
+    setup = make_setup(tmp_path)
+    yield setup
+    setup.care.close()
+    setup.escalation.close()
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def example_value(annotation: Any) -> Any:
+    """A schema-valid value for a field's type (the first member of an enumeration)."""
+    import types
+    import typing
+    from datetime import UTC, datetime
+    from enum import Enum
+
+    from pydantic import BaseModel
+
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return example_value(next(a for a in typing.get_args(annotation) if a is not type(None)))
+    if origin is list:
+        return [example_value(typing.get_args(annotation)[0])]
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return next(iter(annotation)).value
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {n: example_value(f.annotation) for n, f in annotation.model_fields.items() if f.is_required()}
+    return {UUID: lambda: str(uuid4()), str: lambda: "Example", int: lambda: 1, float: lambda: 1.0, bool: lambda: True,
+            datetime: lambda: datetime(2026, 5, 4, 9, tzinfo=UTC).isoformat()}[annotation]()
+
+
+def example_body(command: type[Any], target: str) -> dict[str, Any]:
+    return {n: example_value(f.annotation) for n, f in command.model_fields.items() if f.is_required() and n != target}
+
+
+def body_for(route: APIRoute, setup: Setup) -> Any:
+    if route.name == "DraftCarePlan":
+        return {"client_id": CLIENT, "title": "T", "strategy": "short_term_moderate", "therapy_models": ["steady_progress"]}
+    if route.name in ("StartCourse", "OpenInventory"):
+        body: dict[str, Any] = {"plan_id": str(setup.plan)}
+        return body | ({"modality": "interpersonal", "planned_sessions": 12} if route.name == "StartCourse" else {})
+    if route.name == "acknowledgeCrisis":
+        return {"reason": "Phoned"}
+    if route.name == "resolveCrisis":
+        return {"outcome": "Safe", "reason": "Reassessed"}
+    command = getattr(c, route.name, None)
+    if command is None:
+        return None
+    target = next(f for f in ("plan_id", "course_id", "inventory_id") if f in command.model_fields)
+    return example_body(command, target)
+
+
+def url_for(route: APIRoute, setup: Setup) -> str:
+    return (route.path.replace("{plan_id}", str(setup.plan)).replace("{course_id}", str(setup.course))
+            .replace("{inventory_id}", str(setup.inventory)).replace("{crisis_id}", str(uuid4()))
+            .replace("{code}", "concurrency-conflict"))
+
+
+def allowed(caller: str, route: APIRoute) -> bool:
+    role, clients = CALLERS[caller]
+    own = CLIENT in clients or "*" in clients
+    if route.path.startswith("/problems"):
+        return True
+    if route.name in ("acknowledgeCrisis", "resolveCrisis"):
+        return role is Role.SUPERVISOR
+    if route.name == "openCrises":
+        return role in (Role.CLINICIAN, Role.SUPERVISOR)
+    if "GET" in route.methods:
+        return role in (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION) and own
+    if route.name == "SubmitQuestionnaire":
+        return role in (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION) and own
+    if route.name == "LowerRisk":
+        return role is Role.SUPERVISOR
+    return role in (Role.CLINICIAN, Role.SUPERVISOR) and own
+
+
+def api_routes(setup: Setup) -> list[APIRoute]:
+    return [r for r in setup.client.app.routes if isinstance(r, APIRoute)]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_every_endpoint_for_every_role_and_without_a_token(api: Setup) -> None:
+    """Refused requests (no token, a wrong one, a role or client not allowed) answer
+    401/403 as problem details and write nothing; allowed ones get past authorization."""
+    routes = api_routes(api)
+    commands = {r.name for r in routes if "POST" in r.methods}
+    every_command = {cls.__name__ for base in (c.PlanCommand, c.CourseCommand, c.InventoryCommand)
+                     for cls in _all_subclasses(base) if "execute" in cls.__dict__}
+    assert every_command | {"DraftCarePlan", "StartCourse", "OpenInventory"} <= commands, "a command has no endpoint"
+    checked = 0
+    for route in routes:
+        method = next(iter(route.methods))
+        url, body = url_for(route, api), body_for(route, api)
+        for caller in (None, "wrong", *CALLERS):
+            before = api.written()
+            if caller == "wrong":
+                headers = {"Authorization": "Bearer not-a-token"}
+            else:
+                headers = api.headers(caller)
+            response = api.client.request(method, url, json=body, headers=headers)
+            if route.path.startswith("/problems"):
+                assert response.status_code == 200
+                continue
+            if caller in (None, "wrong"):
+                expected = {401}
+            elif not allowed(caller, route):
+                expected = {403}
+            else:
+                assert response.status_code not in (401, 403, 500), (route.name, caller, response.text)
+                checked += 1
+                continue
+            assert response.status_code in expected, (route.name, caller, response.status_code, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["type"] in ("/problems/unauthenticated", "/problems/forbidden")
+            assert api.written() == before, f"{route.name} by {caller} wrote something although refused"
+            if response.status_code == 401:
+                assert response.headers["www-authenticate"].startswith("Bearer")
+    assert checked > len(routes)
+
+
+def _all_subclasses(cls: type[Any]) -> list[type[Any]]:
+    return [s for sub in cls.__subclasses__() for s in (sub, *_all_subclasses(sub))]
+
+
+def test_the_actor_comes_from_the_token_never_from_the_body(api: Setup) -> None:
+    response = api.post(f"/plans/{api.plan}/add-goal", {"description": "Walk daily", "actor": {"id": "x", "role": "supervisor"}},
+                        "clinician")
+    assert response.status_code == 422  # unknown fields are refused, not ignored
+    response = api.post(f"/plans/{api.plan}/add-goal", {"description": "Walk daily"}, "clinician")
+    assert response.status_code == 200
+    last = list(api.care.history(api.plan))[-1]
+    assert (last.actor.id, last.actor.role) == ("clinician-1", Role.CLINICIAN)
+
+
+def test_reads_carry_the_version_and_a_stale_write_is_refused_with_nothing_written(api: Setup) -> None:
+    read = api.client.get(f"/plans/{api.plan}", headers=api.headers("clinician"))
+    assert read.status_code == 200 and read.headers["etag"] == '"1"'
+    assert api.client.get(f"/plans/{api.plan}", headers=api.headers("clinician", **{"If-None-Match": '"1"'})).status_code == 304
+    first = api.post(f"/plans/{api.plan}/record-consent", {}, "clinician", **{"If-Match": '"1"'})
+    assert first.status_code == 200 and first.headers["etag"] == '"2"'
+    before = api.written()
+    stale = api.post(f"/plans/{api.plan}/explain-confidentiality", {}, "clinician", **{"If-Match": '"1"'})
+    assert stale.status_code == 412 and stale.json()["type"] == "/problems/concurrency-conflict"
+    assert api.written() == before
+    assert api.client.get(f"/plans/{api.plan}?version=1", headers=api.headers("clinician")).json()["version"] == 1
+    bad = api.post(f"/plans/{api.plan}/explain-confidentiality", {}, "clinician", **{"If-Match": "yesterday"})
+    assert bad.status_code == 400 and api.written() == before
+
+
+def test_domain_errors_are_problem_details_with_a_stable_type(api: Setup) -> None:
+    before = api.written()
+    response = api.post(f"/plans/{api.plan}/activate-plan", None, "clinician")
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["type"] == "/problems/alliance-incomplete" and problem["status"] == 409 and problem["detail"]
+    described = api.client.get(problem["type"])
+    assert described.status_code == 200 and described.json()["type"] == problem["type"]
+    missing = api.client.get(f"/plans/{uuid4()}", headers=api.headers("supervisor"))
+    assert missing.status_code == 404 and missing.json()["type"] == "/problems/not-found"
+    invalid = api.post(f"/plans/{api.plan}/raise-risk", {"level": "apocalyptic"}, "clinician")
+    assert invalid.status_code == 422 and invalid.json()["errors"]
+    assert api.written() == before
+
+
+def test_the_same_command_twice_with_one_key_records_it_once(api: Setup) -> None:
+    body = {"description": "Walk every morning"}
+    first = api.post(f"/plans/{api.plan}/add-goal", body, "clinician", **{"Idempotency-Key": "goal-walk"})
+    again = api.post(f"/plans/{api.plan}/add-goal", body, "clinician", **{"Idempotency-Key": "goal-walk"})
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json() and again.headers["idempotent-replayed"] == "true"
+    assert sum(type(e).__name__ == "GoalAdded" for e in api.care.history(api.plan)) == 1
+    created = [api.post("/plans", {"client_id": CLIENT, "title": "Once", "strategy": "short_term_moderate",
+                                   "therapy_models": ["steady_progress"]}, "clinician", **{"Idempotency-Key": "plan-once"})
+               for _ in range(2)]
+    assert [r.status_code for r in created] == [201, 201] and created[0].json() == created[1].json()
+    # another caller's key is another command
+    other = api.post(f"/plans/{api.plan}/add-goal", body, "supervisor", **{"Idempotency-Key": "goal-walk"})
+    assert other.json()["event_ids"] != first.json()["event_ids"]
+
+
+def _at_once(n: int, send: Any) -> list[Any]:
+    barrier, results = threading.Barrier(n), [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = send(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_concurrent_writers_one_version_one_key(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    base = Settings()
+    if backend == "postgres":
+        from tests.conftest import drop_schemas, postgres_settings
+
+        request.getfixturevalue("postgres_available")
+        base = postgres_settings(tmp_path)
+        request.addfinalizer(lambda: drop_schemas(base))
+    setup = make_setup(tmp_path, base)
+    try:
+        version = setup.client.get(f"/plans/{setup.plan}", headers=setup.headers("clinician")).headers["etag"]
+        statuses = _at_once(2, lambda i: setup.post(f"/plans/{setup.plan}/add-goal", {"description": f"Goal {i}"},
+                                                    "clinician", **{"If-Match": version}).status_code)
+        assert sorted(statuses) == [200, 412]
+        assert sum(type(e).__name__ == "GoalAdded" for e in setup.care.history(setup.plan)) == 1
+        replies = _at_once(4, lambda i: setup.post(f"/plans/{setup.plan}/target-coping-skill", {"skill": "communication"},
+                                                   "clinician", **{"Idempotency-Key": "skill-1"}))
+        assert {r.status_code for r in replies} == {200} and len({json.dumps(r.json()) for r in replies}) == 1
+        assert sum(type(e).__name__ == "CopingSkillTargeted" for e in setup.care.history(setup.plan)) == 1
+    finally:
+        setup.care.close()
+        setup.escalation.close()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def test_fuzzed_bodies_never_cause_a_server_error_or_a_partial_write(tmp_path: Path) -> None:
+    setup = make_setup(tmp_path)
+    routes = [r for r in api_routes(setup) if "POST" in r.methods]
+    field_names = sorted({n for cls in _all_subclasses(c.Command) + _all_subclasses(c.CreationCommand)
+                          for n in cls.model_fields})
+    bodies = st.one_of(
+        json_values,
+        st.dictionaries(st.sampled_from(field_names), json_values, max_size=6),
+    )
+
+    edge_texts = st.sampled_from(["", " ", "x" * 5000, "\u0000", "'; DROP TABLE stored_events; --", "🙂" * 300, "-1"])
+
+    @settings(max_examples=500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(routes), st.data(), st.sampled_from(["clinician", "supervisor", "integration"]))
+    def fuzz(route: APIRoute, data: st.DataObject, caller: str) -> None:
+        if data.draw(st.booleans()):
+            body = data.draw(bodies)  # anything at all
+        else:  # a valid body with some fields replaced: reaches the domain's own checks
+            body = dict(body_for(route, setup) or {})
+            for name in data.draw(st.lists(st.sampled_from(sorted(body) or ["reason"]), max_size=2)):
+                body[name] = data.draw(json_values | edge_texts)
+        before = setup.written()
+        events_before = len(list(setup.care.history(setup.plan)))
+        response = setup.client.post(url_for(route, setup), json=body, headers=setup.headers(caller))
+        assert response.status_code < 500, (route.name, body, response.text)
+        if response.status_code >= 400:
+            assert setup.written() == before, (route.name, body, response.status_code)
+            assert response.headers["content-type"] == "application/problem+json"
+        else:
+            assert len(response.json()["event_ids"]) >= 1
+            assert len(list(setup.care.history(setup.plan))) >= events_before
+
+    try:
+        fuzz()
+    finally:
+        setup.care.close()
+        setup.escalation.close()
