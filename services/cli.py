@@ -270,6 +270,21 @@ def bench_crisis(
     run_crisis_benchmark(_settings(), rate=rate, seconds=seconds, share=share, submissions=submissions, console=console)
 
 
+@bench_app.command("api")
+def bench_api(
+    backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Store for both paths.")] = "sqlite",
+    commands: Annotated[int, typer.Option(help="Commands in the throughput measurement.")] = 2000,
+    rate: Annotated[float, typer.Option(help="Commands per second in the latency measurement.")] = 100,
+    seconds: Annotated[float, typer.Option(help="Length of the latency measurement.")] = 10,
+    clients: Annotated[int, typer.Option(help="HTTP clients sending at once in the throughput measurement.")] = 4,
+) -> None:
+    """Commands through the HTTP API vs. the Python application; p50/p99 at a steady rate."""
+    from services.bench.api import run_api_benchmark
+
+    settings = _settings().model_copy(update={"database": backend})
+    run_api_benchmark(settings, commands=commands, rate=rate, seconds=seconds, clients=clients, console=console)
+
+
 def main() -> None:
     app()
 

@@ -101,10 +101,12 @@ class Api:
         self.care = care
         self.tokens = tokens
         self.escalation = escalation
+        self._clients: dict[tuple[str, UUID], str] = {}
 
     # ----------------------------------------------------------------- who
 
-    def principal(self, request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    async def principal(self, request: Request, _: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+        """Async: a dictionary lookup needs no worker thread (FastAPI runs sync dependencies in one)."""
         principal = self.tokens.principal(request.headers.get("authorization"))
         if principal is None:
             raise ApiProblem(401, "unauthenticated", "Unauthenticated", "Send a valid token: Authorization: Bearer <token>.",
@@ -195,8 +197,12 @@ class Api:
         return JSONResponse(result.model_dump(mode="json"), status_code=201 if created else 200, headers=headers)
 
     def client_of(self, collection: Collection, aggregate_id: UUID) -> str:
-        """The client an aggregate belongs to (404 if there is no such aggregate)."""
-        return str(getattr(self.care, collection.getter)(aggregate_id).client_id)
+        """The client an aggregate belongs to (404 if there is no such aggregate). It never
+        changes, so it is loaded once per aggregate."""
+        key = (collection.path, aggregate_id)
+        if (client := self._clients.get(key)) is None:
+            client = self._clients[key] = str(getattr(self.care, collection.getter)(aggregate_id).client_id)
+        return client
 
 
 def etag(version: int) -> str:
