@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from domain.base import AggregateRoot, Role
 from domain.care_plan import CarePlan
 from domain.inventory import Inventory
+from domain.events.assessment import AssessmentScored
 from domain.therapy_course import TherapyCourse
 from services.api.auth import Principal, TokenRegistry
 from services.api.problems import ApiProblem, install, known_codes
@@ -97,10 +98,13 @@ _bearer = HTTPBearer(auto_error=False, description="A token made with `careplan 
 class Api:
     """The application's parts: the care application, the escalation store, the tokens."""
 
-    def __init__(self, care: CareApplication, tokens: TokenRegistry, escalation: Any | None = None) -> None:
+    def __init__(
+        self, care: CareApplication, tokens: TokenRegistry, escalation: Any | None = None, assessment: Any | None = None
+    ) -> None:
         self.care = care
         self.tokens = tokens
         self.escalation = escalation
+        self.assessment = assessment
         self._clients: dict[tuple[str, UUID], str] = {}
 
     # ----------------------------------------------------------------- who
@@ -247,6 +251,7 @@ def create_app(api: Api) -> FastAPI:
             _command_route(app, api, collection, command, Who)
         _read_routes(app, api, collection, Who)
     _escalation_routes(app, api, Who)
+    _fhir_routes(app, api, Who)
 
     @app.get("/problems/{code}", tags=["problems"], summary="What a problem type means")
     def problem_type(code: str) -> dict[str, str]:
@@ -390,3 +395,115 @@ def _escalation_routes(app: FastAPI, api: Api, who: Any) -> None:
                          _param("principal", who)])
     app.post("/escalations/{crisis_id}/resolve", tags=["escalations"], summary="Resolve a crisis",
              name="resolveCrisis")(resolve)
+
+
+# --------------------------------------------------------------------- FHIR R4 views
+
+FHIR_JSON = "application/fhir+json"
+
+
+def fhir_response(resource: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(resource.model_dump_json(exclude_none=True), media_type=FHIR_JSON, headers=headers)
+
+
+def _fhir_routes(app: FastAPI, api: Api, who: Any) -> None:
+    from services.api import fhir
+
+    def plan_for(principal: Principal, plan_id: UUID) -> CarePlan:
+        api.require(principal, READERS, "read FHIR resources")
+        api.require_client(principal, api.client_of(COLLECTIONS[0], plan_id))
+        return api.care.get_plan(plan_id)
+
+    def course_for(principal: Principal, course_id: UUID) -> TherapyCourse:
+        api.require(principal, READERS, "read FHIR resources")
+        api.require_client(principal, api.client_of(COLLECTIONS[1], course_id))
+        return api.care.get_course(course_id)
+
+    def read_care_plan(plan_id: UUID, principal: Principal, at: datetime | None) -> Response:
+        plan = plan_for(principal, plan_id)
+        shown = api.care.as_of(plan_id, at) if at is not None else plan
+        return fhir_response(fhir.care_plan(shown), {"ETag": f'W/"{shown.version}"'})
+
+    _signature(read_care_plan, [
+        _param("plan_id", UUID), _param("principal", who),
+        _param("at", Annotated[datetime | None, Query(alias="_at", description="The plan as recorded at this moment.")], None),
+    ])
+    app.get("/fhir/CarePlan/{plan_id}", tags=["fhir"], summary="FHIR CarePlan (optionally _at a moment)",
+            name="fhirCarePlan", response_class=Response)(read_care_plan)
+
+    def care_plan_history(plan_id: UUID, principal: Principal) -> Response:
+        plan = plan_for(principal, plan_id)
+        return fhir_response(fhir.history_bundle([api.care.get_plan(plan_id, version=v) for v in range(1, plan.version + 1)]))
+
+    _signature(care_plan_history, [_param("plan_id", UUID), _param("principal", who)])
+    app.get("/fhir/CarePlan/{plan_id}/_history", tags=["fhir"], summary="Every version of a FHIR CarePlan",
+            name="fhirCarePlanHistory", response_class=Response)(care_plan_history)
+
+    def care_plan_version(plan_id: UUID, version: int, principal: Principal) -> Response:
+        plan_for(principal, plan_id)
+        return fhir_response(fhir.care_plan(api.care.get_plan(plan_id, version=version)))
+
+    _signature(care_plan_version, [_param("plan_id", UUID), _param("version", Annotated[int, Path(ge=1)]),
+                                   _param("principal", who)])
+    app.get("/fhir/CarePlan/{plan_id}/_history/{version}", tags=["fhir"], summary="One version of a FHIR CarePlan",
+            name="fhirCarePlanVersion", response_class=Response)(care_plan_version)
+
+    CarePlanParam = Annotated[UUID, Query(alias="careplan", description="The care plan's id.")]
+    CourseParam = Annotated[UUID, Query(alias="course", description="The therapy course's id.")]
+
+    def goals(plan_id: UUID, principal: Principal) -> Response:
+        plan = plan_for(principal, plan_id)
+        return fhir_response(fhir.searchset([fhir.goal(plan, g) for g in plan.goals]))
+
+    def risk(plan_id: UUID, principal: Principal) -> Response:
+        plan = plan_for(principal, plan_id)
+        return fhir_response(fhir.searchset([fhir.risk_assessment(plan, list(api.care.history(plan_id)))]))
+
+    def crisis_flags(plan_id: UUID, principal: Principal) -> Response:
+        plan = plan_for(principal, plan_id)
+        return fhir_response(fhir.searchset(fhir.flags(plan, list(api.care.history(plan_id)))))
+
+    def appointments(course_id: UUID, principal: Principal) -> Response:
+        return fhir_response(fhir.searchset(fhir.appointments(course_for(principal, course_id))))
+
+    def responses(course_id: UUID, principal: Principal) -> Response:
+        return fhir_response(fhir.searchset(fhir.questionnaire_responses(course_for(principal, course_id))))
+
+    def observations(course_id: UUID, principal: Principal) -> Response:
+        from domain.assessment.record import record_id
+
+        course = course_for(principal, course_id)
+        scores = [e for e in api.assessment.repository.event_store.get(record_id(course_id)) if isinstance(e, AssessmentScored)]
+        return fhir_response(fhir.searchset(fhir.observations(course.client_id, scores)))
+
+    def provenance(target: str, principal: Principal) -> Response:
+        kind, _, raw_id = target.partition("/")
+        collection = {"CarePlan": COLLECTIONS[0], "TherapyCourse": COLLECTIONS[1], "Inventory": COLLECTIONS[2]}.get(kind)
+        try:
+            aggregate_id = UUID(raw_id)
+        except ValueError:
+            collection = None
+        if collection is None:
+            raise ApiProblem(400, "invalid-request", "Invalid request",
+                             "target must be CarePlan/<id>, TherapyCourse/<id> or Inventory/<id>.")
+        api.require(principal, READERS, "read FHIR resources")
+        api.require_client(principal, api.client_of(collection, aggregate_id))
+        return fhir_response(fhir.searchset([fhir.provenance(kind, e) for e in api.care.history(aggregate_id)]))
+
+    for path, endpoint, param, summary in (
+        ("Goal", goals, CarePlanParam, "Goals of a care plan"),
+        ("RiskAssessment", risk, CarePlanParam, "The plan's current risk assessment"),
+        ("Flag", crisis_flags, CarePlanParam, "Active crises on a plan"),
+        ("Appointment", appointments, CourseParam, "Sessions of a course"),
+        ("QuestionnaireResponse", responses, CourseParam, "Questionnaires submitted in a course"),
+        ("Observation", observations, CourseParam, "PHQ-9 and GAD-7 totals (LOINC), derived from the responses"),
+    ):
+        first = next(iter(inspect.signature(endpoint).parameters))
+        _signature(endpoint, [_param(first, param), _param("principal", who)])
+        app.get(f"/fhir/{path}", tags=["fhir"], summary=summary, name=f"fhir{path}", response_class=Response)(endpoint)
+    _signature(provenance, [
+        _param("target", Annotated[str, Query(description="CarePlan/<id>, TherapyCourse/<id> or Inventory/<id>")]),
+        _param("principal", who),
+    ])
+    app.get("/fhir/Provenance", tags=["fhir"], summary="Who changed a record, when and why",
+            name="fhirProvenance", response_class=Response)(provenance)

@@ -10,6 +10,7 @@ import uvicorn
 
 from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry
+from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
 from services.escalation.service import EscalationApplication
 from services.shared.bus import free_port
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def build(settings: Settings) -> tuple[Api, object]:
-    api = Api(CareApplication(settings), TokenRegistry.load(settings.tokens_path()), EscalationApplication(settings))
+    api = Api(CareApplication(settings), TokenRegistry.load(settings.tokens_path()), EscalationApplication(settings),
+              AssessmentApplication(settings))
     return api, create_app(api)
 
 
@@ -45,5 +47,6 @@ def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
         server.run()
     finally:
         api.care.close()
-        if api.escalation is not None:
-            api.escalation.close()
+        for service in (api.escalation, api.assessment):
+            if service is not None:
+                service.close()

@@ -21,6 +21,7 @@ from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry, add_token
 from services.care import commands as c
 from services.care.application import CareApplication
+from services.assessment.service import AssessmentApplication
 from services.escalation.service import EscalationApplication
 from services.shared.settings import Settings
 
@@ -40,6 +41,7 @@ class Setup:
     client: TestClient
     care: CareApplication
     escalation: EscalationApplication
+    assessment: AssessmentApplication
     tokens: dict[str, str]
     plan: UUID
     course: UUID
@@ -48,6 +50,10 @@ class Setup:
     def headers(self, caller: str | None, **extra: str) -> dict[str, str]:
         auth = {"Authorization": f"Bearer {self.tokens[caller]}"} if caller else {}
         return {**auth, **extra}
+
+    def close(self) -> None:
+        for app in (self.care, self.escalation, self.assessment):
+            app.close()
 
     def written(self) -> tuple[int, int]:
         return (self.care.recorder.max_notification_id() or 0, self.escalation.recorder.max_notification_id() or 0)
@@ -63,9 +69,10 @@ def make_setup(data_dir: Path, base: Settings | None = None) -> Setup:
         name: add_token(token_file, actor_id=f"{name}-1", role=role, clients=clients)
         for name, (role, clients) in CALLERS.items()
     }
-    care, escalation = CareApplication(settings), EscalationApplication(settings)
-    client = TestClient(create_app(Api(care, TokenRegistry.load(token_file), escalation)), raise_server_exceptions=False)
-    setup = Setup(client, care, escalation, tokens, UUID(int=0), UUID(int=0), UUID(int=0))
+    care, escalation, assessment = CareApplication(settings), EscalationApplication(settings), AssessmentApplication(settings)
+    client = TestClient(create_app(Api(care, TokenRegistry.load(token_file), escalation, assessment)),
+                        raise_server_exceptions=False)
+    setup = Setup(client, care, escalation, assessment, tokens, UUID(int=0), UUID(int=0), UUID(int=0))
     made = setup.post("/plans", {"client_id": CLIENT, "title": "Low mood", "strategy": "short_term_moderate",
                                  "therapy_models": ["steady_progress"]}, "clinician")
     setup.plan = UUID(made.json()["aggregate_id"])
@@ -79,8 +86,7 @@ def make_setup(data_dir: Path, base: Settings | None = None) -> Setup:
 def api(tmp_path: Path) -> Iterator[Setup]:
     setup = make_setup(tmp_path)
     yield setup
-    setup.care.close()
-    setup.escalation.close()
+    setup.close()
 
 
 # --------------------------------------------------------------------------- bodies
@@ -132,7 +138,15 @@ def body_for(route: APIRoute, setup: Setup) -> Any:
 def url_for(route: APIRoute, setup: Setup) -> str:
     return (route.path.replace("{plan_id}", str(setup.plan)).replace("{course_id}", str(setup.course))
             .replace("{inventory_id}", str(setup.inventory)).replace("{crisis_id}", str(uuid4()))
-            .replace("{code}", "concurrency-conflict"))
+            .replace("{code}", "concurrency-conflict").replace("{version}", "1")
+            + FHIR_SEARCH.get(route.name, "").format(plan=setup.plan, course=setup.course))
+
+
+FHIR_SEARCH = {
+    "fhirGoal": "?careplan={plan}", "fhirRiskAssessment": "?careplan={plan}", "fhirFlag": "?careplan={plan}",
+    "fhirAppointment": "?course={course}", "fhirQuestionnaireResponse": "?course={course}",
+    "fhirObservation": "?course={course}", "fhirProvenance": "?target=CarePlan/{plan}",
+}
 
 
 def allowed(caller: str, route: APIRoute) -> bool:
@@ -295,8 +309,7 @@ def test_concurrent_writers_one_version_one_key(tmp_path: Path, backend: str, re
         assert {r.status_code for r in replies} == {200} and len({json.dumps(r.json()) for r in replies}) == 1
         assert sum(type(e).__name__ == "CopingSkillTargeted" for e in setup.care.history(setup.plan)) == 1
     finally:
-        setup.care.close()
-        setup.escalation.close()
+        setup.close()
 
 
 json_values = st.recursive(
@@ -341,5 +354,69 @@ def test_fuzzed_bodies_never_cause_a_server_error_or_a_partial_write(tmp_path: P
     try:
         fuzz()
     finally:
-        setup.care.close()
-        setup.escalation.close()
+        setup.close()
+
+
+def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) -> None:
+    """Every view is built with fhir.resources (so it validates); re-validated here from
+    the JSON that was served. PHQ-9 totals carry LOINC 44261-6 and derivedFrom."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    from domain.assessment.record import AssessmentRecord
+    from domain.base import Actor, CommandContext
+    from services.shared.processing import Inbound
+
+    h = api.headers("clinician")
+    for path, body in ((f"/plans/{api.plan}/explain-confidentiality", {}), (f"/plans/{api.plan}/add-goal", {"description": "Sleep"}),
+                       (f"/plans/{api.plan}/raise-risk", {"level": "high", "reason": "Disclosed a plan on the phone"}),
+                       (f"/plans/{api.plan}/activate-emergency-support", {"crisis_id": str(uuid4()),
+                                                                          "reason": "Disclosed a plan on the phone"}),
+                       (f"/courses/{api.course}/schedule-session", {"scheduled_for": "2026-05-04T09:00:00+00:00",
+                                                                   "duration_minutes": 50}),
+                       (f"/courses/{api.course}/submit-questionnaire", {"instrument": "PHQ-9", "answers": [2] * 9,
+                                                                       "answered_at": "2026-05-04T09:00:00+00:00"})):
+        assert api.post(path, body, "clinician").status_code == 200, path
+    course = api.care.get_course(api.course)
+    submission = course.submissions[0]
+    # the assessment service's decision, as it would record it from the stream
+    assessment = api.assessment
+    if True:
+        opened = next(e for e in api.care.history(api.course))
+        for event_name, body in (("course_started", {"plan_id": str(api.plan), "client_id": CLIENT}),
+                                 ("questionnaire_submitted", {"submission_id": str(submission.id), "instrument": "PHQ-9",
+                                                              "answers": submission.answers,
+                                                              "answered_at": submission.answered_at.isoformat()})):
+            inbound = Inbound(source="care", sequence=1 if event_name == "course_started" else 2, event_id=str(uuid4()),
+                              type=f"x.{event_name}", subject="s", aggregate_id=str(api.course),
+                              body=body | {"correlation_id": str(opened.correlation_id)})
+            assessment.record_run(assessment.decide, [inbound])
+        seen: dict[str, Any] = {}
+        for url in (f"/fhir/CarePlan/{api.plan}", f"/fhir/CarePlan/{api.plan}/_history", f"/fhir/CarePlan/{api.plan}/_history/1",
+                    f"/fhir/Goal?careplan={api.plan}", f"/fhir/RiskAssessment?careplan={api.plan}", f"/fhir/Flag?careplan={api.plan}",
+                    f"/fhir/Appointment?course={api.course}", f"/fhir/QuestionnaireResponse?course={api.course}",
+                    f"/fhir/Observation?course={api.course}", f"/fhir/Provenance?target=CarePlan/{api.plan}"):
+            response = api.client.get(url, headers=h)
+            assert response.status_code == 200, (url, response.text)
+            assert response.headers["content-type"].startswith("application/fhir+json")
+            resource = response.json()
+            get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+            for entry in resource.get("entry", []):
+                get_fhir_model_class(entry["resource"]["resourceType"]).model_validate(entry["resource"])
+            seen[url.split("?")[0]] = resource
+    observation = seen["/fhir/Observation"]["entry"][0]["resource"]
+    assert observation["code"]["coding"][0] == {"system": "http://loinc.org", "code": "44261-6",
+                                                 "display": "Patient Health Questionnaire 9 item (PHQ-9) total score"}
+    assert observation["category"][0]["coding"][0]["code"] == "survey" and observation["valueInteger"] == 18
+    assert observation["derivedFrom"] == [{"reference": f"QuestionnaireResponse/{submission.id}"}]
+    assert seen["/fhir/QuestionnaireResponse"]["entry"][0]["resource"]["id"] == str(submission.id)
+    assert seen["/fhir/Flag"]["total"] == 1 and seen["/fhir/Flag"]["entry"][0]["resource"]["status"] == "active"
+    risk = seen["/fhir/RiskAssessment"]["entry"][0]["resource"]
+    assert risk["prediction"][0]["qualitativeRisk"]["text"] == "high"
+    history = seen[f"/fhir/CarePlan/{api.plan}/_history"]
+    assert history["type"] == "history" and history["total"] == api.care.get_plan(api.plan).version
+    provenance = seen["/fhir/Provenance"]["entry"]
+    assert any(p["resource"].get("reason", [{}])[0].get("text") == "Disclosed a plan on the phone" for p in provenance)
+    assert all(p["resource"]["agent"][0]["who"]["reference"] in ("Practitioner/clinician-1",) for p in provenance)
+    # an integration system may read; an auditor may not
+    assert api.client.get(f"/fhir/CarePlan/{api.plan}", headers=api.headers("integration")).status_code == 200
+    assert api.client.get(f"/fhir/CarePlan/{api.plan}", headers=api.headers("auditor")).status_code == 403
