@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.shared.bus import EmbeddedNats, free_port
+from services.shared.bus import EmbeddedNats, free_port, with_credentials
+from services.shared.nats_auth import PERMISSIONS_FILE, PROCESS_USERS, load_passwords, server_environment
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,20 @@ class System:
     def start(self, timeout: float = 60) -> System:
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        passwords = load_passwords(self.settings.nats_passwords_file) if self.settings.nats_passwords_file else None
         if self.settings.nats_url:
             self.nats_url = self.settings.nats_url
-        else:
+        elif passwords is None:
             self.nats = EmbeddedNats(store_dir=data_dir / "nats").start()
             self.nats_url = self.nats.url
+        else:
+            self.nats = EmbeddedNats(
+                store_dir=data_dir / "nats", extra_args=["-c", str(PERMISSIONS_FILE)],
+                env={**os.environ, **server_environment(passwords)}, probe_user=("auditor", passwords["auditor"]),
+            ).start()
+            self.nats_url = self.nats.url
         env = {**os.environ, "CAREPLAN_NATS_URL": self.nats_url, "CAREPLAN_DATA_DIR": str(data_dir)}
+        env.pop("CAREPLAN_NATS_PASSWORDS_FILE", None)  # each process gets its own user, not every password
         if self.settings.escalation_policy_file is not None:
             env["CAREPLAN_ESCALATION_POLICY_FILE"] = str(self.settings.escalation_policy_file.resolve())
         # The API keeps one address for the system's lifetime, across restarts of its process.
@@ -80,6 +89,10 @@ class System:
             ),
             Child("api", [sys.executable, "-m", "services.cli", "api", "serve"], env, run_dir / "api.ready"),
         ]
+        if passwords is not None:
+            for child in self.children:
+                if (user := PROCESS_USERS.get(child.name)) is not None:
+                    child.env = {**child.env, "CAREPLAN_NATS_URL": with_credentials(self.nats_url, user, passwords[user])}
         for child in self.children:
             child.start()
         deadline = time.monotonic() + timeout

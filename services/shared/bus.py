@@ -110,6 +110,10 @@ class EmbeddedNats:
     port: int = 0
     server_name: str = "careplan-embedded"
     extra_args: list[str] = field(default_factory=list)
+    #: The server's environment (the passwords a permissions config refers to); None: ours.
+    env: dict[str, str] | None = None
+    #: A user to check readiness with, when the server requires one.
+    probe_user: tuple[str, str] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -129,6 +133,7 @@ class EmbeddedNats:
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                env=self.env,
             )
             log_file.close()
             if self._wait_ready(timeout):
@@ -152,7 +157,8 @@ class EmbeddedNats:
             # JetStream may need a moment after the port opens; ask it from a thread of its
             # own so that this works from inside a running event loop too.
             with ThreadPoolExecutor(1) as pool:
-                if pool.submit(asyncio.run, _jetstream_ready(self.url)).result():
+                probe = with_credentials(self.url, *self.probe_user) if self.probe_user else self.url
+                if pool.submit(asyncio.run, _jetstream_ready(probe)).result():
                     return True
             time.sleep(0.05)
         return False
@@ -193,3 +199,11 @@ async def _jetstream_ready(url: str) -> bool:
         return False
     finally:
         await nc.close()
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` (one or more comma-separated servers) with a user and password in each."""
+    from urllib.parse import quote
+
+    servers = [u.strip().removeprefix("nats://") for u in url.split(",")]
+    return ",".join(f"nats://{quote(user, safe='')}:{quote(password, safe='')}@{server}" for server in servers)

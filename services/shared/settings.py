@@ -36,6 +36,9 @@ class Settings(BaseSettings):
 
     #: NATS server or cluster (comma-separated URLs). Unset: `careplan up` starts an embedded one.
     nats_url: str | None = None
+    #: JSON file of NATS passwords per user (deploy/nats/permissions.conf); set: `careplan up`
+    #: runs its NATS server with those permissions and each process as its own user.
+    nats_passwords_file: Path | None = None
     #: JetStream stream that carries every careplan event (subjects ``care.>``).
     stream_name: str = "CARE"
     #: 1 on one machine, 3 in a cluster.

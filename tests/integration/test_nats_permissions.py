@@ -1,0 +1,133 @@
+"""deploy/nats/permissions.conf on a real nats-server, and `careplan up` running under it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from nats.js.api import StreamConfig
+
+from services.shared.bus import EmbeddedNats, with_credentials
+from services.shared.nats_auth import PERMISSIONS_FILE, USERS, server_environment
+
+PASSWORDS = {user: secrets.token_urlsafe(16) for user in USERS}
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(store_dir=tmp_path / "nats", extra_args=["-c", str(PERMISSIONS_FILE)],
+                      env={**os.environ, **server_environment(PASSWORDS)},
+                      probe_user=("auditor", PASSWORDS["auditor"])) as server:
+        yield server
+
+
+def as_user(server_url: str, user: str) -> str:
+    return with_credentials(server_url, user, PASSWORDS[user])
+
+
+async def test_each_user_may_do_its_own_part_and_nothing_else(secured: EmbeddedNats) -> None:
+    errors: list[str] = []
+
+    async def note(e: Exception) -> None:
+        errors.append(str(e))
+
+    relay = await nats.connect(as_user(secured.url, "relay_care"))
+    hospital = await nats.connect(as_user(secured.url, "hospital"), error_cb=note, max_reconnect_attempts=0)
+    assessment = await nats.connect(as_user(secured.url, "assessment"), error_cb=note, max_reconnect_attempts=0)
+    auditor = await nats.connect(as_user(secured.url, "auditor"), error_cb=note, max_reconnect_attempts=0)
+    try:
+        js = relay.jetstream()
+        await js.add_stream(StreamConfig(name="CARE", subjects=["care.>"]))
+        assert (await js.publish("care.clinical.v1.care_plan.p1.care_plan_drafted", b"{}")).seq == 1
+        # a hospital subscriber may not publish on care.>: the server refuses it
+        await hospital.publish("care.clinical.v1.care_plan.p1.care_plan_drafted", b"forged")
+        await hospital.flush()
+        await asyncio.sleep(0.3)
+        assert any("permissions violation for publish" in e and "care.clinical" in e for e in errors), errors
+        # ... but reads through its own durable consumer
+        sub = await hospital.jetstream().pull_subscribe("care.>", durable="hospital", stream="CARE")
+        (message,) = await sub.fetch(1, timeout=5)
+        await message.ack()
+        assert message.data == b"{}"
+        with pytest.raises(Exception):  # noqa: B017 - any refusal: a timeout, as the request is dropped
+            await hospital.jetstream().pull_subscribe("care.>", durable="someone-else", stream="CARE", )
+        # a service publishes its own events only
+        assert (await assessment.jetstream().publish("care.assessment.v1.assessment_record.r1.assessment_scored", b"{}")).seq
+        with pytest.raises(Exception):  # noqa: B017
+            await assessment.jetstream().publish("care.clinical.v1.care_plan.p1.risk_level_lowered", b"{}", timeout=1)
+        # an auditor reads stored messages and changes nothing
+        assert (await auditor.jetstream().get_msg("CARE", 1)).data == b"{}"
+        await auditor.publish("care.clinical.v1.care_plan.p1.care_plan_revoked", b"{}")
+        await auditor.flush()
+        await asyncio.sleep(0.3)
+        assert (await relay.jetstream().stream_info("CARE")).state.messages == 2  # the two allowed publishes only
+    finally:
+        for connection in (relay, hospital, assessment, auditor):
+            await connection.close()
+
+
+def test_careplan_up_runs_every_process_as_its_own_user(tmp_path: Path) -> None:
+    data, ready = tmp_path / "data", tmp_path / "ready.json"
+    passwords_file = tmp_path / "nats-passwords.json"
+    passwords_file.write_text(json.dumps(PASSWORDS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
+    env["CAREPLAN_NATS_PASSWORDS_FILE"] = str(passwords_file)
+    token = subprocess.run(
+        [sys.executable, "-m", "services.cli", "api", "add-token", "--actor", "clinician-17", "--role", "clinician",
+         "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()[-1]
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data), "--ready-file", str(ready)],
+                          env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while not ready.exists():
+            assert time.monotonic() < deadline and up.poll() is None, (tmp_path / "up.log").read_text()
+            time.sleep(0.1)
+        info = json.loads(ready.read_text())
+        headers = {"Authorization": f"Bearer {token}"}
+        for _ in range(100):
+            try:
+                if httpx.get(f"{info['api']}/openapi.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        plan = httpx.post(f"{info['api']}/plans", headers=headers, json={
+            "client_id": "client-1", "title": "Secured", "strategy": "short_term_moderate", "therapy_models": ["steady_drive"]})
+        assert plan.status_code == 201, plan.text
+        course = httpx.post(f"{info['api']}/courses", headers=headers, json={
+            "plan_id": plan.json()["aggregate_id"], "modality": "interpersonal", "planned_sessions": 12})
+        assert course.status_code == 201, course.text
+        # the care relay published under relay_care, and the assessment and scheduling
+        # services consumed and published under their own users
+        subjects = asyncio.run(_subjects(as_user(info["nats"], "auditor"), want={"assessment_record_opened", "schedule_opened"}))
+        assert {"care_plan_drafted", "course_started", "assessment_record_opened", "schedule_opened"} <= subjects
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    assert "permissions violation" not in (data / "nats" / "nats-server.log").read_text()
+
+
+async def _subjects(url: str, want: set[str], timeout: float = 60) -> set[str]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            last = (await js.stream_info("CARE")).state.last_seq
+            seen = {(await js.get_msg("CARE", seq)).subject.rsplit(".", 1)[1] for seq in range(1, last + 1)}
+            if want <= seen or asyncio.get_running_loop().time() > deadline:
+                return seen
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
