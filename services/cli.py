@@ -26,6 +26,18 @@ app.add_typer(escalation_app, name="escalation")
 app.add_typer(audit_app, name="audit")
 app.add_typer(api_app, name="api")
 
+
+def _people_commands() -> None:
+    from services.people_cli import assess_app, collection_app
+
+    app.add_typer(collection_app("plans", "care plan"), name="plan")
+    app.add_typer(collection_app("courses", "therapy course"), name="course")
+    app.add_typer(collection_app("inventories", "interpersonal inventory"), name="inventory")
+    app.add_typer(assess_app, name="assess")
+
+
+_people_commands()
+
 console = Console()
 
 
