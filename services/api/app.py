@@ -106,6 +106,8 @@ class Api:
         self.escalation = escalation
         self.assessment = assessment
         self._clients: dict[tuple[str, UUID], str] = {}
+        #: JSON lines, one per request: who (from the token), what, when, the answer.
+        self.access_log: Any | None = None
 
     # ----------------------------------------------------------------- who
 
@@ -244,6 +246,8 @@ def create_app(api: Api) -> FastAPI:
     install(app)
     app.state.api = api
     Who = Annotated[Principal, Depends(api.principal)]
+    if api.access_log is not None:
+        _record_access(app, api)
 
     for collection in COLLECTIONS:
         _creation_route(app, api, collection, Who)
@@ -261,6 +265,37 @@ def create_app(api: Api) -> FastAPI:
         return {"type": f"/problems/{code}", "title": code.replace("-", " ").capitalize(), "description": codes[code]}
 
     return app
+
+
+def _record_access(app: FastAPI, api: Api) -> None:
+    """Every request, allowed or refused, as one JSON line: who (the token's actor, or
+    nobody), the method and path, the status, when. The body is not logged (it may hold
+    health details); the events record what was changed."""
+    import json as _json
+    import threading
+    import time as _time
+
+    lock = threading.Lock()
+
+    @app.middleware("http")
+    async def log_access(request: Request, call_next: Callable[..., Any]) -> Any:
+        started = _time.time()
+        response = await call_next(request)
+        principal = api.tokens.principal(request.headers.get("authorization"))
+        line = _json.dumps({
+            "at": datetime.fromtimestamp(started).astimezone().isoformat(),
+            "actor": principal.actor_id if principal else None,
+            "role": principal.role.value if principal else None,
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query or None,
+            "status": response.status_code,
+            "ms": round((_time.time() - started) * 1000, 1),
+        })
+        with lock:
+            api.access_log.write(line + "\n")
+            api.access_log.flush()
+        return response
 
 
 def _signature(endpoint: Callable[..., Any], parameters: list[inspect.Parameter]) -> None:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 def build(settings: Settings) -> tuple[Api, object]:
     api = Api(CareApplication(settings), TokenRegistry.load(settings.tokens_path()), EscalationApplication(settings),
               AssessmentApplication(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api.access_log = (settings.data_dir / "api-access.log").open("a", encoding="utf-8")
     return api, create_app(api)
 
 
@@ -47,6 +49,8 @@ def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
         server.run()
     finally:
         api.care.close()
+        if api.access_log is not None:
+            api.access_log.close()
         for service in (api.escalation, api.assessment):
             if service is not None:
                 service.close()

@@ -60,3 +60,8 @@ def test_a_clinician_works_a_plan_from_the_terminal(served: dict[str, str]) -> N
     assert refused.returncode == 1 and "403" in refused.stdout
     no_token = careplan("plan", "show", plan, env=served | {"CAREPLAN_API_TOKEN": "wrong"})
     assert no_token.returncode == 1 and "401" in no_token.stdout
+    # every request, allowed or refused, is in the API's access log with who and the answer
+    access = [json.loads(line) for line in (Path(served["CAREPLAN_DATA_DIR"]) / "api-access.log").read_text().splitlines()]
+    assert {(a["actor"], a["status"]) for a in access} >= {("clinician-17", 201), ("clinician-17", 412),
+                                                           ("clinician-17", 403), (None, 401)}
+    assert all(a["path"].startswith(("/plans", "/courses")) for a in access)
