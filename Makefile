@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(BIN)/careplan bench store --backend sqlite
 	$(BIN)/careplan bench store --backend postgres
 	$(BIN)/careplan bench relay
+	$(BIN)/careplan bench crisis
+	$(BIN)/careplan bench api
 
 clean:
 	rm -rf $(VENV) careplan-data .pytest_cache .hypothesis
