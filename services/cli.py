@@ -175,6 +175,38 @@ def api_add_token(
     print(token)
 
 
+@audit_app.command("verify")
+def audit_verify(
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder whose stores to check.")] = None,
+    anchor: Annotated[Path | None, typer.Option(help="JSON list of published chain heads to check against.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+) -> None:
+    """Recompute every store's hash chain; exit 1 at the first edited, deleted, inserted or
+    reordered stored event (or a chain that no longer matches a published head)."""
+    import json
+
+    from rich.table import Table
+
+    from services.audit.integrity import Anchor, verify_all
+
+    anchors = [Anchor.model_validate(a) for a in json.loads(anchor.read_text())] if anchor else []
+    reports = verify_all(_settings(data_dir), anchors)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in reports], indent=2))
+    else:
+        table = Table(title="Hash chains of the notification logs")
+        for column in ("store", "events", "head", "result"):
+            table.add_column(column)
+        for r in reports:
+            result = "[green]OK[/green]" if r.ok else (
+                f"[red]{r.first_break.kind} at position {r.first_break.position}[/red]: {r.first_break.detail}"  # type: ignore[union-attr]
+            )
+            table.add_row(r.store, str(r.events), f"{r.head_position} {r.head_link[:16]}…", result)
+        console.print(table)
+    if not reports or not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
 @escalation_app.command("list")
 def escalation_list(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
     """Crises not yet resolved."""

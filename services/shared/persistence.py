@@ -237,6 +237,10 @@ def eventsourcing_env(settings: Settings, application: str) -> dict[str, str]:
             "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
             "POSTGRES_LOCK_TIMEOUT": "5",
         }
+    # Our recorders: the library's, plus the hash chain over the notification log.
+    from services.shared.chained import recorder_topics
+
+    env |= recorder_topics(settings.database)
     if settings.cipher_key is not None:
         env |= {"CIPHER_TOPIC": "eventsourcing.cipher:AESCipher", "CIPHER_KEY": settings.cipher_key.get_secret_value()}
     if settings.aggregate_cache_size:

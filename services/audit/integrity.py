@@ -1,0 +1,139 @@
+"""``careplan audit verify``: recompute every store's hash chain and compare it with the
+links kept as the events were written (services/shared/chained.py).
+
+A break is reported at the first position where the stored log and the chain disagree,
+and named: *edited* (an event's bytes no longer give its link), *deleted* (a link whose
+event is gone), *inserted* (an event that has no link), *reordered* (an event whose bytes
+give the link of another position: two rows swapped). An anchor (a chain head published
+earlier, e.g. on ``care.audit.v1.chain.<store>``) also catches a rewrite of the whole
+chain: its link must still be the link at its position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import BaseModel
+
+from services.shared.chained import GENESIS, link_of
+from services.shared.persistence import OutboxStores
+from services.shared.settings import Settings
+
+#: The applications with a store of their own.
+STORES = ("care", "assessment", "escalation", "scheduling")
+PAGE = 5000
+
+BreakKind = Literal["edited", "deleted", "inserted", "reordered", "anchor-mismatch"]
+
+
+class ChainBreak(BaseModel):
+    position: int
+    kind: BreakKind
+    detail: str
+
+
+class StoreReport(BaseModel):
+    store: str
+    events: int
+    head_position: int
+    head_link: str
+    ok: bool
+    first_break: ChainBreak | None = None
+
+
+class Anchor(BaseModel):
+    """A chain head as published: the link at a position of one store."""
+
+    store: str
+    position: int
+    link: str
+
+
+def _pages(recorder: object) -> Iterator[tuple[int, object]]:
+    start = 1
+    while batch := recorder.select_notifications(start=start, limit=PAGE):  # type: ignore[attr-defined]
+        for n in batch:
+            yield n.id, n
+        start = batch[-1].id + 1
+
+
+def _chain(recorder: object) -> dict[int, bytes]:
+    links: dict[int, bytes] = {}
+    start = 1
+    while batch := recorder.chain(start=start, limit=PAGE):  # type: ignore[attr-defined]
+        links.update(batch)
+        start = batch[-1][0] + 1
+    return links
+
+
+def verify_recorder(store: str, recorder: object, anchors: list[Anchor] = ()) -> StoreReport:  # type: ignore[assignment]
+    events = dict(_pages(recorder))
+    links = _chain(recorder)
+    positions = sorted(set(events) | set(links))
+    previous = GENESIS
+    problem: ChainBreak | None = None
+    for i, position in enumerate(positions):
+        event, link = events.get(position), links.get(position)
+        if event is None:
+            problem = ChainBreak(position=position, kind="deleted", detail="the chain has a link here but the event is gone")
+            break
+        if link is None:
+            problem = ChainBreak(position=position, kind="inserted", detail="an event with no link: it was not written with the log")
+            break
+        expected = link_of(previous, position, event.originator_id, event.originator_version, event.topic, event.state)  # type: ignore[attr-defined]
+        if expected != link:
+            moved = _belongs_elsewhere(event, positions, links, i)
+            if moved is not None:
+                problem = ChainBreak(position=position, kind="reordered",
+                                     detail=f"this event's bytes belong at position {moved}")
+            else:
+                problem = ChainBreak(position=position, kind="edited",
+                                     detail=f"{event.topic.rsplit(':', 1)[-1]} of {event.originator_id} v{event.originator_version} "  # type: ignore[attr-defined]
+                                     "no longer matches its link")
+            break
+        previous = link
+    if problem is None:
+        for anchor in anchors:
+            if anchor.store == store and links.get(anchor.position, b"").hex() != anchor.link:
+                problem = ChainBreak(position=anchor.position, kind="anchor-mismatch",
+                                     detail="the chain was rewritten: the published head no longer matches")
+                break
+    head = positions[-1] if positions else 0
+    return StoreReport(store=store, events=len(events), head_position=head, head_link=links.get(head, GENESIS).hex(),
+                       ok=problem is None, first_break=problem)
+
+
+def _belongs_elsewhere(event: object, positions: list[int], links: dict[int, bytes], here: int) -> int | None:
+    """The position whose stored link this event's bytes produce, if another."""
+    for j, position in enumerate(positions):
+        if j == here or position not in links:
+            continue
+        previous = links.get(positions[j - 1], GENESIS) if j else GENESIS
+        if link_of(previous, position, event.originator_id, event.originator_version, event.topic, event.state) == links[position]:  # type: ignore[attr-defined]
+            return position
+    return None
+
+
+def verify_store(settings: Settings, store: str, anchors: list[Anchor] = ()) -> StoreReport:  # type: ignore[assignment]
+    stores = OutboxStores(settings, store)
+    try:
+        return verify_recorder(store, stores.recorder, list(anchors))
+    finally:
+        stores.close()
+
+
+def verify_all(settings: Settings, anchors: list[Anchor] = ()) -> list[StoreReport]:  # type: ignore[assignment]
+    """Every store that exists (a SQLite file, or a PostgreSQL schema with events)."""
+    return [verify_store(settings, store, anchors) for store in STORES if store_exists(settings, store)]
+
+
+def store_exists(settings: Settings, store: str) -> bool:
+    if settings.database == "sqlite":
+        return settings.sqlite_path(store).exists()
+    from services.shared.persistence import _admin_connection
+
+    with _admin_connection(settings) as conn:
+        found = conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                             (settings.postgres_schema(store), f"{store}_events")).fetchone()
+    return found is not None

@@ -1,0 +1,160 @@
+"""A hash chain over each application's notification log, kept as it is written.
+
+Every stored event gets a link: SHA-256 over the previous link and the event's stored
+bytes (its position, aggregate id, version, topic and state). The links are written in the
+same transaction as the events, by the library's own recorders extended here (selected
+through ``APPLICATION_RECORDER_TOPIC`` / ``PROCESS_RECORDER_TOPIC``), so there is never an
+event without its link or a link without its event. ``services.audit.integrity`` recomputes
+the chain; a published chain head (see the relay) anchors it outside the database.
+
+Snapshots are not chained: they are derived from the events and can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteProcessRecorder
+from eventsourcing.utils import get_topic
+
+GENESIS = bytes(32)
+
+
+def link_of(previous: bytes, notification_id: int, originator_id: UUID | str, version: int, topic: str, state: bytes) -> bytes:
+    h = hashlib.sha256(previous)
+    h.update(notification_id.to_bytes(8, "big"))
+    h.update(str(UUID(str(originator_id))).encode())
+    h.update(version.to_bytes(8, "big"))
+    h.update(topic.encode())
+    h.update(b"\0")
+    h.update(bytes(state))
+    return h.digest()
+
+
+def chain_links(previous: bytes, ids: Sequence[int], events: Sequence[StoredEvent]) -> list[tuple[int, bytes]]:
+    links = []
+    for notification_id, event in zip(ids, events, strict=True):
+        previous = link_of(previous, notification_id, event.originator_id, event.originator_version, event.topic, event.state)
+        links.append((notification_id, previous))
+    return links
+
+
+# ------------------------------------------------------------------------- SQLite
+
+
+class _SQLiteChain:
+    events_table_name: str
+    datastore: Any
+
+    @property
+    def chain_table_name(self) -> str:
+        return f"{self.events_table_name}_chain"
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),  # type: ignore[misc]
+            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} (notification_id INTEGER PRIMARY KEY, link BLOB NOT NULL)",
+        ]
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)  # type: ignore[misc]
+        if ids:
+            c.execute(f"SELECT link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")
+            row = c.fetchone()
+            previous = bytes(row[0]) if row else GENESIS
+            c.executemany(f"INSERT INTO {self.chain_table_name} (notification_id, link) VALUES (?, ?)",
+                          chain_links(previous, ids, stored_events))
+        return ids
+
+    def chain(self, start: int = 1, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT notification_id, link FROM {self.chain_table_name} WHERE notification_id >= ? "
+                      "ORDER BY notification_id LIMIT ?", (start, limit))
+            return [(int(r[0]), bytes(r[1])) for r in c.fetchall()]
+
+    def chain_head(self) -> tuple[int, bytes] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT notification_id, link FROM {self.chain_table_name} ORDER BY notification_id DESC LIMIT 1")
+            row = c.fetchone()
+            return (int(row[0]), bytes(row[1])) if row else None
+
+
+class ChainedSQLiteApplicationRecorder(_SQLiteChain, SQLiteApplicationRecorder):
+    pass
+
+
+class ChainedSQLiteProcessRecorder(_SQLiteChain, SQLiteProcessRecorder):
+    pass
+
+
+# ------------------------------------------------------------------------- PostgreSQL
+
+
+class _PostgresChain:
+    events_table_name: str
+    datastore: Any
+    sql_create_statements: list[Any]
+
+    def _add_chain_table(self) -> None:
+        from psycopg.sql import SQL, Identifier
+
+        self.chain_table = Identifier(self.datastore.schema, f"{self.events_table_name}_chain")
+        self.sql_create_statements.append(
+            SQL("CREATE TABLE IF NOT EXISTS {0} (notification_id bigint PRIMARY KEY, link bytea NOT NULL)").format(
+                self.chain_table)
+        )
+
+    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        from psycopg.sql import SQL
+
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)  # type: ignore[misc]
+        if ids:
+            # Still inside the insert's transaction and under its EXCLUSIVE lock on the events table.
+            curs.execute(SQL("SELECT link FROM {0} ORDER BY notification_id DESC LIMIT 1").format(self.chain_table))
+            row = curs.fetchone()
+            previous = bytes(row["link"]) if row else GENESIS
+            curs.executemany(SQL("INSERT INTO {0} (notification_id, link) VALUES (%s, %s)").format(self.chain_table),
+                             chain_links(previous, ids, stored_events))
+        return ids
+
+    def chain(self, start: int = 1, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        from psycopg.sql import SQL
+
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT notification_id, link FROM {0} WHERE notification_id >= %s "
+                             "ORDER BY notification_id LIMIT %s").format(self.chain_table), (start, limit))
+            return [(int(r["notification_id"]), bytes(r["link"])) for r in curs.fetchall()]
+
+    def chain_head(self) -> tuple[int, bytes] | None:
+        from psycopg.sql import SQL
+
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT notification_id, link FROM {0} ORDER BY notification_id DESC LIMIT 1").format(
+                self.chain_table))
+            row = curs.fetchone()
+            return (int(row["notification_id"]), bytes(row["link"])) if row else None
+
+
+class ChainedPostgresApplicationRecorder(_PostgresChain, PostgresApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._add_chain_table()
+
+
+class ChainedPostgresProcessRecorder(_PostgresChain, PostgresProcessRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._add_chain_table()
+
+
+def recorder_topics(database: str) -> dict[str, str]:
+    if database == "sqlite":
+        return {"APPLICATION_RECORDER_TOPIC": get_topic(ChainedSQLiteApplicationRecorder),
+                "PROCESS_RECORDER_TOPIC": get_topic(ChainedSQLiteProcessRecorder)}
+    return {"APPLICATION_RECORDER_TOPIC": get_topic(ChainedPostgresApplicationRecorder),
+            "PROCESS_RECORDER_TOPIC": get_topic(ChainedPostgresProcessRecorder)}

@@ -1,0 +1,157 @@
+"""The hash chain over each notification log: kept as events are written, and verify
+finds any edited, deleted, inserted or reordered stored event — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from domain.catalogues.care import CopingSkill
+from services.audit.integrity import Anchor, verify_all, verify_store
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta
+from services.shared.settings import Settings
+from tests.conftest import CLINICIAN
+
+META = CommandMeta(actor=CLINICIAN)
+
+
+def fill(settings: Settings, notes: int = 30) -> None:
+    app = CareApplication(settings)
+    try:
+        plan = app.handle(c.DraftCarePlan(client_id="client-1", title="Chain", strategy="short_term_moderate",
+                                          therapy_models=["steady_drive"]), META).aggregate_id
+        app.handle(c.TargetCopingSkill(plan_id=plan, skill=CopingSkill.COMMUNICATION), META)
+        for i in range(notes):
+            app.handle(c.RecordSkillProgress(plan_id=plan, skill=CopingSkill.COMMUNICATION, note=f"note {i}"), META)
+    finally:
+        app.close()
+
+
+class Table:
+    """Direct access to the stored events, as someone with the database file would have."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.database == "sqlite":
+            self.conn: Any = sqlite3.connect(settings.sqlite_path("care"))
+            self.events, self.id_column, self.mark = "stored_events", "rowid", "?"
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+                                        dbname=settings.postgres_dbname, autocommit=True)
+            self.events, self.id_column, self.mark = f"{settings.postgres_schema('care')}.care_events", "notification_id", "%s"
+
+    def run(self, sql: str, *params: Any) -> list[Any]:
+        cursor = self.conn.execute(sql.format(t=self.events, id=self.id_column, m=self.mark), params)
+        rows = cursor.fetchall() if cursor.description else []
+        if self.settings.database == "sqlite":
+            self.conn.commit()
+        return rows
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def edit_a_byte(t: Table) -> int:
+    ((state,),) = t.run("SELECT state FROM {t} WHERE {id} = 10")
+    changed = bytearray(state)
+    changed[len(changed) // 2] ^= 0x01
+    t.run("UPDATE {t} SET state = {m} WHERE {id} = 10", bytes(changed))
+    return 10
+
+
+def delete_a_row(t: Table) -> int:
+    t.run("DELETE FROM {t} WHERE {id} = 12")
+    return 12
+
+
+def insert_a_row(t: Table) -> int:
+    ((originator, version, topic, state),) = t.run(
+        "SELECT originator_id, originator_version, topic, state FROM {t} ORDER BY {id} DESC LIMIT 1")
+    t.run("INSERT INTO {t} (originator_id, originator_version, topic, state) VALUES ({m}, {m}, {m}, {m})",
+          originator, version + 1, topic, state)
+    (((position,),)) = t.run("SELECT max({id}) FROM {t}")
+    return position
+
+
+def swap_two_rows(t: Table) -> int:
+    rows = {r[0]: r[1:] for r in t.run("SELECT {id}, originator_id, originator_version, topic, state FROM {t} "
+                                       "WHERE {id} IN (14, 15)")}
+    # the rows keep their positions; their contents trade places (versions via a free value first)
+    t.run("UPDATE {t} SET originator_version = -1 WHERE {id} = 14")
+    t.run("UPDATE {t} SET originator_id = {m}, originator_version = {m}, topic = {m}, state = {m} WHERE {id} = 15", *rows[14])
+    t.run("UPDATE {t} SET originator_id = {m}, originator_version = {m}, topic = {m}, state = {m} WHERE {id} = 14", *rows[15])
+    return 14
+
+
+TAMPERING: dict[str, Callable[[Table], int]] = {
+    "edited": edit_a_byte, "deleted": delete_a_row, "inserted": insert_a_row, "reordered": swap_two_rows,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TAMPERING))
+def test_verify_names_the_first_broken_position_and_the_kind_of_break(backend_settings: Settings, kind: str) -> None:
+    fill(backend_settings)
+    (before,) = verify_all(backend_settings)
+    assert before.ok and before.events == 32 and before.head_position == 32
+    table = Table(backend_settings)
+    try:
+        position = TAMPERING[kind](table)
+    finally:
+        table.close()
+    report = verify_store(backend_settings, "care")
+    assert not report.ok and report.first_break is not None
+    assert (report.first_break.kind, report.first_break.position) == (kind, position), report.first_break
+
+
+def test_links_are_written_with_the_events_or_not_at_all(backend_settings: Settings) -> None:
+    fill(backend_settings, notes=3)
+    app = CareApplication(backend_settings)
+    try:
+        plan = next(iter(app.recorder.select_notifications(start=1, limit=1))).originator_id
+        stale = app.get_plan(plan)
+        app.handle(c.RecordSkillProgress(plan_id=plan, skill=CopingSkill.COMMUNICATION, note="now"), META)
+        with pytest.raises(Exception):  # noqa: B017 - a conflicting write: nothing of it may remain
+            app.handle(c.RecordSkillProgress(plan_id=plan, skill=CopingSkill.COMMUNICATION, note="late"),
+                       META.model_copy(update={"expected_version": stale.version}))
+        head = app.recorder.chain_head()
+    finally:
+        app.close()
+    report = verify_store(backend_settings, "care")
+    assert report.ok and head == (report.head_position, bytes.fromhex(report.head_link)) and report.events == 6
+
+
+def test_an_anchor_catches_a_rewritten_chain(backend_settings: Settings) -> None:
+    fill(backend_settings, notes=5)
+    (report,) = verify_all(backend_settings)
+    anchor = Anchor(store="care", position=report.head_position, link=report.head_link)
+    assert verify_store(backend_settings, "care", [anchor]).ok
+    forged = Anchor(store="care", position=report.head_position, link="00" * 32)
+    broken = verify_store(backend_settings, "care", [forged])
+    assert not broken.ok and broken.first_break.kind == "anchor-mismatch"
+
+
+def test_verify_command_exits_non_zero_on_a_break(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    fill(settings)
+    verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(tmp_path), "--json"]
+    ok = subprocess.run(verify, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)[0]["ok"] is True
+    table = Table(settings)
+    try:
+        delete_a_row(table)
+    finally:
+        table.close()
+    broken = subprocess.run(verify[:-1], capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
+    assert broken.returncode == 1
+    assert "deleted" in broken.stdout and "12" in broken.stdout
