@@ -66,3 +66,8 @@ def dead_letter_subject(service: str) -> str:
 
 def ce_source(application: str) -> str:
     return f"{CE_SOURCE_PREFIX}:{application}"
+
+
+def chain_subject(application: str) -> str:
+    """Where an application's relay publishes its store's hash-chain head (audit anchors)."""
+    return f"audit.careplan.v1.chain.{application.replace('-', '_')}"

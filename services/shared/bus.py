@@ -57,6 +57,26 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     await js.update_stream(config)
 
 
+AUDIT_STREAM = "CARE_AUDIT"
+AUDIT_SUBJECTS = ["audit.careplan.>"]
+
+
+async def ensure_audit_stream(js: JetStreamContext, settings: Settings) -> None:
+    """The stream of published hash-chain heads: apart from CARE, so that event
+    subscribers never see them; kept as long as the events are."""
+    config = StreamConfig(
+        name=AUDIT_STREAM, description="careplan hash-chain heads (audit anchors)", subjects=AUDIT_SUBJECTS,
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, num_replicas=settings.stream_replicas,
+        duplicate_window=settings.stream_duplicate_window_seconds, allow_direct=True,
+    )
+    try:
+        await js.stream_info(AUDIT_STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
 async def connect(url: str, *, name: str, reconnect: bool = True, connect_timeout: float = 2) -> Client:
     """A client connection that logs state changes instead of printing every error."""
 

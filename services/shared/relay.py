@@ -15,12 +15,14 @@ unacknowledged notification, so a retried message never overtakes one lost in tr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -28,8 +30,8 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Trackin
 from nats.js.api import PubAck
 
 from contracts.generate import SCHEMA_BASE_URI, schema_path
-from contracts.subjects import CE_SOURCE_PREFIX, ce_type, subject_for
-from services.shared.bus import connect, ensure_stream
+from contracts.subjects import CE_SOURCE_PREFIX, ce_type, chain_subject, subject_for
+from services.shared.bus import connect, ensure_audit_stream, ensure_stream
 from services.shared.persistence import PublicEvent, PydanticMapper
 from services.shared.settings import Settings
 
@@ -145,6 +147,9 @@ class Relay:
         self._listener: threading.Thread | None = None
         self._changes = SQLiteChangeWatch.of(recorder, every=0.05 if woken_by_writer else 0.001)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._next_head = 0.0
+        self._published_head = 0
+        self._audit_stream_ready = False
 
     def wake(self) -> None:
         """Called (from any thread) by a writer in this process right after it committed:
@@ -219,6 +224,7 @@ class Relay:
                     await self._record(acked)
                     recorded = acked
                 if not notifications:
+                    await self._publish_chain_head(js)
                     await self._idle(stop)
             while inflight:
                 acked = await self._await_oldest(inflight)
@@ -230,6 +236,27 @@ class Relay:
                 future.cancel()
             if acked > recorded:
                 await self._record(acked)
+
+    async def _publish_chain_head(self, js: Any) -> None:
+        """Now and then, while idle, the store's hash-chain head goes on the stream
+        (``audit.careplan.v1.chain.<application>``, stream CARE_AUDIT), so that a copy outside the database can
+        anchor it: a chain rewritten afterwards no longer matches what was published."""
+        head_of = getattr(self.recorder, "chain_head", None)
+        if head_of is None or time.monotonic() < self._next_head:
+            return
+        self._next_head = time.monotonic() + self.settings.chain_head_interval
+        head = await asyncio.to_thread(head_of)
+        if head is None or head[0] == self._published_head:
+            return
+        if not self._audit_stream_ready:
+            await ensure_audit_stream(js, self.settings)
+            self._audit_stream_ready = True
+        position, link = head
+        body = json.dumps({"store": self.application, "position": position, "link": link.hex(),
+                           "at": datetime.now(UTC).isoformat()}).encode()
+        await js.publish(chain_subject(self.application), body,
+                         headers={"Nats-Msg-Id": f"chain:{self.application}:{position}"})
+        self._published_head = position
 
     def _select(self, start: int) -> asyncio.Future[Sequence[Notification]]:
         # Cleared just before reading, so a NOTIFY that arrives while this batch is being

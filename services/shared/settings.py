@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     #: Seconds to wait for one PubAck before the relay treats the bus as unavailable.
     relay_ack_timeout: float = Field(default=5.0, gt=0)
 
+    #: Seconds between publications of a store's hash-chain head (audit.careplan.v1.chain.<store>).
+    chain_head_interval: float = Field(default=60.0, gt=0)
+
     #: JSON file with the escalation policy (levels, acknowledgement timeouts); unset: the default policy.
     escalation_policy_file: Path | None = None
     #: Seconds between checks of the escalation timers.

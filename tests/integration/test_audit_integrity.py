@@ -3,6 +3,7 @@ finds any edited, deleted, inserted or reordered stored event — on SQLite and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -155,3 +156,60 @@ def test_verify_command_exits_non_zero_on_a_break(tmp_path: Path) -> None:
     broken = subprocess.run(verify[:-1], capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
     assert broken.returncode == 1
     assert "deleted" in broken.stdout and "12" in broken.stdout
+
+
+async def test_the_relay_publishes_the_chain_head_and_it_anchors_verify(tmp_path: Path) -> None:
+    import nats
+
+    from services.shared.bus import AUDIT_STREAM, EmbeddedNats
+    from tests.support.bus import InProcessRelay
+
+    with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        settings = Settings(data_dir=tmp_path / "data", chain_head_interval=0.2)
+        fill(settings, notes=3)
+        async with InProcessRelay(settings, server.url) as relay:
+            await relay.wait_position(5)
+            nc = await nats.connect(server.url)
+            try:
+                js = nc.jetstream()
+                for _ in range(100):
+                    try:
+                        if (await js.stream_info(AUDIT_STREAM)).state.messages:
+                            break
+                    except Exception:  # noqa: BLE001 - not created yet
+                        pass
+                    await asyncio.sleep(0.1)
+                message = await js.get_last_msg(AUDIT_STREAM, "audit.careplan.v1.chain.care")
+                assert len(await read_all(js, "CARE")) == 5  # the events' stream holds events only
+            finally:
+                await nc.close()
+    head = json.loads(message.data)
+    assert (head["store"], head["position"]) == ("care", 5)
+    anchor = Anchor(store="care", position=head["position"], link=head["link"])
+    assert verify_store(settings, "care", [anchor]).ok
+    table = Table(settings)
+    try:  # rewrite the last event and its link, as someone holding the database could
+        edit_a_byte_and_relink(table, 5)
+    finally:
+        table.close()
+    assert verify_store(settings, "care").ok  # the chain alone is consistent again...
+    rewritten = verify_store(settings, "care", [anchor])
+    assert not rewritten.ok and rewritten.first_break.kind == "anchor-mismatch"  # ...the published head is not
+
+
+async def read_all(js: Any, stream: str) -> list[Any]:
+    last = (await js.stream_info(stream)).state.last_seq
+    return [await js.get_msg(stream, seq) for seq in range(1, last + 1)]
+
+
+def edit_a_byte_and_relink(t: Table, position: int) -> None:
+    from services.shared.chained import link_of
+
+    ((originator, version, topic, state),) = t.run(
+        "SELECT originator_id, originator_version, topic, state FROM {t} WHERE {id} = {m}", position)
+    changed = bytearray(state)
+    changed[len(changed) // 2] ^= 0x01
+    t.run("UPDATE {t} SET state = {m} WHERE {id} = {m}", bytes(changed), position)
+    ((previous,),) = t.run("SELECT link FROM stored_events_chain WHERE notification_id = {m}", position - 1)
+    t.run("UPDATE stored_events_chain SET link = {m} WHERE notification_id = {m}",
+          link_of(bytes(previous), position, originator, version, topic, bytes(changed)), position)
