@@ -21,7 +21,9 @@ from services.shared.persistence import OutboxStores
 from services.shared.settings import Settings
 
 #: The applications with a store of their own.
-STORES = ("care", "assessment", "escalation", "scheduling")
+RECORD_STORES = ("care", "assessment", "escalation", "scheduling")
+#: ... and the auditors' access log, chained like the others.
+STORES = (*RECORD_STORES, "audit_access")
 PAGE = 5000
 
 BreakKind = Literal["edited", "deleted", "inserted", "reordered", "anchor-mismatch"]

@@ -1,0 +1,61 @@
+"""The auditors' Python API: every read names who reads and why, and is recorded first.
+
+    auditor = Auditor(settings, Actor(id="governance-2", role=Role.AUDITOR), purpose="Complaint 2026-114")
+    auditor.history(plan_id); auditor.replay(plan_id, at=...); auditor.diff(plan_id, 3, 9)
+    auditor.trace(event_id); auditor.export(client_id="client-0042")
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.base import Actor
+from services.audit import reading
+from services.audit.access import AccessLog
+from services.audit.export import Export, export_client
+from services.shared.settings import Settings
+
+
+class Auditor:
+    def __init__(self, settings: Settings, actor: Actor, purpose: str | None) -> None:
+        self.settings = settings
+        self.actor = actor
+        self.purpose = purpose
+
+    def _read(self, function: str, subject: str, read: Any) -> Any:
+        log = AccessLog(self.settings)
+        try:
+            log.record(self.actor, function, subject, self.purpose)  # refuses a read without a purpose
+        finally:
+            log.close()
+        with reading.Stores(self.settings) as stores:
+            return read(stores)
+
+    def history(self, aggregate_id: UUID) -> tuple[str, list[reading.HistoryEntry]]:
+        return self._read("history", f"aggregate {aggregate_id}", lambda s: reading.history(s, aggregate_id))
+
+    def replay(self, aggregate_id: UUID, *, at: datetime | None = None, version: int | None = None) -> reading.Replayed:
+        point = f" at {at.isoformat()}" if at else f" at version {version}" if version else ""
+        return self._read("replay", f"aggregate {aggregate_id}{point}",
+                          lambda s: reading.replay(s, aggregate_id, at=at, version=version))
+
+    def diff(self, aggregate_id: UUID, start: datetime | int, end: datetime | int) -> reading.Diff:
+        return self._read("diff", f"aggregate {aggregate_id} from {start} to {end}",
+                          lambda s: reading.diff(s, aggregate_id, start, end))
+
+    def trace(self, event_id: UUID) -> reading.Trace:
+        return self._read("trace", f"event {event_id}", lambda s: reading.trace(s, event_id))
+
+    def export(self, *, client_id: str | None = None, aggregate_id: UUID | None = None) -> Export:
+        def run(stores: reading.Stores) -> Export:
+            client = client_id
+            if client is None:
+                assert aggregate_id is not None
+                _, events = stores.events_of(aggregate_id)
+                client = str(getattr(events[0], "client_id", ""))
+            return export_client(stores, client)
+
+        subject = f"client {client_id}" if client_id else f"the client of aggregate {aggregate_id}"
+        return self._read("export", subject, run)
