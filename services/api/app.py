@@ -256,6 +256,7 @@ def create_app(api: Api) -> FastAPI:
         _read_routes(app, api, collection, Who)
     _escalation_routes(app, api, Who)
     _fhir_routes(app, api, Who)
+    _audit_routes(app, api, Who)
 
     @app.get("/problems/{code}", tags=["problems"], summary="What a problem type means")
     def problem_type(code: str) -> dict[str, str]:
@@ -542,3 +543,72 @@ def _fhir_routes(app: FastAPI, api: Api, who: Any) -> None:
     ])
     app.get("/fhir/Provenance", tags=["fhir"], summary="Who changed a record, when and why",
             name="fhirProvenance", response_class=Response)(provenance)
+
+
+# --------------------------------------------------------------------- audit
+
+Purpose = Annotated[str | None, Header(alias="X-Audit-Purpose", description="Why you read: recorded with the read; required.")]
+
+
+def _audit_routes(app: FastAPI, api: Api, who: Any) -> None:
+    """The auditors' reads (services.audit): auditor role only, each with a stated purpose,
+    each recorded in the access log before anything is read."""
+    from services.audit.auditor import Auditor
+    from services.audit.export import to_html
+
+    def auditor(principal: Principal, purpose: str | None) -> Auditor:
+        api.require(principal, (Role.AUDITOR,), "use the audit functions")
+        return Auditor(api.care.settings, principal.actor, purpose)
+
+    def history(aggregate_id: UUID, principal: Principal, purpose: str | None) -> dict[str, Any]:
+        store, entries = auditor(principal, purpose).history(aggregate_id)
+        return {"store": store, "events": [e.model_dump(mode="json") for e in entries]}
+
+    def replay(aggregate_id: UUID, principal: Principal, purpose: str | None, at: datetime | None,
+               version: int | None) -> dict[str, Any]:
+        return auditor(principal, purpose).replay(aggregate_id, at=at, version=version).model_dump(mode="json")
+
+    def diff(aggregate_id: UUID, principal: Principal, purpose: str | None, start: str, end: str) -> dict[str, Any]:
+        def point(value: str) -> datetime | int:
+            try:
+                return int(value) if value.isdigit() else datetime.fromisoformat(value)
+            except ValueError as e:
+                raise ApiProblem(400, "invalid-request", "Invalid request", f"{value!r} is neither a version nor a moment.") from e
+
+        return auditor(principal, purpose).diff(aggregate_id, point(start), point(end)).model_dump(mode="json")
+
+    def trace(event_id: UUID, principal: Principal, purpose: str | None) -> dict[str, Any]:
+        return auditor(principal, purpose).trace(event_id).model_dump(mode="json")
+
+    def export(client_id: str, principal: Principal, purpose: str | None, output_format: str) -> Response:
+        result = auditor(principal, purpose).export(client_id=client_id)
+        if output_format == "html":
+            return Response(to_html(result), media_type="text/html")
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    def verify(principal: Principal, purpose: str | None) -> JSONResponse:
+        reports = auditor(principal, purpose).verify()
+        return JSONResponse([r.model_dump(mode="json") for r in reports],
+                            status_code=200 if all(r.ok for r in reports) else 409)
+
+    who_purpose = [_param("principal", who), _param("purpose", Purpose, None)]
+    _signature(history, [_param("aggregate_id", UUID), *who_purpose])
+    _signature(replay, [_param("aggregate_id", UUID), *who_purpose,
+                        _param("at", Annotated[datetime | None, Query()], None),
+                        _param("version", Annotated[int | None, Query(ge=1)], None)])
+    _signature(diff, [_param("aggregate_id", UUID), *who_purpose,
+                      _param("start", Annotated[str, Query(alias="from", description="Version or moment.")]),
+                      _param("end", Annotated[str, Query(alias="to", description="Version or moment.")])])
+    _signature(trace, [_param("event_id", UUID), *who_purpose])
+    _signature(export, [_param("client_id", str), *who_purpose,
+                        _param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")], "json")])
+    _signature(verify, who_purpose)
+    for path, endpoint, summary, name in (
+        ("/audit/aggregates/{aggregate_id}/history", history, "Every event of an aggregate: who, what, why", "auditHistory"),
+        ("/audit/aggregates/{aggregate_id}/replay", replay, "An aggregate's state at a moment or version", "auditReplay"),
+        ("/audit/aggregates/{aggregate_id}/diff", diff, "What changed between two versions or moments", "auditDiff"),
+        ("/audit/events/{event_id}/trace", trace, "An event's causation chain across services", "auditTrace"),
+        ("/audit/clients/{client_id}/export", export, "A client's whole care history (JSON or HTML)", "auditExport"),
+        ("/audit/verify", verify, "Integrity of every store's hash chain (409 on a break)", "auditVerify"),
+    ):
+        app.get(path, tags=["audit"], summary=summary, name=name)(endpoint)

@@ -15,6 +15,7 @@ from domain.base import Actor
 from services.audit import reading
 from services.audit.access import AccessLog
 from services.audit.export import Export, export_client
+from services.audit.integrity import Anchor, StoreReport, verify_all
 from services.shared.settings import Settings
 
 
@@ -59,3 +60,6 @@ class Auditor:
 
         subject = f"client {client_id}" if client_id else f"the client of aggregate {aggregate_id}"
         return self._read("export", subject, run)
+
+    def verify(self, anchors: list[Anchor] = ()) -> list[StoreReport]:  # type: ignore[assignment]
+        return self._read("verify", "every store", lambda _: verify_all(self.settings, list(anchors)))

@@ -139,8 +139,12 @@ def url_for(route: APIRoute, setup: Setup) -> str:
     return (route.path.replace("{plan_id}", str(setup.plan)).replace("{course_id}", str(setup.course))
             .replace("{inventory_id}", str(setup.inventory)).replace("{crisis_id}", str(uuid4()))
             .replace("{code}", "concurrency-conflict").replace("{version}", "1")
-            + FHIR_SEARCH.get(route.name, "").format(plan=setup.plan, course=setup.course))
+            .replace("{aggregate_id}", str(setup.plan)).replace("{event_id}", str(uuid4()))
+            .replace("{client_id}", CLIENT)
+            + FHIR_SEARCH.get(route.name, "").format(plan=setup.plan, course=setup.course) + AUDIT_QUERY.get(route.name, ""))
 
+
+AUDIT_QUERY = {"auditDiff": "?from=1&to=2"}
 
 FHIR_SEARCH = {
     "fhirGoal": "?careplan={plan}", "fhirRiskAssessment": "?careplan={plan}", "fhirFlag": "?careplan={plan}",
@@ -154,6 +158,8 @@ def allowed(caller: str, route: APIRoute) -> bool:
     own = CLIENT in clients or "*" in clients
     if route.path.startswith("/problems"):
         return True
+    if route.path.startswith("/audit"):
+        return role is Role.AUDITOR
     if route.name in ("acknowledgeCrisis", "resolveCrisis"):
         return role is Role.SUPERVISOR
     if route.name == "openCrises":
@@ -191,7 +197,7 @@ def test_every_endpoint_for_every_role_and_without_a_token(api: Setup) -> None:
             if caller == "wrong":
                 headers = {"Authorization": "Bearer not-a-token"}
             else:
-                headers = api.headers(caller)
+                headers = api.headers(caller, **{"X-Audit-Purpose": "Authorization matrix"})
             response = api.client.request(method, url, json=body, headers=headers)
             if route.path.startswith("/problems"):
                 assert response.status_code == 200
@@ -420,3 +426,27 @@ def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) ->
     # an integration system may read; an auditor may not
     assert api.client.get(f"/fhir/CarePlan/{api.plan}", headers=api.headers("integration")).status_code == 200
     assert api.client.get(f"/fhir/CarePlan/{api.plan}", headers=api.headers("auditor")).status_code == 403
+
+
+def test_auditors_read_through_the_api_with_a_purpose_and_every_read_is_logged(api: Setup) -> None:
+    from services.audit.access import AccessLog
+
+    auditor = api.headers("auditor", **{"X-Audit-Purpose": "Complaint 2026-114"})
+    history = api.client.get(f"/audit/aggregates/{api.plan}/history", headers=auditor)
+    assert history.status_code == 200 and history.json()["events"][0]["event_type"] == "CarePlanDrafted"
+    assert history.json()["events"][0]["actor"] == "clinician-1"
+    replay = api.client.get(f"/audit/aggregates/{api.plan}/replay?version=1", headers=auditor)
+    assert replay.status_code == 200 and replay.json()["version"] == 1
+    export = api.client.get(f"/audit/clients/{CLIENT}/export?format=html", headers=auditor)
+    assert export.status_code == 200 and "Care history of client client-1" in export.text
+    assert api.client.get("/audit/verify", headers=auditor).json()[0]["ok"] is True
+    no_purpose = api.client.get(f"/audit/aggregates/{api.plan}/history", headers=api.headers("auditor"))
+    assert no_purpose.status_code == 422 and no_purpose.json()["type"] == "/problems/reason-required"
+    log = AccessLog(api.care.settings)
+    try:
+        entries = log.entries()
+    finally:
+        log.close()
+    assert [(e.actor.id, e.function) for e in entries] == [
+        ("auditor-1", "history"), ("auditor-1", "replay"), ("auditor-1", "export"), ("auditor-1", "verify")]
+    assert {e.purpose for e in entries} == {"Complaint 2026-114"}
