@@ -485,6 +485,19 @@ def bench_crisis(
     run_crisis_benchmark(_settings(), rate=rate, seconds=seconds, share=share, submissions=submissions, console=console)
 
 
+@bench_app.command("audit")
+def bench_audit(
+    backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Store for both paths.")] = "sqlite",
+    events: Annotated[int, typer.Option(help="Events of the plan replayed at a moment.")] = 10_000,
+    verify_events: Annotated[int, typer.Option(help="Stored events the chain is verified over.")] = 100_000,
+) -> None:
+    """Point-in-time replay vs. the library's replay; hash-chain verification rate."""
+    from services.bench.audit import run_audit_benchmark
+
+    settings = _settings().model_copy(update={"database": backend})
+    run_audit_benchmark(settings, events=events, verify_events=verify_events, console=console)
+
+
 @bench_app.command("api")
 def bench_api(
     backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Store for both paths.")] = "sqlite",

@@ -9,7 +9,7 @@ by the caller-facing functions in services.audit.api.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -45,7 +45,10 @@ class Store:
         self.mapper = self._factory.mapper(transcoder=self._factory.transcoder())
 
     def events(self, aggregate_id: UUID) -> list[DomainEvent]:
-        return [self.mapper.to_domain_event(s) for s in self.recorder.select_events(aggregate_id)]
+        return list(self.stream(aggregate_id))
+
+    def stream(self, aggregate_id: UUID) -> Iterator[DomainEvent]:
+        return map(self.mapper.to_domain_event, self.recorder.select_events(aggregate_id))
 
     def all_events(self) -> Iterator[DomainEvent]:
         start = 1
@@ -68,6 +71,15 @@ class Stores:
         for store in self.all:
             if events := store.events(aggregate_id):
                 return store.name, events
+        msg = f"No aggregate {aggregate_id} is recorded in any store; check the id."
+        raise AggregateMissingError(msg)
+
+    def stream_of(self, aggregate_id: UUID) -> tuple[str, Iterator[DomainEvent]]:
+        """Like ``events_of``, decoding each event only as it is consumed."""
+        for store in self.all:
+            stored = store.recorder.select_events(aggregate_id)
+            if stored:
+                return store.name, map(store.mapper.to_domain_event, stored)
         msg = f"No aggregate {aggregate_id} is recorded in any store; check the id."
         raise AggregateMissingError(msg)
 
@@ -116,24 +128,36 @@ class Replayed(BaseModel):
     state: dict[str, Any]
 
 
-def state_at(events: list[DomainEvent], *, at: datetime | None = None, version: int | None = None) -> AggregateRoot:
+def state_at(events: Iterable[DomainEvent], *, at: datetime | None = None, version: int | None = None) -> AggregateRoot:
     """The aggregate after exactly the events recorded at or before ``at`` (or up to
-    ``version``); before its first event it did not exist yet."""
+    ``version``); before its first event it did not exist yet. The events are folded as
+    they are decoded, never all held at once (as the library's own replay does)."""
+    first: DomainEvent | None = None
     aggregate: AggregateRoot | None = None
     for event in events:
         if (at is not None and event.timestamp > at) or (version is not None and event.originator_version > version):
+            first = first or event
             break
-        aggregate = project(aggregate, (event,))
+        if aggregate is None:
+            first, aggregate = event, project(None, (event,))
+        else:
+            aggregate.apply(event)
     if aggregate is None:
         when = at.isoformat() if at is not None else f"version {version}"
-        msg = f"Aggregate {events[0].originator_id} did not exist yet at {when} (created {events[0].timestamp.isoformat()})."
+        created = f" (created {first.timestamp.isoformat()})" if first else ""
+        msg = f"Aggregate {first.originator_id if first else ''} did not exist yet at {when}{created}."
         raise NotYetExistingError(msg)
     return aggregate
 
 
+def aggregate_at(stores: Stores, aggregate_id: UUID, *, at: datetime | None = None,
+                 version: int | None = None) -> tuple[str, AggregateRoot]:
+    store, events = stores.stream_of(aggregate_id)
+    return store, state_at(events, at=at, version=version)
+
+
 def replay(stores: Stores, aggregate_id: UUID, *, at: datetime | None = None, version: int | None = None) -> Replayed:
-    store, events = stores.events_of(aggregate_id)
-    aggregate = state_at(events, at=at, version=version)
+    store, aggregate = aggregate_at(stores, aggregate_id, at=at, version=version)
     return Replayed(store=store, aggregate_type=type(aggregate).__name__, version=aggregate.version,
                     as_recorded_at=aggregate.modified_on, state=aggregate.model_dump(mode="json"))
 
