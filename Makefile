@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/careplan bench relay
 	$(BIN)/careplan bench crisis
 	$(BIN)/careplan bench api
+	$(BIN)/careplan bench audit
 
 clean:
 	rm -rf $(VENV) careplan-data .pytest_cache .hypothesis

@@ -74,6 +74,7 @@ def run_demo(settings: Settings, console: Console) -> None:
             ]
             _print(app, console, plan_id, course_id, inventory_id, settings, service_events)
             console.print(asyncio.run(_stream_summary(system.nats_url, settings, last)))
+            _audit(settings, console, plan_id)
         finally:
             app.close()
 
@@ -110,6 +111,25 @@ def _crisis(app: CareApplication, settings: Settings, plan_id: UUID, course_id: 
             reason="Crisis resolved; back to the in-depth work on the role dispute",
         ),
         CommandMeta(actor=CLINICIAN),
+    )
+
+
+def _audit(settings: Settings, console: Console, plan_id: UUID) -> None:
+    """What an auditor can do with the record just made (each read is itself recorded)."""
+    from services.audit.auditor import Auditor
+
+    auditor = Auditor(settings, Actor(id="governance-2", role=Role.AUDITOR), purpose="Demo: serious incident review")
+    plan = auditor.history(plan_id)[1]
+    crisis_start = next(e for e in plan if e.event_type == "EmergencySupportActivated")
+    before = auditor.replay(plan_id, at=crisis_start.recorded - timedelta(microseconds=1))
+    traced = auditor.trace(crisis_start.event_id)
+    reports = auditor.verify()
+    console.print(
+        f"\nAudit: the plan just before the crisis was v{before.version} with strategy {before.state['strategy']}; "
+        f"emergency support traces back through {' → '.join(h.event_type for h in traced.causes)}; "
+        + ", ".join(f"{r.store} chain {'OK' if r.ok else 'BROKEN'} ({r.events})" for r in reports)
+        + ". Try: careplan audit trace|history|replay|diff|export|verify --data-dir "
+        f"{settings.data_dir} --actor you --purpose why"
     )
 
 
