@@ -505,12 +505,14 @@ def bench_api(
     rate: Annotated[float, typer.Option(help="Commands per second in the latency measurement.")] = 100,
     seconds: Annotated[float, typer.Option(help="Length of the latency measurement.")] = 10,
     clients: Annotated[int, typer.Option(help="HTTP clients sending at once in the throughput measurement.")] = 4,
+    workers: Annotated[int, typer.Option(help="API worker processes (CAREPLAN_API_WORKERS).")] = 1,
 ) -> None:
     """Commands through the HTTP API vs. the Python application; p50/p99 at a steady rate."""
     from services.bench.api import run_api_benchmark
 
     settings = _settings().model_copy(update={"database": backend})
-    run_api_benchmark(settings, commands=commands, rate=rate, seconds=seconds, clients=clients, console=console)
+    run_api_benchmark(settings, commands=commands, rate=rate, seconds=seconds, clients=clients, workers=workers,
+                      console=console)
 
 
 def main() -> None:

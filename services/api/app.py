@@ -35,7 +35,7 @@ from services.care.application import CareApplication, CommandMeta, CommandResul
 from services.care.errors import AggregateMissingError, ConcurrencyConflictError
 
 IDEMPOTENCY_NAMESPACE = UUID("8c7d6f3e-2b1a-4c5d-9e8f-7a6b5c4d3e2f")
-#: Tries of a keyed command while other writers keep moving its aggregate on.
+#: Tries of a command (without If-Match) while other writers keep moving its aggregate on.
 IDEMPOTENT_ATTEMPTS = 5
 
 #: Who may send which commands (beyond the clinician's own-clients rule).
@@ -149,8 +149,17 @@ class Api:
         created: bool,
     ) -> JSONResponse:
         if not key:
-            result = self.care.handle(make(), CommandMeta(actor=principal.actor, expected_version=parse_if_match(if_match)))
-            return self._result(result, created=created, replayed=False)
+            expected = parse_if_match(if_match)
+            for attempt in range(IDEMPOTENT_ATTEMPTS):
+                try:
+                    result = self.care.handle(make(), CommandMeta(actor=principal.actor, expected_version=expected))
+                except ConcurrencyConflictError:
+                    # Without If-Match the command applies to the record as it is now: another
+                    # writer got in first (another worker, say), so decide again on its result.
+                    if expected is not None or attempt == IDEMPOTENT_ATTEMPTS - 1:
+                        raise
+                    continue
+                return self._result(result, created=created, replayed=False)
         command_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}")
         meta = CommandMeta(actor=principal.actor, command_id=command_id)
         for _ in range(IDEMPOTENT_ATTEMPTS):

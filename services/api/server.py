@@ -27,7 +27,15 @@ def build(settings: Settings) -> tuple[Api, object]:
     return api, create_app(api)
 
 
+def app_from_environment() -> object:
+    """For uvicorn's worker processes: each builds its own application from CAREPLAN_*."""
+    return build(Settings())[1]
+
+
 def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
+    if settings.api_workers > 1:
+        _serve_with_workers(settings, ready_file)
+        return
     api, app = build(settings)
     if not len(api.tokens):
         log.warning("no API tokens in %s: every request will be refused; make one with `careplan api add-token`",
@@ -54,3 +62,29 @@ def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
         for service in (api.escalation, api.assessment):
             if service is not None:
                 service.close()
+
+
+def _serve_with_workers(settings: Settings, ready_file: Path | None) -> None:
+    """Several processes on one port (uvicorn's workers): each has its own applications and
+    caches; they meet in the event store, whose optimistic concurrency keeps them honest."""
+    import socket
+    import threading
+    import time
+
+    port = settings.api_port or free_port()
+    url = f"http://{settings.api_host}:{port}"
+
+    def announce() -> None:
+        while True:
+            try:
+                with socket.create_connection((settings.api_host, port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert ready_file is not None
+        ready_file.write_text(json.dumps({"api": url}))
+
+    if ready_file is not None:
+        threading.Thread(target=announce, daemon=True).start()
+    uvicorn.run("services.api.server:app_from_environment", factory=True, host=settings.api_host, port=port,
+                workers=settings.api_workers, log_level="warning", access_log=False)

@@ -70,12 +70,13 @@ def _mix(i: int, plan: UUID, course: UUID) -> tuple[str, dict[str, Any], c.Comma
 
 
 @contextmanager
-def _api_process(settings: Settings, data_dir: Path) -> Iterator[tuple[str, str]]:
+def _api_process(settings: Settings, data_dir: Path, workers: int) -> Iterator[tuple[str, str]]:
     token = add_token(data_dir / "api-tokens.json", actor_id=ACTOR.id, role=Role.CLINICIAN)
     ready = data_dir / "api.ready"
     env = {**os.environ, **{f"CAREPLAN_{k.upper()}": str(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
                             for k, v in settings.model_dump().items() if v is not None}}
-    env |= {"CAREPLAN_DATA_DIR": str(data_dir), "CAREPLAN_API_TOKENS_FILE": str(data_dir / "api-tokens.json")}
+    env |= {"CAREPLAN_DATA_DIR": str(data_dir), "CAREPLAN_API_TOKENS_FILE": str(data_dir / "api-tokens.json"),
+            "CAREPLAN_API_WORKERS": str(workers)}
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "serve", "--ready-file", str(ready)], env=env)
     try:
         deadline = time.monotonic() + 60
@@ -107,7 +108,7 @@ def _rate(count: int, send: Callable[[int, int], None], clients: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def measure(base: Settings, commands: int, rate: float, seconds: float, clients: int) -> dict[str, Any]:
+def measure(base: Settings, commands: int, rate: float, seconds: float, clients: int, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="careplan-bench-api-") as tmp:
         settings = base.model_copy(update={"data_dir": Path(tmp), "postgres_schema_prefix": f"bench{os.getpid()}"})
         try:
@@ -121,7 +122,7 @@ def measure(base: Settings, commands: int, rate: float, seconds: float, clients:
 
             direct_rate = max(_rate(commands, direct, 1), _rate(commands, direct, clients))
             app.close()
-            with _api_process(settings, Path(tmp)) as (url, token):
+            with _api_process(settings, Path(tmp), workers) as (url, token):
                 https = [httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
                          for _ in range(clients)]
 
@@ -154,12 +155,12 @@ def measure(base: Settings, commands: int, rate: float, seconds: float, clients:
 
 
 def run_api_benchmark(
-    base: Settings, *, commands: int, rate: float, seconds: float, clients: int, console: Console
+    base: Settings, *, commands: int, rate: float, seconds: float, clients: int, workers: int, console: Console
 ) -> dict[str, float]:
-    figures = measure(base, commands, rate, seconds, clients)
+    figures = measure(base, commands, rate, seconds, clients, workers)
     ratio = figures["http"] / figures["direct"]
     p50, p99 = _percentile(figures["latencies"], 50), _percentile(figures["latencies"], 99)
-    table = Table(title=f"careplan bench api ({base.database}; uvicorn process, {clients} keep-alive clients at once; "
+    table = Table(title=f"careplan bench api ({base.database}; uvicorn, {workers} worker(s), {clients} keep-alive clients at once; "
                         "the Python application at its better of 1 or as many threads)")
     for column in ("measure", "HTTP API", "Python application", "ratio", "target"):
         table.add_column(column)

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     #: 0: `careplan up` picks a free port (and keeps it across restarts of the API process).
     api_port: int = Field(default=0, ge=0, le=65535)
+    #: API processes sharing the port (uvicorn workers); 1 serves from the `api` process itself.
+    api_workers: int = Field(default=1, ge=1, le=64)
 
     def tokens_path(self) -> Path:
         return self.api_tokens_file or self.data_dir / "api-tokens.json"

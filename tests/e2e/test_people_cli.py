@@ -65,3 +65,41 @@ def test_a_clinician_works_a_plan_from_the_terminal(served: dict[str, str]) -> N
     assert {(a["actor"], a["status"]) for a in access} >= {("clinician-17", 201), ("clinician-17", 412),
                                                            ("clinician-17", 403), (None, 401)}
     assert all(a["path"].startswith(("/plans", "/courses")) for a in access)
+
+
+def test_several_api_workers_share_one_store(tmp_path: Path) -> None:
+    """CAREPLAN_API_WORKERS=2: two processes behind one port; commands without If-Match that
+    meet the other worker's write are decided again on it, so none is refused or lost."""
+    import concurrent.futures
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")} | {"CAREPLAN_DATA_DIR": str(tmp_path)}
+    token = careplan("api", "add-token", "--actor", "clinician-17", "--role", "clinician", env=env).stdout.split()[-1]
+    ready = tmp_path / "api.ready"
+    server = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "serve", "--ready-file", str(ready)],
+                              env=env | {"CAREPLAN_API_WORKERS": "2"})
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.05)
+        url = json.loads(ready.read_text())["api"]
+        headers = {"Authorization": f"Bearer {token}"}
+        for _ in range(50):  # both workers up
+            try:
+                httpx.get(f"{url}/openapi.json", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        plan = httpx.post(f"{url}/plans", headers=headers, json={
+            "client_id": "c", "title": "T", "strategy": "short_term_moderate", "therapy_models": ["steady_drive"]}).json()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda i: httpx.post(f"{url}/plans/{plan['aggregate_id']}/add-goal", headers=headers,
+                                                       json={"description": f"goal {i}"}, timeout=30).status_code, range(40)))
+        assert codes == [200] * 40
+        shown = httpx.get(f"{url}/plans/{plan['aggregate_id']}", headers=headers).json()
+        assert shown["version"] == 41 and len(shown["goals"]) == 40
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
