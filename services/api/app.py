@@ -146,8 +146,9 @@ class Api:
         aggregate_id: UUID,
         if_match: str | None,
         key: str | None,
-        created: bool,
+        created: str | None,
     ) -> JSONResponse:
+        """``created``: the collection a creation command adds to (for Location), else None."""
         if not key:
             expected = parse_if_match(if_match)
             for attempt in range(IDEMPOTENT_ATTEMPTS):
@@ -203,10 +204,10 @@ class Api:
             correlation_id=events[0].correlation_id,
         )
 
-    def _result(self, result: CommandResult, *, created: bool, replayed: bool) -> JSONResponse:
+    def _result(self, result: CommandResult, *, created: str | None, replayed: bool) -> JSONResponse:
         headers = {"ETag": etag(result.version)}
         if created:
-            headers["Location"] = f"./{result.aggregate_id}"
+            headers["Location"] = f"/{created}/{result.aggregate_id}"
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(result.model_dump(mode="json"), status_code=201 if created else 200, headers=headers)
@@ -329,7 +330,8 @@ def _creation_route(app: FastAPI, api: Api, collection: Collection, who: Any) ->
         if key and id_field not in body.model_fields_set:
             # The new aggregate's id follows from the key, so a retry finds what the first run made.
             body = body.model_copy(update={id_field: uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}\n{id_field}")})
-        return api.run(principal, lambda: body, aggregate_id=getattr(body, id_field), if_match=if_match, key=key, created=True)
+        return api.run(principal, lambda: body, aggregate_id=getattr(body, id_field), if_match=if_match, key=key,
+                       created=collection.path)
 
     _signature(endpoint, [
         _param("body", Annotated[command, Body()]), _param("principal", who), _param("if_match", IfMatch, None),
@@ -350,7 +352,7 @@ def _command_route(app: FastAPI, api: Api, collection: Collection, command: type
         api.require_client(principal, api.client_of(collection, item_id))
         values = body.model_dump(exclude_unset=True) if body is not None else {}
         return api.run(principal, lambda: command(**values, **{collection.target: item_id}), aggregate_id=item_id,
-                       if_match=if_match, key=key, created=False)
+                       if_match=if_match, key=key, created=None)
 
     has_required = any(f.is_required() for f in command.model_fields.values() if f is not command.model_fields[collection.target])
     body_annotation = Annotated[body_model, Body()] if has_required else Annotated[body_model | None, Body()]

@@ -274,6 +274,9 @@ def test_the_same_command_twice_with_one_key_records_it_once(api: Setup) -> None
                                    "therapy_models": ["steady_progress"]}, "clinician", **{"Idempotency-Key": "plan-once"})
                for _ in range(2)]
     assert [r.status_code for r in created] == [201, 201] and created[0].json() == created[1].json()
+    location = created[0].headers["location"]
+    assert location == f"/plans/{created[0].json()['aggregate_id']}"
+    assert api.client.get(location, headers=api.headers("clinician")).json()["title"] == "Once"
     # another caller's key is another command
     other = api.post(f"/plans/{api.plan}/add-goal", body, "supervisor", **{"Idempotency-Key": "goal-walk"})
     assert other.json()["event_ids"] != first.json()["event_ids"]
