@@ -42,9 +42,15 @@ def load_passwords(path: Path) -> dict[str, str]:
     if missing:
         msg = f"{path} needs a password of at least 12 characters for: {', '.join(missing)}"
         raise NatsPasswordsError(msg)
+    unusable = [u for u in USERS if any(ch in passwords[u] for ch in '"\\ \t\n')]
+    if unusable:
+        msg = f"{path}: passwords may not hold quotes, backslashes or spaces ({', '.join(unusable)})"
+        raise NatsPasswordsError(msg)
     return {u: passwords[u] for u in USERS}
 
 
 def server_environment(passwords: dict[str, str]) -> dict[str, str]:
-    """What permissions.conf reads: CAREPLAN_NATS_PW_<USER>."""
-    return {f"CAREPLAN_NATS_PW_{user.upper()}": password for user, password in passwords.items()}
+    """What permissions.conf reads: CAREPLAN_NATS_PW_<USER>. nats-server parses a variable's
+    value as configuration, so a password that looks like a number or a date (``2026-11-...``)
+    would not be a string: each is quoted."""
+    return {f"CAREPLAN_NATS_PW_{user.upper()}": f'"{password}"' for user, password in passwords.items()}

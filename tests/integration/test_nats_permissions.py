@@ -21,6 +21,9 @@ from services.shared.bus import EmbeddedNats, with_credentials
 from services.shared.nats_auth import PERMISSIONS_FILE, USERS, server_environment
 
 PASSWORDS = {user: secrets.token_urlsafe(16) for user in USERS}
+# nats-server reads variables as configuration: passwords that look like a date or a number
+PASSWORDS["assessment"] = "2026-11-24T04-35-secret"
+PASSWORDS["scheduling"] = "1234567890123"
 
 
 @pytest.fixture
