@@ -117,6 +117,7 @@ class Api:
         if principal is None:
             raise ApiProblem(401, "unauthenticated", "Unauthenticated", "Send a valid token: Authorization: Bearer <token>.",
                              {"WWW-Authenticate": 'Bearer realm="careplan"'})
+        request.state.principal = principal  # for the access log
         return principal
 
     @staticmethod
@@ -148,38 +149,33 @@ class Api:
         key: str | None,
         created: str | None,
     ) -> JSONResponse:
-        """``created``: the collection a creation command adds to (for Location), else None."""
-        if not key:
-            expected = parse_if_match(if_match)
-            for attempt in range(IDEMPOTENT_ATTEMPTS):
-                try:
-                    result = self.care.handle(make(), CommandMeta(actor=principal.actor, expected_version=expected))
-                except ConcurrencyConflictError:
-                    # Without If-Match the command applies to the record as it is now: another
-                    # writer got in first (another worker, say), so decide again on its result.
-                    if expected is not None or attempt == IDEMPOTENT_ATTEMPTS - 1:
-                        raise
-                    continue
-                return self._result(result, created=created, replayed=False)
-        command_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}")
-        meta = CommandMeta(actor=principal.actor, command_id=command_id)
+        """``created``: the collection a creation command adds to (for Location), else None.
+
+        Without If-Match a command applies to the record as it is now: when another writer
+        gets in first (another worker, say) it is decided again on the new version. With an
+        idempotency key, the version is read before the history is searched for a first run
+        and then required of the write, so a first run committed after the search makes this
+        write conflict and is found on the next look."""
+        named = parse_if_match(if_match)
+        command_id = uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor_id}\n{key}") if key else None
+        meta = CommandMeta(actor=principal.actor, **({"command_id": command_id} if command_id else {}))
         for _ in range(IDEMPOTENT_ATTEMPTS):
-            # The version is read before the history is searched and then required of the
-            # write: a first run committed after the search makes this write conflict.
-            seen = self._version(aggregate_id)
-            if (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
-                return self._result(earlier, created=created, replayed=True)
-            expected = parse_if_match(if_match) if if_match is not None else seen
+            expected = named
+            if command_id is not None:
+                seen = self._version(aggregate_id)
+                if (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
+                    return self._result(earlier, created=created, replayed=True)
+                expected = named if named is not None else seen
             try:
                 result = self.care.handle(make(), meta.model_copy(update={"expected_version": expected}))
             except ConcurrencyConflictError:
-                if (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
+                if command_id is not None and (earlier := self._earlier_result(aggregate_id, command_id)) is not None:
                     return self._result(earlier, created=created, replayed=True)
-                if if_match is not None:
+                if named is not None:
                     raise
-                continue  # another writer moved the aggregate on: read it again
+                continue
             return self._result(result, created=created, replayed=False)
-        msg = f"{aggregate_id} kept changing under this command; nothing was written. Retry with the same key."
+        msg = f"{aggregate_id} kept changing under this command; nothing was written. Send it again."
         raise ConcurrencyConflictError(msg)
 
     def _version(self, aggregate_id: UUID) -> int:
@@ -190,10 +186,7 @@ class Api:
 
     def _earlier_result(self, aggregate_id: UUID, command_id: UUID) -> CommandResult | None:
         cause = f"command:{command_id}"
-        try:
-            events = [e for e in self.care.history(aggregate_id) if e.causation_id == cause]
-        except Exception:  # noqa: BLE001 - no such aggregate (yet): nothing ran before
-            return None
+        events = [e for e in self.care.history(aggregate_id) if e.causation_id == cause]  # none yet: empty
         if not events:
             return None
         return CommandResult(
@@ -292,7 +285,7 @@ def _record_access(app: FastAPI, api: Api) -> None:
     async def log_access(request: Request, call_next: Callable[..., Any]) -> Any:
         started = _time.time()
         response = await call_next(request)
-        principal = api.tokens.principal(request.headers.get("authorization"))
+        principal: Principal | None = getattr(request.state, "principal", None)  # None: refused or public
         line = _json.dumps({
             "at": datetime.fromtimestamp(started).astimezone().isoformat(),
             "actor": principal.actor_id if principal else None,
