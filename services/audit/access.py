@@ -17,7 +17,7 @@ from pydantic import Field
 
 from domain.base import Actor, AggregateRoot, CommandContext, DomainEvent
 from domain.errors import ReasonRequiredError
-from services.shared.persistence import eventsourcing_env, surviving_catalog_races
+from services.shared.persistence import eventsourcing_env, paged_notifications, surviving_catalog_races
 from services.shared.settings import Settings
 
 NAME = "audit_access"
@@ -65,9 +65,4 @@ class AccessLog(Application[UUID]):
         return event  # type: ignore[return-value]
 
     def entries(self) -> list[AuditRead]:
-        found: list[AuditRead] = []
-        start = 1
-        while batch := self.recorder.select_notifications(start=start, limit=1000):
-            found.extend(self.mapper.to_domain_event(n) for n in batch)
-            start = batch[-1].id + 1
-        return found
+        return [self.mapper.to_domain_event(n) for n in paged_notifications(self.recorder)]

@@ -11,13 +11,12 @@ chain: its link must still be the link at its position.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel
 
 from services.shared.chained import GENESIS, link_of
-from services.shared.persistence import OutboxStores
+from services.shared.persistence import OutboxStores, paged_notifications
 from services.shared.settings import Settings
 
 #: The applications with a store of their own.
@@ -52,14 +51,6 @@ class Anchor(BaseModel):
     link: str
 
 
-def _pages(recorder: object) -> Iterator[tuple[int, object]]:
-    start = 1
-    while batch := recorder.select_notifications(start=start, limit=PAGE):  # type: ignore[attr-defined]
-        for n in batch:
-            yield n.id, n
-        start = batch[-1].id + 1
-
-
 def _chain(recorder: object) -> dict[int, bytes]:
     links: dict[int, bytes] = {}
     start = 1
@@ -70,7 +61,7 @@ def _chain(recorder: object) -> dict[int, bytes]:
 
 
 def verify_recorder(store: str, recorder: object, anchors: list[Anchor] = ()) -> StoreReport:  # type: ignore[assignment]
-    events = dict(_pages(recorder))
+    events = {n.id: n for n in paged_notifications(recorder, PAGE)}
     links = _chain(recorder)
     positions = sorted(set(events) | set(links))
     previous = GENESIS

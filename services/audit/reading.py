@@ -31,7 +31,7 @@ import domain.therapy_course  # noqa: F401
 from domain.base import AggregateRoot, DomainEvent, project
 from services.audit.integrity import RECORD_STORES, store_exists
 from services.care.errors import AggregateMissingError, NotYetExistingError
-from services.shared.persistence import eventsourcing_env
+from services.shared.persistence import eventsourcing_env, paged_notifications
 from services.shared.settings import Settings
 
 
@@ -44,18 +44,8 @@ class Store:
         self.recorder: Any = self._factory.application_recorder()
         self.mapper = self._factory.mapper(transcoder=self._factory.transcoder())
 
-    def events(self, aggregate_id: UUID) -> list[DomainEvent]:
-        return list(self.stream(aggregate_id))
-
-    def stream(self, aggregate_id: UUID) -> Iterator[DomainEvent]:
-        return map(self.mapper.to_domain_event, self.recorder.select_events(aggregate_id))
-
     def all_events(self) -> Iterator[DomainEvent]:
-        start = 1
-        while batch := self.recorder.select_notifications(start=start, limit=1000):
-            for notification in batch:
-                yield self.mapper.to_domain_event(notification)
-            start = batch[-1].id + 1
+        return map(self.mapper.to_domain_event, paged_notifications(self.recorder))
 
     def close(self) -> None:
         self._factory.close()
@@ -68,11 +58,8 @@ class Stores:
         self.all = [Store(settings, name) for name in RECORD_STORES if store_exists(settings, name)]
 
     def events_of(self, aggregate_id: UUID) -> tuple[str, list[DomainEvent]]:
-        for store in self.all:
-            if events := store.events(aggregate_id):
-                return store.name, events
-        msg = f"No aggregate {aggregate_id} is recorded in any store; check the id."
-        raise AggregateMissingError(msg)
+        store, events = self.stream_of(aggregate_id)
+        return store, list(events)
 
     def stream_of(self, aggregate_id: UUID) -> tuple[str, Iterator[DomainEvent]]:
         """Like ``events_of``, decoding each event only as it is consumed."""

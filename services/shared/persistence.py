@@ -12,12 +12,12 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
+from eventsourcing.persistence import Mapper, MapperDeserialisationError, Notification, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
@@ -119,6 +119,14 @@ class PublicEvent(NamedTuple):
     event_id: str
     timestamp: str
     correlation_id: str
+
+
+def paged_notifications(recorder: Any, page: int = 1000) -> Iterator[Notification]:
+    """An application's whole notification log in order, read a page at a time."""
+    start = 1
+    while batch := recorder.select_notifications(start=start, limit=page):
+        yield from batch
+        start = batch[-1].id + 1
 
 
 def upcast(cls: type[Any], state: dict[str, Any]) -> dict[str, Any]:

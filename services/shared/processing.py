@@ -35,7 +35,7 @@ from contracts.subjects import CE_SOURCE_PREFIX, dead_letter_subject
 from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, Role, project
 from services.shared import compat
 from services.shared.clock import Clock, MonotonicClock
-from services.shared.persistence import eventsourcing_env, surviving_catalog_races
+from services.shared.persistence import eventsourcing_env, paged_notifications, surviving_catalog_races
 from services.shared.relay import Backoff
 from services.shared.settings import Settings
 
@@ -192,10 +192,7 @@ class ServiceApplication(Tracked, Application[UUID]):
 
     def stored_notifications(self) -> Iterator[Notification]:
         """The service's whole log in order, read in pages (start-up scans rebuild from it)."""
-        start = 1
-        while batch := self.recorder.select_notifications(start=start, limit=500):
-            yield from batch
-            start = batch[-1].id + 1
+        return paged_notifications(self.recorder, page=500)
 
     def aggregate_ids_created_by(self, event_class: type[DomainEvent]) -> list[UUID]:
         """Ids of the aggregates whose creation event is ``event_class``, oldest first."""
