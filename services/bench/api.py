@@ -73,8 +73,7 @@ def _mix(i: int, plan: UUID, course: UUID) -> tuple[str, dict[str, Any], c.Comma
 def _api_process(settings: Settings, data_dir: Path, workers: int) -> Iterator[tuple[str, str]]:
     token = add_token(data_dir / "api-tokens.json", actor_id=ACTOR.id, role=Role.CLINICIAN)
     ready = data_dir / "api.ready"
-    env = {**os.environ, **{f"CAREPLAN_{k.upper()}": str(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-                            for k, v in settings.model_dump().items() if v is not None}}
+    env = {**os.environ, **settings.as_environment()}
     env |= {"CAREPLAN_DATA_DIR": str(data_dir), "CAREPLAN_API_TOKENS_FILE": str(data_dir / "api-tokens.json"),
             "CAREPLAN_API_WORKERS": str(workers)}
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "serve", "--ready-file", str(ready)], env=env)

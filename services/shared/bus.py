@@ -47,7 +47,10 @@ def stream_config(settings: Settings) -> StreamConfig:
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     """Creates the stream, or brings an existing one to the configured settings."""
-    config = stream_config(settings)
+    await _create_or_update(js, stream_config(settings))
+
+
+async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> None:
     try:
         await js.stream_info(config.name)
     except NotFoundError:
@@ -64,17 +67,11 @@ AUDIT_SUBJECTS = ["audit.careplan.>"]
 async def ensure_audit_stream(js: JetStreamContext, settings: Settings) -> None:
     """The stream of published hash-chain heads: apart from CARE, so that event
     subscribers never see them; kept as long as the events are."""
-    config = StreamConfig(
+    await _create_or_update(js, StreamConfig(
         name=AUDIT_STREAM, description="careplan hash-chain heads (audit anchors)", subjects=AUDIT_SUBJECTS,
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, num_replicas=settings.stream_replicas,
         duplicate_window=settings.stream_duplicate_window_seconds, allow_direct=True,
-    )
-    try:
-        await js.stream_info(AUDIT_STREAM)
-    except NotFoundError:
-        await js.add_stream(config)
-        return
-    await js.update_stream(config)
+    ))
 
 
 async def connect(url: str, *, name: str, reconnect: bool = True, connect_timeout: float = 2) -> Client:

@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     #: API processes sharing the port (uvicorn workers); 1 serves from the `api` process itself.
     api_workers: int = Field(default=1, ge=1, le=64)
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the CAREPLAN_* variables that give a child process the same."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            env[f"CAREPLAN_{name.upper()}"] = str(value)
+        return env
+
     def tokens_path(self) -> Path:
         return self.api_tokens_file or self.data_dir / "api-tokens.json"
 

@@ -52,14 +52,7 @@ async def read_stream(url: str, stream: str = "CARE", subject: str = "care.>") -
 
 def settings_env(settings: Settings, nats_url: str) -> dict[str, str]:
     """The environment that gives a child process these settings."""
-    env = {**os.environ, "CAREPLAN_NATS_URL": nats_url}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"CAREPLAN_{name.upper()}"] = str(value)
-    return env
+    return {**os.environ, **settings.as_environment(), "CAREPLAN_NATS_URL": nats_url}
 
 
 def start_relay_process(settings: Settings, nats_url: str, log: Path, ready_file: Path | None = None) -> subprocess.Popen[bytes]:
