@@ -18,21 +18,24 @@ from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 from pydantic import BaseModel
 
-# Every aggregate class, so that any store's history can be replayed here (a class
-# registers the event that creates it when it is defined).
-import domain.assessment.record
-import domain.care_plan
-import domain.escalation.crisis
-import domain.escalation.plan_risk
-import domain.inventory
-import domain.scheduling.plans
-import domain.scheduling.schedule
-import domain.therapy_course  # noqa: F401
+from domain.assessment.record import AssessmentRecord
 from domain.base import AggregateRoot, DomainEvent, project
+from domain.care_plan import CarePlan
+from domain.escalation.crisis import Crisis
+from domain.escalation.plan_risk import PlanRisk
+from domain.inventory import Inventory
+from domain.scheduling.plans import PlanStrategy
+from domain.scheduling.schedule import CourseSchedule
+from domain.therapy_course import TherapyCourse
 from services.audit.integrity import RECORD_STORES, store_exists
 from services.care.errors import AggregateMissingError, NotYetExistingError
 from services.shared.persistence import eventsourcing_env, paged_notifications
 from services.shared.settings import Settings
+
+
+#: Every aggregate class of every store. A class registers the event that creates it when it
+#: is defined, so importing them all lets any store's history be replayed here.
+AGGREGATE_CLASSES = (CarePlan, TherapyCourse, Inventory, AssessmentRecord, Crisis, PlanRisk, CourseSchedule, PlanStrategy)
 
 
 class Store:

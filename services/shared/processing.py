@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.subjects import CE_SOURCE_PREFIX, dead_letter_subject
-from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, Role, project
+from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, project
 from services.shared import compat
 from services.shared.clock import Clock, MonotonicClock
 from services.shared.persistence import eventsourcing_env, paged_notifications, surviving_catalog_races

@@ -371,8 +371,6 @@ def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) ->
     the JSON that was served. PHQ-9 totals carry LOINC 44261-6 and derivedFrom."""
     from fhir.resources.R4B import get_fhir_model_class
 
-    from domain.assessment.record import AssessmentRecord
-    from domain.base import Actor, CommandContext
     from services.shared.processing import Inbound
 
     h = api.headers("clinician")
