@@ -8,7 +8,15 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from contracts.subjects import CLINICAL_CONTEXT, MAJOR_VERSION, aggregate_token, ce_type, event_token, subject_pattern
+from contracts.subjects import (
+    ANY_CONTEXT,
+    CLINICAL_CONTEXT,
+    MAJOR_VERSION,
+    aggregate_token,
+    ce_type_pattern,
+    event_token,
+    subject_pattern,
+)
 from domain.base import DomainEvent
 from domain.events import public_event_classes
 
@@ -58,7 +66,7 @@ def event_schema(event_class: type[DomainEvent]) -> dict[str, Any]:
     schema["$id"] = f"{SCHEMA_BASE_URI}/{schema_path(event_class)}"
     schema["description"] = _describe(event_class)
     schema["x-class-version"] = event_class.class_version
-    schema["x-ce-type"] = ce_type(event_class)
+    schema["x-ce-type"] = ce_type_pattern(event_class)
     schema["x-subject"] = subject_pattern(event_class)
     return schema
 
@@ -88,13 +96,16 @@ def asyncapi_document() -> dict[str, Any]:
             "contentType": "application/json",
             "headers": {"$ref": "#/components/schemas/CloudEventsHeaders"},
             "payload": refs[(cls, "serialization")],
-            "x-ce-type": ce_type(cls),
+            "x-ce-type": ce_type_pattern(cls),
             "x-schema-file": schema_path(cls),
         }
+        parameters = {"aggregate_id": {"description": "Id of the aggregate the event belongs to."}}
+        if ANY_CONTEXT in subject_pattern(cls):
+            parameters["context"] = {"description": "The context of the application that recorded the event."}
         channels[key] = {
             "address": subject_pattern(cls),
             "title": f"{cls.__name__} of one {aggregate_token(cls)}",
-            "parameters": {"aggregate_id": {"description": "Id of the aggregate the event belongs to."}},
+            "parameters": parameters,
             "messages": {cls.__name__: {"$ref": f"#/components/messages/{message}"}},
         }
         operations[f"publish.{key}"] = {

@@ -36,8 +36,39 @@ def derive_event_id(aggregate_id: UUID | str, version: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-Text = Annotated[str, Field(min_length=1, max_length=4000)]
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+#: Longest free text an event field holds (a reason, a note, a statement).
+TEXT_MAX = 4000
+#: Longest short text (an id, a title, a name).
+SHORT_TEXT_MAX = 200
+Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
+ShortText = Annotated[str, Field(min_length=1, max_length=SHORT_TEXT_MAX)]
+#: Marks where quoted text was cut to fit its field.
+ELLIPSIS = " [\u2026]"
+
+
+def quote(text: object, limit: int) -> str:
+    """``text`` as it can be quoted in a field of at most ``limit`` characters: whole when
+    it fits, else cut and marked. Text that one event derives from another (a reason built
+    from a clinician's reason) goes through here, so deriving can never overflow a field;
+    the deriving event names its source by id, where the whole text stays."""
+    value = text if isinstance(text, str) else str(text)
+    if len(value) <= limit:
+        return value
+    if limit <= len(ELLIPSIS):
+        return value[:limit]
+    return value[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
+def bounded(prefix: str, text: object, limit: int = TEXT_MAX, suffix: str = "") -> str:
+    """``prefix + text + suffix`` in at most ``limit`` characters: the quoted text gives way,
+    the fixed parts (themselves cut if they alone are too long) are kept."""
+    prefix, suffix = quote(prefix, limit // 2), quote(suffix, limit // 4)
+    return prefix + quote(text, limit - len(prefix) - len(suffix)) + suffix
+
+
+#: The ``CONTEXT`` of an events module whose events every application records (dead
+#: letters): they are published in the context of the application that recorded them.
+ANY_CONTEXT = "{context}"
 
 
 class Role(str, Enum):
@@ -46,6 +77,8 @@ class Role(str, Enum):
     AUDITOR = "auditor"
     INTEGRATION = "integration"
     SERVICE = "service"
+    #: A person at the machine running careplan (the operating-system user), e.g. redriving a dead letter.
+    OPERATOR = "operator"
 
 
 #: Roles that may make clinical decisions (lower a risk level, leave emergency support).
@@ -90,7 +123,7 @@ class DomainEvent(BaseModel):
     originator_version: int = Field(ge=1)
     timestamp: datetime
     actor: Actor
-    reason: str | None = Field(default=None, max_length=4000)
+    reason: str | None = Field(default=None, max_length=TEXT_MAX)
     correlation_id: UUID
     causation_id: str | None = Field(default=None, max_length=200)
 
@@ -126,7 +159,7 @@ class RequiresReason(DomainEvent):
     """An event whose ``reason`` may not be empty (DOMAIN.md: adjustments, strategy and
     risk changes, escalation decisions)."""
 
-    reason: Annotated[str, Field(min_length=1, max_length=4000)]  # type: ignore[assignment]
+    reason: Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]  # type: ignore[assignment]
 
 
 TEvent = TypeVar("TEvent", bound=DomainEvent)
@@ -303,7 +336,7 @@ def require_reason(reason: str | None, what: str) -> str:
     return reason.strip()
 
 
-def require_text(value: str, field: str, max_length: int = 4000) -> str:
+def require_text(value: str, field: str, max_length: int = TEXT_MAX) -> str:
     """Returns stripped text, or refuses empty or overlong text with the field named."""
     stripped = value.strip() if isinstance(value, str) else ""
     if not stripped:
@@ -321,4 +354,16 @@ def require_clinical_role(actor: Actor, what: str) -> None:
             f"Only a clinician or supervisor may {what}; "
             f"{actor.id} acted as {actor.role.value}."
         )
+        raise NotAuthorisedError(msg)
+
+
+#: Who may move a plan into or out of a crisis: the services' reactions to escalation, or
+#: a supervisor (a clinician raises a crisis and lets escalation hold it).
+CRISIS_HANDS = frozenset({Role.SERVICE, Role.SUPERVISOR})
+
+
+def require_role(actor: Actor, roles: frozenset[Role], what: str, instead: str = "") -> None:
+    if actor.role not in roles:
+        allowed = " or ".join(sorted(r.value for r in roles))
+        msg = f"Only a {allowed} may {what}; {actor.id} acted as {actor.role.value}.{' ' + instead if instead else ''}"
         raise NotAuthorisedError(msg)

@@ -9,11 +9,14 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from domain.base import (
+    CRISIS_HANDS,
     Actor,
     AggregateRoot,
     CommandContext,
+    Role,
     require_clinical_role,
     require_reason,
+    require_role,
     require_text,
     when,
 )
@@ -282,10 +285,18 @@ class CarePlan(AggregateRoot):
     def _activated(self, _: CarePlanActivated) -> None:
         self.status = PlanStatus.ACTIVE
 
+    def _require_no_open_crisis(self, what: str) -> None:
+        """A plan in crisis stays followed (escalation, care policies) until the crisis is resolved."""
+        if self.open_crises:
+            msg = (f"This plan has an unresolved crisis ({', '.join(str(c) for c in self.open_crises)}); "
+                   f"resolve it first, then {what}.")
+            raise EmergencySupportError(msg)
+
     def put_on_hold(self, *, reason: str | None, ctx: CommandContext) -> None:
         if self.status is not PlanStatus.ACTIVE:
             msg = f"Only an active plan can be put on hold; this plan is {self.status.value}."
             raise InvalidStatusTransitionError(msg)
+        self._require_no_open_crisis("put the plan on hold")
         self._trigger(CarePlanPutOnHold, ctx, reason=require_reason(reason, "put a plan on hold"))
 
     @when(CarePlanPutOnHold)
@@ -317,6 +328,7 @@ class CarePlan(AggregateRoot):
 
     def revoke(self, *, reason: str | None, ctx: CommandContext) -> None:
         self._require_open()
+        self._require_no_open_crisis("revoke the plan")
         self._trigger(CarePlanRevoked, ctx, reason=require_reason(reason, "revoke a plan"))
 
     @when(CarePlanRevoked)
@@ -598,6 +610,8 @@ class CarePlan(AggregateRoot):
     def activate_emergency_support(self, crisis_id: UUID, *, reason: str | None, ctx: CommandContext) -> None:
         """Entered when a crisis is escalated; ``ctx.causation_id`` links the causing event."""
         self._require_open()
+        require_role(ctx.actor, CRISIS_HANDS, "enter emergency support",
+                     "Raise a crisis instead: escalation enters emergency support with it.")
         if crisis_id in self.open_crises:
             msg = f"Emergency support is already active for crisis {crisis_id}."
             raise EmergencySupportError(msg)
@@ -624,6 +638,8 @@ class CarePlan(AggregateRoot):
 
     def record_crisis_resolved(self, crisis_id: UUID, *, outcome: str, ctx: CommandContext) -> None:
         self._require_open()
+        require_role(ctx.actor, CRISIS_HANDS, "record a crisis as resolved",
+                     "Resolve the crisis with the escalation service; the plan records it then.")
         if crisis_id not in self.open_crises:
             msg = f"Crisis {crisis_id} is not open on this plan."
             raise EmergencySupportError(msg)
@@ -634,9 +650,9 @@ class CarePlan(AggregateRoot):
         self.open_crises.remove(event.crisis_id)
 
     def end_emergency_support(self, strategy: Strategy, *, reason: str | None, ctx: CommandContext) -> None:
-        """A clinician's decision, once every crisis that caused emergency support is resolved."""
+        """A supervisor's clinical decision, once every crisis that caused emergency support is resolved."""
         self._require_open()
-        require_clinical_role(ctx.actor, "end emergency support")
+        require_role(ctx.actor, frozenset({Role.SUPERVISOR}), "end emergency support")
         if self.strategy is not Strategy.EMERGENCY_SUPPORT:
             msg = f"The plan is not in emergency support (strategy: {self.strategy.value})."
             raise EmergencySupportError(msg)

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from domain.base import AggregateRoot, CommandContext, require_reason, require_text, when
-from domain.catalogues.instruments import MAX_SUBMITTED_ITEMS
+from domain.catalogues.instruments import MAX_ANSWER_VALUE, MAX_SUBMITTED_ITEMS
 from domain.catalogues.modalities import (
     PLANNED_SESSIONS,
     CoursePhase,
@@ -378,6 +378,11 @@ class TherapyCourse(AggregateRoot):
         if any(a is not None and (isinstance(a, bool) or not isinstance(a, int)) for a in answers):
             msg = "Each answer must be a whole number, or null for an unanswered item."
             raise QuestionnaireShapeError(msg)
+        for number, answer in enumerate(answers, start=1):
+            if answer is not None and not 0 <= answer <= MAX_ANSWER_VALUE:
+                shown = answer if -1000 < answer < 1000 else "out of range"
+                msg = f"Item {number} is {shown}; an answer is a whole number from 0 to {MAX_ANSWER_VALUE}, or null."
+                raise InvalidValueError(msg)
         # A course that has ended still records what a client answers: it may carry risk.
         self._trigger(
             QuestionnaireSubmitted,
@@ -386,6 +391,8 @@ class TherapyCourse(AggregateRoot):
             instrument=instrument,
             answers=list(answers),
             answered_at=answered_at,
+            plan_id=self.plan_id,
+            client_id=self.client_id,
         )
 
     @when(QuestionnaireSubmitted)

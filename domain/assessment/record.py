@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from domain.assessment import change as change_rules
 from domain.assessment.results import Rejection
 from domain.assessment.scoring import score_submission
-from domain.base import AggregateRoot, CommandContext, when
+from domain.base import SHORT_TEXT_MAX, TEXT_MAX, AggregateRoot, CommandContext, quote, when
 from domain.events.assessment import (
     AssessmentRecordOpened,
     AssessmentRejected,
@@ -71,13 +71,14 @@ class AssessmentRecord(AggregateRoot):
             "course_id": self.course_id,
             "plan_id": self.plan_id,
             "client_id": self.client_id,
-            "instrument": instrument[:200] or "(none)",
+            "instrument": quote(instrument, SHORT_TEXT_MAX) or "(none)",
             "answered_at": answered_at,
         }
         result = score_submission(instrument, answers)
         if isinstance(result, Rejection):
             return self._trigger(
-                AssessmentRejected, ctx, rejection_reason=result.reason, suicide_item_positive=result.suicide_item_positive,
+                AssessmentRejected, ctx, rejection_reason=quote(result.reason, TEXT_MAX) or "(no reason given)",
+                suicide_item_positive=result.suicide_item_positive,
                 **common,
             )
         change = None

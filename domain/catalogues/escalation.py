@@ -8,7 +8,7 @@ from domain.catalogues.risk import RiskLevel
 
 
 class EscalationSeverity(str, Enum):
-    IMMEDIATE = "immediate"  # C-SSRS high risk, a clinician raising a crisis
+    IMMEDIATE = "immediate"  # C-SSRS high risk, a clinician raising a crisis, a risk signal that could not be processed
     URGENT = "urgent"  # PHQ-9 item 9 above 0: review within 24 h
     REVIEW = "review"  # reliable deterioration
     OUTREACH = "outreach"  # a missed session while risk is high or imminent
@@ -21,6 +21,9 @@ class EscalationTrigger(str, Enum):
     RELIABLE_DETERIORATION = "reliable_deterioration"
     MISSED_SESSION_AT_HIGH_RISK = "missed_session_at_high_risk"
     CLINICIAN_RAISED = "clinician_raised"
+    #: Fail-safe: a message that may carry a risk signal could not be processed by a service
+    #: (after its retries); a person must look at it.
+    UNPROCESSABLE_RISK_SIGNAL = "unprocessable_risk_signal"
 
 
 SEVERITY_OF: dict[EscalationTrigger, EscalationSeverity] = {
@@ -29,6 +32,7 @@ SEVERITY_OF: dict[EscalationTrigger, EscalationSeverity] = {
     EscalationTrigger.UNSCORABLE_WITH_RISK_SIGNAL: EscalationSeverity.URGENT,
     EscalationTrigger.CSSRS_HIGH_RISK: EscalationSeverity.IMMEDIATE,
     EscalationTrigger.CLINICIAN_RAISED: EscalationSeverity.IMMEDIATE,
+    EscalationTrigger.UNPROCESSABLE_RISK_SIGNAL: EscalationSeverity.IMMEDIATE,
     EscalationTrigger.RELIABLE_DETERIORATION: EscalationSeverity.REVIEW,
     EscalationTrigger.MISSED_SESSION_AT_HIGH_RISK: EscalationSeverity.OUTREACH,
 }

@@ -43,8 +43,9 @@ def crisis_id(source_event_id: str) -> UUID:
 class Crisis(AggregateRoot):
     created_event = EscalationRaised
 
-    plan_id: UUID
-    client_id: str
+    #: None only for a fail-safe crisis whose message could not be read for them.
+    plan_id: UUID | None
+    client_id: str | None
     trigger: EscalationTrigger
     severity: EscalationSeverity
     status: CrisisStatus = CrisisStatus.ESCALATING
@@ -60,8 +61,8 @@ class Crisis(AggregateRoot):
     def raise_(
         cls,
         *,
-        plan_id: UUID,
-        client_id: str,
+        plan_id: UUID | None,
+        client_id: str | None,
         trigger: EscalationTrigger,
         source_event_id: str,
         reason: str,

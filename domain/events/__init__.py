@@ -7,6 +7,7 @@ from domain.base import AggregateSnapshot, DomainEvent
 from domain.events import (
     assessment,
     care_plan,
+    dead_letters,
     escalation,
     escalation_plans,
     inventory,
@@ -27,6 +28,7 @@ def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
         "plan_risk": _classes_of(escalation_plans),
         "course_schedule": _classes_of(scheduling),
         "plan_strategy": _classes_of(scheduling_plans),
+        "dead_letter": _classes_of(dead_letters),
     }
 
 

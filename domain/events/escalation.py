@@ -18,8 +18,10 @@ AGGREGATE = "crisis"
 
 class EscalationRaised(RequiresReason):
     summary_template: ClassVar[str] = "Escalation raised ({severity}): {trigger}"
-    plan_id: UUID
-    client_id: ShortText
+    #: The plan and client concerned. Absent only from a fail-safe escalation
+    #: (``unprocessable_risk_signal``) whose message could not even be read for them.
+    plan_id: UUID | None = None
+    client_id: ShortText | None = None
     trigger: EscalationTrigger
     severity: EscalationSeverity
     #: The event that triggered the escalation (also the causation id).
@@ -48,5 +50,6 @@ class EscalationAcknowledged(RequiresReason):
 
 class CrisisResolved(RequiresReason):
     summary_template: ClassVar[str] = "Crisis resolved: {outcome}"
-    plan_id: UUID
+    #: Absent when the crisis named no plan (a fail-safe crisis whose message could not be read).
+    plan_id: UUID | None = None
     outcome: Text

@@ -75,3 +75,15 @@ class SessionMissed(DomainEvent):
     kind: SlotKind
     starts_at: datetime
     missed_after: datetime
+
+
+class SessionAttendanceCorrected(DomainEvent):
+    """A session recorded as held after it had been marked missed (the clinician recorded it
+    late, or the record of it reached the service late): the miss is corrected."""
+
+    summary_template: ClassVar[str] = "Slot {number} ({kind}) was held after all; the miss is corrected"
+    course_id: UUID
+    plan_id: UUID
+    client_id: ShortText
+    number: int = Field(ge=1)
+    kind: SlotKind

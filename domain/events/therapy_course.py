@@ -96,6 +96,10 @@ class QuestionnaireSubmitted(DomainEvent):
     instrument: ShortText
     answers: list[int | None] = Field(max_length=50)
     answered_at: datetime
+    #: The course's plan and client, so a submission can be decided even by a service that
+    #: never saw the course start (absent from submissions recorded before they were added).
+    plan_id: UUID | None = None
+    client_id: ShortText | None = None
 
 
 class CourseCompleted(DomainEvent):

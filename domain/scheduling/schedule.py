@@ -21,6 +21,7 @@ from domain.catalogues.strategies import Strategy
 from domain.events.scheduling import (
     ScheduleFollowsStrategy,
     ScheduleOpened,
+    SessionAttendanceCorrected,
     SessionAttendanceRecorded,
     SessionMissed,
     SessionRescheduled,
@@ -145,10 +146,21 @@ class CourseSchedule(AggregateRoot):
 
     def record_held(self, number: int, *, ctx: CommandContext) -> bool:
         slot = self._slot(SlotKind.SESSION, number)
-        if slot is None or slot.status is not SlotStatus.SCHEDULED:
-            return False  # a session held beyond the plan, or already decided
+        if slot is None or slot.status is SlotStatus.HELD:
+            return False  # a session held beyond the plan, or recorded already
+        if slot.status is SlotStatus.MISSED:
+            # Marked missed before its attendance was known here: the record is corrected.
+            self._trigger(SessionAttendanceCorrected, ctx, course_id=self.course_id, plan_id=self.plan_id,
+                          client_id=self.client_id, number=number, kind=slot.kind)
+            return True
         self._trigger(SessionAttendanceRecorded, ctx, course_id=self.course_id, number=number)
         return True
+
+    @when(SessionAttendanceCorrected)
+    def _corrected(self, event: SessionAttendanceCorrected) -> None:
+        slot = self._slot(event.kind, event.number)
+        assert slot is not None
+        slot.status = SlotStatus.HELD
 
     @when(SessionAttendanceRecorded)
     def _held(self, event: SessionAttendanceRecorded) -> None:
@@ -161,11 +173,14 @@ class CourseSchedule(AggregateRoot):
         pending = [s.missed_after for s in self.slots if s.status is SlotStatus.SCHEDULED]
         return min(pending) if pending else None
 
-    def mark_missed(self, *, ctx: CommandContext) -> int:
-        """Every slot not held by its end plus the grace period becomes missed."""
+    def mark_missed(self, *, known_until: datetime | None = None, ctx: CommandContext) -> int:
+        """Every slot not held by its end plus the grace period becomes missed. Attendance
+        recorded up to ``known_until`` (default: now) has been read: slots due after it are
+        left for later, since their attendance may still be on its way."""
+        cutoff = min(ctx.at, known_until) if known_until is not None else ctx.at
         missed = 0
         for slot in sorted(self.slots, key=lambda s: s.starts_at):
-            if slot.status is SlotStatus.SCHEDULED and ctx.at >= slot.missed_after:
+            if slot.status is SlotStatus.SCHEDULED and cutoff >= slot.missed_after:
                 self._trigger(
                     SessionMissed, ctx, course_id=self.course_id, plan_id=self.plan_id, client_id=self.client_id,
                     number=slot.number, kind=slot.kind, starts_at=slot.starts_at, missed_after=slot.missed_after,

@@ -212,7 +212,7 @@ def test_strategy_change_records_previous_new_and_reason() -> None:
     )
 
 
-def test_emergency_support_entered_by_crisis_left_only_by_clinician_after_resolution() -> None:
+def test_emergency_support_entered_by_crisis_left_only_by_a_supervisor_after_resolution() -> None:
     plan, _ = active()
     crisis = uuid4()
     service = ctx(ESCALATION).model_copy(update={"causation_id": "escalation-raised-event"})
@@ -223,13 +223,18 @@ def test_emergency_support_entered_by_crisis_left_only_by_clinician_after_resolu
     assert event.previous_strategy is Strategy.SHORT_TERM_MODERATE
     assert plan.strategy is Strategy.EMERGENCY_SUPPORT
     refused(plan, EmergencySupportError, plan.activate_emergency_support, crisis, reason="again", ctx=service)
+    refused(plan, NotAuthorisedError, plan.activate_emergency_support, uuid4(), reason="made up", ctx=ctx())
     refused(plan, EmergencySupportError, plan.change_strategy, Strategy.LONG_TERM_DEEP_WORK, reason="x", ctx=ctx())
-    refused(plan, EmergencySupportError, plan.end_emergency_support, Strategy.SHORT_TERM_MODERATE, reason="x", ctx=ctx())
+    refused(plan, EmergencySupportError, plan.end_emergency_support, Strategy.SHORT_TERM_MODERATE, reason="x", ctx=ctx(SUPERVISOR))
     refused(plan, EmergencySupportError, plan.complete, ctx=ctx())
+    refused(plan, EmergencySupportError, plan.put_on_hold, reason="Client abroad", ctx=ctx())
+    refused(plan, EmergencySupportError, plan.revoke, reason="Client withdrew", ctx=ctx())
+    refused(plan, NotAuthorisedError, plan.record_crisis_resolved, crisis, outcome="Seems fine", ctx=ctx())
     plan.record_crisis_resolved(crisis, outcome="Safety plan agreed; client safe", ctx=service)
     refused(plan, NotAuthorisedError, plan.end_emergency_support, Strategy.SHORT_TERM_MODERATE, reason="x", ctx=service)
-    refused(plan, ReasonRequiredError, plan.end_emergency_support, Strategy.SHORT_TERM_MODERATE, reason="", ctx=ctx())
-    plan.end_emergency_support(Strategy.MID_TERM_MODERATE_DEPTH, reason="Crisis resolved; stabilising", ctx=ctx())
+    refused(plan, NotAuthorisedError, plan.end_emergency_support, Strategy.SHORT_TERM_MODERATE, reason="x", ctx=ctx())
+    refused(plan, ReasonRequiredError, plan.end_emergency_support, Strategy.SHORT_TERM_MODERATE, reason="", ctx=ctx(SUPERVISOR))
+    plan.end_emergency_support(Strategy.MID_TERM_MODERATE_DEPTH, reason="Crisis resolved; stabilising", ctx=ctx(SUPERVISOR))
     assert plan.strategy is Strategy.MID_TERM_MODERATE_DEPTH
     assert plan.open_crises == [] and plan.strategy_before_emergency is None
 

@@ -20,8 +20,9 @@ from domain.catalogues.therapy_models import TherapyModel
 from domain.errors import DomainError
 from domain.inventory import Inventory
 from domain.therapy_course import TherapyCourse
+from services.care import commands as c
 from services.care.commands import Command
-from tests.conftest import ctx
+from tests.conftest import CLINICIAN, ESCALATION, SUPERVISOR, ctx
 from tests.support.commands import course_commands, inventory_commands, plan_commands
 from tests.support.invariants import check_invariants
 
@@ -39,6 +40,13 @@ class InMemoryLookup:
     def get_inventory(self, inventory_id: UUID) -> Inventory:
         return self.inventory
 
+    def crisis_held_open(self, crisis_id: UUID) -> UUID | None:
+        return None
+
+
+#: Crisis commands come from the care policies (escalation's reactions) and supervisors.
+ACTOR_OF = {c.ActivateEmergencySupport: ESCALATION, c.RecordCrisisResolved: ESCALATION, c.EndEmergencySupport: SUPERVISOR}
+
 
 def run_sequence(aggregate: AggregateRoot, commands: list[Command], lookup: InMemoryLookup) -> tuple[int, int]:
     history: list[DomainEvent] = list(aggregate.collect_events())
@@ -46,7 +54,7 @@ def run_sequence(aggregate: AggregateRoot, commands: list[Command], lookup: InMe
     for command in commands:
         before = aggregate.model_dump()
         try:
-            command.execute(aggregate, ctx(), lookup)
+            command.execute(aggregate, ctx(ACTOR_OF.get(type(command), CLINICIAN)), lookup)
         except DomainError as e:
             refused += 1
             assert str(e), "an error a user meets must say what to do"

@@ -8,7 +8,13 @@ from uuid import uuid4
 from domain.base import Actor, Role, project
 from domain.catalogues.modalities import Modality
 from domain.catalogues.strategies import Strategy
-from domain.events.scheduling import SessionMissed, SessionRescheduled, SessionScheduled, SlotKind
+from domain.events.scheduling import (
+    SessionAttendanceCorrected,
+    SessionMissed,
+    SessionRescheduled,
+    SessionScheduled,
+    SlotKind,
+)
 from domain.scheduling.schedule import CourseSchedule, SlotStatus
 from tests.conftest import T0, ctx
 
@@ -58,5 +64,16 @@ def test_a_slot_not_held_by_its_end_plus_grace_is_missed_once() -> None:
     assert schedule.mark_missed(ctx=ctx(SERVICE, first_end + timedelta(hours=30))) == 0
     (missed,) = [e for e in schedule.pending_events if isinstance(e, SessionMissed)]
     assert (missed.number, missed.kind) == (1, SlotKind.SESSION)
-    assert not schedule.record_held(1, ctx=ctx(SERVICE))  # a missed session is not re-decided here
+    # held after all (its record arrived late): the miss is corrected by an event, once
+    assert schedule.record_held(1, ctx=ctx(SERVICE))
+    assert isinstance(schedule.pending_events[-1], SessionAttendanceCorrected)
+    assert not schedule.record_held(1, ctx=ctx(SERVICE))
+    assert schedule.slots[0].status is SlotStatus.HELD
     assert project(None, schedule.collect_events()).model_dump() == schedule.model_dump()
+
+
+def test_slots_are_missed_only_as_far_as_attendance_is_known() -> None:
+    schedule = opened()
+    due = schedule.slots[0].ends_at + timedelta(hours=24)
+    assert schedule.mark_missed(known_until=due - timedelta(seconds=1), ctx=ctx(SERVICE, due + timedelta(days=1))) == 0
+    assert schedule.mark_missed(known_until=due, ctx=ctx(SERVICE, due + timedelta(days=1))) == 1
