@@ -19,11 +19,12 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from contracts.subjects import WATERMARK_ROOT
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STREAM_SUBJECTS = ["care.>"]
+STREAM_SUBJECTS = ["care.>", f"{WATERMARK_ROOT}.>"]
 
 
 class NatsServerError(RuntimeError):

@@ -84,12 +84,41 @@ class _SQLiteChain:
             return (int(row[0]), bytes(row[1])) if row else None
 
 
+    def rewrite_tail(self, after: int, events: Sequence[tuple[int, StoredEvent]], *, snapshots_of: set[UUID]) -> None:
+        """Replaces every event after position ``after`` with ``events`` at the positions given,
+        chained on from the link at ``after``; drops the snapshots of ``snapshots_of`` (they are
+        taken again). Only the recovery of a restored store does this (services.operations.recovery)."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"SELECT link FROM {self.chain_table_name} WHERE notification_id <= ? "
+                      "ORDER BY notification_id DESC LIMIT 1", (after,))
+            row = c.fetchone()
+            previous = bytes(row[0]) if row else GENESIS
+            c.execute(f"DELETE FROM {self.events_table_name} WHERE rowid > ?", (after,))
+            c.execute(f"DELETE FROM {self.chain_table_name} WHERE notification_id > ?", (after,))
+            c.executemany(
+                f"INSERT INTO {self.events_table_name} (rowid, originator_id, originator_version, topic, state) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(i, UUID(str(e.originator_id)).hex, e.originator_version, e.topic, e.state) for i, e in events],
+            )
+            c.executemany(f"INSERT INTO {self.chain_table_name} (notification_id, link) VALUES (?, ?)",
+                          chain_links(previous, [i for i, _ in events], [e for _, e in events]))
+            snapshots = _snapshots_table(self.events_table_name)
+            if snapshots_of:
+                c.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (snapshots,))
+                if c.fetchone():
+                    c.executemany(f"DELETE FROM {snapshots} WHERE originator_id = ?", [(u.hex,) for u in snapshots_of])
+
+
 class ChainedSQLiteApplicationRecorder(_SQLiteChain, SQLiteApplicationRecorder):
     pass
 
 
 class ChainedSQLiteProcessRecorder(_SQLiteChain, SQLiteProcessRecorder):
-    pass
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        for tracking in kwargs.get("more_tracking") or ():
+            self._insert_tracking(c, tracking)
+        return ids
 
 
 # ------------------------------------------------------------------------- PostgreSQL
@@ -140,6 +169,39 @@ class _PostgresChain:
             return (int(row["notification_id"]), bytes(row["link"])) if row else None
 
 
+    def rewrite_tail(self, after: int, events: Sequence[tuple[int, StoredEvent]], *, snapshots_of: set[UUID]) -> None:
+        """As the SQLite recorder's; also moves the notification id sequence past the new end."""
+        from psycopg.sql import SQL, Identifier, Literal
+
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL("LOCK TABLE {0} IN EXCLUSIVE MODE").format(table))
+            curs.execute(SQL("SELECT link FROM {0} WHERE notification_id <= %s ORDER BY notification_id DESC LIMIT 1").format(
+                self.chain_table), (after,))
+            row = curs.fetchone()
+            previous = bytes(row["link"]) if row else GENESIS
+            curs.execute(SQL("DELETE FROM {0} WHERE notification_id > %s").format(table), (after,))
+            curs.execute(SQL("DELETE FROM {0} WHERE notification_id > %s").format(self.chain_table), (after,))
+            if events:
+                curs.executemany(
+                    SQL("INSERT INTO {0} (notification_id, originator_id, originator_version, topic, state) "
+                        "VALUES (%s, %s, %s, %s, %s)").format(table),
+                    [(i, UUID(str(e.originator_id)), e.originator_version, e.topic, e.state) for i, e in events],
+                )
+                curs.executemany(SQL("INSERT INTO {0} (notification_id, link) VALUES (%s, %s)").format(self.chain_table),
+                                 chain_links(previous, [i for i, _ in events], [e for _, e in events]))
+            qualified = f'"{self.datastore.schema}"."{self.events_table_name}"'
+            curs.execute(SQL("SELECT setval(pg_get_serial_sequence({0}, 'notification_id'), "
+                             "GREATEST((SELECT COALESCE(MAX(notification_id), 0) FROM {1}), %s, 1))").format(
+                Literal(qualified), table), (after,))
+            snapshots_name = _snapshots_table(self.events_table_name)
+            snapshots = Identifier(self.datastore.schema, snapshots_name)
+            curs.execute("SELECT to_regclass(%s) AS found", (f'"{self.datastore.schema}"."{snapshots_name}"',))
+            found = curs.fetchone()
+            if snapshots_of and found and found["found"]:
+                curs.execute(SQL("DELETE FROM {0} WHERE originator_id = ANY(%s)").format(snapshots), (list(snapshots_of),))
+
+
 class ChainedPostgresApplicationRecorder(_PostgresChain, PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -150,6 +212,16 @@ class ChainedPostgresProcessRecorder(_PostgresChain, PostgresProcessRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._add_chain_table()
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        for tracking in kwargs.get("more_tracking") or ():
+            self._insert_tracking(curs, tracking)
+
+
+def _snapshots_table(events_table: str) -> str:
+    """The library names an application's tables alike: ``<prefix>events`` and ``<prefix>snapshots``."""
+    return events_table.removesuffix("events") + "snapshots"
 
 
 def recorder_topics(database: str) -> dict[str, str]:

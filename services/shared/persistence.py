@@ -257,6 +257,18 @@ def eventsourcing_env(settings: Settings, application: str) -> dict[str, str]:
     return env
 
 
+def relay_tracking_factory(settings: Settings, application: str) -> Any:
+    """Where the relay of ``application`` records its position: a tracking recorder of its own
+    (on SQLite a file of its own, so the relay's writes never wait on the application's)."""
+    from eventsourcing.persistence import InfrastructureFactory
+    from eventsourcing.utils import Environment
+
+    env = eventsourcing_env(settings, application)
+    if settings.database == "sqlite":
+        env["SQLITE_DBNAME"] = str(settings.data_dir / f"relay-{application.lower()}.sqlite")
+    return InfrastructureFactory.construct(Environment(f"relay_{application}", env))
+
+
 class OutboxStores:
     """What a relay needs of one application's store: its recorder and mapper (to read and
     decode the notification log) and a tracking recorder for the relay's own position."""
@@ -269,11 +281,7 @@ class OutboxStores:
         self._app_factory = InfrastructureFactory.construct(Environment(application, env))
         self.recorder = surviving_catalog_races(self._app_factory.application_recorder)
         self.mapper = self._app_factory.mapper(transcoder=self._app_factory.transcoder())
-        tracking_env = dict(env)
-        if settings.database == "sqlite":
-            # A file of its own, so the relay's writes never wait on the application's.
-            tracking_env["SQLITE_DBNAME"] = str(settings.data_dir / f"relay-{application.lower()}.sqlite")
-        self._tracking_factory = InfrastructureFactory.construct(Environment(f"relay_{application}", tracking_env))
+        self._tracking_factory = relay_tracking_factory(settings, application)
         self.tracking = surviving_catalog_races(self._tracking_factory.tracking_recorder)
 
     def close(self) -> None:

@@ -1,13 +1,27 @@
-"""What every service shares: an event store written together with the tracking record of
-the consumed message (eventsourcing process recorder), and a durable JetStream consumer
+"""What every service shares: an event store written together with the tracking records of
+the consumed messages (eventsourcing process recorder), and a durable JetStream consumer
 that feeds it.
 
-Processing is strictly in order per consumer: a failing message is retried in place with
-capped backoff (keeping its delivery alive with in-progress acks) and, after
-``max_attempts``, goes to ``care.deadletter.<service>`` with the error and its original
-headers; then the consumer moves on. JetStream's nack-with-delay is not used for
-retries because it lets later messages overtake the failing one, and tracking by position
-(one row per source) would then skip it.
+Positions. A consumed message is placed twice: by its stream sequence, which JetStream
+assigns and no publisher can choose, and by its source's position (``ce-sequence``), the
+source being the one application that publishes on the message's subject. Both are
+recorded in the transaction that records the message's decision. A message at or before
+the recorded stream position was decided before (a redelivery) and is skipped; a message
+after it whose source position is not after the source's recorded one means a source
+went backwards (a restored or reset store, or a forged message): the consumer halts on
+it with an alarm instead of skipping it or deciding it.
+
+Failures. A failure of the infrastructure (the store locked or unreachable, NATS slow)
+is not the message's fault: the message is retried for as long as it takes, held in
+place, with an alarm while it lasts. Any other failure is retried a few times and then
+recorded as a dead letter in the service's own store (with the message's tracking, so
+exactly once), naming only ids, types, the error's class and field paths. A dead letter
+of a message that may carry a risk signal is flagged, and the escalation service raises a
+fail-safe crisis for it. ``careplan deadletter redrive`` decides a dead letter again.
+
+Processing is strictly in order per consumer: a failing message is retried in place
+(keeping its delivery, and those behind it, alive with in-progress acks). JetStream's
+nack-with-delay is not used for retries because it lets later messages overtake it.
 """
 
 from __future__ import annotations
@@ -15,26 +29,52 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
-from uuid import UUID
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, Notification, ProcessRecorder, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    Notification,
+    OperationalError,
+    ProcessRecorder,
+    Tracking,
+)
 from eventsourcing.utils import get_topic
+from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
-from faststream import Context
 from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
-from contracts.subjects import CE_SOURCE_PREFIX, dead_letter_subject
-from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, project
+from contracts.subjects import APPLICATION_CONTEXTS, aggregate_token, event_token, parse_subject, subject_for
+from domain.base import (
+    SHORT_TEXT_MAX,
+    Actor,
+    AggregateRoot,
+    AggregateSnapshot,
+    CommandContext,
+    DomainEvent,
+    project,
+    quote,
+)
+from domain.events.dead_letters import DeadLetterRedriveRequested
+from domain.operations.dead_letter import DeadLetter, DeadLetterStatus, dead_letter_id
 from services.shared import compat
 from services.shared.clock import Clock, MonotonicClock
+from services.shared.cloudevents import Inbound, MalformedMessageError, Watermark, parse_inbound
+from services.shared.diagnostics import ErrorSummary, describe
 from services.shared.persistence import eventsourcing_env, paged_notifications, surviving_catalog_races
 from services.shared.relay import Backoff
 from services.shared.settings import Settings
@@ -42,69 +82,154 @@ from services.shared.settings import Settings
 log = logging.getLogger(__name__)
 compat.install()
 
+__all__ = ["Inbound", "MalformedMessageError", "ServiceApplication", "Tracked", "Watermark"]
 
-class MalformedMessageError(ValueError):
-    """A message on the stream is not a careplan CloudEvent; it cannot be retried into shape."""
+DEAD_LETTER_CORRELATION = UUID("0b9c7e52-4d1a-4f6e-8a3c-5e7d9f1b2c64")
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+
+
+def stream_tracking_name(stream: str, consumer: str) -> str:
+    """The tracking record of a consumer's stream position."""
+    return f"stream:{stream}:{consumer}"
+
+
+class DecisionFailedError(Exception):
+    """Deciding the message at ``index`` of a run failed (its cause is the error)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"message {index} of the run")
+        self.index = index
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure of the infrastructure (store, bus), not of the message: retried until it passes."""
+    import nats.errors
+
+    return isinstance(error, (OperationalError, InterfaceError, InternalError, sqlite3.OperationalError, OSError,
+                              TimeoutError, asyncio.TimeoutError, nats.errors.Error))
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The error a decision raised, out of its :class:`DecisionFailedError`."""
+    if isinstance(error, DecisionFailedError) and error.__cause__ is not None:
+        return error.__cause__
+    return error
+
+
+@dataclass
+class Positions:
+    """A consumer's recorded positions: the stream's, and each source's."""
+
+    stream: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+
+    def verdict(self, message: Inbound | Watermark, *, first_delivery: bool = False) -> Literal["decided", "new", "backwards"]:
+        """``first_delivery``: JetStream hands the message out for the first time, so it was
+        never decided, whatever the stream position says (it came out of order)."""
+        behind = bool(message.stream_sequence) and message.stream_sequence <= self.stream
+        if behind and not first_delivery:
+            return "decided"
+        if isinstance(message, Watermark):
+            return "decided" if behind else "new"
+        known = self.sources.get(message.source, 0)
+        if message.sequence > known:
+            return "new"
+        if behind:
+            return "decided"  # handed out again by a durable consumer made anew: decided before
+        # Before any stream position was recorded (a store written by an earlier version),
+        # the source position alone says what was decided.
+        return "decided" if self.stream == 0 else "backwards"
+
+    def advance(self, message: Inbound | Watermark) -> None:
+        self.stream = max(self.stream, message.stream_sequence)
+        if isinstance(message, Inbound):
+            self.sources[message.source] = max(self.sources.get(message.source, 0), message.sequence)
+
+    def copy(self) -> Positions:
+        return Positions(self.stream, dict(self.sources))
 
 
 @dataclass(frozen=True)
-class Inbound:
-    """A consumed CloudEvent: where it comes from, its position there, and its body."""
+class FailedMessage:
+    """What a dead letter says of a message: where it came from, nothing of what it says."""
 
-    source: str
-    sequence: int
-    event_id: str
-    type: str
     subject: str
-    aggregate_id: str
-    body: dict[str, Any]
+    stream_sequence: int
+    source: str | None
+    position: int | None
+    event_id: str | None
+    event_type: str
+    plan_id: UUID | None
+    client_id: str | None
+    correlation_id: UUID
 
-    @property
-    def event_name(self) -> str:
-        return self.type.rsplit(".", 1)[-1]
-
-    @property
-    def correlation_id(self) -> UUID:
-        return UUID(str(self.body["correlation_id"]))
-
-
-def parse_inbound(subject: str, headers: dict[str, str] | None, data: bytes) -> Inbound:
-    headers = headers or {}
-    try:
-        source = headers["ce-source"]
-        if not source.startswith(CE_SOURCE_PREFIX + ":"):
-            msg = f"ce-source {source!r} is not a careplan application"
-            raise MalformedMessageError(msg)
-        body = json.loads(data)
-        if not isinstance(body, dict):
-            msg = "body is not a JSON object"
-            raise MalformedMessageError(msg)
-        return Inbound(
-            source=source.removeprefix(CE_SOURCE_PREFIX + ":"),
-            sequence=int(headers["ce-sequence"]),
-            event_id=headers["ce-id"],
-            type=headers["ce-type"],
-            subject=subject,
-            aggregate_id=headers["ce-subject"],
-            body=body,
+    @classmethod
+    def of(cls, subject: str, stream_sequence: int, headers: dict[str, str] | None, inbound: Inbound | None) -> FailedMessage:
+        parts = parse_subject(subject)
+        headers = headers or {}
+        body = inbound.body if inbound is not None else {}
+        plan_id = _uuid(body.get("plan_id"))
+        if plan_id is None and parts is not None and parts.aggregate == "care_plan":
+            plan_id = _uuid(parts.aggregate_id)  # a plan's own events name it in the subject
+        client_id = body.get("client_id")
+        event_id = headers.get("ce-id")
+        return cls(
+            subject=quote(subject, SHORT_TEXT_MAX),
+            stream_sequence=stream_sequence,
+            source=inbound.source if inbound is not None else (parts.application if parts else None),
+            position=inbound.sequence if inbound is not None else None,
+            event_id=str(_uuid(event_id)) if _uuid(event_id) is not None else None,
+            event_type=f"{parts.aggregate}.{parts.event}" if parts else "(not an event subject)",
+            plan_id=plan_id,
+            client_id=client_id if isinstance(client_id, str) and _ID.match(client_id) else None,
+            correlation_id=_uuid(body.get("correlation_id")) or uuid5(DEAD_LETTER_CORRELATION, f"{subject}:{stream_sequence}"),
         )
-    except MalformedMessageError:
-        raise
-    except (KeyError, ValueError, TypeError) as e:
-        msg = f"not a careplan CloudEvent: {type(e).__name__}: {e}"
-        raise MalformedMessageError(msg) from e
+
+
+def _uuid(value: object) -> UUID | None:
+    try:
+        return UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class HistoryLookup:
+    """The latest event of a kind for one aggregate, read from the stream (JetStream's
+    direct get by subject): how a service catches up on history it never saw (a message
+    dead-lettered, or aged out of its consumer) instead of failing on what follows."""
+
+    def __init__(self, js: Any, loop: asyncio.AbstractEventLoop, stream: str, timeout: float = 5.0) -> None:
+        self.js, self.loop, self.stream, self.timeout = js, loop, stream, timeout
+
+    def last(self, event_class: type[DomainEvent], aggregate_id: UUID | str) -> Inbound | None:
+        """Called from a decision's worker thread."""
+        async def get() -> Any:
+            try:
+                return await self.js.get_last_msg(self.stream, subject_for(event_class, aggregate_id), direct=True)
+            except NotFoundError:
+                return None
+
+        raw = asyncio.run_coroutine_threadsafe(get(), self.loop).result(self.timeout)
+        if raw is None:
+            return None
+        found = parse_inbound(raw.subject, raw.headers, raw.data or b"", int(raw.seq))
+        return found if isinstance(found, Inbound) else None
 
 
 class Tracked:
     """For an Application whose recorder is a process recorder: ``record`` writes new events
-    and the tracking record of the consumed message in one transaction, and
-    ``is_processed`` recognises a message recorded before."""
+    and the tracking records of consumed messages in one transaction."""
 
     recorder: Any
     repository: Any
     #: The actor of every event recorded in reaction to a consumed one.
     actor: ClassVar[Actor]
+    #: Events whose messages may carry a risk signal: when one cannot be decided, a
+    #: fail-safe escalation follows its dead letter.
+    risk_signals: ClassVar[frozenset[type[DomainEvent]]] = frozenset()
     clock: Clock
+    #: Set by the consumer: the stream, for history this application never saw.
+    history: HistoryLookup | None = None
     #: Per thread: the aggregates a run of decisions has changed but not yet recorded.
     _unit_of_work = threading.local()
     #: Held while a run of decisions works on cached aggregates in place, and while anyone
@@ -122,12 +247,17 @@ class Tracked:
             actor=self.actor, at=self.clock(), correlation_id=inbound.correlation_id, causation_id=inbound.event_id
         )
 
-    def is_processed(self, inbound: Inbound) -> bool:
-        return self.process_recorder.has_tracking_id(inbound.source, inbound.sequence)
+    # ----------------------------------------------------------------- positions
 
-    def record(self, aggregates: Sequence[AggregateRoot], inbound: Inbound) -> int:
-        processing = ProcessingEvent(tracking=Tracking(inbound.source, inbound.sequence))
-        processing.collect_events(*aggregates)
+    def positions(self, stream: str, consumer: str) -> Positions:
+        recorder = self.process_recorder
+        sources = {s: p for s in APPLICATION_CONTEXTS if (p := recorder.max_tracking_id(s))}
+        return Positions(recorder.max_tracking_id(stream_tracking_name(stream, consumer)) or 0, sources)
+
+    def record(self, aggregates: Sequence[AggregateRoot], trackings: Sequence[Tracking]) -> int:
+        """New events of ``aggregates`` and every tracking record, in one transaction."""
+        processing = ProcessingEvent(tracking=trackings[0] if trackings else None)
+        processing.collect_events(*aggregates, more_tracking=list(trackings[1:]))
         self._record(processing)  # type: ignore[attr-defined]
         return len(processing.events)
 
@@ -145,21 +275,42 @@ class Tracked:
             return pending[aggregate_id]
         return self.repository.get(aggregate_id, version=version, projector_func=project, deepcopy_from_cache=False)
 
-    def processed_up_to(self, source: str) -> int:
-        return self.process_recorder.max_tracking_id(source) or 0
+    def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
+        try:
+            aggregate = self.load(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(aggregate, cls):
+            return None
+        return aggregate
 
-    def record_run(self, handle: Callable[[Inbound], Sequence[AggregateRoot]], inbounds: Sequence[Inbound]) -> int:
-        """Decides a run of messages from one source in order and records all their events
-        with the tracking of the last one, in one transaction: all or nothing. Later
-        decisions of the run see the aggregates as earlier ones left them."""
+    def record_run(
+        self,
+        handle: Callable[[Inbound], Sequence[AggregateRoot]],
+        messages: Sequence[Inbound | Watermark],
+        trackings: Sequence[Tracking],
+        *,
+        also: Callable[[Sequence[AggregateRoot]], Sequence[AggregateRoot]] | None = None,
+    ) -> int:
+        """Decides a run of messages in order and records all their events with
+        ``trackings``, in one transaction: all or nothing. Later decisions of the run see
+        the aggregates as earlier ones left them. ``also`` is given the changed aggregates
+        and adds others to record with them (a redriven dead letter's outcome)."""
         changed: dict[UUID, AggregateRoot] = {}
         with self._in_place:
             self._unit_of_work.aggregates = changed
             try:
-                for inbound in inbounds:
-                    for aggregate in handle(inbound):
-                        changed[aggregate.id] = aggregate
-                return self.record(list(changed.values()), inbounds[-1])
+                for index, message in enumerate(messages):
+                    if isinstance(message, Inbound):
+                        try:
+                            decided = handle(message)
+                        except Exception as e:
+                            raise DecisionFailedError(index) from e
+                        for aggregate in decided:
+                            changed[aggregate.id] = aggregate
+                for aggregate in also(list(changed.values())) if also is not None else ():
+                    changed[aggregate.id] = aggregate
+                return self.record(list(changed.values()), trackings)
             except BaseException:
                 self.forget_cached()
                 raise
@@ -174,6 +325,103 @@ class Tracked:
 
     def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
         raise NotImplementedError
+
+    def reread_after_recovery(self) -> None:
+        """The store was mended under this application (a restored store recovered): forget
+        what was cached, and rebuild what was read from the store at start (timers)."""
+        self.forget_cached()
+
+    def note_watermark(self, watermark: Watermark) -> None:
+        """Everything ``watermark.source`` committed before ``watermark.at`` has been decided
+        (called after the messages before it were recorded). Services with timers use it."""
+
+    # ----------------------------------------------------------------- dead letters
+
+    def is_risk_signal(self, subject: str, body: dict[str, Any] | None) -> bool:
+        """Whether a message on ``subject`` may carry a risk signal (decided without
+        trusting its content: by its kind)."""
+        parts = parse_subject(subject)
+        if parts is None:
+            return False
+        return any(aggregate_token(cls) == parts.aggregate and event_token(cls) == parts.event for cls in self.risk_signals)
+
+    def record_dead_letter(
+        self, consumer: str, failed: FailedMessage, error: ErrorSummary, attempts: int, risk_signal: bool,
+        trackings: Sequence[Tracking], *, reason: str | None = None,
+    ) -> DeadLetter:
+        """The dead letter (and whatever a fail-safe adds) with the message's tracking."""
+        with self._in_place:
+            existing = self.find(DeadLetter, dead_letter_id(consumer, failed.stream_sequence))
+            if existing is not None:  # handed out again (a durable made anew): recorded before
+                if trackings:
+                    self.record([], trackings)
+                return existing
+            ctx = CommandContext(actor=self.actor, at=self.clock(), correlation_id=failed.correlation_id,
+                                 causation_id=failed.event_id)
+            dead = DeadLetter.record(
+                ctx=ctx, service=consumer, subject=failed.subject, stream_sequence=failed.stream_sequence,
+                source=failed.source, position=failed.position, failed_event_id=failed.event_id,
+                failed_event_type=failed.event_type, error_class=quote(error.error_class, SHORT_TEXT_MAX),
+                error_code=quote(error.code, SHORT_TEXT_MAX) if error.code else None,
+                field_paths=[quote(p, SHORT_TEXT_MAX) for p in error.field_paths[:10]], attempts=attempts,
+                risk_signal=risk_signal, plan_id=failed.plan_id, client_id=failed.client_id, reason=reason,
+            )
+            try:
+                self.record([dead, *self.fail_safe(dead)], trackings)
+            except BaseException:
+                self.forget_cached()
+                raise
+            return dead
+
+    def fail_safe(self, dead: DeadLetter) -> Sequence[AggregateRoot]:
+        """What recording ``dead`` also records at once (the escalation service raises its
+        fail-safe crisis here; other services' dead letters reach it over the stream)."""
+        return []
+
+    def redrive_requests(self, after: int) -> list[tuple[int, UUID]]:
+        """Redrive requests recorded after notification ``after``: (position, dead letter id)."""
+        topic = get_topic(DeadLetterRedriveRequested)
+        found = self.process_recorder.select_notifications(start=after + 1, limit=100, topics=[topic])
+        return [(n.id, n.originator_id) for n in found]
+
+    def redrive(self, dead: DeadLetter, inbound: Inbound | None, handle: Callable[[Inbound], Sequence[AggregateRoot]],
+                error: BaseException | None) -> int:
+        """Decides a dead letter's message again and records the outcome on the dead letter,
+        in the same transaction as the decision's events (no tracking: the positions moved
+        on long ago); the dead letter's version makes it happen once. ``error``: the message
+        could not even be read again. Returns how many events the decision recorded."""
+        ctx = CommandContext(actor=self.actor, at=self.clock(), correlation_id=dead.correlation_id,
+                             causation_id=str(dead.id))
+        if inbound is not None and error is None:
+            decided = 0
+
+            def outcome(changed: Sequence[AggregateRoot]) -> Sequence[AggregateRoot]:
+                nonlocal decided
+                decided = sum(len(a.pending_events) for a in changed)
+                current = self.load(dead.id)
+                current.redriven(events_recorded=decided, ctx=ctx)
+                return [current]
+
+            try:
+                self.record_run(handle, [inbound], [], also=outcome)
+                return decided
+            except Exception as e:
+                cause = unwrap(e)
+                if is_transient(cause) or isinstance(cause, IntegrityError):
+                    raise cause from None
+                error = cause
+        summary = describe(error) if error is not None else ErrorSummary("MessageUnavailable")
+        with self._in_place:
+            current = self.load(dead.id)
+            current.redrive_failed(error_class=quote(summary.error_class, SHORT_TEXT_MAX),
+                                   error_code=quote(summary.code, SHORT_TEXT_MAX) if summary.code else None,
+                                   field_paths=[quote(p, SHORT_TEXT_MAX) for p in summary.field_paths[:10]], ctx=ctx)
+            try:
+                self.record([current], [])
+            except BaseException:
+                self.forget_cached()
+                raise
+        return 0
 
 
 class ServiceApplication(Tracked, Application[UUID]):
@@ -199,15 +447,6 @@ class ServiceApplication(Tracked, Application[UUID]):
         topic = get_topic(event_class)
         return list(dict.fromkeys(n.originator_id for n in self.stored_notifications() if n.topic == topic))
 
-    def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
-        try:
-            aggregate = self.load(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(aggregate, cls)
-        return aggregate
-
-
 
 Handler = Callable[[Inbound], Sequence[AggregateRoot]]
 
@@ -217,6 +456,26 @@ IDLE_PULL_SECONDS = 1.0
 #: How soon a crashed instance's unacknowledged messages are handed out again. Retries
 #: keep their messages alive with in-progress acks, so the backoff cap stays below it.
 ACK_WAIT_SECONDS = 5.0
+#: How long the infrastructure may fail on one message before it is an alarm (ERROR).
+STUCK_ALARM_SECONDS = 30.0
+#: How often a halted consumer checks whether an operator has mended its positions.
+HALT_RECHECK_SECONDS = 2.0
+
+
+@dataclass
+class ConsumerStats:
+    processed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    #: Transactions that each recorded a whole run of messages (the fast path).
+    runs: int = 0
+    #: Messages decided on their own after their run failed together.
+    isolated: int = 0
+    redriven: int = 0
+    #: Why the consumer halted (a source went backwards), or None.
+    halted: str | None = None
+    #: Since when (monotonic) the infrastructure has kept failing on one message, or None.
+    stuck_since: float | None = None
 
 
 class DurableConsumer:
@@ -226,7 +485,7 @@ class DurableConsumer:
     message arrives; one for many waits to fill up or time out, which would hold every
     message back while traffic is light). Whatever else is waiting is then taken at once
     with a no-wait pull, and the lot is decided and recorded in as few transactions as
-    possible: one per run of messages from the same source."""
+    possible: one per run of new messages."""
 
     def __init__(
         self,
@@ -252,13 +511,19 @@ class DurableConsumer:
         self.on_recorded = on_recorded
         self.broker: NatsBroker | None = None
         self.subscriber: Any = None
-        self.processed = 0
-        self.skipped = 0
-        self.dead_lettered = 0
-        #: Transactions that each recorded a whole run of messages (the fast path).
-        self.runs = 0
-        #: Messages decided on their own after their run failed together.
-        self.isolated = 0
+        self.stats = ConsumerStats()
+        self.positions = Positions()
+        self._tracking_name = stream_tracking_name(settings.stream_name, service)
+        self._redrive_seen = 0
+        self._stuck_alarmed = False
+        self._js: Any = None
+
+    # Counters, as they were named before the stats object.
+    processed = property(lambda self: self.stats.processed)
+    skipped = property(lambda self: self.stats.skipped)
+    dead_lettered = property(lambda self: self.stats.dead_lettered)
+    runs = property(lambda self: self.stats.runs)
+    isolated = property(lambda self: self.stats.isolated)
 
     def attach(self, broker: NatsBroker) -> None:
         self.broker = broker
@@ -272,7 +537,7 @@ class DurableConsumer:
                 deliver_policy=DeliverPolicy.ALL,
                 # Nothing later is handed out while earlier messages await their ack: after a
                 # crash, the dead instance's messages come back first and in order, instead
-                # of being overtaken (and then skipped as already tracked).
+                # of being overtaken.
                 max_ack_pending=BATCH,
                 ack_wait=ACK_WAIT_SECONDS,
                 max_deliver=-1,
@@ -280,6 +545,55 @@ class DurableConsumer:
             title=f"{self.service} consumer",
         )
         self.subscriber(self.on_message)
+
+    async def in_line(self, js: Any) -> bool:
+        """Before consuming: reads the recorded positions, gives the application the stream
+        for missing history, and checks that the store has not gone back behind what this
+        consumer acknowledged (a restored store). False: halted, with an alarm."""
+        self._js = js
+        self.app.history = HistoryLookup(js, asyncio.get_running_loop(), self.settings.stream_name)
+        self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+        problem = await self._behind_acknowledged(js)
+        if problem is not None:
+            self._alarm_halt(problem)
+            return False
+        return True
+
+    async def wait_until_in_line(self, js: Any, stop: asyncio.Event) -> None:
+        """While halted at start: checks again now and then (``careplan store recover`` mends
+        the store); then what was read from the store at start, now stale, is read again."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=HALT_RECHECK_SECONDS)
+                return
+            except TimeoutError:
+                pass
+            if await self.in_line(js):
+                await asyncio.to_thread(self.app.reread_after_recovery)
+                self._resume_if_halted()
+                return
+
+    async def _behind_acknowledged(self, js: Any) -> str | None:
+        try:
+            info = await js.consumer_info(self.settings.stream_name, self.service)
+        except Exception:  # noqa: BLE001 - no durable yet: nothing was acknowledged
+            return None
+        acknowledged = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        legacy = self.positions.stream == 0 and bool(self.positions.sources)
+        if acknowledged <= self.positions.stream or legacy:
+            return None
+        # The floor also passes messages of other subjects: behind only if one of this
+        # consumer's own messages lies between the recorded position and the floor.
+        for subject in self.subjects:
+            try:
+                found = await js.get_msg(self.settings.stream_name, seq=self.positions.stream + 1, subject=subject,
+                                         next=True, direct=True)
+            except NotFoundError:
+                continue
+            if found.seq <= acknowledged:
+                return (f"the store's recorded stream position {self.positions.stream} is behind what this consumer "
+                        f"acknowledged (stream message {found.seq}, up to {acknowledged}): the store was restored or reset")
+        return None
 
     async def on_message(self, message: Annotated[NatsMessage, Context("message")]) -> None:
         first: Msg = message.raw_message
@@ -289,64 +603,329 @@ class DurableConsumer:
         await self.process_batch([first, *waiting])
 
     async def process_batch(self, batch: Sequence[Msg]) -> None:
+        # In stream order (a redelivery may arrive behind later messages), and kept alive while
+        # decided: a message whose ack_wait ran out would be handed out again meanwhile.
+        ordered = sorted(batch, key=lambda m: m.metadata.sequence.stream)
+        keep_alive = asyncio.ensure_future(self._keep_alive(ordered))
         try:
-            parsed: list[tuple[Msg, Inbound | MalformedMessageError]] = []
+            await self._process_batch(ordered)
+        except Exception as e:  # noqa: BLE001 - see below
+            # Something beyond a message's own failure (the bus is down). The rest of this
+            # batch stays unacknowledged; fetching again at once would hand out later
+            # messages first. Waiting out ack_wait makes NATS redeliver these first, in order.
+            log.error("%s: batch interrupted (%s); resuming after %.0f s", self.service, describe(e), ACK_WAIT_SECONDS)
+            keep_alive.cancel()
+            await asyncio.sleep(ACK_WAIT_SECONDS + 0.5)
+            self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+        finally:
+            keep_alive.cancel()
+
+    async def _keep_alive(self, batch: Sequence[Msg]) -> None:
+        while True:
+            await asyncio.sleep(ACK_WAIT_SECONDS / 2.5)
             for raw in batch:
                 try:
-                    parsed.append((raw, parse_inbound(raw.subject, raw.headers, raw.data)))
-                except MalformedMessageError as e:
-                    parsed.append((raw, e))
-            i = 0
-            while i < len(parsed):
-                raw, inbound = parsed[i]
-                if isinstance(inbound, MalformedMessageError):
-                    await self._dead_letter(raw, inbound, attempts=0)
+                    await raw.in_progress()
+                except Exception:  # noqa: BLE001 - acknowledged meanwhile, or the bus is down
+                    pass
+
+    async def _process_batch(self, batch: list[Msg]) -> None:
+        parsed = [(raw, self._parse(raw)) for raw in batch]
+        i = 0
+        while i < len(parsed):
+            raw, message = parsed[i]
+            first = _first_delivery(raw)
+            if raw.metadata.sequence.stream <= self.positions.stream and not first:
+                await self._skip(raw)
+                i += 1
+                continue
+            if isinstance(message, MalformedMessageError):
+                await self._dead_letter(raw, None, message, attempts=0)
+                i += 1
+                continue
+            verdict = self.positions.verdict(message, first_delivery=first)
+            if verdict == "new" and raw.metadata.sequence.stream <= self.positions.stream:
+                log.warning("%s: stream message %d is handed out for the first time behind recorded position %d; "
+                            "deciding it", self.service, raw.metadata.sequence.stream, self.positions.stream)
+            if verdict == "decided":
+                await self._skip(raw)
+                i += 1
+                continue
+            if verdict == "backwards":
+                if await self._is_copy(raw, message):
+                    await self._skip(raw)
                     i += 1
                     continue
-                run = [(raw, inbound)]
-                while i + len(run) < len(parsed):
-                    follower = parsed[i + len(run)][1]
-                    if not isinstance(follower, Inbound) or follower.source != inbound.source:
-                        break
-                    run.append((parsed[i + len(run)][0], follower))
-                i += len(run)
-                await self._process_run(run, waiting=[m for m, _ in parsed[i:]])
-        except Exception as e:  # noqa: BLE001 - see below
-            # Something beyond a message's own failure (the store or the bus is down). The
-            # rest of this batch stays unacknowledged; fetching again at once would hand
-            # out later messages first. Waiting out ack_wait makes NATS redeliver these
-            # first, in order.
-            log.error("%s: batch interrupted (%s); resuming after %.0f s", self.service, e, ACK_WAIT_SECONDS)
-            await asyncio.sleep(ACK_WAIT_SECONDS + 0.5)
+                await self._halt_on(raw, message, [m for m, _ in parsed[i + 1 :]])
+                continue  # decided again now that the positions were mended
+            run = [(raw, message)]
+            ahead = self.positions.copy()
+            ahead.advance(message)
+            while i + len(run) < len(parsed):
+                follower_raw, follower = parsed[i + len(run)]
+                if (isinstance(follower, MalformedMessageError)
+                        or ahead.verdict(follower, first_delivery=_first_delivery(follower_raw)) != "new"):
+                    break
+                ahead.advance(follower)
+                run.append((follower_raw, follower))
+            i += len(run)
+            await self._process_run(run, waiting=[m for m, _ in parsed[i:]])
 
-    async def _process_run(self, run: Sequence[tuple[Msg, Inbound]], *, waiting: Sequence[Msg]) -> None:
-        """The fast path: the whole run in one transaction. Any failure (a message that
-        cannot be decided, a concurrent change) records nothing, and the run is then
-        worked through message by message, with retries and dead-lettering."""
-        inbounds = [inbound for _, inbound in run]
+    def _parse(self, raw: Msg) -> Inbound | Watermark | MalformedMessageError:
         try:
-            skipped = await asyncio.to_thread(self._record_fresh, inbounds)
-        except Exception as e:  # noqa: BLE001 - nothing was recorded; the careful path decides
-            log.info("%s: a run of %d messages from %s failed together (%s); one by one now", self.service,
-                     len(run), inbounds[0].source, e)
-            self.isolated += len(run)
-            for k, (raw, _) in enumerate(run):
-                await self.process(raw, waiting=[*(m for m, _ in run[k + 1 :]), *waiting])
+            return parse_inbound(raw.subject, raw.headers, raw.data, raw.metadata.sequence.stream)
+        except MalformedMessageError as e:
+            return e
+
+    async def _skip(self, raw: Msg) -> None:
+        """Acknowledges a message decided before. Every acknowledged message is within the
+        recorded stream position (the start-up check of a restored store relies on it), so a
+        copy beyond it moves the position first."""
+        sequence = raw.metadata.sequence.stream
+        if sequence > self.positions.stream:
+            await asyncio.to_thread(self.app.record, [], [Tracking(self._tracking_name, sequence)])
+            self.positions.stream = sequence
+        self.stats.skipped += 1
+        await raw.ack()
+
+    def _trackings(self, messages: Sequence[Inbound | Watermark]) -> list[Tracking]:
+        """The tracking records after ``messages``: the stream position, and each source's,
+        where they move forward (a message decided out of order moves neither back)."""
+        sources: dict[str, int] = {}
+        for message in messages:
+            if isinstance(message, Inbound):
+                sources[message.source] = max(sources.get(message.source, 0), message.sequence)
+        stream = max(m.stream_sequence for m in messages)
+        trackings = [Tracking(self._tracking_name, stream)] if stream > self.positions.stream else []
+        return trackings + [Tracking(s, p) for s, p in sources.items() if p > self.positions.sources.get(s, 0)]
+
+    async def _process_run(self, run: Sequence[tuple[Msg, Inbound | Watermark]], *, waiting: Sequence[Msg]) -> None:
+        """The fast path: the whole run in one transaction. A message whose decision fails
+        is set apart: the messages before it are recorded as a run, it is decided on its own
+        (retries, dead letter), and those after it go on as a run. Any other failure records
+        nothing, and the run is worked through message by message."""
+        messages = [message for _, message in run]
+        try:
+            await asyncio.to_thread(self._record, messages)
+        except DecisionFailedError as e:
+            later = [m for m, _ in run[e.index + 1 :]]
+            if e.index:
+                await self._process_run(run[: e.index], waiting=[run[e.index][0], *later, *waiting])
+            self.stats.isolated += 1
+            await self._process_one(*run[e.index], waiting=[*later, *waiting])
+            if later:
+                await self._process_run(run[e.index + 1 :], waiting=waiting)
             return
-        self.skipped += skipped
-        self.processed += len(run) - skipped
-        self.runs += 1
+        except Exception as e:  # noqa: BLE001 - nothing was recorded; the careful path decides
+            log.info("%s: a run of %d messages failed together (%s); one by one now", self.service, len(run), describe(e))
+            self.stats.isolated += len(run)
+            for k, (raw, message) in enumerate(run):
+                await self._process_one(raw, message, waiting=[*(m for m, _ in run[k + 1 :]), *waiting])
+            return
+        self._recorded(messages)
+        self.stats.runs += 1
         for raw, _ in run:
             await raw.ack()
 
-    def _record_fresh(self, inbounds: Sequence[Inbound]) -> int:
-        """Records the run's messages not yet tracked; returns how many were already."""
-        done = self.app.processed_up_to(inbounds[0].source)
-        fresh = [inbound for inbound in inbounds if inbound.sequence > done]
-        if fresh:
-            self.app.record_run(self.handle, fresh)
-            self.on_recorded()
-        return len(inbounds) - len(fresh)
+    def _record(self, messages: Sequence[Inbound | Watermark]) -> None:
+        self.app.record_run(self.handle, messages, self._trackings(messages))
+        self.on_recorded()
+
+    def _recorded(self, messages: Sequence[Inbound | Watermark]) -> None:
+        for message in messages:
+            self.positions.advance(message)
+            if isinstance(message, Watermark):
+                self.app.note_watermark(message)
+            else:
+                self.stats.processed += 1
+
+    async def _process_one(self, raw: Msg, message: Inbound | Watermark, *, waiting: Sequence[Msg] = ()) -> None:
+        """The careful path: one message, retried in place; dead-lettered after
+        ``max_attempts`` failures of its own, never for a failure of the infrastructure."""
+        verdict = self.positions.verdict(message, first_delivery=_first_delivery(raw))
+        if verdict == "decided":
+            await self._skip(raw)
+            return
+        if verdict == "backwards":
+            if await self._is_copy(raw, message):
+                await self._skip(raw)
+                return
+            await self._halt_on(raw, message, waiting)
+            await self._process_one(raw, message, waiting=waiting)
+            return
+        backoff = Backoff(initial=0.2, cap=self.retry_cap)
+        waiting_for_store = Backoff(initial=0.2, cap=5.0)
+        failures = 0
+        while True:
+            try:
+                try:
+                    await asyncio.to_thread(self._record, [message])
+                except DecisionFailedError as failed:
+                    raise unwrap(failed) from None
+            except IntegrityError as e:
+                self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+                if self.positions.verdict(message) == "decided":
+                    await self._skip(raw)  # recorded meanwhile (a redrive, an operator's skip)
+                    return
+                # An aggregate moved on under us (e.g. a timer fired): not a failure, decide again.
+                log.info("%s: stream message %d met a concurrent change (%s); deciding again", self.service,
+                         message.stream_sequence, describe(e))
+                await asyncio.sleep(0.02)
+            except Exception as e:  # noqa: BLE001 - retried; the message's own failures are dead-lettered
+                if is_transient(e):
+                    self._stuck(message.stream_sequence, e)
+                    await self._hold(raw, waiting)
+                    await asyncio.sleep(waiting_for_store.next())
+                    continue
+                failures += 1
+                log.warning("%s: %s (stream seq %d) failed (attempt %d): %s", self.service, _kind(message),
+                            message.stream_sequence, failures, describe(e))
+                if failures >= self.max_attempts:
+                    await self._dead_letter(raw, message if isinstance(message, Inbound) else None, e, attempts=failures)
+                    return
+                await self._hold(raw, waiting)
+                await asyncio.sleep(backoff.next())
+            else:
+                self._unstuck()
+                self._recorded([message])
+                await raw.ack()
+                return
+
+    async def _hold(self, raw: Msg, waiting: Sequence[Msg]) -> None:
+        """Keeps this message and those behind it from being redelivered meanwhile."""
+        for held in (raw, *waiting):
+            await held.in_progress()
+
+    def _stuck(self, stream_sequence: int, error: BaseException) -> None:
+        now = time.monotonic()
+        if self.stats.stuck_since is None:
+            self.stats.stuck_since = now
+            log.warning("%s: the store or bus failed on stream message %d (%s); holding it and trying again",
+                        self.service, stream_sequence, describe(error))
+        elif now - self.stats.stuck_since > STUCK_ALARM_SECONDS and not self._stuck_alarmed:
+            self._stuck_alarmed = True
+            log.error("%s: STUCK for %.0f s on stream message %d: %s; nothing after it is decided until this passes",
+                      self.service, now - self.stats.stuck_since, stream_sequence, describe(error))
+
+    def _unstuck(self) -> None:
+        if self.stats.stuck_since is not None:
+            log.info("%s: the store and bus work again after %.1f s", self.service, time.monotonic() - self.stats.stuck_since)
+            self.stats.stuck_since = None
+            self._stuck_alarmed = False
+
+    # ----------------------------------------------------------------- halting
+
+    async def _is_copy(self, raw: Msg, message: Inbound | Watermark) -> bool:
+        """Whether a message at a source position already decided is a copy of the message
+        decided there (the same event published twice): then it is skipped, and not a
+        source going backwards. Found on the stream, among the earlier messages of the same
+        subject (an aggregate's events of one kind: few)."""
+        if not isinstance(message, Inbound) or self._js is None:
+            return False
+        info = await self._js.stream_info(self.settings.stream_name)
+        sequence = max(1, info.state.first_seq)
+        while sequence < message.stream_sequence:
+            try:
+                earlier = await self._js.get_msg(self.settings.stream_name, seq=sequence, subject=raw.subject, next=True,
+                                                 direct=True)
+            except NotFoundError:
+                return False
+            if earlier.seq >= message.stream_sequence:
+                return False
+            headers = earlier.headers or {}
+            if (headers.get("ce-sequence") == str(message.sequence) and headers.get("ce-id") == message.event_id
+                    and (earlier.data or b"") == raw.data):
+                log.warning("%s: stream message %d is a copy of %d (the same event published again); skipped",
+                            self.service, message.stream_sequence, earlier.seq)
+                return True
+            sequence = earlier.seq + 1
+        return False
+
+    async def _halt_on(self, raw: Msg, message: Inbound | Watermark, waiting: Sequence[Msg]) -> None:
+        """A source went backwards: hold everything, alarm, and wait until the positions
+        are mended (``careplan store recover``, ``careplan consumer skip``)."""
+        assert isinstance(message, Inbound)
+        known = self.positions.sources.get(message.source, 0)
+        self._alarm_halt(
+            f"{message.source} position {message.sequence} (stream sequence {message.stream_sequence}) is not after "
+            f"its recorded position {known}: the {message.source} store was restored or reset, or the message is forged"
+        )
+        while True:
+            await self._hold(raw, waiting)
+            await asyncio.sleep(HALT_RECHECK_SECONDS)
+            self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+            if self.positions.verdict(message) != "backwards" or await self._is_copy(raw, message):
+                self._resume_if_halted()
+                return
+
+    def _alarm_halt(self, problem: str) -> None:
+        if self.stats.halted != problem:
+            log.error("%s HALTED: %s. Nothing is decided until an operator mends it; see docs/operations.md "
+                      "(positions)", self.service, problem)
+        self.stats.halted = problem
+
+    def _resume_if_halted(self) -> None:
+        if self.stats.halted is not None:
+            log.info("%s: positions mended; consuming again", self.service)
+            self.stats.halted = None
+
+    # ----------------------------------------------------------------- dead letters
+
+    async def _dead_letter(self, raw: Msg, inbound: Inbound | None, error: BaseException, *, attempts: int) -> None:
+        failed = FailedMessage.of(raw.subject, raw.metadata.sequence.stream, raw.headers, inbound)
+        risk = self.app.is_risk_signal(raw.subject, inbound.body if inbound is not None else None)
+        trackings = [Tracking(self._tracking_name, failed.stream_sequence)] if failed.stream_sequence > self.positions.stream else []
+        if inbound is not None and inbound.sequence > self.positions.sources.get(inbound.source, 0):
+            trackings.append(Tracking(inbound.source, inbound.sequence))
+        summary = describe(error)
+        backoff = Backoff(initial=0.2, cap=5.0)
+        while True:
+            try:
+                await asyncio.to_thread(self.app.record_dead_letter, self.service, failed, summary, attempts, risk, trackings)
+                break
+            except Exception as e:  # noqa: BLE001 - a dead letter names only ids: only the store can fail it
+                self._stuck(failed.stream_sequence, e)
+                await raw.in_progress()
+                await asyncio.sleep(backoff.next())
+        self._unstuck()
+        self.on_recorded()
+        self.positions.stream = max(self.positions.stream, failed.stream_sequence)
+        if inbound is not None:
+            self.positions.advance(inbound)
+        self.stats.dead_lettered += 1
+        log.error("%s: %s (stream seq %d, event %s) dead-lettered after %d attempt(s): %s%s", self.service,
+                  failed.event_type, failed.stream_sequence, failed.event_id, attempts, summary,
+                  "; it may carry a risk signal: a fail-safe escalation follows" if risk else "")
+        await raw.ack()
+
+    async def redrive_pending(self) -> int:
+        """Decides again every dead letter an operator asked to redrive; returns how many."""
+        requests = await asyncio.to_thread(self.app.redrive_requests, self._redrive_seen)
+        done = 0
+        for position, dead_id in requests:
+            dead = await asyncio.to_thread(self.app.find, DeadLetter, dead_id)
+            if dead is not None and dead.status is DeadLetterStatus.REDRIVE_REQUESTED and dead.service == self.service:
+                inbound, error = await self._fetch(dead)
+                await asyncio.to_thread(self.app.redrive, dead, inbound, self.handle, error)
+                self.on_recorded()
+                done += 1
+                self.stats.redriven += 1
+                log.info("%s: dead letter %s redriven", self.service, dead.id)
+            self._redrive_seen = position
+        return done
+
+    async def _fetch(self, dead: DeadLetter) -> tuple[Inbound | None, BaseException | None]:
+        try:
+            raw = await self._js.get_msg(self.settings.stream_name, seq=dead.stream_sequence, direct=True)
+        except NotFoundError as e:
+            return None, e
+        try:
+            found = parse_inbound(raw.subject, raw.headers, raw.data or b"", int(raw.seq))
+        except MalformedMessageError as e:
+            return None, e
+        if not isinstance(found, Inbound):
+            return None, MalformedMessageError("not an event")
+        return found, None
 
     async def wait_for_previous_instance(self, js: Any) -> float:
         """A new instance lets the messages a dead one left unacknowledged come back first."""
@@ -356,74 +935,24 @@ class DurableConsumer:
             return 0.0
         if not info.num_ack_pending:
             return 0.0
-        delay = ACK_WAIT_SECONDS + 0.5
+        # JetStream hands out redeliveries before new messages once their ack_wait has run out:
+        # waiting until then (counted from the last delivery) keeps the stream's order.
+        last = info.delivered.last_active if info.delivered is not None else None
+        since = (datetime.now(UTC) - last).total_seconds() if last is not None else 0.0
+        delay = max(0.0, ACK_WAIT_SECONDS + 1.0 - since)
         log.info("%s: %d messages of a previous instance await redelivery; starting in %.1f s",
                  self.service, info.num_ack_pending, delay)
         await asyncio.sleep(delay)
         return delay
 
-    async def process(self, raw: Msg, *, waiting: Sequence[Msg] = ()) -> None:
-        try:
-            inbound = parse_inbound(raw.subject, raw.headers, raw.data)
-        except MalformedMessageError as e:
-            await self._dead_letter(raw, e, attempts=0)
-            return
-        if await asyncio.to_thread(self.app.is_processed, inbound):
-            self.skipped += 1
-            await raw.ack()
-            return
-        backoff = Backoff(initial=0.2, cap=self.retry_cap)
-        failures = 0
-        while True:
-            try:
-                await asyncio.to_thread(self._decide_and_record, inbound)
-            except IntegrityError as e:
-                if await asyncio.to_thread(self.app.is_processed, inbound):
-                    # Recorded by another instance sharing this durable between our check and now.
-                    self.skipped += 1
-                    await raw.ack()
-                    return
-                # An aggregate moved on under us (e.g. a timer fired): not a failure, decide again.
-                log.info("%s: %s:%d met a concurrent change (%s); deciding again", self.service, inbound.source,
-                         inbound.sequence, e)
-                await asyncio.sleep(0.02)
-            except Exception as e:  # noqa: BLE001 - any failure is retried, then dead-lettered
-                failures += 1
-                log.warning("%s: %s from %s:%d failed (attempt %d): %s", self.service, inbound.event_name,
-                            inbound.source, inbound.sequence, failures, e)
-                if failures >= self.max_attempts:
-                    await self._dead_letter(raw, e, attempts=failures)
-                    return
-                for held in (raw, *waiting):  # keep this one and those behind it from being redelivered meanwhile
-                    await held.in_progress()
-                await asyncio.sleep(backoff.next())
-            else:
-                self.processed += 1
-                await raw.ack()
-                return
 
-    def _decide_and_record(self, inbound: Inbound) -> None:
-        self.app.record_run(self.handle, [inbound])
-        self.on_recorded()
+def _first_delivery(raw: Msg) -> bool:
+    delivered = getattr(raw.metadata, "num_delivered", None)
+    return delivered == 1
 
 
-    async def _dead_letter(self, raw: Msg, error: Exception, *, attempts: int) -> None:
-        headers = dict(raw.headers or {})
-        headers.pop("Nats-Msg-Id", None)
-        headers |= {
-            "careplan-error": f"{type(error).__name__}: {error}"[:1000],
-            "careplan-failed-subject": raw.subject,
-            "careplan-attempts": str(attempts),
-            "careplan-service": self.service,
-            # the stream position makes a repeat of this dead-lettering a duplicate
-            "Nats-Msg-Id": f"deadletter:{self.service}:{raw.metadata.sequence.stream}",
-        }
-        assert self.broker is not None
-        await self.broker.publish(raw.data, dead_letter_subject(self.service), headers=headers, stream=self.settings.stream_name)
-        log.error("%s: message %s (stream seq %d) dead-lettered: %s", self.service, raw.subject,
-                  raw.metadata.sequence.stream, error)
-        self.dead_lettered += 1
-        await raw.ack()
+def _kind(message: Inbound | Watermark) -> str:
+    return message.event_name if isinstance(message, Inbound) else "watermark"
 
 
 async def take_available(subscription: Any, limit: int) -> list[Msg]:
@@ -461,3 +990,9 @@ PULL_REPLY_SECONDS = 1.0
 
 def _status(msg: Msg) -> str | None:
     return (msg.headers or {}).get("Status") if not msg.data else None
+
+
+def subjects_of(events: Iterable[type[DomainEvent]]) -> list[str]:
+    from contracts.subjects import subject_filter
+
+    return [subject_filter(cls) for cls in events]

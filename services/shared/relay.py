@@ -10,39 +10,51 @@ While NATS is unreachable it retries with capped backoff and logs once per chang
 state; the store is the buffer. It uses its own connection without automatic reconnect
 or a reconnect buffer: after a failure it reconnects and resumes from the first
 unacknowledged notification, so a retried message never overtakes one lost in transit.
+
+It never publishes from a store that disagrees with what was published from it before (a
+store restored from a backup, or reset): on connecting, and now and then while idle, it
+compares its position, the store's log and the last event of its source on the stream;
+on a disagreement it halts with an alarm instead of publishing events under positions
+that consumers have already seen (docs/operations.md says how to recover). Events the
+stream already holds beyond the recorded position (a crash between PubAck and recording)
+are found and counted as published, so nothing is published twice whatever the
+de-duplication window.
+
+When caught up it publishes a watermark (``care.watermark.<application>``): "everything this
+application committed before ``at`` is on the stream ahead of this message". Services take
+time-based decisions only behind a watermark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
 from nats.js.api import PubAck
+from nats.js.errors import NotFoundError
 
-from contracts.generate import SCHEMA_BASE_URI, schema_path
-from contracts.subjects import CE_SOURCE_PREFIX, ce_type, chain_subject, subject_for
+from contracts.subjects import chain_subject, context_of_application, watermark_subject
 from services.shared.bus import connect, ensure_audit_stream, ensure_stream
-from services.shared.persistence import PublicEvent, PydanticMapper
+from services.shared.clock import Clock, system_clock
+from services.shared.cloudevents import OutboundMessage, cloudevent
+from services.shared.diagnostics import describe
+from services.shared.persistence import PydanticMapper
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-class OutboundMessage(NamedTuple):
-    notification_id: int
-    subject: str
-    headers: dict[str, str]
-    body: bytes
+#: The longest walk over the stream when reconciling the recorded position with it.
+MAX_RECONCILE = 100_000
 
 
 @dataclass
@@ -53,6 +65,11 @@ class RelayStats:
     state: str = "starting"
     reconnects: int = 0
     failed_connects: int = 0
+    #: Why the relay halted (a restored or reset store), or None while it may publish.
+    halted: str | None = None
+    #: Events found on the stream beyond the recorded position and counted as published.
+    reconciled: int = 0
+    watermark_at: datetime | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -74,51 +91,91 @@ class PublishFailedError(Exception):
     """A publish was not acknowledged; the relay resumes from the first unacked one."""
 
 
+class StoreInconsistentError(Exception):
+    """The store disagrees with what was published from it: the relay halts. The message
+    names positions only."""
+
+
+class UnreadableEventError(Exception):
+    """A stored event could not be read (a wrong cipher key, a class that no longer loads):
+    an error in the events themselves, not in NATS."""
+
+
+class _Sent(NamedTuple):
+    notification_id: int
+    future: asyncio.Future[PubAck]
+    sent: float
+    event_id: str
+    body: bytes
+
+
 @dataclass(frozen=True)
-class WireForm:
-    """What every event of one class shares on the wire (computed once per class)."""
+class OnStream:
+    """A message of one source as the stream holds it."""
 
-    subject_prefix: str
-    subject_suffix: str
-    ce_type: str
-    dataschema: str
-
-
-@lru_cache(maxsize=1024)
-def wire_form(event_class: type[Any]) -> WireForm:
-    prefix, suffix = subject_for(event_class, "\0").split("\0")
-    return WireForm(prefix, suffix, ce_type(event_class), f"{SCHEMA_BASE_URI}/{schema_path(event_class)}")
+    position: int
+    stream_sequence: int
+    event_id: str
+    body: bytes
+    subject: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-def cloudevent(application: str, notification: Notification, event: PublicEvent, previous: int) -> OutboundMessage:
-    """The wire form of one stored event: CloudEvents binary mode in NATS headers, the
-    event's contract JSON as body."""
-    form = wire_form(event.event_class)
-    aggregate_id = str(notification.originator_id)
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-id": event.event_id,
-        "ce-source": f"{CE_SOURCE_PREFIX}:{application}",
-        "ce-type": form.ce_type,
-        "ce-time": event.timestamp,
-        "ce-subject": aggregate_id,
-        "ce-sequence": str(notification.id),
-        # The log may skip ids (a rolled-back insert); naming the previous one makes a real gap detectable.
-        "ce-previoussequence": str(previous),
-        "ce-dataschema": form.dataschema,
-        "traceparent": traceparent(event.correlation_id, event.event_id),
-        "content-type": "application/json",
-        "Nats-Msg-Id": f"{application}:{notification.id}",
-    }
-    return OutboundMessage(notification.id, f"{form.subject_prefix}{aggregate_id}{form.subject_suffix}", headers, event.body)
+class SourceOnStream:
+    """The messages one application published, read back from the stream by direct gets:
+    its last, and those after a position (found by bisecting the stream sequences, since a
+    source's positions grow with them)."""
+
+    def __init__(self, js: Any, stream: str, application: str) -> None:
+        self.js, self.stream = js, stream
+        self.filter = f"care.{context_of_application(application)}.>"
+
+    async def last(self) -> OnStream | None:
+        try:
+            return self.read(await self.js.get_last_msg(self.stream, self.filter, direct=True))
+        except NotFoundError:
+            return None
+
+    async def next_from(self, sequence: int) -> OnStream | None:
+        """The source's first message at or after stream sequence ``sequence``."""
+        try:
+            return self.read(await self.js.get_msg(self.stream, seq=sequence, subject=self.filter, next=True, direct=True))
+        except NotFoundError:
+            return None
+
+    async def after(self, position: int, until: OnStream | None = None) -> AsyncIterator[OnStream]:
+        """The source's messages at positions after ``position``, in stream order."""
+        until = until or await self.last()
+        if until is None or until.position <= position:
+            return
+        info = await self.js.stream_info(self.stream)
+        low, high = max(1, info.state.first_seq), until.stream_sequence
+        while low < high:
+            middle = (low + high) // 2
+            probe = await self.next_from(middle)
+            if probe is not None and probe.position > position:
+                high = middle
+            else:
+                low = middle + 1
+        message = await self.next_from(low)
+        while message is not None and message.stream_sequence <= until.stream_sequence:
+            if message.position > position:
+                yield message
+            message = await self.next_from(message.stream_sequence + 1)
+
+    @staticmethod
+    def read(raw: Any) -> OnStream:
+        headers = dict(raw.headers or {})
+        try:
+            return OnStream(int(headers["ce-sequence"]), int(raw.seq), headers["ce-id"], bytes(raw.data or b""),
+                            raw.subject or "", headers)
+        except (KeyError, ValueError) as e:
+            msg = f"stream message {raw.seq} on this store's subjects is not one of its events"
+            raise StoreInconsistentError(msg) from e
 
 
-def traceparent(correlation_id: str, event_id: str) -> str:
-    """W3C Trace Context for an event: the story (correlation id, 128 bits) is the trace,
-    the event is a span (the first 64 bits of its id). Derived, so every copy of an event
-    (a re-publish, a replay) carries the same one, and a tracing system groups a whole care
-    story — command, services' decisions, policies — into one trace."""
-    return f"00-{correlation_id.replace('-', '')}-{event_id.replace('-', '')[:16]}-01"
+def _digest(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
 
 
 class Relay:
@@ -132,17 +189,21 @@ class Relay:
         mapper: PydanticMapper,
         tracking: TrackingRecorder,
         woken_by_writer: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         """``woken_by_writer``: the application's writer runs in this process and calls
         :meth:`wake` after each commit, so the log need only be checked now and then for
-        other writers (an operator's command); otherwise it is checked every millisecond."""
+        other writers (an operator's command); otherwise it is checked every millisecond.
+        ``clock`` dates the watermarks (the services' clock, in virtual-time tests)."""
         self.settings = settings
         self.application = application
         self.nats_url = nats_url
         self.recorder = recorder
         self.mapper = mapper
         self.tracking = tracking
+        self.clock = clock or system_clock
         self.stats = RelayStats()
+        self._source: SourceOnStream | None = None
         self._wakeup = asyncio.Event()
         self._listener: threading.Thread | None = None
         self._changes = SQLiteChangeWatch.of(recorder, every=0.05 if woken_by_writer else 0.001)
@@ -150,6 +211,14 @@ class Relay:
         self._next_head = 0.0
         self._published_head = 0
         self._audit_stream_ready = False
+        #: Positions beyond the recorded one that the stream already holds (found on connecting).
+        self._on_stream: set[int] = set()
+        #: The last position acknowledged, its event id and body digest (checked against the store while idle).
+        self._last_acked: _Sent | None = None
+        self._selected_at = self.clock()
+        self._next_check = 0.0
+        self._watermark_sent = float("-inf")
+        self._watermark_position = -1
 
     def wake(self) -> None:
         """Called (from any thread) by a writer in this process right after it committed:
@@ -175,9 +244,15 @@ class Relay:
             try:
                 js = nc.jetstream(publish_async_max_pending=self.settings.relay_window + 1)
                 await ensure_stream(js, self.settings)
-                self._set_state("publishing")
-                backoff.reset()
-                await self._pump(nc, js, stop)
+                if await self._until_consistent(nc, js, stop):
+                    self._set_state("publishing")
+                    backoff.reset()
+                    await self._pump(nc, js, stop)
+            except StoreInconsistentError as e:
+                self._halt(str(e))  # found while running: checked again on the next connection
+            except UnreadableEventError as e:
+                self._set_state("failing: a stored event cannot be read", e.__cause__ or e)
+                await _sleep_or_stop(stop, backoff.next())
             except Exception as e:  # noqa: BLE001 - the bus failed mid-way: record progress, back off, resume
                 self._set_state("waiting for NATS", e)
                 self.stats.reconnects += 1
@@ -187,13 +262,111 @@ class Relay:
                     await asyncio.wait_for(nc.close(), timeout=2)
                 except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to keep
                     pass
+        if self._changes is not None:
+            self._changes.close()
         self._set_state("stopped")
+
+    # ----------------------------------------------------------------- consistency
+
+    async def _until_consistent(self, nc: Any, js: Any, stop: asyncio.Event) -> bool:
+        """Checks the store against the relay's position and the stream; while they
+        disagree, stays halted (checking again now and then, as an operator's recovery may
+        mend it). Returns False when stopped while halted."""
+        while not stop.is_set():
+            problem = await self._inconsistency(js)
+            if problem is None:
+                if self.stats.halted is not None:
+                    log.info("relay %s: the store agrees with the stream again; resuming", self.application)
+                    self.stats.halted = None
+                return True
+            self._halt(problem)
+            await _sleep_or_stop(stop, self.settings.relay_check_interval)
+            if not nc.is_connected:
+                msg = "connection to NATS lost"
+                raise PublishFailedError(msg)
+        return False
+
+    def _halt(self, problem: str) -> None:
+        if self.stats.halted != problem:
+            log.error("relay %s HALTED: %s. Nothing more is published from this store until it agrees with "
+                      "what was published; see docs/operations.md (restored store)", self.application, problem)
+        self.stats.halted = problem
+        self._set_state("halted")
+
+    async def _inconsistency(self, js: Any) -> str | None:
+        """What is wrong between the store, the relay's recorded position and the stream
+        (None: nothing). Also finds the events the stream holds beyond the position."""
+        self._source = SourceOnStream(js, self.settings.stream_name, self.application)
+        position = await asyncio.to_thread(self.tracking.max_tracking_id, self.application) or 0
+        store_end = await asyncio.to_thread(self.recorder.max_notification_id) or 0
+        if position > store_end:
+            return (f"the store's log ends at position {store_end}, before the relay's recorded position {position}: "
+                    "the store was restored or reset")
+        last = await self._source.last()
+        if last is None:
+            return None
+        if last.position > store_end:
+            return (f"the stream holds events of this store up to position {last.position}, but the store's log ends "
+                    f"at {store_end}: the store was restored or reset")
+        if await asyncio.to_thread(self._differs, last):
+            return f"position {last.position} holds another event in the store than on the stream"
+        if last.position > position:
+            found = set()
+            async for message in self._source.after(position, last):
+                if await asyncio.to_thread(self._differs, message):
+                    return f"position {message.position} holds another event in the store than on the stream"
+                found.add(message.position)
+                if len(found) > MAX_RECONCILE:
+                    break
+            self._on_stream = found
+            self.stats.reconciled += len(found)
+            log.info("relay %s: %d events after position %d are on the stream already; not publishing them again",
+                     self.application, len(found), position)
+        return None
+
+    def _differs(self, on_stream: OnStream) -> bool:
+        found = self.recorder.select_notifications(start=on_stream.position, limit=1)
+        if not found or found[0].id != on_stream.position:
+            return True
+        event = self._public(found[0])
+        return event.event_id != on_stream.event_id or event.body != on_stream.body
+
+    def _public(self, notification: Notification) -> Any:
+        try:
+            return self.mapper.to_public_json(notification)
+        except Exception as e:
+            raise UnreadableEventError(f"position {notification.id}") from e
+
+    async def _check_while_running(self, recorded: int) -> None:
+        """Now and then while idle: the store still holds what was last published."""
+        if time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + self.settings.relay_check_interval
+        store_end = await asyncio.to_thread(self.recorder.max_notification_id) or 0
+        if recorded > store_end:
+            msg = f"the store's log ends at position {store_end}, before the relay's recorded position {recorded}"
+            raise StoreInconsistentError(msg)
+        if self._last_acked is not None:
+            last = self._last_acked
+            position, event_id, digest = last.notification_id, last.event_id, _digest(last.body)
+            if not await asyncio.to_thread(self._holds, position, event_id, digest):
+                msg = f"position {position}, published before, now holds another event in the store"
+                raise StoreInconsistentError(msg)
+
+    def _holds(self, position: int, event_id: str, digest: bytes) -> bool:
+        found = self.recorder.select_notifications(start=position, limit=1)
+        if not found or found[0].id != position:
+            return False
+        event = self._public(found[0])
+        return event.event_id == event_id and _digest(event.body) == digest
+
+    # ----------------------------------------------------------------- publishing
 
     async def _pump(self, nc: Any, js: Any, stop: asyncio.Event) -> None:
         acked = await asyncio.to_thread(self.tracking.max_tracking_id, self.application) or 0
         recorded = acked
         self.stats.position = acked
-        inflight: deque[tuple[int, asyncio.Future[PubAck], float]] = deque()
+        inflight: deque[_Sent] = deque()
         watchdog = asyncio.ensure_future(self._fail_overdue_acks(inflight))
         previous = acked
         prefetch: asyncio.Future[Sequence[Notification]] | None = None
@@ -204,38 +377,69 @@ class Relay:
                     msg = "connection to NATS lost"
                     raise PublishFailedError(msg)
                 notifications = await (prefetch or self._select(previous + 1))
+                read_at = self._selected_at
                 prefetch = None
                 if notifications:
                     # Read the next batch while this one is published.
                     prefetch = self._select(notifications[-1].id + 1)
                     for notification in notifications:
-                        message = cloudevent(self.application, notification, self.mapper.to_public_json(notification), previous)
+                        message = self._message(notification, previous)
                         while len(inflight) >= self.settings.relay_window:
-                            acked = await self._await_oldest(inflight)
-                        future = await js.publish_async(message.subject, message.body, headers=message.headers)
-                        inflight.append((notification.id, future, time.monotonic()))
+                            acked = await self._await_oldest(js, inflight)
+                        inflight.append(await self._send(js, message))
                         previous = notification.id
-                    while inflight and inflight[0][1].done():
-                        acked = await self._await_oldest(inflight)
+                    while inflight and inflight[0].future.done():
+                        acked = await self._await_oldest(js, inflight)
                 else:
                     while inflight:
-                        acked = await self._await_oldest(inflight)
+                        acked = await self._await_oldest(js, inflight)
                 if acked > recorded and (not inflight or acked - recorded >= self.settings.relay_batch):
                     await self._record(acked)
                     recorded = acked
                 if not notifications:
+                    await self._publish_watermark(js, recorded, read_at)
                     await self._publish_chain_head(js)
+                    await self._check_while_running(recorded)
                     await self._idle(stop)
             while inflight:
-                acked = await self._await_oldest(inflight)
+                acked = await self._await_oldest(js, inflight)
         finally:
             watchdog.cancel()
             if prefetch is not None:
                 prefetch.cancel()
-            for _, future, _ in inflight:
-                future.cancel()
+            for sent in inflight:
+                sent.future.cancel()
             if acked > recorded:
                 await self._record(acked)
+
+    def _message(self, notification: Notification, previous: int) -> OutboundMessage:
+        return cloudevent(self.application, notification, self._public(notification), previous)
+
+    async def _send(self, js: Any, message: OutboundMessage) -> _Sent:
+        event_id = message.headers["ce-id"]
+        if message.notification_id in self._on_stream:
+            # On the stream already (found when connecting): counted as published, not sent again.
+            self._on_stream.discard(message.notification_id)
+            future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+            future.set_result(PubAck(stream=self.settings.stream_name, seq=0, duplicate=True))
+        else:
+            future = await js.publish_async(message.subject, message.body, headers=message.headers)
+        return _Sent(message.notification_id, future, time.monotonic(), event_id, message.body)
+
+    async def _publish_watermark(self, js: Any, recorded: int, read_at: datetime) -> None:
+        """Caught up (nothing unread at ``read_at``, everything acknowledged and recorded):
+        say so on the stream, at most every ``relay_watermark_interval`` seconds after
+        publishing something, else every ``relay_watermark_heartbeat`` seconds (so the
+        watermark keeps moving on a quiet system, and the stream does not fill with them)."""
+        now = time.monotonic()
+        interval = (self.settings.relay_watermark_interval if recorded != self._watermark_position
+                    else self.settings.relay_watermark_heartbeat)
+        if now < self._watermark_sent + interval:
+            return
+        body = json.dumps({"source": self.application, "position": recorded, "at": read_at.isoformat()}).encode()
+        await js.publish(watermark_subject(self.application), body)
+        self._watermark_sent, self._watermark_position = now, recorded
+        self.stats.watermark_at = read_at
 
     async def _publish_chain_head(self, js: Any) -> None:
         """Now and then, while idle, the store's hash-chain head goes on the stream
@@ -260,37 +464,51 @@ class Relay:
 
     def _select(self, start: int) -> asyncio.Future[Sequence[Notification]]:
         # Cleared just before reading, so a NOTIFY that arrives while this batch is being
-        # published is kept, and the next idle wait returns at once.
+        # published is kept, and the next idle wait returns at once. The time of the read
+        # dates a watermark when it finds nothing new.
         self._wakeup.clear()
+        self._selected_at = self.clock()
         return asyncio.ensure_future(
             asyncio.to_thread(self.recorder.select_notifications, start=start, limit=self.settings.relay_batch)
         )
 
-    async def _fail_overdue_acks(self, inflight: deque[tuple[int, asyncio.Future[PubAck], float]]) -> None:
+    async def _fail_overdue_acks(self, inflight: deque[_Sent]) -> None:
         """One timer for the whole window, instead of one per publish: an ack overdue by
         more than ``relay_ack_timeout`` fails its future, and the pump resumes from it."""
         timeout = self.settings.relay_ack_timeout
         while True:
             await asyncio.sleep(min(0.5, timeout / 4))
             if inflight:
-                notification_id, future, sent = inflight[0]
-                if not future.done() and time.monotonic() - sent > timeout:
-                    future.set_exception(TimeoutError(f"no PubAck within {timeout} s"))
+                oldest = inflight[0]
+                if not oldest.future.done() and time.monotonic() - oldest.sent > timeout:
+                    oldest.future.set_exception(TimeoutError(f"no PubAck within {timeout} s"))
 
-    async def _await_oldest(self, inflight: deque[tuple[int, asyncio.Future[PubAck], float]]) -> int:
-        notification_id, future, _ = inflight[0]
+    async def _await_oldest(self, js: Any, inflight: deque[_Sent]) -> int:
+        oldest = inflight[0]
         try:
-            ack = future.result() if future.done() else await future
+            ack = oldest.future.result() if oldest.future.done() else await oldest.future
         except Exception as e:
-            msg = f"{self.application}:{notification_id} not acknowledged: {type(e).__name__} {e}"
+            msg = f"{self.application}:{oldest.notification_id} not acknowledged: {describe(e)}"
             raise PublishFailedError(msg) from e
         if ack.stream != self.settings.stream_name:
-            msg = f"{self.application}:{notification_id} stored in stream {ack.stream}, not {self.settings.stream_name}"
+            msg = f"{self.application}:{oldest.notification_id} stored in stream {ack.stream}, not {self.settings.stream_name}"
             raise PublishFailedError(msg)
+        if ack.duplicate and ack.seq:
+            await self._check_duplicate(js, oldest, ack.seq)
         inflight.popleft()
         self.stats.published += 1
         self.stats.duplicates += bool(ack.duplicate)
-        return notification_id
+        self._last_acked = oldest
+        return oldest.notification_id
+
+    async def _check_duplicate(self, js: Any, sent: _Sent, stream_sequence: int) -> None:
+        """The stream said it holds this message already: it must be this very event, not
+        another one published under the same position from an earlier life of the store."""
+        held = SourceOnStream.read(await js.get_msg(self.settings.stream_name, seq=stream_sequence, direct=True))
+        if held.event_id != sent.event_id or held.body != sent.body:
+            msg = (f"position {sent.notification_id} was published before as another event "
+                   f"(stream sequence {stream_sequence}): the store was restored or reset")
+            raise StoreInconsistentError(msg)
 
     async def _record(self, notification_id: int) -> None:
         await asyncio.to_thread(self.tracking.insert_tracking, Tracking(self.application, notification_id))
@@ -311,7 +529,7 @@ class Relay:
 
     def _set_state(self, state: str, error: BaseException | None = None) -> None:
         if state != self.stats.state:
-            detail = f": {type(error).__name__}: {error}" if error else ""
+            detail = f": {describe(error)}" if error else ""
             level = logging.WARNING if error else logging.INFO
             log.log(level, "relay %s %s (position %d)%s", self.application, state, self.stats.position, detail)
             self.stats.state = state
@@ -339,7 +557,7 @@ class Relay:
                             for _ in conn.notifies(timeout=0.5, stop_after=1):
                                 loop.call_soon_threadsafe(self._wakeup.set)
                 except Exception as e:  # noqa: BLE001 - polling continues; try to listen again
-                    log.debug("relay %s: LISTEN failed (%s); polling only for now", self.application, e)
+                    log.debug("relay %s: LISTEN failed (%s); polling only for now", self.application, describe(e))
                     time.sleep(1.0)
 
         self._listener = threading.Thread(target=listen, name=f"relay-{self.application}-listen", daemon=True)
@@ -370,6 +588,9 @@ class SQLiteChangeWatch:
 
     def _version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
 
     async def wait(self, stop: asyncio.Event, wake: asyncio.Event, longest: float) -> None:
         """Returns when something was committed since the last return, when ``wake`` or

@@ -6,19 +6,26 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from faststream.nats import NatsBroker
 
 from services.shared.bus import connect, ensure_stream
+from services.shared.clock import Clock
+from services.shared.diagnostics import describe
+from services.shared.lease import Lease
 from services.shared.persistence import OutboxStores
 from services.shared.processing import DurableConsumer
 from services.shared.relay import Relay
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: How often a service looks for dead letters an operator asked to redrive.
+REDRIVE_CHECK_SECONDS = 1.0
 
 
 class RunningService:
@@ -34,6 +41,8 @@ class RunningService:
         with_relay: bool = True,
         tick: Callable[[], object] | None = None,
         tick_interval: float = 0.5,
+        lease_ttl: float = 15.0,
+        relay_clock: Clock | None = None,
         **consumer_options: object,
     ) -> None:
         """``app`` is a ServiceApplication, or another Tracked application (the care
@@ -55,7 +64,7 @@ class RunningService:
             Relay(
                 settings, application=app.name, nats_url=self.nats_url,
                 recorder=self.stores.recorder, mapper=self.stores.mapper, tracking=self.stores.tracking,
-                woken_by_writer=True,
+                woken_by_writer=True, clock=relay_clock,
             )
             if self.stores is not None
             else None
@@ -68,43 +77,90 @@ class RunningService:
         self.consumer.attach(self.broker)
         self.tick = tick
         self.tick_interval = tick_interval
+        self.lease_ttl = lease_ttl
+        self.lease: Lease | None = None
+        #: Set when this instance lost its lease to another: it has stopped consuming.
+        self.lost = asyncio.Event()
+        self._nc: Any = None
         self._stop = asyncio.Event()
-        self._relay_task: asyncio.Task[None] | None = None
-        self._tick_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
 
-    async def start(self) -> None:
-        nc = await connect(self.nats_url, name=f"{self.name}-setup")
-        try:
-            await ensure_stream(nc.jetstream(), self.settings)
-            await self.consumer.wait_for_previous_instance(nc.jetstream())
-        finally:
-            await nc.close()
-        await self.broker.start()
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        """Starts consuming once this instance holds the durable's lease; returns False when
+        ``stop`` was set while waiting for it."""
+        self._nc = await connect(self.nats_url, name=f"{self.name}-control")
+        js = self._nc.jetstream()
+        await ensure_stream(js, self.settings)
+        self.lease = Lease(js, self.name, ttl=self.lease_ttl, replicas=self.settings.stream_replicas)
+        if not await self.lease.acquire(stop):
+            return False
+        await self.consumer.wait_for_previous_instance(js)
+        self._tasks.append(asyncio.create_task(self.lease.keep(self._stop, self._lose_lease)))
+        # Consuming starts once the store's positions are in line with what was acknowledged
+        # (at once, unless the store was restored): the rest of the service runs meanwhile,
+        # and the halt is visible in the consumer's stats and the log.
+        if await self.consumer.in_line(js):
+            await self._consume()
+        else:
+            self._tasks.append(asyncio.create_task(self._consume_when_mended(js)))
         if self.relay is not None:
-            self._relay_task = asyncio.create_task(self.relay.run(self._stop))
+            self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
         if self.tick is not None:
-            self._tick_task = asyncio.create_task(self._ticking(self.tick))
+            self._tasks.append(asyncio.create_task(self._every(self.tick_interval, self._timers)))
+        self._tasks.append(asyncio.create_task(self._every(REDRIVE_CHECK_SECONDS, self.consumer.redrive_pending)))
+        return True
 
-    async def _ticking(self, tick: Callable[[], object]) -> None:
-        """Durable timers: the service's own check of what is due, at a steady interval."""
+    async def _consume(self) -> None:
+        await self.broker.start()
+        self._started = True
+
+    async def _consume_when_mended(self, js: Any) -> None:
+        await self.consumer.wait_until_in_line(js, self._stop)
+        if not self._stop.is_set() and not self.lost.is_set():
+            await self._consume()
+
+    def _lose_lease(self) -> None:
+        self.lost.set()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._stop_consuming()))
+
+    async def _stop_consuming(self) -> None:
+        try:
+            await self.broker.stop()
+        except Exception as e:  # noqa: BLE001 - the bus may be gone; consuming has stopped either way
+            log.warning("%s: stopping the consumer: %s", self.name, describe(e))
+        self._started = False
+
+    async def _timers(self) -> int:
+        """Durable timers: the service's own check of what is due."""
+        assert self.tick is not None
+        fired = await asyncio.to_thread(self.tick)
+        if fired and self.relay is not None:
+            self.relay.wake()
+        return int(fired or 0)
+
+    async def _every(self, interval: float, work: Callable[[], Any]) -> None:
         while not self._stop.is_set():
+            if not self.lost.is_set():
+                try:
+                    await work()
+                except Exception as e:  # noqa: BLE001 - tried again at the next interval
+                    log.warning("%s: %s failed: %s", self.name, getattr(work, "__name__", "a periodic task"), describe(e))
             try:
-                if await asyncio.to_thread(tick) and self.relay is not None:
-                    self.relay.wake()
-            except Exception as e:  # noqa: BLE001 - a failed check is tried again at the next tick
-                log.warning("%s: timer check failed: %s", self.name, e)
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.tick_interval)
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
             except TimeoutError:
                 pass
 
     async def stop(self) -> None:
-        await self.broker.stop()
+        if self._started:
+            await self.broker.stop()
         self._stop.set()
-        if self._tick_task is not None:
-            await self._tick_task
-        if self._relay_task is not None:
-            await self._relay_task
+        for task in self._tasks:
+            await task
+        if self.lease is not None and not self.lost.is_set():
+            await self.lease.release()
+        if self._nc is not None:
+            await self._nc.close()
         if self.stores is not None:
             self.stores.close()
         self.app.close()
@@ -118,19 +174,25 @@ class RunningService:
 
 
 def run_service_process(settings: Settings, make: Callable[[Settings], RunningService], *, ready_file: Path | None) -> None:
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         service = make(settings)
-        await service.start()
-        log.info("service %s consuming from %s", service.name, service.nats_url)
-        if ready_file is not None:
-            ready_file.write_text(json.dumps({"service": service.name, "nats": service.nats_url}))
         try:
-            await stop.wait()
+            if not await service.start(stop):
+                return 0
+            log.info("service %s consuming from %s", service.name, service.nats_url)
+            if ready_file is not None:
+                ready_file.write_text(json.dumps({"service": service.name, "nats": service.nats_url}))
+            lost = asyncio.ensure_future(service.lost.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([lost, stopped], return_when=asyncio.FIRST_COMPLETED)
+            lost.cancel()
+            stopped.cancel()
+            return 3 if service.lost.is_set() else 0
         finally:
             await service.stop()
 
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     relay_poll_interval: float = Field(default=0.01, gt=0)
     #: Seconds to wait for one PubAck before the relay treats the bus as unavailable.
     relay_ack_timeout: float = Field(default=5.0, gt=0)
+    #: A relay that caught up after publishing says so (a watermark on the stream) at most
+    #: this often; with nothing to publish, every ``relay_watermark_heartbeat`` seconds.
+    relay_watermark_interval: float = Field(default=1.0, gt=0)
+    relay_watermark_heartbeat: float = Field(default=30.0, gt=0)
+    #: Seconds between a relay's checks that its store still agrees with what it published
+    #: (and, while halted on a disagreement, between checks whether it was mended).
+    relay_check_interval: float = Field(default=5.0, gt=0)
 
     #: Seconds between publications of a store's hash-chain head (audit.careplan.v1.chain.<store>).
     chain_head_interval: float = Field(default=60.0, gt=0)
