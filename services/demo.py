@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
 import nats
+from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -41,6 +42,7 @@ from services.system import System
 
 CLINICIAN = Actor(id="clinician-17", role=Role.CLINICIAN)
 ONCALL = Actor(id="oncall-clinician-4", role=Role.CLINICIAN)
+SUPERVISOR = Actor(id="supervisor-3", role=Role.SUPERVISOR)
 CLIENT_APP = Actor(id="intake-portal", role=Role.INTEGRATION)
 
 
@@ -110,7 +112,7 @@ def _crisis(app: CareApplication, settings: Settings, plan_id: UUID, course_id: 
             plan_id=plan_id, strategy=Strategy.MID_TERM_IN_DEPTH,
             reason="Crisis resolved; back to the in-depth work on the role dispute",
         ),
-        CommandMeta(actor=CLINICIAN),
+        CommandMeta(actor=SUPERVISOR),  # leaving emergency support is a supervisor's decision
     )
 
 
@@ -183,10 +185,15 @@ async def _stream_summary(url: str, settings: Settings, last: int) -> str:
     try:
         js = nc.jetstream()
         info = await js.stream_info(settings.stream_name)
-        newest = await js.get_msg(settings.stream_name, info.state.last_seq)
+        counter = await js.add_consumer(settings.stream_name, ConsumerConfig(
+            filter_subject="care.>", ack_policy=AckPolicy.NONE, inactive_threshold=5))
+        events = counter.num_pending
+        await js.delete_consumer(settings.stream_name, counter.name)
+        newest = await js.get_last_msg(settings.stream_name, "care.>")
         headers = newest.headers or {}
         return (
-            f"JetStream stream {settings.stream_name} holds {info.state.messages} messages; the newest is\n"
+            f"JetStream stream {settings.stream_name} holds {events} events (and {info.state.messages - events} relay "
+            "watermarks); the newest event is\n"
             f"  {newest.subject}\n  ce-type {headers.get('ce-type')}, ce-sequence {headers.get('ce-sequence')}, "
             f"Nats-Msg-Id {headers.get('Nats-Msg-Id')}\n"
             f"Store and stream stay in {settings.data_dir.resolve()} (care.sqlite, nats/)."

@@ -39,7 +39,9 @@ IDEMPOTENCY_NAMESPACE = UUID("8c7d6f3e-2b1a-4c5d-9e8f-7a6b5c4d3e2f")
 IDEMPOTENT_ATTEMPTS = 5
 
 #: Who may send which commands (beyond the clinician's own-clients rule).
-SUPERVISOR_ONLY: frozenset[type[BaseModel]] = frozenset({c.LowerRisk})
+SUPERVISOR_ONLY: frozenset[type[BaseModel]] = frozenset(
+    {c.LowerRisk, c.ActivateEmergencySupport, c.RecordCrisisResolved, c.EndEmergencySupport}
+)
 INTEGRATION_COMMANDS: frozenset[type[BaseModel]] = frozenset({c.SubmitQuestionnaire})
 CLINICAL = (Role.CLINICIAN, Role.SUPERVISOR)
 READERS = (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION)
@@ -105,6 +107,8 @@ class Api:
         self.tokens = tokens
         self.escalation = escalation
         self.assessment = assessment
+        #: Every store's dead letters (services.operations.dead_letters.DeadLetterDesk).
+        self.dead_letters: Any | None = None
         self._clients: dict[tuple[str, UUID], str] = {}
         #: JSON lines, one per request: who (from the token), what, when, the answer.
         self.access_log: Any | None = None
@@ -258,6 +262,8 @@ def create_app(api: Api) -> FastAPI:
             _command_route(app, api, collection, command, Who)
         _read_routes(app, api, collection, Who)
     _escalation_routes(app, api, Who)
+    if api.dead_letters is not None:
+        _dead_letter_routes(app, api, Who)
     _fhir_routes(app, api, Who)
     _audit_routes(app, api, Who)
 
@@ -435,6 +441,50 @@ def _escalation_routes(app: FastAPI, api: Api, who: Any) -> None:
                          _param("principal", who)])
     app.post("/escalations/{crisis_id}/resolve", tags=["escalations"], summary="Resolve a crisis",
              name="resolveCrisis")(resolve)
+
+
+class RedriveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=4000, description="Why the message can be decided now.")
+
+
+def _dead_letter_routes(app: FastAPI, api: Api, who: Any) -> None:
+    """Supervisors see every service's dead letters (ids, kinds, error classes: no content)
+    and ask for them to be decided again."""
+    from domain.operations.dead_letter import DeadLetterStatus
+    from services.operations.dead_letters import summary
+
+    def dead_letters(principal: Principal, status: DeadLetterStatus | None) -> list[dict[str, Any]]:
+        api.require(principal, (Role.SUPERVISOR,), "read dead letters")
+        return [summary(letter) for letter in api.dead_letters.list(status)]
+
+    _signature(dead_letters, [_param("principal", who),
+                              _param("status", Annotated[DeadLetterStatus | None, Query()], None)])
+    app.get("/deadletters", tags=["dead letters"], summary="Messages a service could not decide",
+            name="deadLetters")(dead_letters)
+
+    def dead_letter(dead_letter_id: UUID, principal: Principal) -> dict[str, Any]:
+        api.require(principal, (Role.SUPERVISOR,), "read dead letters")
+        letter, history = api.dead_letters.show(dead_letter_id)
+        return summary(letter) | {"history": [
+            {"at": e.timestamp.isoformat(), "actor": e.actor.id, "role": e.actor.role.value, "what": e.describe()}
+            for e in history
+        ]}
+
+    _signature(dead_letter, [_param("dead_letter_id", UUID), _param("principal", who)])
+    app.get("/deadletters/{dead_letter_id}", tags=["dead letters"], summary="One dead letter and its redrives",
+            name="deadLetter")(dead_letter)
+
+    def redrive(dead_letter_id: UUID, body: RedriveRequest, principal: Principal) -> JSONResponse:
+        api.require(principal, (Role.SUPERVISOR,), "redrive a dead letter")
+        letter = api.dead_letters.request_redrive(dead_letter_id, actor=principal.actor, reason=body.reason)
+        return JSONResponse(summary(letter), status_code=202)
+
+    _signature(redrive, [_param("dead_letter_id", UUID), _param("body", Annotated[RedriveRequest, Body()]),
+                         _param("principal", who)])
+    app.post("/deadletters/{dead_letter_id}/redrive", tags=["dead letters"], status_code=202,
+             summary="Ask the service to decide the message again (its outcome is recorded on the dead letter)",
+             name="redriveDeadLetter")(redrive)
 
 
 # --------------------------------------------------------------------- FHIR R4 views

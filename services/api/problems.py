@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError, InvalidValueError, NotAuthorisedError, ReasonRequiredError
+from services.shared.diagnostics import describe, frames
 from services.care.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # The error's class and where it came from, not its message: messages quote input.
+        log.error("unexpected error on %s %s: %s\n%s", request.method, request.url.path, describe(exc), frames(exc))
         return problem(500, "internal-error", "Internal error", "Something failed on our side; it is logged.",
                        request.url.path)
 

@@ -13,6 +13,7 @@ from services.api.auth import TokenRegistry
 from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
 from services.escalation.service import EscalationApplication
+from services.operations.dead_letters import DeadLetterDesk
 from services.shared.bus import free_port
 from services.shared.settings import Settings
 
@@ -20,8 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def build(settings: Settings) -> tuple[Api, object]:
-    api = Api(CareApplication(settings), TokenRegistry.load(settings.tokens_path()), EscalationApplication(settings),
-              AssessmentApplication(settings))
+    escalation = EscalationApplication(settings)
+    care = CareApplication(settings, crises=escalation.crisis_held_open)
+    api = Api(care, TokenRegistry.load(settings.tokens_path()), escalation, AssessmentApplication(settings))
+    api.dead_letters = DeadLetterDesk(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api.access_log = (settings.data_dir / "api-access.log").open("a", encoding="utf-8")
     return api, create_app(api)
@@ -59,7 +62,7 @@ def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
         api.care.close()
         if api.access_log is not None:
             api.access_log.close()
-        for service in (api.escalation, api.assessment):
+        for service in (api.escalation, api.assessment, api.dead_letters):
             if service is not None:
                 service.close()
 

@@ -24,6 +24,7 @@ from domain.care_plan import CarePlan
 from domain.escalation.crisis import Crisis
 from domain.escalation.plan_risk import PlanRisk
 from domain.inventory import Inventory
+from domain.operations.dead_letter import DeadLetter
 from domain.scheduling.plans import PlanStrategy
 from domain.scheduling.schedule import CourseSchedule
 from domain.therapy_course import TherapyCourse
@@ -35,7 +36,8 @@ from services.shared.settings import Settings
 
 #: Every aggregate class of every store. A class registers the event that creates it when it
 #: is defined, so importing them all lets any store's history be replayed here.
-AGGREGATE_CLASSES = (CarePlan, TherapyCourse, Inventory, AssessmentRecord, Crisis, PlanRisk, CourseSchedule, PlanStrategy)
+AGGREGATE_CLASSES = (CarePlan, TherapyCourse, Inventory, AssessmentRecord, Crisis, PlanRisk, CourseSchedule, PlanStrategy,
+                     DeadLetter)
 
 
 class Store:

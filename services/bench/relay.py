@@ -33,7 +33,8 @@ from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.shared.bus import EmbeddedNats
 from services.shared.persistence import OutboxStores
-from services.shared.relay import Relay, cloudevent
+from services.shared.cloudevents import cloudevent
+from services.shared.relay import Relay
 from services.shared.settings import Settings
 
 THROUGHPUT_TARGET = 0.8

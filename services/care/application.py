@@ -8,7 +8,8 @@ concurrency); a stale version, or a concurrent writer winning the race, fails wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
@@ -22,14 +23,22 @@ from domain.care_plan import CarePlan
 from domain.inventory import Inventory
 from domain.therapy_course import TherapyCourse
 from services.care.commands import Command, CreationCommand
-from services.care.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
-from services.care.policies import react
+from services.care.errors import (
+    AggregateMissingError,
+    CannotCheckCrisisError,
+    ConcurrencyConflictError,
+    NotYetExistingError,
+    StoreBehindError,
+)
+from services.care import policies
 from services.shared.clock import Clock, MonotonicClock
 from services.shared.persistence import eventsourcing_env, surviving_catalog_races
 from services.shared.processing import Inbound, Tracked
 from services.shared.settings import Settings
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
+#: How often commands check that the store has not gone back behind what was published.
+STORE_CHECK_SECONDS = 5.0
 
 
 class CommandMeta(BaseModel):
@@ -63,14 +72,24 @@ class CareApplication(Tracked, Application[UUID]):
     #: The actor of changes the care application makes in reaction to other services.
     actor = Actor(id="care-policies", role=Role.SERVICE)
     snapshot_class = AggregateSnapshot
+    risk_signals: ClassVar[frozenset[type[DomainEvent]]] = policies.RISK_SIGNALS
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {
         CarePlan: project,
         TherapyCourse: project,
         Inventory: project,
     }
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, crises: Callable[[UUID], UUID | None] | None = None
+    ) -> None:
+        """``crises``: the plan of a crisis the escalation service holds open (None: not
+        open), wired in by whoever runs both (the API); without it, crisis commands from
+        people are refused since they cannot be checked."""
         self.settings = settings
+        self.crises = crises
+        self._next_store_check = 0.0
+        self._store_behind: str | None = None
+        self._relay_tracking: Any = None
         self.clock = MonotonicClock(clock) if clock is not None else MonotonicClock()
         if settings.snapshot_interval:
             self.snapshotting_intervals = {  # type: ignore[misc]
@@ -86,12 +105,16 @@ class CareApplication(Tracked, Application[UUID]):
         return surviving_catalog_races(self.factory.process_recorder)
 
     def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        return react(self, inbound)
+        return policies.react(self, inbound)
+
+    def is_risk_signal(self, subject: str, body: dict[str, Any] | None) -> bool:
+        return super().is_risk_signal(subject, body) and policies.is_risk_signal(body)
 
     # ----------------------------------------------------------------- commands
 
     def handle(self, command: Command | CreationCommand, meta: CommandMeta) -> CommandResult:
         """Runs one command: load, check the expected version, decide, save."""
+        self._require_store_in_line()
         ctx = CommandContext(
             actor=meta.actor,
             at=self.clock(),
@@ -113,6 +136,36 @@ class CareApplication(Tracked, Application[UUID]):
                 raise ConcurrencyConflictError(msg)
             command.execute(aggregate, ctx, self)
         return self._save(aggregate, ctx)
+
+    def _require_store_in_line(self) -> None:
+        """Refuses commands while the store ends before what its relay published (it was
+        restored from a backup, or reset): a new event would take a position, and an event
+        id, that subscribers have seen for another event. Checked every few seconds."""
+        now = time.monotonic()
+        if now >= self._next_store_check:
+            self._next_store_check = now + STORE_CHECK_SECONDS
+            published = self._relay_position()
+            ends = self.recorder.max_notification_id() or 0
+            self._store_behind = (
+                f"The care store ends at position {ends}, before what was published from it ({published}): it was "
+                "restored or reset. Nothing can be recorded until an operator runs `careplan store recover care`."
+                if published > ends else None
+            )
+        if self._store_behind is not None:
+            raise StoreBehindError(self._store_behind)
+
+    def _relay_position(self) -> int:
+        if self._relay_tracking is None:
+            from services.shared.persistence import relay_tracking_factory
+
+            self._relay_factory = relay_tracking_factory(self.settings, self.name)
+            self._relay_tracking = surviving_catalog_races(self._relay_factory.tracking_recorder)
+        return self._relay_tracking.max_tracking_id(self.name) or 0
+
+    def close(self) -> None:
+        if self._relay_tracking is not None:
+            self._relay_factory.close()
+        super().close()
 
     def _save(self, aggregate: AggregateRoot, ctx: CommandContext) -> CommandResult:
         events = aggregate.pending_events
@@ -157,6 +210,12 @@ class CareApplication(Tracked, Application[UUID]):
             msg = f"{aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}."
             raise AggregateMissingError(msg)
         return aggregate
+
+    def crisis_held_open(self, crisis_id: UUID) -> UUID | None:
+        if self.crises is None:
+            msg = "Crisis commands from people are checked against the escalation service; send them through the API."
+            raise CannotCheckCrisisError(msg)
+        return self.crises(crisis_id)
 
     def get_plan(self, plan_id: UUID, *, version: int | None = None) -> CarePlan:
         return self._get(CarePlan, plan_id, version)

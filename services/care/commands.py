@@ -21,7 +21,8 @@ from domain.catalogues.problem_areas import ProblemArea, RelationshipPeriod, Rel
 from domain.catalogues.risk import RiskLevel
 from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
-from domain.errors import ProblemAreaNotChosenError
+from domain.base import Role
+from domain.errors import EmergencySupportError, ProblemAreaNotChosenError
 from domain.events.care_plan import GoalTarget
 from domain.inventory import Inventory
 from domain.therapy_course import TherapyCourse
@@ -32,6 +33,13 @@ class Lookup(Protocol):
 
     def get_plan(self, plan_id: UUID) -> CarePlan: ...
     def get_inventory(self, inventory_id: UUID) -> Inventory: ...
+    def crisis_held_open(self, crisis_id: UUID) -> UUID | None:
+        """The plan of ``crisis_id`` if the escalation service holds it open, else None."""
+        ...
+
+
+class CrisisNotHeldError(EmergencySupportError):
+    """Emergency support names a crisis the escalation service does not hold open for this plan."""
 
 
 class Command(BaseModel):
@@ -242,10 +250,17 @@ class ChangeStrategy(PlanCommand):
 
 
 class ActivateEmergencySupport(PlanCommand):
+    """Entered by the care policies when escalation raises a crisis; a supervisor may enter
+    it only for a crisis the escalation service holds open for this plan."""
+
     crisis_id: UUID
     reason: str | None = None
 
     def execute(self, plan: CarePlan, ctx: CommandContext, lookup: Lookup) -> None:
+        if ctx.actor.role is not Role.SERVICE and lookup.crisis_held_open(self.crisis_id) != plan.id:
+            msg = (f"The escalation service holds no open crisis {self.crisis_id} for this plan; raise a crisis "
+                   "instead (RaiseCrisis): escalation enters emergency support with it.")
+            raise CrisisNotHeldError(msg)
         plan.activate_emergency_support(self.crisis_id, reason=self.reason, ctx=ctx)
 
 
@@ -257,10 +272,17 @@ class RaiseCrisis(PlanCommand):
 
 
 class RecordCrisisResolved(PlanCommand):
+    """Recorded by the care policies when escalation resolves a crisis; a supervisor may
+    record it only for a crisis the escalation service does not hold open (a repair)."""
+
     crisis_id: UUID
     outcome: str
 
     def execute(self, plan: CarePlan, ctx: CommandContext, lookup: Lookup) -> None:
+        if ctx.actor.role is not Role.SERVICE and lookup.crisis_held_open(self.crisis_id) is not None:
+            msg = (f"The escalation service still holds crisis {self.crisis_id} open; resolve it there "
+                   f"(POST /escalations/{self.crisis_id}/resolve), and the plan records it.")
+            raise CrisisNotHeldError(msg)
         plan.record_crisis_resolved(self.crisis_id, outcome=self.outcome, ctx=ctx)
 
 

@@ -19,3 +19,16 @@ class NotYetExistingError(DomainError):
     """A point-in-time read asked for a moment before the aggregate was created."""
 
     code = "did-not-exist-yet"
+
+
+class CannotCheckCrisisError(DomainError):
+    """A person's crisis command cannot be checked against the escalation service here."""
+
+    code = "crisis-not-checkable"
+
+
+class StoreBehindError(DomainError):
+    """The store ends before what was published from it (restored or reset): nothing can be
+    recorded until an operator recovers it (docs/operations.md)."""
+
+    code = "store-behind"

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from contracts.subjects import subject_for
-from domain.base import AggregateRoot
-from domain.catalogues.escalation import CRISIS_RISK_LEVEL, EscalationSeverity
+from domain.base import AggregateRoot, bounded
+from domain.catalogues.escalation import CRISIS_RISK_LEVEL, EscalationSeverity, EscalationTrigger
 from domain.events.escalation import CrisisResolved, EscalationRaised
-from services.shared.processing import Inbound
+from services.shared.processing import Inbound, subjects_of
 
 if TYPE_CHECKING:
     from services.care.application import CareApplication
@@ -25,15 +24,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "care-policies"
-SUBJECTS = [subject_for(EscalationRaised, "*"), subject_for(CrisisResolved, "*")]
+REACTS_TO = [EscalationRaised, CrisisResolved]
+SUBJECTS = subjects_of(REACTS_TO)
+#: A crisis the policies cannot act on is escalated in its own right (a person is told the
+#: plan is not in emergency support) — except a fail-safe crisis, which is that already.
+RISK_SIGNALS = frozenset({EscalationRaised})
+
+
+def is_risk_signal(body: dict[str, object] | None) -> bool:
+    return body is None or body.get("trigger") != EscalationTrigger.UNPROCESSABLE_RISK_SIGNAL.value
 
 
 def react(app: CareApplication, inbound: Inbound) -> Sequence[AggregateRoot]:
     body = inbound.body
     crisis_id = UUID(inbound.aggregate_id)
-    plan_id = UUID(body["plan_id"])
+    if body.get("plan_id") is None:
+        return []  # a fail-safe crisis that could name no plan: people act on it, the plan cannot
+    plan_id = UUID(str(body["plan_id"]))
     if inbound.event_name == "escalation_raised":
-        risk = CRISIS_RISK_LEVEL.get(EscalationSeverity(body["severity"]))
+        risk_severity = EscalationSeverity(body["severity"])
+        risk = CRISIS_RISK_LEVEL.get(risk_severity)
         if risk is None:
             return []  # review and outreach escalations notify clinicians; the plan's strategy stays
         plan = app.get_plan(plan_id)
@@ -41,7 +51,7 @@ def react(app: CareApplication, inbound: Inbound) -> Sequence[AggregateRoot]:
             log.warning("crisis %s raised on closed plan %s: nothing to change on the plan", crisis_id, plan_id)
             return []
         ctx = app.context_for(inbound)
-        why = f"Crisis raised ({body['severity']}): {body['reason']}"
+        why = bounded(f"Crisis raised ({risk_severity.value}): ", body.get("reason"))
         if risk.rank > plan.risk_level.rank:
             plan.raise_risk(risk, reason=why, ctx=ctx)
         if crisis_id not in plan.open_crises:
