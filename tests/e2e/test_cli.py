@@ -49,7 +49,7 @@ def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Pat
     assert stored["assessment"] == 4 and stored["escalation"] >= 6 and stored["scheduling"] > 14
     total = count + sum(stored.values())
     assert f"{total} events stored" in out
-    held = re.search(r"JetStream stream CARE holds (\d+) messages", out)
+    held = re.search(r"JetStream stream CARE holds (\d+) events", out)
     assert held and int(held.group(1)) == total  # every event of every store, once
 
 

@@ -68,22 +68,61 @@ def _inbound(event: str, aggregate_id: str, body: dict[str, object], sequence: i
     )
 
 
+def crises(aggregates: object) -> list[Crisis]:
+    return [a for a in aggregates if isinstance(a, Crisis)]  # type: ignore[attr-defined]
+
+
 def test_a_missed_session_escalates_outreach_only_while_risk_is_high(tmp_path: Path) -> None:
     app = EscalationApplication(Settings(data_dir=tmp_path))
+
+    def decide(event: str, aggregate_id: str, body: dict[str, object], sequence: int, at: str) -> list[Crisis]:
+        decided = app.decide(_inbound(event, aggregate_id, {**body, "timestamp": at}, sequence))
+        for aggregate in decided:
+            app.save(aggregate)
+        return crises(decided)
+
     try:
-        plan = str(uuid4())
-        missed = {"plan_id": plan, "client_id": "client-2", "kind": "session", "number": 3, "starts_at": "2026-03-16T10:00:00Z"}
-        assert app.decide(_inbound("session_missed", str(uuid4()), missed, 1)) == []  # risk unknown: nothing to escalate
-        for sequence, level in ((2, "moderate"), (3, "high")):
-            for aggregate in app.decide(_inbound("risk_level_raised", plan, {"level": level}, sequence)):
-                app.save(aggregate)
-        (crisis,) = app.decide(_inbound("session_missed", str(uuid4()), missed, 4))
-        assert isinstance(crisis, Crisis)
-        app.save(crisis)
+        plan, course = str(uuid4()), str(uuid4())
+        missed = {"plan_id": plan, "course_id": course, "client_id": "client-2", "kind": "session",
+                  "starts_at": "2026-03-16T10:00:00Z"}
+        assert decide("session_missed", str(uuid4()), {**missed, "number": 1}, 1, "2026-03-17T10:00:00Z") == []
+        assert decide("risk_level_raised", plan, {"level": "moderate"}, 2, "2026-03-18T09:00:00Z") == []
+        assert decide("risk_level_raised", plan, {"level": "high"}, 3, "2026-03-18T10:00:00Z") == []
+        (crisis,) = decide("session_missed", str(uuid4()), {**missed, "number": 3}, 4, "2026-03-19T10:00:00Z")
         assert [c.id for c in app.open_crises()] == [crisis.id]  # the plan's risk record is not a crisis
         assert crisis.trigger is EscalationTrigger.MISSED_SESSION_AT_HIGH_RISK and crisis.severity.value == "outreach"
-        for aggregate in app.decide(_inbound("risk_level_lowered", plan, {"level": "low"}, 5)):
+        assert decide("risk_level_lowered", plan, {"level": "low"}, 5, "2026-03-20T10:00:00Z") == []
+        assert decide("session_missed", str(uuid4()), {**missed, "number": 5}, 6, "2026-03-21T10:00:00Z") == []
+    finally:
+        app.close()
+
+
+def test_a_missed_session_read_before_the_risk_raised_before_it_is_still_escalated(tmp_path: Path) -> None:
+    """Messages from two services arrive in any order: the risk in force when the session
+    was missed decides, whichever is read first."""
+    app = EscalationApplication(Settings(data_dir=tmp_path))
+
+    def decide(event: str, aggregate_id: str, body: dict[str, object], sequence: int, at: str) -> list[Crisis]:
+        decided = app.decide(_inbound(event, aggregate_id, {**body, "timestamp": at}, sequence))
+        for aggregate in decided:
             app.save(aggregate)
-        assert app.decide(_inbound("session_missed", str(uuid4()), missed, 6)) == []
+        return crises(decided)
+
+    try:
+        plan, course, session_missed = str(uuid4()), str(uuid4()), str(uuid4())
+        missed = {"plan_id": plan, "course_id": course, "client_id": "client-2", "kind": "session", "number": 2,
+                  "starts_at": "2026-03-16T10:00:00Z"}
+        # missed at 10:05 while risk was high since 10:00; the care relay was slower than scheduling's
+        assert decide("session_missed", session_missed, missed, 1, "2026-03-17T10:05:00Z") == []
+        (crisis,) = decide("risk_level_raised", plan, {"level": "high"}, 2, "2026-03-17T10:00:00Z")
+        assert crisis.trigger is EscalationTrigger.MISSED_SESSION_AT_HIGH_RISK
+        # a change that came after the miss leaves it alone; the same miss is never escalated twice
+        assert decide("risk_level_lowered", plan, {"level": "low"}, 3, "2026-03-17T10:10:00Z") == []
+        assert decide("risk_level_raised", plan, {"level": "imminent"}, 4, "2026-03-17T09:00:00Z") == []
+        # a slot held after all is not escalated by a later-arriving raise either
+        other = {**missed, "number": 3}
+        assert decide("session_missed", str(uuid4()), other, 5, "2026-03-24T10:05:00Z") == []
+        assert decide("session_attendance_corrected", str(uuid4()), {**other, "kind": "session"}, 6, "2026-03-24T11:00:00Z") == []
+        assert decide("risk_level_raised", plan, {"level": "high"}, 7, "2026-03-24T09:00:00Z") == []
     finally:
         app.close()

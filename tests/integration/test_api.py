@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.base import Role
+from domain.base import Actor, Role
 from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry, add_token
 from services.care import commands as c
-from services.care.application import CareApplication
+from services.care.application import CareApplication, CommandMeta
 from services.assessment.service import AssessmentApplication
 from services.escalation.service import EscalationApplication
 from services.shared.settings import Settings
@@ -168,8 +168,8 @@ def allowed(caller: str, route: APIRoute) -> bool:
         return role in (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION) and own
     if route.name == "SubmitQuestionnaire":
         return role in (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION) and own
-    if route.name == "LowerRisk":
-        return role is Role.SUPERVISOR
+    if route.name in ("LowerRisk", "ActivateEmergencySupport", "RecordCrisisResolved", "EndEmergencySupport"):
+        return role is Role.SUPERVISOR and own
     return role in (Role.CLINICIAN, Role.SUPERVISOR) and own
 
 
@@ -376,13 +376,14 @@ def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) ->
     h = api.headers("clinician")
     for path, body in ((f"/plans/{api.plan}/explain-confidentiality", {}), (f"/plans/{api.plan}/add-goal", {"description": "Sleep"}),
                        (f"/plans/{api.plan}/raise-risk", {"level": "high", "reason": "Disclosed a plan on the phone"}),
-                       (f"/plans/{api.plan}/activate-emergency-support", {"crisis_id": str(uuid4()),
-                                                                          "reason": "Disclosed a plan on the phone"}),
                        (f"/courses/{api.course}/schedule-session", {"scheduled_for": "2026-05-04T09:00:00+00:00",
                                                                    "duration_minutes": 50}),
                        (f"/courses/{api.course}/submit-questionnaire", {"instrument": "PHQ-9", "answers": [2] * 9,
                                                                        "answered_at": "2026-05-04T09:00:00+00:00"})):
         assert api.post(path, body, "clinician").status_code == 200, path
+    # emergency support, as the care policies enter it when escalation raises a crisis
+    api.care.handle(c.ActivateEmergencySupport(plan_id=api.plan, crisis_id=uuid4(), reason="Disclosed a plan on the phone"),
+                    CommandMeta(actor=Actor(id="care-policies", role=Role.SERVICE)))
     course = api.care.get_course(api.course)
     submission = course.submissions[0]
     # the assessment service's decision, as it would record it from the stream
@@ -396,7 +397,7 @@ def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) ->
             inbound = Inbound(source="care", sequence=1 if event_name == "course_started" else 2, event_id=str(uuid4()),
                               type=f"x.{event_name}", subject="s", aggregate_id=str(api.course),
                               body=body | {"correlation_id": str(opened.correlation_id)})
-            assessment.record_run(assessment.decide, [inbound])
+            assessment.record_run(assessment.decide, [inbound], [])
         seen: dict[str, Any] = {}
         for url in (f"/fhir/CarePlan/{api.plan}", f"/fhir/CarePlan/{api.plan}/_history", f"/fhir/CarePlan/{api.plan}/_history/1",
                     f"/fhir/Goal?careplan={api.plan}", f"/fhir/RiskAssessment?careplan={api.plan}", f"/fhir/Flag?careplan={api.plan}",
@@ -423,7 +424,8 @@ def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) ->
     assert history["type"] == "history" and history["total"] == api.care.get_plan(api.plan).version
     provenance = seen["/fhir/Provenance"]["entry"]
     assert any(p["resource"].get("reason", [{}])[0].get("text") == "Disclosed a plan on the phone" for p in provenance)
-    assert all(p["resource"]["agent"][0]["who"]["reference"] in ("Practitioner/clinician-1",) for p in provenance)
+    assert {p["resource"]["agent"][0]["who"]["reference"] for p in provenance} == {
+        "Practitioner/clinician-1", "Device/care-policies"}
     # an integration system may read; an auditor may not
     assert api.client.get(f"/fhir/CarePlan/{api.plan}", headers=api.headers("integration")).status_code == 200
     assert api.client.get(f"/fhir/CarePlan/{api.plan}", headers=api.headers("auditor")).status_code == 403

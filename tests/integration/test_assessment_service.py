@@ -14,7 +14,6 @@ import nats
 import pytest
 
 from contracts.generate import CONTRACTS_DIR, SCHEMA_BASE_URI
-from contracts.subjects import dead_letter_subject
 from services.assessment.service import SUBJECTS, AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
@@ -101,6 +100,26 @@ async def test_scores_rejects_and_links_every_decision_to_its_submission(tmp_pat
         assert message.headers["ce-source"] == "urn:careplan:assessment"
 
 
+class FailingAssessment(AssessmentApplication):
+    """The assessment service with a fault: deciding the named events fails, with a message
+    that quotes what it was given (as pydantic's and enum errors do)."""
+
+    name = AssessmentApplication.name
+
+    def __init__(self, settings: Settings, fail_on: set[str]) -> None:
+        super().__init__(settings)
+        self.fail_on = fail_on
+
+    def decide(self, inbound):  # type: ignore[no-untyped-def]
+        if inbound.event_id in self.fail_on:
+            msg = f"cannot decide {inbound.body.get('instrument')} {SENTINEL}"
+            raise ValueError(msg)
+        return super().decide(inbound)
+
+
+SENTINEL = "SENTINEL-crisis-note-7f3a"
+
+
 async def test_malformed_and_failing_messages_are_dead_lettered_and_consumption_goes_on(
     tmp_path: Path, nats_server: EmbeddedNats
 ) -> None:
@@ -108,31 +127,39 @@ async def test_malformed_and_failing_messages_are_dead_lettered_and_consumption_
     app = CareApplication(settings)
     try:
         _, course = start_course(app)
+        failing = submit(app, course, "PHQ-9", [1] * 9)
         async with InProcessRelay(settings, nats_server.url) as relay:
-            await relay.wait_position(2)
+            await relay.wait_position(3)
             nc = await nats.connect(nats_server.url)
             js = nc.jetstream()
             # not a CloudEvent at all
             await js.publish(f"care.clinical.v1.therapy_course.{course}.questionnaire_submitted", b"\xff not json")
-            # a well-formed event for a course nobody started: fails every attempt
-            orphan = {"ce-source": "urn:careplan:intake", "ce-sequence": "1", "ce-id": str(uuid4()), "ce-subject": str(uuid4()),
-                      "ce-type": "org.careplan.clinical.v1.therapy_course.questionnaire_submitted"}
+            # a well-formed event whose source is not the subject's publisher: it cannot move any position
+            forged = {"ce-source": "urn:careplan:assessment", "ce-sequence": "99999", "ce-id": str(uuid4()),
+                      "ce-subject": course, "ce-type": "org.careplan.clinical.v1.therapy_course.questionnaire_submitted"}
             body = {"submission_id": str(uuid4()), "instrument": "PHQ-9", "answers": [0] * 9,
-                    "answered_at": WHEN.isoformat(), "correlation_id": str(uuid4())}
-            await js.publish(f"care.clinical.v1.therapy_course.{orphan['ce-subject']}.questionnaire_submitted",
-                             json.dumps(body).encode(), headers=orphan)
+                    "answered_at": WHEN.isoformat(), "correlation_id": str(uuid4()), "note": SENTINEL}
+            await js.publish(f"care.clinical.v1.therapy_course.{course}.questionnaire_submitted",
+                             json.dumps(body).encode(), headers=forged)
             await nc.close()
             submit(app, course, "PHQ-9", [0] * 9)
-            async with service(settings, max_attempts=2, retry_cap=0.2) as running:
-                dead = await wait_for_messages(nats_server.url, dead_letter_subject("assessment"), 2)
-                scored = await wait_for_messages(nats_server.url, "care.assessment.v1.", 2)
-                assert running.consumer.dead_lettered == 2
+            running = RunningService(settings, FailingAssessment(settings, {failing}), SUBJECTS, max_attempts=2, retry_cap=0.2)
+            async with running:
+                dead = await wait_for_messages(nats_server.url, "care.assessment.v1.dead_letter.", 3)
+                scored = await wait_for_messages(nats_server.url, "care.assessment.v1.assessment_record.", 2)
+                assert running.consumer.dead_lettered == 3
     finally:
         app.close()
-    assert [m.headers["careplan-attempts"] for m in dead] == ["0", "2"]
-    assert "not a careplan CloudEvent" in dead[0].headers["careplan-error"]
-    assert "UnknownCourseError" in dead[1].headers["careplan-error"]
-    assert dead[1].headers["ce-sequence"] == "1" and dead[1].body == json.dumps(body).encode()
+    letters = [json.loads(m.body) for m in dead]
+    assert [(d["error_class"], d["attempts"]) for d in letters] == [
+        ("ValueError", 2), ("MalformedMessageError", 0), ("MalformedMessageError", 0)
+    ]
+    assert letters[0]["failed_event_id"] == failing and letters[0]["source"] == "care" and letters[0]["position"] == 3
+    # every submission may carry a risk signal: each of its dead letters says so (escalation acts on it)
+    assert all(d["risk_signal"] and d["failed_event_type"] == "therapy_course.questionnaire_submitted" for d in letters)
+    assert letters[2]["failed_event_id"] == forged["ce-id"] and letters[2]["position"] is None
+    # nothing of what the messages said, or of the error's message, is in a dead letter
+    assert not [m for m in dead if SENTINEL in m.body.decode() + json.dumps(m.headers)]
     assert [m.subject.rsplit(".", 1)[1] for m in scored] == ["assessment_record_opened", "assessment_scored"]
 
 
@@ -180,26 +207,19 @@ async def test_a_backlog_is_recorded_in_runs_and_a_failing_message_in_it_is_set_
     try:
         _, course = start_course(app)
         first = [submit(app, course, "PHQ-9", [3] * 9) for _ in range(20)]
-        async with InProcessRelay(settings, nats_server.url) as relay:
-            await relay.wait_position(22)
-            nc = await nats.connect(nats_server.url)
-            orphan = {"ce-source": "urn:careplan:intake", "ce-sequence": "1", "ce-id": str(uuid4()), "ce-subject": str(uuid4()),
-                      "ce-type": "org.careplan.clinical.v1.therapy_course.questionnaire_submitted"}
-            body = {"submission_id": str(uuid4()), "instrument": "PHQ-9", "answers": [0] * 9,
-                    "answered_at": WHEN.isoformat(), "correlation_id": str(uuid4())}
-            await nc.jetstream().publish(f"care.clinical.v1.therapy_course.{orphan['ce-subject']}.questionnaire_submitted",
-                                         json.dumps(body).encode(), headers=orphan)
-            await nc.close()
+        failing = submit(app, course, "PHQ-9", [1] * 9)
         later = [submit(app, course, "PHQ-9", [0] * 9) for _ in range(20)]
         async with InProcessRelay(settings, nats_server.url) as relay:
-            await relay.wait_position(42)
-            async with service(settings, max_attempts=2, retry_cap=0.2) as running:
-                scored = await wait_for_messages(nats_server.url, "care.assessment.v1.", 41)
-                dead = await wait_for_messages(nats_server.url, dead_letter_subject("assessment"), 1)
+            await relay.wait_position(43)
+            running = RunningService(settings, FailingAssessment(settings, {failing}), SUBJECTS, max_attempts=2,
+                                     retry_cap=0.2)
+            async with running:
+                scored = await wait_for_messages(nats_server.url, "care.assessment.v1.assessment_record.", 41)
+                dead = await wait_for_messages(nats_server.url, "care.assessment.v1.dead_letter.", 1)
                 processed, runs, isolated = running.consumer.processed, running.consumer.runs, running.consumer.isolated
     finally:
         app.close()
-    assert len(dead) == 1 and "UnknownCourseError" in dead[0].headers["careplan-error"]
+    assert len(dead) == 1 and json.loads(dead[0].body)["failed_event_id"] == failing
     bodies = [json.loads(m.body) for m in scored if m.subject.endswith("assessment_scored")]
     assert [b["causation_id"] for b in bodies] == first + later
     baseline = bodies[0]["submission_id"]
@@ -208,4 +228,4 @@ async def test_a_backlog_is_recorded_in_runs_and_a_failing_message_in_it_is_set_
     assert [b["change"]["baseline_total"] for b in bodies[1:]] == [27] * 39
     assert processed == 41  # the course start and forty submissions
     assert 1 <= runs < processed / 4, f"{runs} transactions for {processed} messages: not recorded in runs"
-    assert isolated == 1  # only the orphan was decided on its own
+    assert isolated == 1  # only the failing submission was decided on its own

@@ -10,7 +10,8 @@ import jsonschema
 from typer.testing import CliRunner
 
 from contracts.generate import CONTRACTS_DIR, check, generate, schema_path
-from contracts.subjects import aggregate_token, ce_type, subject_for
+from domain.events.dead_letters import MessageDeadLettered
+from contracts.subjects import aggregate_token, ce_type, subject_for, subject_pattern
 from domain.base import DomainEvent
 from domain.events import public_event_classes
 from domain.events.care_plan import StrategyChanged
@@ -46,17 +47,22 @@ def test_every_public_event_has_a_schema_and_a_channel() -> None:
     asyncapi = json.loads((CONTRACTS_DIR / "asyncapi.json").read_text())
     assert asyncapi["asyncapi"].startswith("3.")
     classes = [cls for group in public_event_classes().values() for cls in group]
-    assert len(classes) == 68
+    # 68 until the dead letters (4), the escalation's noted and corrected misses (2) and the
+    # scheduling's corrected attendance (1)
+    assert len(classes) == 75
     addresses = {ch["address"] for ch in asyncapi["channels"].values()}
     for cls in classes:
         assert (CONTRACTS_DIR / schema_path(cls)).exists()
-        assert subject_for(cls, "{aggregate_id}") in addresses
+        assert subject_pattern(cls) in addresses
         message = asyncapi["components"]["messages"][f"{aggregate_token(cls)}.{cls.__name__}"]
         assert message["payload"]["$ref"].removeprefix("#/components/schemas/") in asyncapi["components"]["schemas"]
     headers = asyncapi["components"]["schemas"]["CloudEventsHeaders"]
     assert {"ce-id", "ce-source", "ce-type", "ce-time", "ce-subject", "ce-specversion", "ce-sequence"} <= set(headers["required"])
     assert subject_for(StrategyChanged, "abc") == "care.clinical.v1.care_plan.abc.strategy_changed"
     assert ce_type(StrategyChanged) == "org.careplan.clinical.v1.care_plan.strategy_changed"
+    # events every application records are published in the recording application's context
+    assert subject_pattern(MessageDeadLettered) == "care.{context}.v1.dead_letter.{aggregate_id}.message_dead_lettered"
+    assert subject_for(MessageDeadLettered, "abc", context="assessment") == "care.assessment.v1.dead_letter.abc.message_dead_lettered"
 
 
 def test_real_emitted_events_validate_against_their_schemas(tmp_path: Path) -> None:

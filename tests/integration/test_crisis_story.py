@@ -25,7 +25,7 @@ from services.shared.bus import EmbeddedNats
 from services.shared.clock import ManualClock
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
-from tests.conftest import CLINICIAN, T0
+from tests.conftest import CLINICIAN, SUPERVISOR, T0
 from tests.integration.test_assessment_service import start_course, submit
 from tests.support.bus import InProcessRelay, read_stream
 
@@ -69,7 +69,7 @@ async def test_a_crisis_from_questionnaire_to_emergency_support_and_back(tmp_pat
             await eventually(lambda: not care.get_plan(plan_id).open_crises)
             care.handle(
                 c.EndEmergencySupport(plan_id=plan_id, strategy=Strategy.MID_TERM_MODERATE_DEPTH, reason="Crisis over"),
-                CommandMeta(actor=CLINICIAN),
+                CommandMeta(actor=SUPERVISOR),
             )
             await care_relay.wait_position(care.recorder.max_notification_id())
             await asyncio.sleep(0.3)

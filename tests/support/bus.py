@@ -33,13 +33,14 @@ async def read_stream(url: str, stream: str = "CARE", subject: str = "care.>") -
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
-        total = info.state.messages
-        if total == 0:
+        if info.state.messages == 0:
             return []
         sub = await js.pull_subscribe(
             subject, durable=None, stream=stream,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=30),
         )
+        # The stream also holds the relays' watermarks (outside care.>): count what matches.
+        total = (await sub.consumer_info()).num_pending
         out: list[StreamMessage] = []
         while len(out) < total:
             for msg in await sub.fetch(batch=min(1000, total - len(out)), timeout=10):

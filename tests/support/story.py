@@ -37,7 +37,7 @@ def every_event_story(app: CareApplication) -> tuple[UUID, UUID, UUID]:
     run(c.RaiseRisk(plan_id=plan_id, level=RiskLevel.HIGH, reason="PHQ-9 item 9 positive"), service)
     run(c.ActivateEmergencySupport(plan_id=plan_id, crisis_id=crisis, reason="Crisis raised"), service)
     run(c.RecordCrisisResolved(plan_id=plan_id, crisis_id=crisis, outcome="Safety plan agreed"), service)
-    run(c.EndEmergencySupport(plan_id=plan_id, strategy=Strategy.MID_TERM_IN_DEPTH, reason="Crisis over"), me)
+    run(c.EndEmergencySupport(plan_id=plan_id, strategy=Strategy.MID_TERM_IN_DEPTH, reason="Crisis over"), supervisor)
     run(c.LowerRisk(plan_id=plan_id, level=RiskLevel.LOW, reason="Reviewed"), supervisor)
     run(c.RaiseCrisis(plan_id=plan_id, reason="Client disclosed a plan to overdose"), me)
     run(c.PutPlanOnHold(plan_id=plan_id, reason="Client abroad"), me)
