@@ -1,14 +1,11 @@
 """Change against the course's first score of the same instrument.
 
-Response: at least a 50% reduction. Remission: PHQ-9 below 5. Reliable improvement or
-deterioration: a change of at least 6 points on the PHQ-9 or 4 on the GAD-7 (NHS Talking
-Therapies). Caseness: PHQ-9 above 9, GAD-7 above 7. Jacobson–Truax reliable change index
-RCI = (x2 − x1) / (SD1·√2·√(1 − r)), reliable when |RCI| > 1.96.
-
-SD1 and r per instrument: r is the published test-retest reliability (PHQ-9 0.84,
-Kroenke 2001; GAD-7 0.83, Spitzer 2006); SD1 is the standard deviation of a
-pre-treatment clinical sample, set so that the RCI criterion agrees with the published
-reliable-change thresholds of 6 and 4 points (PHQ-9 5.41, GAD-7 3.49).
+Response: at least a 50% reduction. Remission: a total below the instrument's remission
+bound (PHQ-9 below 5). Reliable improvement or deterioration: a change of at least the
+instrument's reliable-change points (NHS Talking Therapies: 6 on the PHQ-9, 4 on the GAD-7).
+Caseness: a total above the instrument's cut-off (PHQ-9 above 9, GAD-7 above 7).
+Jacobson–Truax reliable change index RCI = (x2 − x1) / (SD1·√2·√(1 − r)), reliable when
+|RCI| > 1.96. Each instrument's numbers are its ``ChangeNorms``, in its module.
 """
 
 from __future__ import annotations
@@ -17,11 +14,9 @@ import math
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.assessment import gad7, phq9
+from domain.assessment.instruments import instrument_named
+from domain.assessment.instruments.definition import ChangeNorms
 
-NORMS: dict[str, tuple[float, float]] = {phq9.NAME: (5.41, 0.84), gad7.NAME: (3.49, 0.83)}
-RELIABLE_CHANGE = {phq9.NAME: phq9.RELIABLE_CHANGE, gad7.NAME: gad7.RELIABLE_CHANGE}
-CASENESS_ABOVE = {phq9.NAME: phq9.CASENESS_ABOVE, gad7.NAME: gad7.CASENESS_ABOVE}
 RCI_CRITERION = 1.96
 
 
@@ -39,20 +34,33 @@ class Change(BaseModel):
     rci_reliable: bool
 
 
+def norms_of(instrument: str) -> ChangeNorms | None:
+    """The instrument's change norms; None when its totals are not compared over time."""
+    found = instrument_named(instrument)
+    return found.change if found is not None else None
+
+
+def _norms(instrument: str) -> ChangeNorms:
+    norms = norms_of(instrument)
+    if norms is None:
+        raise KeyError(f"{instrument} totals are not compared over time")
+    return norms
+
+
 def caseness(instrument: str, total: int) -> bool:
-    return total > CASENESS_ABOVE[instrument]
+    return total > _norms(instrument).caseness_above
 
 
 def against_baseline(instrument: str, baseline: int, current: int) -> Change:
-    sd1, r = NORMS[instrument]
+    norms = _norms(instrument)
     delta = current - baseline
-    rci = delta / (sd1 * math.sqrt(2) * math.sqrt(1 - r))
-    threshold = RELIABLE_CHANGE[instrument]
+    rci = delta / (norms.sd1 * math.sqrt(2) * math.sqrt(1 - norms.retest_r))
+    threshold = norms.reliable_change
     return Change(
         baseline_total=baseline,
         change=delta,
         response=baseline > 0 and (baseline - current) >= 0.5 * baseline,
-        remission=(current < phq9.REMISSION_BELOW) if instrument == phq9.NAME else None,
+        remission=(current < norms.remission_below) if norms.remission_below is not None else None,
         reliable_improvement=-delta >= threshold,
         reliable_deterioration=delta >= threshold,
         caseness=caseness(instrument, current),

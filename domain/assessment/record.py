@@ -83,7 +83,7 @@ class AssessmentRecord(AggregateRoot):
             )
         change = None
         caseness = None
-        if result.total is not None and instrument in change_rules.NORMS:
+        if result.total is not None and change_rules.norms_of(instrument) is not None:
             caseness = change_rules.caseness(instrument, result.total)
             baseline = self.baselines.get(instrument)
             if baseline is not None:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict
-
-
-#: ``check_range(answers, low, high, first_item=1)`` → a reason, or None when all are in range.
-RangeCheck = Callable[..., "str | None"]
 
 
 class Severity(str, Enum):

@@ -1,25 +1,21 @@
-"""Scores a submission of any instrument, or rejects it with the reason."""
+"""Scores a submission of any registered instrument, or rejects it with the reason."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from domain.assessment import cssrs, gad7, phq9
-from domain.assessment.results import RangeCheck, Rejection, Score
+from domain.assessment.instruments import INSTRUMENTS, InstrumentDefinition, instrument_named
+from domain.assessment.results import Rejection, Score
 from domain.base import quote
 
-SCORERS: dict[str, Callable[[list[int | None], RangeCheck], Score | Rejection]] = {
-    phq9.NAME: phq9.score,
-    gad7.NAME: gad7.score,
-    cssrs.NAME: cssrs.score,
-}
 
-
-def check_range(answers: list[Any], low: int, high: int, first_item: int = 1) -> str | None:
-    """The first answer out of range, said in a bounded sentence: the value is shown only
-    when it is a short whole number (an answer may be any size or type on the wire)."""
-    for number, answer in enumerate(answers, start=first_item):
+def check_answers(definition: InstrumentDefinition, answers: list[Any]) -> str | None:
+    """What is wrong with the answers' shape, said in a bounded sentence: their count, or
+    the first answer out of its item's range. The value is shown only when it is a short
+    whole number (an answer may be any size or type on the wire)."""
+    if len(answers) != definition.items:
+        return f"{definition.display_name} has {definition.items} items; {len(answers)} were given"
+    for number, (answer, (low, high)) in enumerate(zip(answers, definition.answer_ranges, strict=True), start=1):
         if answer is None:
             continue
         if isinstance(answer, bool) or not isinstance(answer, int):
@@ -31,9 +27,13 @@ def check_range(answers: list[Any], low: int, high: int, first_item: int = 1) ->
 
 
 def score_submission(instrument: str, answers: list[Any]) -> Score | Rejection:
-    scorer = SCORERS.get(instrument)
-    if scorer is None:
-        known = ", ".join(SCORERS)
+    definition = instrument_named(instrument)
+    if definition is None:
+        known = ", ".join(found.name for found in INSTRUMENTS.values())
         # An unknown instrument might still carry a risk signal we cannot read: say so.
         return Rejection(instrument=instrument, reason=f"Unknown instrument {quote(instrument, 40)!r}; scored instruments are {known}")
-    return scorer(list(answers), check_range)
+    answers = list(answers)
+    problem = check_answers(definition, answers)
+    if problem:
+        return Rejection(instrument=definition.name, reason=problem, suicide_item_positive=definition.risk_signal(answers))
+    return definition.score(answers)

@@ -1,25 +1,15 @@
-"""Standardised questionnaires used to track progress (DOMAIN.md, "Assessment scoring")."""
+"""Standardised questionnaires used to track progress (DOMAIN.md, "Assessment scoring").
+
+An instrument is defined once, in its module under ``domain/assessment/instruments/``, and
+registered there by one line of ``Instrument``; this catalogue reads its names from there.
+(So nothing that registry imports may import this module.)
+"""
 
 from __future__ import annotations
 
-from enum import Enum
+from domain.assessment.instruments import Instrument
 
-
-class Instrument(str, Enum):
-    PHQ9 = "PHQ-9"
-    GAD7 = "GAD-7"
-    CSSRS_SCREENER = "C-SSRS-screener"
-
-    @property
-    def item_count(self) -> int:
-        return ITEM_COUNTS[self]
-
-
-ITEM_COUNTS: dict[Instrument, int] = {
-    Instrument.PHQ9: 9,
-    Instrument.GAD7: 7,
-    Instrument.CSSRS_SCREENER: 6,
-}
+ITEM_COUNTS: dict[Instrument, int] = {member: member.item_count for member in Instrument}
 
 #: Upper bound on answers accepted with a submission. The scoring service judges the
 #: exact shape per instrument; the course only refuses what cannot be a questionnaire.
@@ -29,3 +19,5 @@ MAX_SUBMITTED_ITEMS = 50
 #: within it but outside its instrument's range is recorded, and the scoring service
 #: rejects the submission with the reason and keeps its risk flag.
 MAX_ANSWER_VALUE = 99
+
+__all__ = ["ITEM_COUNTS", "MAX_ANSWER_VALUE", "MAX_SUBMITTED_ITEMS", "Instrument"]

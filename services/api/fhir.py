@@ -24,6 +24,8 @@ from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
+from domain.assessment.instruments import instrument_named
+from domain.assessment.instruments.definition import LoincCodes
 from domain.base import DomainEvent, Role
 from domain.care_plan import CarePlan
 from domain.catalogues.care import GoalStatus
@@ -32,10 +34,6 @@ from domain.events.assessment import AssessmentScored
 from domain.therapy_course import SessionStatus, TherapyCourse
 
 LOINC = "http://loinc.org"
-#: LOINC codes of the instruments' totals and panels (DOMAIN.md).
-TOTALS = {"PHQ-9": ("44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score"),
-          "GAD-7": ("70274-6", "Generalized anxiety disorder 7 item (GAD-7) total score")}
-PANELS = {"PHQ-9": "http://loinc.org/q/44249-1", "GAD-7": "http://loinc.org/q/69737-5"}
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 GOAL_STATUS = {GoalStatus.PROPOSED: "proposed", GoalStatus.AGREED: "accepted", GoalStatus.ACHIEVED: "completed",
                GoalStatus.ABANDONED: "cancelled"}
@@ -57,6 +55,12 @@ def _who(actor: Any) -> dict[str, str]:
 
 def _instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
+
+
+def _loinc(instrument: str) -> LoincCodes | None:
+    """The instrument's LOINC codes, from its definition; None for one without them."""
+    found = instrument_named(instrument)
+    return found.loinc if found is not None else None
 
 
 def care_plan(plan: CarePlan) -> FhirCarePlan:
@@ -110,7 +114,7 @@ def questionnaire_responses(course: TherapyCourse) -> list[QuestionnaireResponse
         QuestionnaireResponse.model_validate({
             "resourceType": "QuestionnaireResponse",
             "id": str(submission.id),
-            **({"questionnaire": PANELS[submission.instrument]} if submission.instrument in PANELS else {}),
+            **({"questionnaire": f"{LOINC}/q/{codes.panel}"} if (codes := _loinc(submission.instrument)) else {}),
             "status": "completed",
             "subject": _patient(course.client_id),
             "authored": _instant(submission.answered_at),
@@ -125,18 +129,20 @@ def questionnaire_responses(course: TherapyCourse) -> list[QuestionnaireResponse
 
 
 def observations(client_id: str, scores: Iterable[AssessmentScored]) -> list[Observation]:
-    """One Observation per scored PHQ-9 or GAD-7 total, derived from its QuestionnaireResponse."""
+    """One Observation per scored total of an instrument with LOINC codes (PHQ-9, GAD-7),
+    derived from its QuestionnaireResponse."""
     made = []
     for scored in scores:
-        if scored.instrument not in TOTALS or scored.total is None:
+        codes = _loinc(scored.instrument)
+        if codes is None or scored.total is None:
             continue
-        code, display = TOTALS[scored.instrument]
         made.append(Observation.model_validate({
             "resourceType": "Observation",
             "id": str(scored.event_id),
             "status": "final",
             "category": [{"coding": [{"system": CATEGORY, "code": "survey", "display": "Survey"}]}],
-            "code": {"coding": [{"system": LOINC, "code": code, "display": display}], "text": f"{scored.instrument} total"},
+            "code": {"coding": [{"system": LOINC, "code": codes.total, "display": codes.total_display}],
+                     "text": f"{scored.instrument} total"},
             "subject": _patient(client_id),
             "effectiveDateTime": _instant(scored.answered_at),
             "issued": _instant(scored.timestamp),

@@ -11,29 +11,24 @@ yes to 3, or lifetime behaviour → moderate; yes to 1 or 2 only → low; otherw
 
 from __future__ import annotations
 
-from domain.assessment.results import RangeCheck, Rejection, Score, SuicideRisk
+from collections.abc import Sequence
 
-NAME = "C-SSRS-screener"
-ITEMS = 6
+from domain.assessment.instruments.definition import InstrumentDefinition, answer_at
+from domain.assessment.results import Rejection, Score, SuicideRisk
 
 
-def score(answers: list[int | None], check_range: RangeCheck) -> Score | Rejection:
-    high_signal = _high_risk_signal(answers)
-    if len(answers) != ITEMS:
-        return Rejection(instrument=NAME, reason=f"The C-SSRS screener has {ITEMS} items; {len(answers)} were given",
-                         suicide_item_positive=high_signal)
-    problem = check_range(answers[:5], 0, 1) or check_range(answers[5:], 0, 2, first_item=6)
-    if problem:
-        return Rejection(instrument=NAME, reason=problem, suicide_item_positive=high_signal)
+def score(answers: list[int | None]) -> Score | Rejection:
+    high_signal = high_risk_signal(answers)
     q1, q2, q3, q4, q5, q6 = answers
     if q1 is None or q2 is None or q6 is None:
-        return Rejection(instrument=NAME, reason="Items 1, 2 and 6 are always asked; one is unanswered",
+        return Rejection(instrument=CSSRS_SCREENER.name, reason="Items 1, 2 and 6 are always asked; one is unanswered",
                          suicide_item_positive=high_signal)
     if q2 == 0 and any(a is not None for a in (q3, q4, q5)):
-        return Rejection(instrument=NAME, reason="Items 3 to 5 are asked only when item 2 is yes; answers conflict",
+        return Rejection(instrument=CSSRS_SCREENER.name,
+                         reason="Items 3 to 5 are asked only when item 2 is yes; answers conflict",
                          suicide_item_positive=high_signal)
     if q2 == 1 and any(a is None for a in (q3, q4, q5)):
-        return Rejection(instrument=NAME, reason="Item 2 is yes, so items 3 to 5 must be answered",
+        return Rejection(instrument=CSSRS_SCREENER.name, reason="Item 2 is yes, so items 3 to 5 must be answered",
                          suicide_item_positive=high_signal)
     if q4 == 1 or q5 == 1 or q6 == 2:
         risk = SuicideRisk.HIGH
@@ -44,18 +39,25 @@ def score(answers: list[int | None], check_range: RangeCheck) -> Score | Rejecti
     else:
         risk = SuicideRisk.NONE
     return Score(
-        instrument=NAME,
+        instrument=CSSRS_SCREENER.name,
         answered_items=sum(a is not None for a in answers),
         suicide_risk=risk,
         suicide_item_positive=risk is not SuicideRisk.NONE,
     )
 
 
-def _high_risk_signal(answers: list[int | None]) -> bool:
+def high_risk_signal(answers: Sequence[object]) -> bool:
     """Fail-safe reading of answers that cannot be scored: any yes to intent or plan, or
     recent behaviour, counts."""
-    def at(i: int) -> int | None:
-        value = answers[i] if len(answers) > i else None
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return (answer_at(answers, 4) or 0) >= 1 or (answer_at(answers, 5) or 0) >= 1 or (answer_at(answers, 6) or 0) >= 2
 
-    return (at(3) or 0) >= 1 or (at(4) or 0) >= 1 or (at(5) or 0) >= 2
+
+CSSRS_SCREENER = InstrumentDefinition(
+    name="C-SSRS-screener",
+    display_name="The C-SSRS screener",
+    answer_ranges=((0, 1),) * 5 + ((0, 2),),
+    score=score,
+    # Every item is about suicide, and the screener grades the risk as a whole (triage,
+    # above), so it has no single suicide item; its high risk escalates on its own.
+    unscorable_risk=high_risk_signal,
+)
