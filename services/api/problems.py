@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError, InvalidValueError, NotAuthorisedError, ReasonRequiredError
 from services.shared.diagnostics import describe, frames
-from services.care.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
+from services.shared.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,81 @@
+"""The auditors' reads (services.audit): auditor role only, each with a stated purpose,
+each recorded in the access log before anything is read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse, Response
+
+from domain.base import Role
+from services.api.auth import Principal
+from services.api.dependencies import Api
+from services.api.problems import ApiProblem
+from services.api.routes import param, signature
+
+Purpose = Annotated[str | None, Header(alias="X-Audit-Purpose", description="Why you read: recorded with the read; required.")]
+
+
+def include(router: APIRouter, api: Api, who: Any) -> None:
+    from services.audit.auditor import Auditor
+    from services.audit.export import to_html
+
+    def auditor(principal: Principal, purpose: str | None) -> Auditor:
+        api.require(principal, (Role.AUDITOR,), "use the audit functions")
+        return Auditor(api.care.settings, principal.actor, purpose)
+
+    def history(aggregate_id: UUID, principal: Principal, purpose: str | None) -> dict[str, Any]:
+        store, entries = auditor(principal, purpose).history(aggregate_id)
+        return {"store": store, "events": [e.model_dump(mode="json") for e in entries]}
+
+    def replay(aggregate_id: UUID, principal: Principal, purpose: str | None, at: datetime | None,
+               version: int | None) -> dict[str, Any]:
+        return auditor(principal, purpose).replay(aggregate_id, at=at, version=version).model_dump(mode="json")
+
+    def diff(aggregate_id: UUID, principal: Principal, purpose: str | None, start: str, end: str) -> dict[str, Any]:
+        def point(value: str) -> datetime | int:
+            try:
+                return int(value) if value.isdigit() else datetime.fromisoformat(value)
+            except ValueError as e:
+                raise ApiProblem(400, "invalid-request", "Invalid request", f"{value!r} is neither a version nor a moment.") from e
+
+        return auditor(principal, purpose).diff(aggregate_id, point(start), point(end)).model_dump(mode="json")
+
+    def trace(event_id: UUID, principal: Principal, purpose: str | None) -> dict[str, Any]:
+        return auditor(principal, purpose).trace(event_id).model_dump(mode="json")
+
+    def export(client_id: str, principal: Principal, purpose: str | None, output_format: str) -> Response:
+        result = auditor(principal, purpose).export(client_id=client_id)
+        if output_format == "html":
+            return Response(to_html(result), media_type="text/html")
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    def verify(principal: Principal, purpose: str | None) -> JSONResponse:
+        reports = auditor(principal, purpose).verify()
+        return JSONResponse([r.model_dump(mode="json") for r in reports],
+                            status_code=200 if all(r.ok for r in reports) else 409)
+
+    who_purpose = [param("principal", who), param("purpose", Purpose, None)]
+    signature(history, [param("aggregate_id", UUID), *who_purpose])
+    signature(replay, [param("aggregate_id", UUID), *who_purpose,
+                       param("at", Annotated[datetime | None, Query()], None),
+                       param("version", Annotated[int | None, Query(ge=1)], None)])
+    signature(diff, [param("aggregate_id", UUID), *who_purpose,
+                     param("start", Annotated[str, Query(alias="from", description="Version or moment.")]),
+                     param("end", Annotated[str, Query(alias="to", description="Version or moment.")])])
+    signature(trace, [param("event_id", UUID), *who_purpose])
+    signature(export, [param("client_id", str), *who_purpose,
+                       param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")], "json")])
+    signature(verify, who_purpose)
+    for path, endpoint, summary, name in (
+        ("/audit/aggregates/{aggregate_id}/history", history, "Every event of an aggregate: who, what, why", "auditHistory"),
+        ("/audit/aggregates/{aggregate_id}/replay", replay, "An aggregate's state at a moment or version", "auditReplay"),
+        ("/audit/aggregates/{aggregate_id}/diff", diff, "What changed between two versions or moments", "auditDiff"),
+        ("/audit/events/{event_id}/trace", trace, "An event's causation chain across services", "auditTrace"),
+        ("/audit/clients/{client_id}/export", export, "A client's whole care history (JSON or HTML)", "auditExport"),
+        ("/audit/verify", verify, "Integrity of every store's hash chain (409 on a break)", "auditVerify"),
+    ):
+        router.get(path, tags=["audit"], summary=summary, name=name)(endpoint)

@@ -1,0 +1,217 @@
+"""``careplan audit ...``: the auditors' reads (history, replay, diff, trace, export, access log)
+and the hash-chain check; every read is recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+
+from services.cli.common import DataDir, Json, _settings, console
+
+app = typer.Typer(
+    help="Auditors: history, replay, diff, trace, verify, export (every read is recorded).", no_args_is_help=True
+)
+
+AuditActor = Annotated[str, typer.Option("--actor", envvar="CAREPLAN_AUDIT_ACTOR", help="Who reads (recorded).")]
+Purpose = Annotated[str | None, typer.Option("--purpose", help="Why you read: recorded with the read; required.")]
+
+
+def _auditor(data_dir: Path | None, actor: str, purpose: str | None) -> Any:
+    from domain.base import Actor, Role
+    from services.audit.auditor import Auditor
+
+    return Auditor(_settings(data_dir), Actor(id=actor, role=Role.AUDITOR), purpose)
+
+
+def _audit(run: Callable[[], Any]) -> Any:
+    from domain.errors import DomainError
+
+    try:
+        return run()
+    except DomainError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from e
+
+
+def _point(value: str) -> Any:
+    """A version number or an RFC 3339 moment."""
+    from datetime import datetime
+
+    return int(value) if value.isdigit() else datetime.fromisoformat(value)
+
+
+@app.command("history")
+def audit_history(aggregate_id: UUID, actor: AuditActor, purpose: Purpose = None, data_dir: DataDir = None,
+                  as_json: Json = False) -> None:
+    """Every event of one aggregate: version, time, who (role), why, and what, in a line."""
+    import json
+
+    from rich.table import Table
+
+    store, entries = _audit(lambda: _auditor(data_dir, actor, purpose).history(aggregate_id))
+    if as_json:
+        print(json.dumps({"store": store, "events": [e.model_dump(mode="json") for e in entries]}, indent=2))
+        return
+    table = Table(title=f"History of {aggregate_id} ({store} store)")
+    for column in ("v", "recorded", "who", "what", "why"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(str(e.version), e.recorded.isoformat(timespec="seconds"), f"{e.actor} ({e.role})", e.summary, e.reason or "")
+    console.print(table)
+
+
+@app.command("replay")
+def audit_replay(
+    aggregate_id: UUID, actor: AuditActor, purpose: Purpose = None,
+    at: Annotated[str | None, typer.Option(help="RFC 3339 moment: the state after every event recorded by then.")] = None,
+    version: Annotated[int | None, typer.Option(help="The state at this version.")] = None,
+    data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """The aggregate's state at a moment or version, readably or as JSON."""
+    import json
+    from datetime import datetime
+
+    from rich.table import Table
+
+    moment = datetime.fromisoformat(at) if at else None
+    replayed = _audit(lambda: _auditor(data_dir, actor, purpose).replay(aggregate_id, at=moment, version=version))
+    if as_json:
+        print(replayed.model_dump_json(indent=2))
+        return
+    table = Table(title=f"{replayed.aggregate_type} {aggregate_id} at version {replayed.version} "
+                        f"(as recorded {replayed.as_recorded_at.isoformat(timespec='seconds')})", show_header=False)
+    for name, value in replayed.state.items():
+        table.add_row(name, value if isinstance(value, str) else json.dumps(value))
+    console.print(table)
+
+
+@app.command("diff")
+def audit_diff(
+    aggregate_id: UUID,
+    start: Annotated[str, typer.Argument(metavar="FROM", help="Version or RFC 3339 moment.")],
+    end: Annotated[str, typer.Argument(metavar="TO", help="Version or RFC 3339 moment.")],
+    actor: AuditActor, purpose: Purpose = None, data_dir: DataDir = None, as_json: Json = False,
+) -> None:
+    """What changed between two versions or moments, field by field, and the events between."""
+    from rich.table import Table
+
+    result = _audit(lambda: _auditor(data_dir, actor, purpose).diff(aggregate_id, _point(start), _point(end)))
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    table = Table(title=f"{aggregate_id}: version {result.from_version} → {result.to_version}")
+    for column in ("field", "before", "after"):
+        table.add_column(column)
+    for change in result.changes:
+        table.add_row(change.path, "" if change.before is None else str(change.before),
+                      "" if change.after is None else str(change.after))
+    console.print(table)
+    for e in result.events_between:
+        console.print(f"  v{e.version} {e.recorded.isoformat(timespec='seconds')} {e.actor}: {e.summary}")
+
+
+@app.command("trace")
+def audit_trace(event_id: UUID, actor: AuditActor, purpose: Purpose = None, data_dir: DataDir = None,
+                as_json: Json = False) -> None:
+    """The causation chain of an event: back to its origin and forward to its effects, across stores."""
+    from rich.table import Table
+
+    result = _audit(lambda: _auditor(data_dir, actor, purpose).trace(event_id))
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    table = Table(title=f"Causation of {event_id}")
+    for column in ("", "recorded", "store", "what", "who"):
+        table.add_column(column)
+    for mark, hops in (("cause", result.causes), ("THIS", [result.event]), ("effect", result.effects)):
+        for h in hops:
+            table.add_row(mark, h.recorded.isoformat(timespec="milliseconds"), h.store, h.summary, f"{h.actor} ({h.role})")
+    console.print(table)
+
+
+@app.command("export")
+def audit_export(
+    actor: AuditActor,
+    aggregate_id: Annotated[UUID | None, typer.Argument(help="Any aggregate of the client.")] = None,
+    client: Annotated[str | None, typer.Option("--client", help="The client's id.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="json or html.")] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).")] = None,
+    purpose: Purpose = None, data_dir: DataDir = None,
+) -> None:
+    """A client's whole care history (all records, with the services' decisions) as JSON or a printable HTML report."""
+    from services.audit.export import to_html
+
+    if (aggregate_id is None) == (client is None):
+        raise typer.BadParameter("name either an aggregate id or --client")
+    if output_format not in ("json", "html"):
+        raise typer.BadParameter("--format must be json or html")
+    result = _audit(lambda: _auditor(data_dir, actor, purpose).export(client_id=client, aggregate_id=aggregate_id))
+    text = result.model_dump_json(indent=2) if output_format == "json" else to_html(result)
+    if output is None:
+        print(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+
+
+@app.command("access-log")
+def audit_access_log(data_dir: DataDir = None, as_json: Json = False) -> None:
+    """Who read which history, when and why (the auditors' own record)."""
+    import json
+
+    from rich.table import Table
+
+    from services.audit.access import AccessLog
+
+    log = AccessLog(_settings(data_dir))
+    try:
+        entries = log.entries()
+    finally:
+        log.close()
+    if as_json:
+        print(json.dumps([{"at": e.timestamp.isoformat(), "actor": e.actor.id, "role": e.actor.role.value,
+                           "function": e.function, "subject": e.subject, "purpose": e.purpose} for e in entries], indent=2))
+        return
+    table = Table(title="Audit access log")
+    for column in ("when", "who", "read", "of", "why"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e.timestamp.isoformat(timespec="seconds"), f"{e.actor.id} ({e.actor.role.value})", e.function,
+                      e.subject, e.purpose)
+    console.print(table)
+
+
+@app.command("verify")
+def audit_verify(
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder whose stores to check.")] = None,
+    anchor: Annotated[Path | None, typer.Option(help="JSON list of published chain heads to check against.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+) -> None:
+    """Recompute every store's hash chain; exit 1 at the first edited, deleted, inserted or
+    reordered stored event (or a chain that no longer matches a published head)."""
+    import json
+
+    from rich.table import Table
+
+    from services.audit.integrity import Anchor, verify_all
+
+    anchors = [Anchor.model_validate(a) for a in json.loads(anchor.read_text())] if anchor else []
+    reports = verify_all(_settings(data_dir), anchors)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in reports], indent=2))
+    else:
+        table = Table(title="Hash chains of the notification logs")
+        for column in ("store", "events", "head", "result"):
+            table.add_column(column)
+        for r in reports:
+            result = "[green]OK[/green]" if r.ok else (
+                f"[red]{r.first_break.kind} at position {r.first_break.position}[/red]: {r.first_break.detail}"  # type: ignore[union-attr]
+            )
+            table.add_row(r.store, str(r.events), f"{r.head_position} {r.head_link[:16]}…", result)
+        console.print(table)
+    if not reports or not all(r.ok for r in reports):
+        raise typer.Exit(1)

@@ -1,0 +1,58 @@
+"""What the command groups share: the console, settings read once from the environment here at
+the edge, logging for the long-running commands, the option types more than one group uses, and
+the connection to NATS of the store-recovery commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from services.shared.settings import Settings
+
+console = Console()
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder of the stores.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+NatsUrl = Annotated[str | None, typer.Option("--nats", help="The NATS server (default: CAREPLAN_NATS_URL; "
+                                                              "`careplan up` prints its own).")]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _with_recovery(store: str, nats_url: str | None, data_dir: Path | None, work: Callable[[Any], Any]) -> Any:
+    import asyncio
+
+    from services.operations.recovery import StoreRecovery
+    from services.shared.bus import connect
+
+    settings = _settings(data_dir)
+    url = nats_url or settings.nats_url
+    if not url:
+        console.print("[red]Name the NATS server: --nats URL (careplan up prints it in its ready line).[/red]")
+        raise typer.Exit(2)
+
+    async def run() -> Any:
+        nc = await connect(url, name="careplan-store-recovery")
+        recovery = StoreRecovery(settings, store, nc.jetstream())
+        try:
+            return await work(recovery)
+        finally:
+            recovery.close()
+            await nc.close()
+
+    return asyncio.run(run())
