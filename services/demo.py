@@ -33,9 +33,11 @@ from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
 from domain.events.care_plan import GoalTarget
 from services.assessment.service import AssessmentApplication
 from services.care import commands as c
-from services.care.application import CareApplication, CommandMeta
+from services.care.application import CareApplication
+from services.escalation.commands import AcknowledgeEscalation, ResolveCrisis
 from services.escalation.service import EscalationApplication
 from services.scheduling.service import SchedulingApplication
+from services.shared.commands import CommandMeta
 from services.shared.persistence import OutboxStores
 from services.shared.settings import Settings
 from services.system import System
@@ -99,11 +101,12 @@ def _crisis(app: CareApplication, settings: Settings, plan_id: UUID, course_id: 
     escalation = EscalationApplication(settings)
     try:
         _until(lambda: escalation.find(Crisis, crisis_id).level >= 2, "escalation to level 2")
-        escalation.acknowledge(crisis_id, actor=ONCALL, reason="Phoned the client within minutes; safety plan reviewed")
-        escalation.resolve(
-            crisis_id, actor=ONCALL, outcome="Client safe; crisis line and partner informed; follow-up tomorrow",
+        escalation.handle(AcknowledgeEscalation(crisis_id=crisis_id, reason="Phoned the client within minutes; safety plan reviewed"),
+                          CommandMeta(actor=ONCALL))
+        escalation.handle(ResolveCrisis(
+            crisis_id=crisis_id, outcome="Client safe; crisis line and partner informed; follow-up tomorrow",
             reason="Risk reassessed by phone: no current intent",
-        )
+        ), CommandMeta(actor=ONCALL))
     finally:
         escalation.close()
     _until(lambda: not app.get_plan(plan_id).open_crises, "the resolution recorded on the plan")

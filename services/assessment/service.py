@@ -4,18 +4,16 @@ application, emits AssessmentScored or AssessmentRejected (care.assessment.v1...
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import ClassVar
-from uuid import UUID
 
 from domain.assessment.record import AssessmentRecord, record_id
 from domain.base import Actor, AggregateRoot, DomainEvent, Role
 from domain.events.therapy_course import CourseStarted, QuestionnaireSubmitted
-from services.shared.processing import Inbound, ServiceApplication, subjects_of
+from services.shared.cloudevents import Inbound
+from services.shared.reactions import Reactions
+from services.shared.tracking import ServiceApplication
 
 NAME = "assessment"
-REACTS_TO: list[type[DomainEvent]] = [CourseStarted, QuestionnaireSubmitted]
-SUBJECTS = subjects_of(REACTS_TO)
 
 
 class UnknownCourseError(LookupError):
@@ -29,42 +27,41 @@ class AssessmentApplication(ServiceApplication):
     #: Any submission may hold a positive suicide item: one that cannot be decided is escalated.
     risk_signals: ClassVar[frozenset[type[DomainEvent]]] = frozenset({QuestionnaireSubmitted})
 
-    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        course_id = UUID(inbound.aggregate_id)
-        body = inbound.body
-        if inbound.event_name == "course_started":
-            if self.find(AssessmentRecord, record_id(course_id)) is not None:
-                return []
-            return [self._open(course_id, inbound)]
-        if inbound.event_name == "questionnaire_submitted":
-            record: AssessmentRecord | None = self.find(AssessmentRecord, record_id(course_id))
-            if record is None:
-                record = self._catch_up(course_id, inbound)
-            record.score(
-                UUID(str(body["submission_id"])),
-                instrument=str(body["instrument"]),
-                answers=list(body["answers"]),
-                answered_at=datetime.fromisoformat(str(body["answered_at"])),
-                ctx=self.context_for(inbound),
-            )
-            return [record]
-        return []
+    def _course_started(self, started: CourseStarted, inbound: Inbound) -> Sequence[AggregateRoot]:
+        if self.find(AssessmentRecord, record_id(started.originator_id)) is not None:
+            return []
+        return [self._open(started, inbound)]
 
-    def _open(self, course_id: UUID, started: Inbound) -> AssessmentRecord:
-        body = started.body
-        return AssessmentRecord.open(course_id=course_id, plan_id=UUID(str(body["plan_id"])),
-                                     client_id=str(body["client_id"]), ctx=self.context_for(started))
+    def _submitted(self, submitted: QuestionnaireSubmitted, inbound: Inbound) -> Sequence[AggregateRoot]:
+        course_id = submitted.originator_id
+        record: AssessmentRecord | None = self.find(AssessmentRecord, record_id(course_id))
+        if record is None:
+            record = self._catch_up(submitted, inbound)
+        record.score(submitted.submission_id, instrument=submitted.instrument, answers=list(submitted.answers),
+                     answered_at=submitted.answered_at, ctx=self.context_for(inbound))
+        return [record]
 
-    def _catch_up(self, course_id: UUID, submitted: Inbound) -> AssessmentRecord:
+    reactions = Reactions({CourseStarted: _course_started, QuestionnaireSubmitted: _submitted})
+
+    def _open(self, started: CourseStarted, inbound: Inbound) -> AssessmentRecord:
+        return AssessmentRecord.open(course_id=started.originator_id, plan_id=started.plan_id,
+                                     client_id=started.client_id, ctx=self.context_for(inbound))
+
+    def _catch_up(self, submitted: QuestionnaireSubmitted, inbound: Inbound) -> AssessmentRecord:
         """The course's start was never decided here (dead-lettered, or older than this
         consumer's stream): it is read from the stream, else the submission's own plan and
         client open the record. Either way this submission, and those after it, are scored."""
-        started = self.history.last(CourseStarted, course_id) if self.history is not None else None
-        if started is not None:
-            return self._open(course_id, started)
-        body = submitted.body
-        if body.get("plan_id") and body.get("client_id"):
-            return AssessmentRecord.open(course_id=course_id, plan_id=UUID(str(body["plan_id"])),
-                                         client_id=str(body["client_id"]), ctx=self.context_for(submitted))
+        course_id = submitted.originator_id
+        found = self.history.last(CourseStarted, course_id) if self.history is not None else None
+        if found is not None:
+            started = self.reactions.decode(found)
+            assert isinstance(started, CourseStarted)
+            return self._open(started, found)
+        if submitted.plan_id is not None and submitted.client_id:
+            return AssessmentRecord.open(course_id=course_id, plan_id=submitted.plan_id, client_id=submitted.client_id,
+                                         ctx=self.context_for(inbound))
         msg = f"no CourseStarted seen for course {course_id}, none on the stream, and the submission names no plan"
         raise UnknownCourseError(msg)
+
+
+SUBJECTS = AssessmentApplication.reactions.subjects

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from domain.base import AggregateRoot, DomainEvent, project
 from services.audit.reading import HistoryEntry, Stores, entry
-from services.care.errors import AggregateMissingError
+from services.shared.errors import AggregateMissingError
 
 
 class ExportedAggregate(BaseModel):

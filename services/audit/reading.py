@@ -29,10 +29,9 @@ from domain.scheduling.plans import PlanStrategy
 from domain.scheduling.schedule import CourseSchedule
 from domain.therapy_course import TherapyCourse
 from services.audit.integrity import RECORD_STORES, store_exists
-from services.care.errors import AggregateMissingError, NotYetExistingError
+from services.shared.errors import AggregateMissingError, NotYetExistingError
 from services.shared.persistence import eventsourcing_env, paged_notifications
 from services.shared.settings import Settings
-
 
 #: Every aggregate class of every store. A class registers the event that creates it when it
 #: is defined, so importing them all lets any store's history be replayed here.

@@ -34,7 +34,8 @@ from domain.catalogues.modalities import Modality
 from services.api.auth import add_token
 from services.bench.relay import _percentile
 from services.care import commands as c
-from services.care.application import CareApplication, CommandMeta
+from services.care.application import CareApplication
+from services.shared.commands import CommandMeta
 from services.shared.persistence import drop_postgres_schemas
 from services.shared.settings import Settings
 

@@ -25,7 +25,8 @@ from domain.catalogues.care import CopingSkill
 from services.audit import reading
 from services.audit.integrity import verify_store
 from services.care import commands as c
-from services.care.application import CareApplication, CommandMeta
+from services.care.application import CareApplication
+from services.shared.commands import CommandMeta
 from services.shared.persistence import drop_postgres_schemas
 from services.shared.settings import Settings
 

@@ -34,8 +34,9 @@ from services.assessment.service import SUBJECTS as ASSESSMENT_SUBJECTS
 from services.assessment.service import AssessmentApplication
 from services.bench.relay import _percentile
 from services.care import commands as c
-from services.care.application import CareApplication, CommandMeta
+from services.care.application import CareApplication
 from services.shared.bus import EmbeddedNats
+from services.shared.commands import CommandMeta
 from services.shared.persistence import OutboxStores
 from services.shared.runner import RunningService
 from services.shared.settings import Settings

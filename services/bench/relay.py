@@ -30,10 +30,11 @@ from domain.catalogues.care import CopingSkill
 from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
 from services.care import commands as c
-from services.care.application import CareApplication, CommandMeta
+from services.care.application import CareApplication
 from services.shared.bus import EmbeddedNats
-from services.shared.persistence import OutboxStores
 from services.shared.cloudevents import cloudevent
+from services.shared.commands import CommandMeta
+from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
 from services.shared.settings import Settings
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from collections.abc import Iterator
 from typing import Any, Literal
 
 from eventsourcing.application import Application
@@ -28,7 +27,8 @@ from domain.catalogues.care import CopingSkill
 from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
 from services.care import commands as c
-from services.care.application import CareApplication, CommandMeta
+from services.care.application import CareApplication
+from services.shared.commands import CommandMeta
 from services.shared.persistence import drop_postgres_schemas, eventsourcing_env
 from services.shared.settings import Settings
 

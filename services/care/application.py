@@ -9,70 +9,44 @@ concurrency); a stale version, or a concurrent writer winning the race, fails wi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
-from uuid import UUID, uuid4
+from typing import Any, ClassVar
+from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, ProcessRecorder
-from pydantic import BaseModel, ConfigDict, Field
+from eventsourcing.application import Application
+from eventsourcing.persistence import ProcessRecorder
 
-from domain.base import Actor, AggregateRoot, AggregateSnapshot, CommandContext, DomainEvent, Role, project
+from domain.base import Actor, AggregateRoot, AggregateSnapshot, DomainEvent, Role, project
 from domain.care_plan import CarePlan
 from domain.inventory import Inventory
 from domain.therapy_course import TherapyCourse
-from services.care.commands import Command, CreationCommand
-from services.care.errors import (
+from services.care import policies
+from services.shared.clock import Clock, MonotonicClock
+from services.shared.commands import CommandHandling, CommandMeta, CommandResult
+
+__all__ = ["CareApplication", "CommandMeta", "CommandResult"]
+from services.shared.errors import (
     AggregateMissingError,
     CannotCheckCrisisError,
-    ConcurrencyConflictError,
     NotYetExistingError,
     StoreBehindError,
 )
-from services.care import policies
-from services.shared.clock import Clock, MonotonicClock
 from services.shared.persistence import eventsourcing_env, surviving_catalog_races
-from services.shared.processing import Inbound, Tracked
 from services.shared.settings import Settings
+from services.shared.tracking import Tracked
 
-TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
 #: How often commands check that the store has not gone back behind what was published.
 STORE_CHECK_SECONDS = 5.0
 
 
-class CommandMeta(BaseModel):
-    """Who sends a command, the story it belongs to, and the version the sender read.
-
-    ``causation_id`` names what directly caused the command (an upstream event's id);
-    without one, the command itself is the cause: ``command:<command_id>``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    actor: Actor
-    command_id: UUID = Field(default_factory=uuid4)
-    correlation_id: UUID | None = None
-    causation_id: str | None = None
-    expected_version: int | None = None
-
-
-class CommandResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    aggregate_id: UUID
-    version: int
-    event_ids: list[UUID]
-    event_types: list[str]
-    correlation_id: UUID
-
-
-class CareApplication(Tracked, Application[UUID]):
+class CareApplication(CommandHandling, Tracked, Application[UUID]):
     name = "care"
     #: The actor of changes the care application makes in reaction to other services.
     actor = Actor(id="care-policies", role=Role.SERVICE)
     snapshot_class = AggregateSnapshot
     risk_signals: ClassVar[frozenset[type[DomainEvent]]] = policies.RISK_SIGNALS
+    reactions = policies.REACTIONS
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {
         CarePlan: project,
         TherapyCourse: project,
@@ -104,38 +78,13 @@ class CareApplication(Tracked, Application[UUID]):
         # A process recorder: the application's own log, plus tracking of what it consumed.
         return surviving_catalog_races(self.factory.process_recorder)
 
-    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        return policies.react(self, inbound)
-
     def is_risk_signal(self, subject: str, body: dict[str, Any] | None) -> bool:
         return super().is_risk_signal(subject, body) and policies.is_risk_signal(body)
 
-    # ----------------------------------------------------------------- commands
+    # ----------------------------------------------------------------- commands (handle: CommandHandling)
 
-    def handle(self, command: Command | CreationCommand, meta: CommandMeta) -> CommandResult:
-        """Runs one command: load, check the expected version, decide, save."""
+    def before_command(self) -> None:
         self._require_store_in_line()
-        ctx = CommandContext(
-            actor=meta.actor,
-            at=self.clock(),
-            correlation_id=meta.correlation_id or uuid4(),
-            causation_id=meta.causation_id or f"command:{meta.command_id}",
-        )
-        if isinstance(command, CreationCommand):
-            if meta.expected_version not in (None, 0):
-                msg = f"A new aggregate has no version yet; expected_version must be 0 or absent, not {meta.expected_version}."
-                raise ConcurrencyConflictError(msg)
-            aggregate = command.create(ctx, self)
-        else:
-            aggregate = self._get(command.aggregate_type, command.target_id())
-            if meta.expected_version is not None and aggregate.version != meta.expected_version:
-                msg = (
-                    f"{type(aggregate).__name__} {aggregate.id} is at version {aggregate.version}, "
-                    f"not {meta.expected_version}; read it again and retry."
-                )
-                raise ConcurrencyConflictError(msg)
-            command.execute(aggregate, ctx, self)
-        return self._save(aggregate, ctx)
 
     def _require_store_in_line(self) -> None:
         """Refuses commands while the store ends before what its relay published (it was
@@ -167,49 +116,7 @@ class CareApplication(Tracked, Application[UUID]):
             self._relay_factory.close()
         super().close()
 
-    def _save(self, aggregate: AggregateRoot, ctx: CommandContext) -> CommandResult:
-        events = aggregate.pending_events
-        try:
-            self.save(aggregate)
-        except IntegrityError as e:
-            self._forget(aggregate.id)
-            msg = (
-                f"{type(aggregate).__name__} {aggregate.id} was changed by another writer at the same "
-                "time; read it again and retry. Nothing was written."
-            )
-            raise ConcurrencyConflictError(msg) from e
-        except BaseException:
-            self._forget(aggregate.id)
-            raise
-        return CommandResult(
-            aggregate_id=aggregate.id,
-            version=aggregate.version,
-            event_ids=[e.event_id for e in events],
-            event_types=[type(e).__name__ for e in events],
-            correlation_id=ctx.correlation_id,
-        )
-
-    def _forget(self, aggregate_id: UUID) -> None:
-        cache = self.repository.cache
-        if cache is not None:
-            try:
-                cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
-
     # ----------------------------------------------------------------- reads
-
-    def _get(self, cls: type[TAggregate], aggregate_id: UUID, version: int | None = None) -> TAggregate:
-        try:
-            aggregate = self.load(aggregate_id, version)
-        except AggregateNotFoundError:
-            at = f" at version {version}" if version is not None else ""
-            msg = f"No {cls.__name__} {aggregate_id}{at} is recorded; check the id."
-            raise AggregateMissingError(msg) from None
-        if not isinstance(aggregate, cls):
-            msg = f"{aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}."
-            raise AggregateMissingError(msg)
-        return aggregate
 
     def crisis_held_open(self, crisis_id: UUID) -> UUID | None:
         if self.crises is None:

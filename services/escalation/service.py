@@ -9,10 +9,21 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from contracts.subjects import APPLICATION_CONTEXTS, subject_for
-from domain.base import TEXT_MAX, Actor, AggregateRoot, CommandContext, DomainEvent, Role, bounded, derive_event_id, quote
+from contracts.subjects import APPLICATION_CONTEXTS
+from domain.assessment.instruments import has_suicide_item
+from domain.assessment.results import SuicideRisk
+from domain.base import (
+    TEXT_MAX,
+    Actor,
+    AggregateRoot,
+    CommandContext,
+    DomainEvent,
+    Role,
+    bounded,
+    derive_event_id,
+    quote,
+)
 from domain.catalogues.escalation import SEVERITY_OF, EscalationSeverity, EscalationTrigger
-from domain.catalogues.risk import RiskLevel
 from domain.escalation.crisis import Crisis, CrisisStatus, crisis_id
 from domain.escalation.plan_risk import OUTREACH_LEVELS, MissedSlot, PlanRisk, plan_risk_id
 from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
@@ -22,29 +33,15 @@ from domain.events.dead_letters import MessageDeadLettered
 from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified, EscalationRaised
 from domain.events.scheduling import SessionAttendanceCorrected, SessionMissed
 from domain.operations.dead_letter import DeadLetter
-from services.care.errors import AggregateMissingError
 from services.shared.clock import Clock
-from services.shared.processing import Inbound, ServiceApplication, subjects_of
+from services.shared.cloudevents import Inbound
+from services.shared.commands import CommandHandling, CommandMeta
+from services.shared.reactions import Reactions
 from services.shared.settings import Settings
+from services.shared.timers import Fired, Timers
+from services.shared.tracking import ServiceApplication
 
 NAME = "escalation"
-REACTS_TO: list[type[DomainEvent]] = [
-    AssessmentScored,
-    AssessmentRejected,
-    CrisisRaisedByClinician,
-    RiskLevelRaised,
-    RiskLevelLowered,
-    SessionMissed,  # the scheduling service's: a slot not held by its end plus grace
-    SessionAttendanceCorrected,
-]
-#: Every other application's dead letters: the fail-safe for a risk signal it could not
-#: process. This service's own raise their crisis as they are recorded (``fail_safe``), so it
-#: never reads them back (a failure on one of its own would loop).
-SUBJECTS = [
-    *subjects_of(REACTS_TO),
-    *(subject_for(MessageDeadLettered, "*", context=context) for application, context in APPLICATION_CONTEXTS.items()
-      if application != NAME),
-]
 _ORDER = [EscalationSeverity.IMMEDIATE, EscalationSeverity.URGENT, EscalationSeverity.REVIEW, EscalationSeverity.OUTREACH]
 
 
@@ -54,35 +51,43 @@ def load_policy(settings: Settings) -> EscalationPolicy:
     return EscalationPolicy.model_validate_json(settings.escalation_policy_file.read_text())
 
 
-def triggers_of(inbound: Inbound) -> list[tuple[EscalationTrigger, str]]:
-    """What in an assessment decision calls for escalation, with a reason for each. Every
-    reason fits its event whatever the message carries: quoted text is bounded."""
-    body = inbound.body
+Decision = CrisisRaisedByClinician | AssessmentScored | AssessmentRejected
+
+
+def triggers(event: Decision) -> list[tuple[EscalationTrigger, str]]:
+    """What in an assessment decision (or a clinician's judgement) calls for escalation,
+    with a reason for each. Every reason fits its event whatever the message carries:
+    quoted text is bounded."""
+    if isinstance(event, CrisisRaisedByClinician):
+        by = f"Raised by {quote(event.actor.id, 200)} ({quote(event.actor.role.value, 40)}): "
+        return [(EscalationTrigger.CLINICIAN_RAISED, bounded(by, event.reason))]
     found: list[tuple[EscalationTrigger, str]] = []
-    if inbound.event_name == "crisis_raised_by_clinician":
-        actor = body.get("actor") or {}
-        by = f"Raised by {quote(actor.get('id'), 200)} ({quote(actor.get('role'), 40)}): "
-        return [(EscalationTrigger.CLINICIAN_RAISED, bounded(by, body.get("reason")))]
-    instrument = quote(body.get("instrument"), 40)
-    if inbound.event_name == "assessment_rejected":
-        if body.get("suicide_item_positive"):
+    instrument = quote(event.instrument, 40)
+    if isinstance(event, AssessmentRejected):
+        if event.suicide_item_positive:
             found.append((
                 EscalationTrigger.UNSCORABLE_WITH_RISK_SIGNAL,
-                bounded(f"{instrument} could not be scored (", body.get("rejection_reason"),
+                bounded(f"{instrument} could not be scored (", event.rejection_reason,
                         suffix=") but its answers carry a risk signal"),
             ))
         return found
-    if body.get("suicide_risk") == "high":
+    if event.suicide_risk is SuicideRisk.HIGH:
         found.append((EscalationTrigger.CSSRS_HIGH_RISK, "C-SSRS screener: high risk (intent, plan or recent behaviour)"))
-    if instrument == "PHQ-9" and body.get("suicide_item_positive"):
+    if event.suicide_item_positive and has_suicide_item(event.instrument):  # PHQ-9 item 9
         found.append((EscalationTrigger.PHQ9_SUICIDE_ITEM, "PHQ-9 item 9 above 0: thoughts of being better off dead or of self-harm"))
-    change = body.get("change") or {}
-    if change.get("reliable_deterioration"):
+    if event.change is not None and event.change.reliable_deterioration:
         found.append((
             EscalationTrigger.RELIABLE_DETERIORATION,
-            bounded(f"{instrument} reliable deterioration: ", f"{change.get('baseline_total')} → {body.get('total')}"),
+            bounded(f"{instrument} reliable deterioration: ", f"{event.change.baseline_total} → {event.total}"),
         ))
     return found
+
+
+def triggers_of(inbound: Inbound) -> list[tuple[EscalationTrigger, str]]:
+    """:func:`triggers` of a consumed decision."""
+    event = EscalationApplication.reactions.decode(inbound)
+    assert isinstance(event, Decision)
+    return triggers(event)
 
 
 def fail_safe_reason(dead: DeadLetter) -> str:
@@ -95,14 +100,7 @@ def fail_safe_reason(dead: DeadLetter) -> str:
     )
 
 
-def _moment(value: Any, fallback: datetime) -> datetime:
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return fallback
-
-
-class EscalationApplication(ServiceApplication):
+class EscalationApplication(CommandHandling, ServiceApplication):
     name = NAME
     actor = Actor(id="escalation-service", role=Role.SERVICE)
     risk_signals: ClassVar[frozenset[type[DomainEvent]]] = frozenset(
@@ -120,30 +118,23 @@ class EscalationApplication(ServiceApplication):
         super().__init__(settings, clock=clock)
         self.policy = policy or load_policy(settings)
         #: crisis id → when its acknowledgement is due; rebuilt from the stored events at start.
-        self.timers: dict[UUID, datetime] = self._armed_timers()
+        self.timers = self._armed_timers()
 
     # ----------------------------------------------------------------- consuming
 
-    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        if inbound.event_name in ("risk_level_raised", "risk_level_lowered"):
-            return self._note_risk(inbound)
-        if inbound.event_name == "session_missed":
-            return self._missed_session(inbound)
-        if inbound.event_name == "session_attendance_corrected":
-            return self._held_after_all(inbound)
-        if inbound.event_name == "message_dead_lettered":
-            return self._dead_letter_elsewhere(inbound)
-        triggers = triggers_of(inbound)
-        if not triggers:
+    def _decision(self, event: Decision, inbound: Inbound) -> Sequence[AggregateRoot]:
+        found = triggers(event)
+        if not found:
             return []
         if self.find(Crisis, crisis_id(inbound.event_id)) is not None:
             return []  # this decision already raised its crisis
-        triggers.sort(key=lambda t: _ORDER.index(SEVERITY_OF[t[0]]))
-        trigger = triggers[0][0]
-        reason = quote("; ".join(reason for _, reason in triggers), TEXT_MAX)
-        plan_id = inbound.body.get("plan_id") or inbound.aggregate_id  # a plan's own event names no plan_id
+        found.sort(key=lambda t: _ORDER.index(SEVERITY_OF[t[0]]))
+        trigger = found[0][0]
+        reason = quote("; ".join(reason for _, reason in found), TEXT_MAX)
+        # a plan's own event names no plan_id: the plan is its originator
+        plan_id = event.originator_id if isinstance(event, CrisisRaisedByClinician) else event.plan_id
         return [self._raise(
-            plan_id=UUID(str(plan_id)), client_id=str(inbound.body["client_id"]), trigger=trigger,
+            plan_id=plan_id, client_id=event.client_id, trigger=trigger,
             source_event_id=inbound.event_id, reason=reason, ctx=self.context_for(inbound),
         )]
 
@@ -152,17 +143,16 @@ class EscalationApplication(ServiceApplication):
         crisis = Crisis.raise_(plan_id=plan_id, client_id=client_id, trigger=trigger, source_event_id=source_event_id,
                                reason=reason, policy=self.policy, ctx=ctx)
         assert crisis.ack_due is not None
-        self.timers[crisis.id] = crisis.ack_due  # an entry for an unrecorded crisis is dropped when it fires
+        self.timers.arm(crisis.id, crisis.ack_due)  # an entry for an unrecorded crisis is dropped when it fires
         return crisis
 
     def _plan_risk(self, plan_id: UUID, ctx: CommandContext) -> PlanRisk:
         return self.find(PlanRisk, plan_risk_id(plan_id)) or PlanRisk.unknown(plan_id, ctx=ctx)
 
-    def _note_risk(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+    def _note_risk(self, event: RiskLevelRaised | RiskLevelLowered, inbound: Inbound) -> Sequence[AggregateRoot]:
         """A change of the plan's risk, dated by the care record; a session missed after it
         (read earlier) is escalated now if the risk then called for outreach."""
-        plan_id, level = UUID(inbound.aggregate_id), RiskLevel(inbound.body["level"])
-        since = _moment(inbound.body.get("timestamp"), self.clock())
+        plan_id, level, since = event.originator_id, event.level, event.timestamp
         ctx = self.context_for(inbound)
         known: PlanRisk | None = self.find(PlanRisk, plan_risk_id(plan_id))
         if known is None:
@@ -173,14 +163,13 @@ class EscalationApplication(ServiceApplication):
             return []
         return [plan, *self._outreach(plan, plan.misses_at_outreach_risk(since=since), ctx)]
 
-    def _missed_session(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        body = inbound.body
+    def _missed_session(self, event: SessionMissed, inbound: Inbound) -> Sequence[AggregateRoot]:
         ctx = self.context_for(inbound)
-        plan = self._plan_risk(UUID(str(body["plan_id"])), ctx)
+        plan = self._plan_risk(event.plan_id, ctx)
         slot = MissedSlot(
-            course_id=UUID(str(body["course_id"])), client_id=quote(body["client_id"], 200), kind=quote(body["kind"], 40),
-            number=int(body["number"]), starts_at=datetime.fromisoformat(str(body["starts_at"])),
-            missed_at=_moment(body.get("timestamp"), self.clock()), session_missed_event_id=inbound.event_id,
+            course_id=event.course_id, client_id=quote(event.client_id, 200), kind=quote(event.kind.value, 40),
+            number=event.number, starts_at=event.starts_at, missed_at=event.timestamp,
+            session_missed_event_id=inbound.event_id,
         )
         if not plan.note_miss(slot, ctx=ctx):
             return []
@@ -201,25 +190,40 @@ class EscalationApplication(ServiceApplication):
             ))
         return raised
 
-    def _held_after_all(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        body = inbound.body
-        known: PlanRisk | None = self.find(PlanRisk, plan_risk_id(UUID(str(body["plan_id"]))))
+    def _held_after_all(self, event: SessionAttendanceCorrected, inbound: Inbound) -> Sequence[AggregateRoot]:
+        known: PlanRisk | None = self.find(PlanRisk, plan_risk_id(event.plan_id))
         if known is None:
             return []
-        changed = known.note_held_after_all(UUID(str(body["course_id"])), str(body["kind"]), int(body["number"]),
-                                            ctx=self.context_for(inbound))
+        changed = known.note_held_after_all(event.course_id, event.kind.value, event.number, ctx=self.context_for(inbound))
         return [known] if changed else []
 
     # ----------------------------------------------------------------- fail-safe
 
-    def _dead_letter_elsewhere(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        """Another service (or this one, read back) could not process a message that may
-        carry a risk signal: a person is told at once (immediate severity)."""
-        if not inbound.body.get("risk_signal"):
+    def _dead_letter_elsewhere(self, event: MessageDeadLettered, inbound: Inbound) -> Sequence[AggregateRoot]:
+        """Another service could not process a message that may carry a risk signal: a
+        person is told at once (immediate severity)."""
+        if not event.risk_signal:
             return []
-        dead = DeadLetter.created_by(MessageDeadLettered.model_validate(_event_fields(MessageDeadLettered, inbound.body)))
+        dead = DeadLetter.created_by(event)
         assert isinstance(dead, DeadLetter)
         return self._fail_safe_crisis(dead, inbound.event_id, self.context_for(inbound))
+
+    reactions = Reactions(
+        {
+            AssessmentScored: _decision,
+            AssessmentRejected: _decision,
+            CrisisRaisedByClinician: _decision,
+            RiskLevelRaised: _note_risk,
+            RiskLevelLowered: _note_risk,
+            SessionMissed: _missed_session,  # the scheduling service's: a slot not held by its end plus grace
+            SessionAttendanceCorrected: _held_after_all,
+            MessageDeadLettered: _dead_letter_elsewhere,
+        },
+        # Every other application's dead letters: the fail-safe for a risk signal it could not
+        # process. This service's own raise their crisis as they are recorded (``fail_safe``),
+        # so it never reads them back (a failure on one of its own would loop).
+        contexts={MessageDeadLettered: [c for application, c in APPLICATION_CONTEXTS.items() if application != NAME]},
+    )
 
     def fail_safe(self, dead: DeadLetter) -> Sequence[AggregateRoot]:
         """This service's own dead letters: the fail-safe crisis is recorded with them."""
@@ -243,36 +247,31 @@ class EscalationApplication(ServiceApplication):
         super().reread_after_recovery()
         self.timers = self._armed_timers()
 
-    def _armed_timers(self) -> dict[UUID, datetime]:
-        timers: dict[UUID, datetime] = {}
+    def _armed_timers(self) -> Timers:
+        timers = Timers()
         for notification in self.stored_notifications():
             event = self.mapper.to_domain_event(notification)
             if isinstance(event, EscalationLevelNotified):
-                timers[event.originator_id] = event.ack_due
+                timers.arm(event.originator_id, event.ack_due)
             elif isinstance(event, (EscalationAcknowledged, CrisisResolved)):
-                timers.pop(event.originator_id, None)
+                timers.disarm(event.originator_id)
         return timers
 
     def fire_due_timers(self) -> int:
         """Escalates every crisis whose acknowledgement is overdue; returns how many."""
         now = self.clock()
-        fired = 0
-        for cid, due in sorted(self.timers.items(), key=lambda item: item[1]):
-            if due > now:
-                continue
-            crisis: Crisis | None = self.find(Crisis, cid)
-            if crisis is None or crisis.status is not CrisisStatus.ESCALATING or crisis.ack_due is None:
-                self.timers.pop(cid, None)
-                continue
-            ctx = CommandContext(
-                actor=self.actor, at=now, correlation_id=crisis.correlation_id,
-                causation_id=str(crisis.notified_event_id),
-            )
-            if crisis.time_out(policy=self.policy, ctx=ctx):
-                self.save(crisis)
-                fired += 1
-            self.timers[cid] = crisis.ack_due
-        return fired
+        return self.timers.fire(now, lambda cid: self._time_out(cid, now))
+
+    def _time_out(self, cid: UUID, now: datetime) -> Fired:
+        crisis: Crisis | None = self.find(Crisis, cid)
+        if crisis is None or crisis.status is not CrisisStatus.ESCALATING or crisis.ack_due is None:
+            return Fired(recorded=False, next_due=None)
+        ctx = CommandContext(actor=self.actor, at=now, correlation_id=crisis.correlation_id,
+                             causation_id=str(crisis.notified_event_id))
+        recorded = crisis.time_out(policy=self.policy, ctx=ctx)
+        if recorded:
+            self.save(crisis)
+        return Fired(recorded=recorded, next_due=crisis.ack_due)
 
     # ----------------------------------------------------------------- commands
 
@@ -292,35 +291,16 @@ class EscalationApplication(ServiceApplication):
         crisis: Crisis | None = self.find(Crisis, cid)
         return crisis.status if crisis is not None else None
 
-    def _crisis(self, cid: UUID) -> Crisis:
-        crisis: Crisis | None = self.find(Crisis, cid)
-        if crisis is None:
-            msg = f"No crisis {cid} is recorded; check the id."
-            raise AggregateMissingError(msg)
-        return crisis
-
-    def acknowledge(self, cid: UUID, *, actor: Actor, reason: str | None, correlation_id: UUID | None = None) -> Crisis:
-        crisis = self._crisis(cid)
-        crisis.acknowledge(reason=reason, ctx=self._command_context(crisis, actor, correlation_id))
-        self.save(crisis)
-        self.timers.pop(cid, None)
-        return crisis
-
-    def resolve(self, cid: UUID, *, actor: Actor, outcome: str, reason: str | None) -> Crisis:
-        crisis = self._crisis(cid)
-        crisis.resolve(outcome=outcome, reason=reason, ctx=self._command_context(crisis, actor, None))
-        self.save(crisis)
-        self.timers.pop(cid, None)
-        return crisis
-
-    def _command_context(self, crisis: Crisis, actor: Actor, correlation_id: UUID | None) -> CommandContext:
+    def command_context(self, meta: CommandMeta, aggregate: AggregateRoot | None) -> CommandContext:
+        """A person's decision on a crisis belongs to the crisis's story, caused by its latest notification."""
+        assert isinstance(aggregate, Crisis)
         return CommandContext(
-            actor=actor, at=self.clock(), correlation_id=correlation_id or crisis.correlation_id,
-            causation_id=str(crisis.notified_event_id) if crisis.notified_event_id else None,
+            actor=meta.actor, at=self.clock(), correlation_id=meta.correlation_id or aggregate.correlation_id,
+            causation_id=str(aggregate.notified_event_id) if aggregate.notified_event_id else None,
         )
 
+    def after_command(self, aggregate: AggregateRoot) -> None:
+        self.timers.disarm(aggregate.id)  # acknowledged or resolved: no escalation is due
 
-def _event_fields(event_class: type[DomainEvent], body: dict[str, Any]) -> dict[str, Any]:
-    """An event's contract JSON as its class takes it: fields it does not know (contracts
-    only grow) and the derived id are left out."""
-    return {k: v for k, v in body.items() if k in event_class.model_fields}
+
+SUBJECTS = EscalationApplication.reactions.subjects

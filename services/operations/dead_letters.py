@@ -23,11 +23,11 @@ from contracts.subjects import APPLICATION_CONTEXTS
 from domain.base import Actor, AggregateSnapshot, CommandContext, DomainEvent, Role, project
 from domain.events.dead_letters import MessageDeadLettered
 from domain.operations.dead_letter import DeadLetter, DeadLetterStatus
-from services.care.errors import AggregateMissingError
 from services.shared.clock import system_clock
+from services.shared.errors import AggregateMissingError
 from services.shared.persistence import eventsourcing_env, surviving_catalog_races
-from services.shared.processing import Tracked
 from services.shared.settings import Settings
+from services.shared.tracking import Tracked
 
 
 def operator() -> Actor:

@@ -8,9 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from contracts.subjects import watermark_subject
 from domain.base import Actor, AggregateRoot, CommandContext, Role, bounded
-from domain.catalogues.modalities import Modality
 from domain.catalogues.strategies import Strategy
 from domain.events.care_plan import CarePlanDrafted, EmergencySupportActivated, EmergencySupportEnded, StrategyChanged
 from domain.events.scheduling import ScheduleOpened
@@ -18,19 +16,19 @@ from domain.events.therapy_course import CourseStarted, SessionHeld
 from domain.scheduling.plans import PlanStrategy, plan_strategy_id
 from domain.scheduling.schedule import CourseSchedule, schedule_id
 from services.shared.clock import Clock
-from services.shared.processing import Inbound, ServiceApplication, Watermark, subjects_of
+from services.shared.cloudevents import Inbound, Watermark
+from services.shared.reactions import Reactions
 from services.shared.settings import Settings
+from services.shared.timers import Fired, Timers
+from services.shared.tracking import ServiceApplication
 
 NAME = "scheduling"
-REACTS_TO = [CarePlanDrafted, StrategyChanged, EmergencySupportActivated, EmergencySupportEnded, CourseStarted, SessionHeld]
-#: The care relay's watermarks say how far attendance has been read: sessions are marked
-#: missed only behind them.
-SUBJECTS = [*subjects_of(REACTS_TO), watermark_subject("care")]
-_NEW_STRATEGY = {
-    "strategy_changed": lambda body: Strategy(body["strategy"]),
-    "emergency_support_activated": lambda body: Strategy.EMERGENCY_SUPPORT,
-    "emergency_support_ended": lambda body: Strategy(body["strategy"]),
-}
+_SETS_STRATEGY = (StrategyChanged, EmergencySupportActivated, EmergencySupportEnded)
+
+
+def strategy_set_by(event: CarePlanDrafted | StrategyChanged | EmergencySupportActivated | EmergencySupportEnded) -> Strategy:
+    """The plan's strategy after ``event``."""
+    return Strategy.EMERGENCY_SUPPORT if isinstance(event, EmergencySupportActivated) else event.strategy
 
 
 class PlanNotSeenError(LookupError):
@@ -44,7 +42,7 @@ class SchedulingApplication(ServiceApplication):
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         super().__init__(settings, clock=clock)
         #: schedule id → when its next slot would become missed; rebuilt from the log at start.
-        self.timers: dict[UUID, datetime] = {}
+        self.timers = Timers()
         #: Everything the care application committed before this moment has been decided here
         #: (its relay's latest watermark); None until one arrives after a start.
         self.attendance_known_until: datetime | None = None
@@ -53,7 +51,7 @@ class SchedulingApplication(ServiceApplication):
 
     def reread_after_recovery(self) -> None:
         super().reread_after_recovery()
-        self.timers = {}
+        self.timers.clear()
         for schedule in self._schedules():
             self._arm(schedule)
 
@@ -62,11 +60,7 @@ class SchedulingApplication(ServiceApplication):
         return [s for s in found if s is not None]
 
     def _arm(self, schedule: CourseSchedule) -> None:
-        due = schedule.next_due()
-        if due is None:
-            self.timers.pop(schedule.id, None)
-        else:
-            self.timers[schedule.id] = due
+        self.timers.arm(schedule.id, schedule.next_due())
 
     def _plan(self, plan_id: UUID, inbound: Inbound) -> PlanStrategy:
         plan: PlanStrategy | None = self.find(PlanStrategy, plan_strategy_id(plan_id))
@@ -86,53 +80,70 @@ class SchedulingApplication(ServiceApplication):
             msg = f"no CarePlanDrafted seen for plan {plan_id}, and none on the stream"
             raise PlanNotSeenError(msg)
         latest = max(found, key=lambda e: e.stream_sequence)
-        strategy = Strategy(latest.body["strategy"]) if latest.event_name != "emergency_support_activated" else Strategy.EMERGENCY_SUPPORT
-        return PlanStrategy.note(plan_id, strategy, ctx=self.context_for(latest))
+        event = self.reactions.decode(latest)
+        assert isinstance(event, (CarePlanDrafted, *_SETS_STRATEGY))
+        return PlanStrategy.note(plan_id, strategy_set_by(event), ctx=self.context_for(latest))
 
     def note_watermark(self, watermark: Watermark) -> None:
         if watermark.source == "care":
             self.attendance_known_until = watermark.at
 
-    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
-        body, ctx, event = inbound.body, self.context_for(inbound), inbound.event_name
-        if event == "care_plan_drafted":
-            plan_id = UUID(inbound.aggregate_id)
-            if self.find(PlanStrategy, plan_strategy_id(plan_id)) is not None:
-                return []
-            return [PlanStrategy.note(plan_id, Strategy(body["strategy"]), ctx=ctx)]
-        if event in _NEW_STRATEGY:
-            plan = self._plan(UUID(inbound.aggregate_id), inbound)
-            strategy = _NEW_STRATEGY[event](body)
-            if not plan.follow(strategy, ctx=ctx):
-                return []
-            changed: list[AggregateRoot] = [plan]
-            for course_id in plan.courses:
-                schedule: CourseSchedule | None = self.find(CourseSchedule, schedule_id(course_id))
-                if schedule is not None:
-                    why = bounded(f"Plan strategy now {strategy.value}: ", body.get("reason"))
-                    schedule.follow_strategy(strategy, reason=why, ctx=ctx)
-                    self._arm(schedule)
-                    changed.append(schedule)
-            return changed
-        if event == "course_started":
-            course_id = UUID(inbound.aggregate_id)
-            if self.find(CourseSchedule, schedule_id(course_id)) is not None:
-                return []
-            plan = self._plan(UUID(body["plan_id"]), inbound)
-            plan.link(course_id, ctx=ctx)
-            schedule = CourseSchedule.open(
-                course_id=course_id, plan_id=plan.plan_id, client_id=body["client_id"], modality=Modality(body["modality"]),
-                planned_sessions=int(body["planned_sessions"]), strategy=plan.strategy, ctx=ctx,
-            )
-            self._arm(schedule)
-            return [plan, schedule]
-        if event == "session_held":
-            schedule = self.find(CourseSchedule, schedule_id(UUID(inbound.aggregate_id)))
-            if schedule is None or not schedule.record_held(int(body["number"]), ctx=ctx):
-                return []
-            self._arm(schedule)
-            return [schedule]
-        return []
+    def _drafted(self, drafted: CarePlanDrafted, inbound: Inbound) -> Sequence[AggregateRoot]:
+        if self.find(PlanStrategy, plan_strategy_id(drafted.originator_id)) is not None:
+            return []
+        return [PlanStrategy.note(drafted.originator_id, drafted.strategy, ctx=self.context_for(inbound))]
+
+    def _new_strategy(self, event: StrategyChanged | EmergencySupportActivated | EmergencySupportEnded,
+                      inbound: Inbound) -> Sequence[AggregateRoot]:
+        ctx = self.context_for(inbound)
+        plan = self._plan(event.originator_id, inbound)
+        strategy = strategy_set_by(event)
+        if not plan.follow(strategy, ctx=ctx):
+            return []
+        changed: list[AggregateRoot] = [plan]
+        for course_id in plan.courses:
+            schedule: CourseSchedule | None = self.find(CourseSchedule, schedule_id(course_id))
+            if schedule is not None:
+                why = bounded(f"Plan strategy now {strategy.value}: ", event.reason)
+                schedule.follow_strategy(strategy, reason=why, ctx=ctx)
+                self._arm(schedule)
+                changed.append(schedule)
+        return changed
+
+    def _course_started(self, started: CourseStarted, inbound: Inbound) -> Sequence[AggregateRoot]:
+        course_id = started.originator_id
+        if self.find(CourseSchedule, schedule_id(course_id)) is not None:
+            return []
+        ctx = self.context_for(inbound)
+        plan = self._plan(started.plan_id, inbound)
+        plan.link(course_id, ctx=ctx)
+        schedule = CourseSchedule.open(
+            course_id=course_id, plan_id=plan.plan_id, client_id=started.client_id, modality=started.modality,
+            planned_sessions=started.planned_sessions, strategy=plan.strategy, ctx=ctx,
+        )
+        self._arm(schedule)
+        return [plan, schedule]
+
+    def _session_held(self, held: SessionHeld, inbound: Inbound) -> Sequence[AggregateRoot]:
+        schedule = self.find(CourseSchedule, schedule_id(held.originator_id))
+        if schedule is None or not schedule.record_held(held.number, ctx=self.context_for(inbound)):
+            return []
+        self._arm(schedule)
+        return [schedule]
+
+    reactions = Reactions(
+        {
+            CarePlanDrafted: _drafted,
+            StrategyChanged: _new_strategy,
+            EmergencySupportActivated: _new_strategy,
+            EmergencySupportEnded: _new_strategy,
+            CourseStarted: _course_started,
+            SessionHeld: _session_held,
+        },
+        # The care relay's watermarks say how far attendance has been read: sessions are
+        # marked missed only behind them.
+        watermarks=["care"],
+    )
 
     def fire_due_timers(self) -> int:
         """Marks missed the slots due by now, but only as far as the care application's
@@ -142,17 +153,17 @@ class SchedulingApplication(ServiceApplication):
         known = self.attendance_known_until
         if known is None:
             return 0
-        fired = 0
-        for sid, due in sorted(self.timers.items(), key=lambda item: item[1]):
-            if due > min(now, known):
-                continue
-            schedule: CourseSchedule | None = self.find(CourseSchedule, sid)
-            if schedule is None:
-                self.timers.pop(sid, None)
-                continue
-            ctx = CommandContext(actor=self.actor, at=now, correlation_id=schedule.id)
-            if schedule.mark_missed(known_until=known, ctx=ctx):
-                self.save(schedule)
-                fired += 1
-            self._arm(schedule)
-        return fired
+        return self.timers.fire(min(now, known), lambda sid: self._mark_missed(sid, now, known))
+
+    def _mark_missed(self, sid: UUID, now: datetime, known: datetime) -> Fired:
+        schedule: CourseSchedule | None = self.find(CourseSchedule, sid)
+        if schedule is None:
+            return Fired(recorded=False, next_due=None)
+        recorded = bool(schedule.mark_missed(known_until=known, ctx=CommandContext(actor=self.actor, at=now,
+                                                                                  correlation_id=schedule.id)))
+        if recorded:
+            self.save(schedule)
+        return Fired(recorded=recorded, next_due=schedule.next_due())
+
+
+SUBJECTS = SchedulingApplication.reactions.subjects

@@ -7,9 +7,9 @@ import logging
 import shutil
 import socket
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 

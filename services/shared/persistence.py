@@ -22,7 +22,6 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
 from domain.base import derive_event_id
-
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)

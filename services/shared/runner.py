@@ -15,10 +15,10 @@ from faststream.nats import NatsBroker
 
 from services.shared.bus import connect, ensure_stream
 from services.shared.clock import Clock
+from services.shared.consumer import DurableConsumer
 from services.shared.diagnostics import describe
 from services.shared.lease import Lease
 from services.shared.persistence import OutboxStores
-from services.shared.processing import DurableConsumer
 from services.shared.relay import Relay
 from services.shared.settings import Settings
 

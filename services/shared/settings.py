@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,8 +68,14 @@ class Settings(BaseSettings):
 
     #: JSON file with the escalation policy (levels, acknowledgement timeouts); unset: the default policy.
     escalation_policy_file: Path | None = None
-    #: Seconds between checks of the escalation timers.
-    escalation_tick_seconds: float = Field(default=0.5, gt=0)
+    #: Seconds between checks of the services' durable timers (escalation's acknowledgement
+    #: deadlines, scheduling's missed slots). ``CAREPLAN_ESCALATION_TICK_SECONDS``, its name
+    #: before scheduling had timers too, is still read.
+    timer_tick_seconds: float = Field(
+        default=0.5, gt=0,
+        validation_alias=AliasChoices("timer_tick_seconds", "CAREPLAN_TIMER_TICK_SECONDS", "escalation_tick_seconds",
+                                      "CAREPLAN_ESCALATION_TICK_SECONDS"),
+    )
 
     #: JSON file of API tokens (their SHA-256 digests and roles); `careplan api add-token` writes it.
     #: Unset: ``<data_dir>/api-tokens.json``.

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from typer.testing import CliRunner
 
-from domain.base import Actor, CommandContext, Role
+from domain.base import Actor, CommandContext, DomainEvent, Role
 from domain.catalogues.escalation import EscalationTrigger
 from domain.escalation.crisis import Crisis, CrisisStatus
+from domain.events.care_plan import CrisisRaisedByClinician, RiskLevelLowered, RiskLevelRaised
+from domain.events.scheduling import SessionAttendanceCorrected, SessionMissed
 from services.cli import app as cli
 from services.escalation.service import EscalationApplication, triggers_of
-from services.shared.processing import Inbound
+from services.shared.cloudevents import Inbound
 from services.shared.settings import Settings
 from tests.conftest import T0
+from tests.support.reactions import event_of, inbound_of
 
 
 def test_a_clinician_raising_a_crisis_escalates_immediately() -> None:
-    inbound = Inbound(
-        source="care", sequence=7, event_id=str(uuid4()), type="org.careplan.clinical.v1.care_plan.crisis_raised_by_clinician",
-        subject="care.clinical.v1.care_plan.x.crisis_raised_by_clinician", aggregate_id=str(uuid4()),
-        body={"actor": {"id": "clinician-17", "role": "clinician"}, "reason": "Disclosed a plan", "client_id": "c-1"},
-    )
+    inbound = inbound_of(event_of(CrisisRaisedByClinician, actor=Actor(id="clinician-17", role=Role.CLINICIAN),
+                                  reason="Disclosed a plan", client_id="c-1"), position=7)
     ((trigger, reason),) = triggers_of(inbound)
     assert trigger is EscalationTrigger.CLINICIAN_RAISED
     assert "clinician-17" in reason and "Disclosed a plan" in reason
@@ -60,12 +61,26 @@ def test_list_acknowledge_and_resolve_from_the_command_line(tmp_path: Path) -> N
         after.close()
 
 
+_EVENTS: dict[str, type[DomainEvent]] = {
+    "session_missed": SessionMissed,
+    "session_attendance_corrected": SessionAttendanceCorrected,
+    "risk_level_raised": RiskLevelRaised,
+    "risk_level_lowered": RiskLevelLowered,
+}
+#: What the tests below leave out of each event because the decision does not read it.
+_UNREAD: dict[str, dict[str, object]] = {
+    "session_missed": {"missed_after": "2026-03-31T00:00:00Z"},
+    "risk_level_raised": {"previous_level": "low", "reason": "Reviewed in session"},
+    "risk_level_lowered": {"previous_level": "high", "reason": "Reviewed in session"},
+}
+
+
 def _inbound(event: str, aggregate_id: str, body: dict[str, object], sequence: int) -> Inbound:
-    return Inbound(
-        source="care" if event.startswith("risk") else "scheduling", sequence=sequence, event_id=str(uuid4()),
-        type=f"org.careplan.x.v1.y.{event}", subject=f"care.x.v1.y.{aggregate_id}.{event}", aggregate_id=aggregate_id,
-        body={"correlation_id": str(uuid4()), **body},
-    )
+    fields = {**_UNREAD.get(event, {}), **body}
+    at = datetime.fromisoformat(str(fields.pop("timestamp")))
+    cls = _EVENTS[event]
+    known = {name: value for name, value in fields.items() if name in cls.model_fields}  # as a consumer reads it
+    return inbound_of(event_of(cls, originator_id=UUID(aggregate_id), at=at, **known), position=sequence)
 
 
 def crises(aggregates: object) -> list[Crisis]:

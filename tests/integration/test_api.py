@@ -371,7 +371,8 @@ def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) ->
     the JSON that was served. PHQ-9 totals carry LOINC 44261-6 and derivedFrom."""
     from fhir.resources.R4B import get_fhir_model_class
 
-    from services.shared.processing import Inbound
+    from domain.events.therapy_course import CourseStarted, QuestionnaireSubmitted
+    from tests.support.reactions import inbound_of
 
     h = api.headers("clinician")
     for path, body in ((f"/plans/{api.plan}/explain-confidentiality", {}), (f"/plans/{api.plan}/add-goal", {"description": "Sleep"}),
@@ -389,15 +390,10 @@ def test_fhir_views_validate_and_carry_the_codes_hospitals_expect(api: Setup) ->
     # the assessment service's decision, as it would record it from the stream
     assessment = api.assessment
     if True:
-        opened = next(e for e in api.care.history(api.course))
-        for event_name, body in (("course_started", {"plan_id": str(api.plan), "client_id": CLIENT}),
-                                 ("questionnaire_submitted", {"submission_id": str(submission.id), "instrument": "PHQ-9",
-                                                              "answers": submission.answers,
-                                                              "answered_at": submission.answered_at.isoformat()})):
-            inbound = Inbound(source="care", sequence=1 if event_name == "course_started" else 2, event_id=str(uuid4()),
-                              type=f"x.{event_name}", subject="s", aggregate_id=str(api.course),
-                              body=body | {"correlation_id": str(opened.correlation_id)})
-            assessment.record_run(assessment.decide, [inbound], [])
+        history = list(api.care.history(api.course))
+        decided = [next(e for e in history if isinstance(e, cls)) for cls in (CourseStarted, QuestionnaireSubmitted)]
+        for position, event in enumerate(decided, 1):
+            assessment.record_run(assessment.decide, [inbound_of(event, position=position)], [])
         seen: dict[str, Any] = {}
         for url in (f"/fhir/CarePlan/{api.plan}", f"/fhir/CarePlan/{api.plan}/_history", f"/fhir/CarePlan/{api.plan}/_history/1",
                     f"/fhir/Goal?careplan={api.plan}", f"/fhir/RiskAssessment?careplan={api.plan}", f"/fhir/Flag?careplan={api.plan}",

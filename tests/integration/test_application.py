@@ -19,7 +19,7 @@ from domain.errors import DomainError, PlanNotActiveError, ProblemAreaNotChosenE
 from domain.events.care_plan import ExpectationAdjusted
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
-from services.care.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
+from services.shared.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
 from services.shared.clock import ManualClock
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN, T0

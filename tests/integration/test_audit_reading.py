@@ -16,7 +16,7 @@ from services.audit.auditor import Auditor
 from services.audit.reading import Stores, replay, state_at
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
-from services.care.errors import NotYetExistingError
+from services.shared.errors import NotYetExistingError
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN, SUPERVISOR
 from services.demo import _story as demo_story

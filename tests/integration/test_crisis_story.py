@@ -19,6 +19,7 @@ from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.care.policies import NAME as POLICIES
 from services.care.policies import SUBJECTS as POLICY_SUBJECTS
+from services.escalation.commands import AcknowledgeEscalation, ResolveCrisis
 from services.escalation.service import SUBJECTS as ESCALATION_SUBJECTS
 from services.escalation.service import EscalationApplication
 from services.shared.bus import EmbeddedNats
@@ -61,10 +62,11 @@ async def test_a_crisis_from_questionnaire_to_emergency_support_and_back(tmp_pat
             in_crisis = care.get_plan(plan_id)
             assert in_crisis.risk_level is RiskLevel.MODERATE
             (open_crisis,) = in_crisis.open_crises
-            await asyncio.to_thread(escalation_app.acknowledge, open_crisis, actor=CLINICIAN, reason="Called the client")
+            await asyncio.to_thread(escalation_app.handle, AcknowledgeEscalation(crisis_id=open_crisis, reason="Called the client"),
+                                    CommandMeta(actor=CLINICIAN))
             await asyncio.to_thread(
-                escalation_app.resolve, open_crisis, actor=CLINICIAN, outcome="Safety plan agreed; client safe",
-                reason="Seen in person the same day",
+                escalation_app.handle, ResolveCrisis(crisis_id=open_crisis, outcome="Safety plan agreed; client safe",
+                                                     reason="Seen in person the same day"), CommandMeta(actor=CLINICIAN),
             )
             await eventually(lambda: not care.get_plan(plan_id).open_crises)
             care.handle(

@@ -16,9 +16,11 @@ from domain.escalation.crisis import CrisisStatus, crisis_id
 from services.assessment.service import SUBJECTS as ASSESSMENT_SUBJECTS
 from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
+from services.escalation.commands import AcknowledgeEscalation
 from services.escalation.service import SUBJECTS, EscalationApplication
 from services.shared.bus import EmbeddedNats
 from services.shared.clock import ManualClock
+from services.shared.commands import CommandMeta
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN, T0
@@ -60,7 +62,8 @@ async def test_a_positive_item_9_escalates_level_by_level_until_acknowledged(tmp
             assert kinds(escalated)[2:] == ["escalation_timed_out", "escalation_level_notified"]
             app: EscalationApplication = running.app  # type: ignore[assignment]
             cid = crisis_id(json.loads(raised[0].body)["source_event_id"])
-            await asyncio.to_thread(app.acknowledge, cid, actor=CLINICIAN, reason="Phoned the client; safe tonight")
+            await asyncio.to_thread(app.handle, AcknowledgeEscalation(crisis_id=cid, reason="Phoned the client; safe tonight"),
+                                    CommandMeta(actor=CLINICIAN))
             clock.advance(hours=10)
             await asyncio.sleep(0.5)  # several ticks: nothing more may happen
             final = await wait_for_messages(nats_server.url, "care.escalation.v1.", 5)

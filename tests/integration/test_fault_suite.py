@@ -27,9 +27,10 @@ from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry, add_token
 from services.care import commands as c
 from services.care.application import CommandMeta
+from services.escalation.commands import ResolveCrisis
 from services.shared.clock import ManualClock
-from services.shared.processing import Tracked
 from services.shared.settings import Settings
+from services.shared.tracking import Tracked
 from tests.conftest import CLINICIAN, SUPERVISOR, T0
 from tests.support.pipeline import Pipeline, escalated
 
@@ -294,7 +295,8 @@ def test_crisis_commands_are_in_the_right_hands(pipeline: Pipeline, tmp_path: An
         assert answer.status_code == 409, (command, answer.text)
     assert nothing_written(pipeline, plan, version)
     # resolved through escalation, the plan records it; then a supervisor ends emergency support
-    pipeline.escalation.resolve(crisis, actor=Actor(id="sup-3", role=Role.SUPERVISOR), outcome="Safe", reason="Seen")
+    pipeline.escalation.handle(ResolveCrisis(crisis_id=crisis, outcome="Safe", reason="Seen"),
+                               CommandMeta(actor=Actor(id="sup-3", role=Role.SUPERVISOR)))
     pipeline.pump()
     ended = api.post(f"/plans/{plan}/end-emergency-support", json={"strategy": "short_term_moderate", "reason": "Stable"},
                      headers=who["supervisor"])

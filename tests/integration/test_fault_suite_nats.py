@@ -24,7 +24,7 @@ from services.assessment.service import SUBJECTS as ASSESSMENT_SUBJECTS
 from services.assessment.service import AssessmentApplication
 from services.care import policies
 from services.care.application import CareApplication
-from services.care.errors import StoreBehindError
+from services.shared.errors import StoreBehindError
 from services.escalation.service import SUBJECTS as ESCALATION_SUBJECTS
 from services.escalation.service import EscalationApplication
 from services.operations.recovery import StoreRecovery

@@ -29,7 +29,8 @@ from services.scheduling.service import SUBJECTS as SCHEDULING_SUBJECTS
 from services.scheduling.service import SchedulingApplication
 from services.shared.clock import Clock
 from services.shared.cloudevents import Inbound, cloudevent, parse_inbound
-from services.shared.processing import DurableConsumer, Tracked
+from services.shared.consumer import DurableConsumer
+from services.shared.tracking import Tracked
 from services.shared.settings import Settings
 
 

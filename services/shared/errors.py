@@ -1,4 +1,6 @@
-"""Errors of the care application (as opposed to the domain's rule errors)."""
+"""Errors of the applications (as opposed to the domain's rule errors): shared, so that any
+application, the API and the tools can raise and map them without importing another
+service."""
 
 from __future__ import annotations
 
