@@ -1,6 +1,6 @@
 """The whole system on one machine: embedded NATS (unless configured) and supervised
-child processes (the relay now; the services as they arrive). Used by `careplan up` and
-`careplan demo`."""
+child processes (the registry's :data:`~services.registry.PROCESSES`: the care relay,
+every service, the API). Used by `careplan up` and `careplan demo`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.nats_auth import PERMISSIONS_FILE, load_passwords, server_environment
+from services.registry import PROCESSES
 from services.shared.bus import EmbeddedNats, free_port, with_credentials
-from services.shared.nats_auth import PERMISSIONS_FILE, PROCESS_USERS, load_passwords, server_environment
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,16 +83,14 @@ class System:
         env["CAREPLAN_API_PORT"] = self.api_url.rsplit(":", 1)[1]
         run_dir = Path(tempfile.mkdtemp(prefix="careplan-run-"))
         self.children = [
-            Child("relay:care", [sys.executable, "-m", "services.cli", "relay"], env, run_dir / "relay-care.ready"),
-            *(
-                Child(f"service:{name}", [sys.executable, "-m", "services.cli", "service", name], env, run_dir / f"service-{name}.ready")
-                for name in ("care-policies", "assessment", "escalation", "scheduling")
-            ),
-            Child("api", [sys.executable, "-m", "services.cli", "api", "serve"], env, run_dir / "api.ready"),
+            Child(process.name, [sys.executable, "-m", "services.cli", *process.args], env,
+                  run_dir / f"{process.name.replace(':', '-')}.ready")
+            for process in PROCESSES
         ]
         if passwords is not None:
+            users = {process.name: process.nats_user for process in PROCESSES}
             for child in self.children:
-                if (user := PROCESS_USERS.get(child.name)) is not None:
+                if (user := users.get(child.name)) is not None:
                     child.env = {**child.env, "CAREPLAN_NATS_URL": with_credentials(self.nats_url, user, passwords[user])}
         for child in self.children:
             child.start()

@@ -15,12 +15,13 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from services.registry import STORES as REGISTERED_STORES
 from services.shared.chained import GENESIS, link_of
 from services.shared.persistence import OutboxStores, paged_notifications
 from services.shared.settings import Settings
 
-#: The applications with a store of their own.
-RECORD_STORES = ("care", "assessment", "escalation", "scheduling")
+#: The applications with a store of their own (as the registry declares them).
+RECORD_STORES = REGISTERED_STORES
 #: ... and the auditors' access log, chained like the others.
 STORES = (*RECORD_STORES, "audit_access")
 PAGE = 5000

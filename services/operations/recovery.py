@@ -35,17 +35,15 @@ from eventsourcing.persistence import StoredEvent, Tracking
 from contracts.subjects import aggregate_token, ce_type, context_of_application, event_token
 from domain.base import TEXT_MAX, DomainEvent, quote
 from domain.events import public_event_classes
+from services.registry import SERVICES, STORES
 from services.shared.persistence import OutboxStores
-from services.shared.processing import stream_tracking_name
 from services.shared.relay import OnStream, SourceOnStream
 from services.shared.settings import Settings
+from services.shared.tracking import stream_tracking_name
 
 #: The consumers that record their positions in each store.
 STORE_CONSUMERS: dict[str, tuple[str, ...]] = {
-    "care": ("care-policies",),
-    "assessment": ("assessment",),
-    "escalation": ("escalation",),
-    "scheduling": ("scheduling",),
+    store: tuple(s.name for s in SERVICES if s.store == store) for store in STORES
 }
 
 
@@ -257,9 +255,9 @@ async def park(settings: Settings, consumer: str, stream_sequence: int, js: Any,
     from services.care.application import CareApplication
     from services.escalation.service import EscalationApplication
     from services.operations.dead_letters import StoreDesk, operator
-    from services.shared.cloudevents import MalformedMessageError, parse_inbound
+    from services.shared.cloudevents import Inbound, MalformedMessageError, parse_inbound
     from services.shared.diagnostics import ErrorSummary
-    from services.shared.processing import FailedMessage, Inbound
+    from services.shared.tracking import FailedMessage
 
     store = next((s for s, consumers in STORE_CONSUMERS.items() if consumer in consumers), None)
     if store is None:

@@ -18,7 +18,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from services.shared.bus import EmbeddedNats, with_credentials
-from services.shared.nats_auth import PERMISSIONS_FILE, USERS, server_environment
+from services.nats_auth import PERMISSIONS_FILE, USERS, server_environment
 
 PASSWORDS = {user: secrets.token_urlsafe(16) for user in USERS}
 # nats-server reads variables as configuration: passwords that look like a date or a number

@@ -1,0 +1,154 @@
+"""NATS users per process, and their permissions: ``deploy/nats/permissions.conf`` is
+generated from the registry (`careplan contracts generate`, checked by `careplan contracts
+check` and the tests), so a service added there gets its user and rights here.
+
+``CAREPLAN_NATS_PASSWORDS_FILE`` names a JSON file ``{"<user>": "<password>", ...}`` with a
+password for each user below. `careplan up` then starts its embedded server with those
+permissions (the passwords reach it through its environment) and gives each of its
+processes its own user, so a service can publish only its own subjects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from contracts.subjects import chain_subject, context_of_application, watermark_subject
+from services.registry import PROCESSES, SERVICES, Service, relay_process
+from services.shared.bus import AUDIT_STREAM
+from services.shared.lease import BUCKET as LEASE_BUCKET
+
+PERMISSIONS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "permissions.conf"
+
+#: `careplan up`'s processes → their NATS users.
+PROCESS_USERS = {process.name: process.nats_user for process in PROCESSES if process.nats_user is not None}
+#: Users for people and systems outside `careplan up`.
+OTHER_USERS = ("hospital", "auditor")
+USERS = (*PROCESS_USERS.values(), *OTHER_USERS)
+
+
+class NatsPasswordsError(ValueError):
+    """The passwords file is missing a user, or is not what it should be."""
+
+
+def load_passwords(path: Path) -> dict[str, str]:
+    try:
+        passwords = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        msg = f"Cannot read the NATS passwords file {path}: {e}"
+        raise NatsPasswordsError(msg) from e
+    if not isinstance(passwords, dict):
+        msg = f"{path} must hold a JSON object of user → password"
+        raise NatsPasswordsError(msg)
+    missing = [u for u in USERS if not isinstance(passwords.get(u), str) or len(passwords[u]) < 12]
+    if missing:
+        msg = f"{path} needs a password of at least 12 characters for: {', '.join(missing)}"
+        raise NatsPasswordsError(msg)
+    unusable = [u for u in USERS if any(ch in passwords[u] for ch in '"\\ \t\n')]
+    if unusable:
+        msg = f"{path}: passwords may not hold quotes, backslashes or spaces ({', '.join(unusable)})"
+        raise NatsPasswordsError(msg)
+    return {u: passwords[u] for u in USERS}
+
+
+def server_environment(passwords: dict[str, str]) -> dict[str, str]:
+    """What permissions.conf reads: CAREPLAN_NATS_PW_<USER>. nats-server parses a variable's
+    value as configuration, so a password that looks like a number or a date (``2026-11-...``)
+    would not be a string: each is quoted."""
+    return {f"CAREPLAN_NATS_PW_{user.upper()}": f'"{password}"' for user, password in passwords.items()}
+
+
+# --------------------------------------------------------------------- permissions.conf
+
+_HEADER = """\
+# GENERATED from services/registry.py by `careplan contracts generate` (services/nats_auth.py);
+# do not edit: `careplan contracts check` and the tests fail when it differs.
+#
+# Users and what each may do on the bus. Passwords come from the environment of the
+# nats-server process (CAREPLAN_NATS_PW_<USER>); `careplan up` sets them when
+# CAREPLAN_NATS_PASSWORDS_FILE names a JSON file of {"<user>": "<password>"}, and gives
+# each of its processes its own user. To use it by hand, include it from a server config
+# in this folder (include paths are relative to the including file):
+#     include "permissions.conf"
+#
+# A service publishes only its own events (care.<context>.>, its dead letters included), its
+# relay's watermark (careplan.watermark.<application>) and its store's chain head
+# (audit.careplan.v1.chain.<store>, stream CARE_AUDIT); it reads single messages of CARE
+# (direct get: history it never saw, a relay's check of its store against the stream), uses
+# only its own durable consumer (named after it) and its own lease in the KV bucket
+# careplan_leases (one instance per durable); everyone may read the stream's info; inboxes
+# (_INBOX.>) carry the replies of JetStream requests.
+"""
+STREAM = "CARE"
+_STREAM_INFO = ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{STREAM}", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"]
+_STREAM_KEEP = [*_STREAM_INFO, f"$JS.API.STREAM.CREATE.{STREAM}", f"$JS.API.STREAM.UPDATE.{STREAM}"]
+_DIRECT_GET = [f"$JS.API.DIRECT.GET.{STREAM}", f"$JS.API.DIRECT.GET.{STREAM}.>", f"$JS.API.STREAM.MSG.GET.{STREAM}"]
+
+
+def _publishing(store: str) -> list[str]:
+    """A store's publisher: its events, its watermark, its chain head."""
+    return [chain_subject(store), f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.CREATE.{AUDIT_STREAM}",
+            f"$JS.API.STREAM.UPDATE.{AUDIT_STREAM}", f"care.{context_of_application(store)}.>", watermark_subject(store)]
+
+
+def _lease(durable: str) -> list[str]:
+    kv = f"KV_{LEASE_BUCKET}"
+    return [f"$KV.{LEASE_BUCKET}.{durable}", f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.STREAM.CREATE.{kv}",
+            f"$JS.API.DIRECT.GET.{kv}.$KV.{LEASE_BUCKET}.{durable}", f"$JS.API.STREAM.MSG.GET.{kv}"]
+
+
+def _consumer(durable: str) -> list[str]:
+    return [f"$JS.API.CONSUMER.*.{STREAM}.{durable}", f"$JS.API.CONSUMER.*.{STREAM}.{durable}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}", f"$JS.ACK.{STREAM}.{durable}.>"]
+
+
+def _service_rights(service: Service) -> list[str]:
+    own = _publishing(service.store) if service.relays else []
+    return [*own, *_DIRECT_GET, *_lease(service.name), *_STREAM_KEEP, *_consumer(service.name)]
+
+
+def _user(comment: str, user: str, allow: list[str], deny: list[str] | None = None) -> str:
+    rights = f"allow: {json.dumps(allow)}" + (f", deny: {json.dumps(deny)}" if deny else "")
+    return (f"    # {comment}\n"
+            f"    {{ user: {user}, password: $CAREPLAN_NATS_PW_{user.upper()},\n"
+            f"      permissions: {{\n"
+            f"        publish: {{ {rights} }}\n"
+            f"        subscribe: {{ allow: [\"_INBOX.>\"] }} }} }}\n")
+
+
+def render_permissions() -> str:
+    """``deploy/nats/permissions.conf`` as the registry declares the system."""
+    users = []
+    for process in PROCESSES:
+        if process.nats_user is None:
+            continue
+        store = process.name.removeprefix("relay:")
+        if process == relay_process(store):
+            users.append(_user(f"the {store} store's relay: its events", process.nats_user,
+                               [*_publishing(store), *_DIRECT_GET, *_STREAM_KEEP]))
+            continue
+        service = next(s for s in SERVICES if s.process == process.name)
+        what = "consumer and relay" if service.relays else f"consumer; the {service.store} store's relay publishes"
+        users.append(_user(f"{service.name}: {service.summary} ({what})", process.nats_user, _service_rights(service)))
+    users.append(_user('a hospital subscriber: its own durable consumer "hospital", nothing published', "hospital",
+                       [*_STREAM_INFO, *_consumer("hospital")], ["care.>"]))
+    users.append(_user("an auditor: reads stored messages, changes nothing", "auditor",
+                       [f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.MSG.GET.{AUDIT_STREAM}",
+                        f"$JS.API.DIRECT.GET.{AUDIT_STREAM}", f"$JS.API.DIRECT.GET.{AUDIT_STREAM}.>", *_STREAM_INFO,
+                        *_DIRECT_GET[2:], *_DIRECT_GET[:2]], ["care.>"]))
+    return _HEADER + "\nauthorization {\n  users = [\n" + "".join(users) + "  ]\n}\n"
+
+
+def write_permissions() -> bool:
+    """Writes ``permissions.conf`` if it differs from the registry's; whether it did."""
+    wanted = render_permissions()
+    if PERMISSIONS_FILE.exists() and PERMISSIONS_FILE.read_text() == wanted:
+        return False
+    PERMISSIONS_FILE.write_text(wanted)
+    return True
+
+
+def permissions_problem() -> str | None:
+    """Why the checked-in ``permissions.conf`` is not the registry's, or None."""
+    if not PERMISSIONS_FILE.exists() or PERMISSIONS_FILE.read_text() != render_permissions():
+        return f"{PERMISSIONS_FILE.relative_to(PERMISSIONS_FILE.parents[2])} differs from what services/registry.py declares"
+    return None
