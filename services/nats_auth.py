@@ -21,8 +21,11 @@ PERMISSIONS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "pe
 
 #: `careplan up`'s processes → their NATS users.
 PROCESS_USERS = {process.name: process.nats_user for process in PROCESSES if process.nats_user is not None}
-#: Users for people and systems outside `careplan up`.
-OTHER_USERS = ("hospital", "auditor")
+#: The one user that creates and changes the streams: `careplan up` (before it starts its
+#: processes) and an operator's `careplan nats streams apply`.
+ADMIN_USER = "admin"
+#: Users for people and systems outside `careplan up`'s processes.
+OTHER_USERS = ("hospital", "auditor", ADMIN_USER)
 USERS = (*PROCESS_USERS.values(), *OTHER_USERS)
 
 
@@ -76,18 +79,20 @@ _HEADER = """\
 # (direct get: history it never saw, a relay's check of its store against the stream), uses
 # only its own durable consumer (named after it) and its own lease in the KV bucket
 # careplan_leases (one instance per durable); everyone may read the stream's info; inboxes
-# (_INBOX.>) carry the replies of JetStream requests.
+# (_INBOX.>) carry the replies of JetStream requests. Only the admin user creates or changes
+# the streams CARE and CARE_AUDIT (`careplan up`, `careplan nats streams apply`): every other
+# process checks their configuration and refuses to start when it differs.
 """
 STREAM = "CARE"
 _STREAM_INFO = ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{STREAM}", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"]
-_STREAM_KEEP = [*_STREAM_INFO, f"$JS.API.STREAM.CREATE.{STREAM}", f"$JS.API.STREAM.UPDATE.{STREAM}"]
+_STREAM_OWN = [f"$JS.API.STREAM.{verb}.{stream}" for stream in (STREAM, AUDIT_STREAM) for verb in ("CREATE", "UPDATE")]
 _DIRECT_GET = [f"$JS.API.DIRECT.GET.{STREAM}", f"$JS.API.DIRECT.GET.{STREAM}.>", f"$JS.API.STREAM.MSG.GET.{STREAM}"]
 
 
 def _publishing(store: str) -> list[str]:
     """A store's publisher: its events, its watermark, its chain head."""
-    return [chain_subject(store), f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.CREATE.{AUDIT_STREAM}",
-            f"$JS.API.STREAM.UPDATE.{AUDIT_STREAM}", f"care.{context_of_application(store)}.>", watermark_subject(store)]
+    return [chain_subject(store), f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"care.{context_of_application(store)}.>",
+            watermark_subject(store)]
 
 
 def _lease(durable: str) -> list[str]:
@@ -103,7 +108,7 @@ def _consumer(durable: str) -> list[str]:
 
 def _service_rights(service: Service) -> list[str]:
     own = _publishing(service.store) if service.relays else []
-    return [*own, *_DIRECT_GET, *_lease(service.name), *_STREAM_KEEP, *_consumer(service.name)]
+    return [*own, *_DIRECT_GET, *_lease(service.name), *_STREAM_INFO, *_consumer(service.name)]
 
 
 def _user(comment: str, user: str, allow: list[str], deny: list[str] | None = None) -> str:
@@ -124,7 +129,7 @@ def render_permissions() -> str:
         store = process.name.removeprefix("relay:")
         if process == relay_process(store):
             users.append(_user(f"the {store} store's relay: its events", process.nats_user,
-                               [*_publishing(store), *_DIRECT_GET, *_STREAM_KEEP]))
+                               [*_publishing(store), *_DIRECT_GET, *_STREAM_INFO]))
             continue
         service = next(s for s in SERVICES if s.process == process.name)
         what = "consumer and relay" if service.relays else f"consumer; the {service.store} store's relay publishes"
@@ -135,6 +140,9 @@ def render_permissions() -> str:
                        [f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.MSG.GET.{AUDIT_STREAM}",
                         f"$JS.API.DIRECT.GET.{AUDIT_STREAM}", f"$JS.API.DIRECT.GET.{AUDIT_STREAM}.>", *_STREAM_INFO,
                         *_DIRECT_GET[2:], *_DIRECT_GET[:2]], ["care.>"]))
+    users.append(_user("the streams' owner: creates and changes CARE and CARE_AUDIT (careplan up, careplan nats "
+                       "streams apply), publishes nothing", ADMIN_USER,
+                       [*_STREAM_INFO, f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", *_STREAM_OWN], ["care.>", "audit.>"]))
     return _HEADER + "\nauthorization {\n  users = [\n" + "".join(users) + "  ]\n}\n"
 
 

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from services.care.application import CareApplication
+from services.shared.bus import StreamDriftError
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
 from services.shared.settings import Settings
@@ -20,7 +21,11 @@ def run_relay_process(settings: Settings, *, ready_file: Path | None = None) -> 
     if not settings.nats_url:
         msg = "The relay needs a NATS server: set CAREPLAN_NATS_URL (careplan up sets it for its children)."
         raise SystemExit(msg)
-    asyncio.run(_main(settings, settings.nats_url, ready_file))
+    try:
+        asyncio.run(_main(settings, settings.nats_url, ready_file))
+    except StreamDriftError as e:
+        msg = f"relay {CareApplication.name} refuses to start: {e}"
+        raise SystemExit(msg) from e
 
 
 async def _main(settings: Settings, nats_url: str, ready_file: Path | None) -> None:

@@ -4,6 +4,7 @@ every service, the API). Used by `careplan up` and `careplan demo`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -12,12 +13,13 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.nats_auth import PERMISSIONS_FILE, load_passwords, server_environment
+from services.nats_auth import ADMIN_USER, PERMISSIONS_FILE, load_passwords, server_environment
 from services.registry import PROCESSES
-from services.shared.bus import EmbeddedNats, free_port, with_credentials
+from services.shared.bus import EmbeddedNats, apply_streams_at, free_port, with_credentials
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class System:
                 env={**os.environ, **server_environment(passwords)}, probe_user=("auditor", passwords["auditor"]),
             ).start()
             self.nats_url = self.nats.url
+        self._apply_streams(passwords)
         env = {**os.environ, "CAREPLAN_NATS_URL": self.nats_url, "CAREPLAN_DATA_DIR": str(data_dir)}
         env.pop("CAREPLAN_NATS_PASSWORDS_FILE", None)  # each process gets its own user, not every password
         if self.settings.escalation_policy_file is not None:
@@ -109,6 +112,20 @@ class System:
         self._watcher = threading.Thread(target=self._supervise, name="careplan-supervisor", daemon=True)
         self._watcher.start()
         return self
+
+    def _apply_streams(self, passwords: dict[str, str] | None) -> None:
+        """`up` owns the streams: it creates them, or brings them to its settings, before any
+        of its processes starts (they only check them). With users, as the admin user."""
+        url = with_credentials(self.nats_url, ADMIN_USER, passwords[ADMIN_USER]) if passwords else self.nats_url
+        try:
+            # A thread of its own, so that this works from inside a running event loop too.
+            with ThreadPoolExecutor(1) as pool:
+                changes = pool.submit(asyncio.run, apply_streams_at(url, self.settings)).result()
+        except BaseException:
+            self.stop()
+            raise
+        for change in changes:
+            log.info("%s", change)
 
     def _supervise(self) -> None:
         backoff: dict[str, float] = {}

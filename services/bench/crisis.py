@@ -35,7 +35,7 @@ from services.assessment.service import AssessmentApplication
 from services.bench.relay import _percentile
 from services.care import commands as c
 from services.care.application import CareApplication
-from services.shared.bus import EmbeddedNats
+from services.shared.bus import EmbeddedNats, apply_streams_at
 from services.shared.commands import CommandMeta
 from services.shared.persistence import OutboxStores
 from services.shared.runner import RunningService
@@ -237,6 +237,7 @@ def measure_throughput(base: Settings, submissions: int) -> tuple[float, float]:
         settings = base.model_copy(update={"data_dir": Path(tmp) / "data", "database": "sqlite"})
         with EmbeddedNats(store_dir=Path(tmp) / "nats") as server:
             settings = settings.model_copy(update={"nats_url": server.url})
+            asyncio.run(apply_streams_at(server.url, settings))  # as `careplan up` would
             app = CareApplication(settings)
             courses = _courses(app, 20)
             for i in range(submissions):

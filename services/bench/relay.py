@@ -31,7 +31,7 @@ from domain.catalogues.strategies import Strategy
 from domain.catalogues.therapy_models import TherapyModel
 from services.care import commands as c
 from services.care.application import CareApplication
-from services.shared.bus import EmbeddedNats
+from services.shared.bus import EmbeddedNats, apply_streams_at
 from services.shared.cloudevents import cloudevent
 from services.shared.commands import CommandMeta
 from services.shared.persistence import OutboxStores
@@ -119,6 +119,7 @@ def measure_throughput(base: Settings, events: int, rounds: int = 2) -> tuple[fl
             _store_events(app, events)
             app.close()
             with EmbeddedNats(store_dir=Path(tmp) / "nats") as server:
+                asyncio.run(apply_streams_at(server.url, settings))  # as `careplan up` would
                 # alternate the order so neither side always meets a warmer server
                 if run % 2 == 0:
                     ours.append(asyncio.run(_relay_rate(settings, server.url, events)))
@@ -134,6 +135,7 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="careplan-bench-latency-") as tmp:
         settings = base.model_copy(update={"data_dir": Path(tmp), "database": "sqlite"})
         with EmbeddedNats(store_dir=Path(tmp) / "nats") as server:
+            asyncio.run(apply_streams_at(server.url, settings))  # as `careplan up` would
             env = {"CAREPLAN_DATA_DIR": tmp, "CAREPLAN_NATS_URL": server.url, "CAREPLAN_DATABASE": "sqlite"}
             ready = Path(tmp) / "relay.ready"
             relay = subprocess.Popen(

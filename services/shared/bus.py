@@ -1,4 +1,6 @@
-"""NATS JetStream: connecting, the CARE stream, and the embedded ``nats-server``."""
+"""NATS JetStream: connecting, the CARE and CARE_AUDIT streams (their configuration, applied by
+`careplan up` and `careplan nats streams apply`, checked by every other process), and the
+embedded ``nats-server``."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from services.shared.settings import Settings
 log = logging.getLogger(__name__)
 
 STREAM_SUBJECTS = ["care.>", f"{WATERMARK_ROOT}.>"]
+AUDIT_STREAM = "CARE_AUDIT"
+AUDIT_SUBJECTS = ["audit.careplan.>"]
 
 
 class NatsServerError(RuntimeError):
@@ -46,33 +50,162 @@ def stream_config(settings: Settings) -> StreamConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Creates the stream, or brings an existing one to the configured settings."""
-    await _create_or_update(js, stream_config(settings))
+def audit_stream_config(settings: Settings) -> StreamConfig:
+    """The stream of published hash-chain heads: apart from CARE, so that event subscribers
+    never see them; kept as long as the events are."""
+    return StreamConfig(
+        name=AUDIT_STREAM,
+        description="careplan hash-chain heads (audit anchors)",
+        subjects=AUDIT_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        num_replicas=settings.stream_replicas,
+        max_age=0,
+        duplicate_window=settings.stream_duplicate_window_seconds,
+        allow_direct=True,
+    )
 
 
-async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    """Every stream careplan owns, as configured."""
+    return [stream_config(settings), audit_stream_config(settings)]
+
+
+#: The fields careplan sets on its streams: the ones a process checks before it starts.
+CHECKED_FIELDS = ("subjects", "retention", "storage", "discard", "num_replicas", "max_age", "duplicate_window",
+                  "allow_direct")
+
+
+@dataclass(frozen=True)
+class FieldDrift:
+    stream: str
+    field: str
+    on_stream: object
+    configured: object
+
+    def __str__(self) -> str:
+        return f"stream {self.stream}: {self.field} is {_shown(self.on_stream)}, configured {_shown(self.configured)}"
+
+
+def _shown(value: object) -> object:
+    return getattr(value, "value", value)
+
+
+def _normal(field_name: str, value: object) -> object:
+    """Values as the server reports them: durations in whole milliseconds, no limit as 0."""
+    if field_name in ("max_age", "duplicate_window"):
+        return round(float(value or 0), 3)
+    if field_name == "subjects":
+        return sorted(value or [])  # type: ignore[call-overload]
+    return value
+
+
+def stream_drift(on_stream: StreamConfig, configured: StreamConfig) -> list[FieldDrift]:
+    """The checked fields in which the stream differs from its configuration."""
+    drift = []
+    for name in CHECKED_FIELDS:
+        held, wanted = _normal(name, getattr(on_stream, name)), _normal(name, getattr(configured, name))
+        if held != wanted:
+            drift.append(FieldDrift(configured.name or "", name, held, wanted))
+    return drift
+
+
+class StreamDriftError(RuntimeError):
+    """A stream's configuration is not the configured one: a process refuses to start
+    rather than work against settings that some other process chose."""
+
+    def __init__(self, drift: list[FieldDrift]) -> None:
+        self.drift = drift
+        super().__init__("; ".join(map(str, drift)) + ". Run `careplan nats streams apply` to bring the streams to "
+                         "the configured settings, or fix this process's environment (CAREPLAN_STREAM_*)")
+
+
+async def check_streams(
+    js: JetStreamContext, settings: Settings, *, audit: bool = True
+) -> tuple[list[str], list[FieldDrift]]:
+    """The streams that are missing, and how the others differ from their configuration;
+    ``audit``: CARE_AUDIT too (only a process that publishes chain heads may read its info)."""
+    missing: list[str] = []
+    drift: list[FieldDrift] = []
+    for config in stream_configs(settings)[: None if audit else 1]:
+        try:
+            info = await js.stream_info(config.name or "")
+        except NotFoundError:
+            missing.append(config.name or "")
+            continue
+        drift += stream_drift(info.config, config)
+    return missing, drift
+
+
+async def apply_streams(js: JetStreamContext, settings: Settings) -> list[str]:
+    """Creates the streams, or brings them to the configured settings; what changed. Only
+    `careplan up` and `careplan nats streams apply` call this: every other process only
+    checks (:func:`wait_for_streams`), so one stale environment cannot change them for all."""
+    changes = []
+    for config in stream_configs(settings):
+        try:
+            info = await js.stream_info(config.name or "")
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("created stream %s (replicas %d)", config.name, config.num_replicas)
+            changes.append(f"stream {config.name}: created")
+            continue
+        drift = stream_drift(info.config, config)
+        if drift:
+            await js.update_stream(config)
+            changes += [f"stream {d.stream}: {d.field} {_shown(d.on_stream)} -> {_shown(d.configured)}" for d in drift]
+    return changes
+
+
+async def apply_streams_at(url: str, settings: Settings) -> list[str]:
+    """:func:`apply_streams` on its own connection (``url`` with the admin user's credentials
+    when the server has users)."""
+    nc = await connect(url, name="careplan-streams", reconnect=False)
     try:
-        await js.stream_info(config.name)
-    except NotFoundError:
-        await js.add_stream(config)
-        log.info("created stream %s (replicas %d)", config.name, config.num_replicas)
-        return
-    await js.update_stream(config)
+        return await apply_streams(nc.jetstream(), settings)
+    finally:
+        await nc.close()
 
 
-AUDIT_STREAM = "CARE_AUDIT"
-AUDIT_SUBJECTS = ["audit.careplan.>"]
+async def check_streams_at(url: str, settings: Settings) -> tuple[list[str], list[FieldDrift]]:
+    """:func:`check_streams` on its own connection."""
+    nc = await connect(url, name="careplan-streams", reconnect=False)
+    try:
+        return await check_streams(nc.jetstream(), settings)
+    finally:
+        await nc.close()
 
 
-async def ensure_audit_stream(js: JetStreamContext, settings: Settings) -> None:
-    """The stream of published hash-chain heads: apart from CARE, so that event
-    subscribers never see them; kept as long as the events are."""
-    await _create_or_update(js, StreamConfig(
-        name=AUDIT_STREAM, description="careplan hash-chain heads (audit anchors)", subjects=AUDIT_SUBJECTS,
-        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, num_replicas=settings.stream_replicas,
-        duplicate_window=settings.stream_duplicate_window_seconds, allow_direct=True,
-    ))
+#: How often a process looks again for a stream that does not exist yet.
+STREAM_WAIT_SECONDS = 1.0
+
+
+async def wait_for_streams(
+    js: JetStreamContext, settings: Settings, who: str, stop: asyncio.Event | None = None, *, audit: bool = True
+) -> bool:
+    """Returns once the streams exist (False: ``stop`` was set first); raises
+    :class:`StreamDriftError` when one differs from its configuration. It never creates
+    or changes a stream: `careplan up` or `careplan nats streams apply` does."""
+    warned = False
+    while True:
+        missing, drift = await check_streams(js, settings, audit=audit)
+        if drift:
+            raise StreamDriftError(drift)
+        if not missing:
+            return True
+        if not warned:
+            log.warning("%s: stream(s) %s do not exist yet; waiting for `careplan up` or `careplan nats streams apply` "
+                        "to create them", who, ", ".join(missing))
+            warned = True
+        if stop is None:
+            await asyncio.sleep(STREAM_WAIT_SECONDS)
+            continue
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=STREAM_WAIT_SECONDS)
+            return False
+        except TimeoutError:
+            pass
 
 
 async def connect(url: str, *, name: str, reconnect: bool = True, connect_timeout: float = 2) -> Client:

@@ -44,7 +44,7 @@ from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import chain_subject, context_of_application, watermark_subject
-from services.shared.bus import connect, ensure_audit_stream, ensure_stream
+from services.shared.bus import StreamDriftError, connect, wait_for_streams
 from services.shared.clock import Clock, system_clock
 from services.shared.cloudevents import OutboundMessage, cloudevent
 from services.shared.diagnostics import describe
@@ -210,7 +210,6 @@ class Relay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_head = 0.0
         self._published_head = 0
-        self._audit_stream_ready = False
         #: Positions beyond the recorded one that the stream already holds (found on connecting).
         self._on_stream: set[int] = set()
         #: The last position acknowledged, its event id and body digest (checked against the store while idle).
@@ -229,41 +228,49 @@ class Relay:
     # ----------------------------------------------------------------- running
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relays until ``stop`` is set; survives NATS being down for any length of time."""
+        """Relays until ``stop`` is set; survives NATS being down for any length of time.
+        Waits (stoppably) for the streams to exist, and raises :class:`StreamDriftError`
+        when their configuration is not this process's: it never changes them."""
         self._loop = asyncio.get_running_loop()
         self._start_listening(stop)
         backoff = Backoff(cap=5.0)
-        while not stop.is_set():
-            try:
-                nc = await connect(self.nats_url, name=f"relay-{self.application}", reconnect=False)
-            except Exception as e:  # noqa: BLE001 - any failure to connect means: wait and retry
-                self.stats.failed_connects += 1
-                self._set_state("waiting for NATS", e)
-                await _sleep_or_stop(stop, backoff.next())
-                continue
-            try:
-                js = nc.jetstream(publish_async_max_pending=self.settings.relay_window + 1)
-                await ensure_stream(js, self.settings)
-                if await self._until_consistent(nc, js, stop):
-                    self._set_state("publishing")
-                    backoff.reset()
-                    await self._pump(nc, js, stop)
-            except StoreInconsistentError as e:
-                self._halt(str(e))  # found while running: checked again on the next connection
-            except UnreadableEventError as e:
-                self._set_state("failing: a stored event cannot be read", e.__cause__ or e)
-                await _sleep_or_stop(stop, backoff.next())
-            except Exception as e:  # noqa: BLE001 - the bus failed mid-way: record progress, back off, resume
-                self._set_state("waiting for NATS", e)
-                self.stats.reconnects += 1
-                await _sleep_or_stop(stop, backoff.next())
-            finally:
+        try:
+            while not stop.is_set():
                 try:
-                    await asyncio.wait_for(nc.close(), timeout=2)
-                except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to keep
-                    pass
-        if self._changes is not None:
-            self._changes.close()
+                    nc = await connect(self.nats_url, name=f"relay-{self.application}", reconnect=False)
+                except Exception as e:  # noqa: BLE001 - any failure to connect means: wait and retry
+                    self.stats.failed_connects += 1
+                    self._set_state("waiting for NATS", e)
+                    await _sleep_or_stop(stop, backoff.next())
+                    continue
+                try:
+                    js = nc.jetstream(publish_async_max_pending=self.settings.relay_window + 1)
+                    if not await wait_for_streams(js, self.settings, f"relay {self.application}", stop):
+                        continue
+                    if await self._until_consistent(nc, js, stop):
+                        self._set_state("publishing")
+                        backoff.reset()
+                        await self._pump(nc, js, stop)
+                except StreamDriftError as e:
+                    self._set_state("refused: the streams differ from their configuration", e)
+                    raise
+                except StoreInconsistentError as e:
+                    self._halt(str(e))  # found while running: checked again on the next connection
+                except UnreadableEventError as e:
+                    self._set_state("failing: a stored event cannot be read", e.__cause__ or e)
+                    await _sleep_or_stop(stop, backoff.next())
+                except Exception as e:  # noqa: BLE001 - the bus failed mid-way: record progress, back off, resume
+                    self._set_state("waiting for NATS", e)
+                    self.stats.reconnects += 1
+                    await _sleep_or_stop(stop, backoff.next())
+                finally:
+                    try:
+                        await asyncio.wait_for(nc.close(), timeout=2)
+                    except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to keep
+                        pass
+        finally:
+            if self._changes is not None:
+                self._changes.close()
         self._set_state("stopped")
 
     # ----------------------------------------------------------------- consistency
@@ -452,9 +459,6 @@ class Relay:
         head = await asyncio.to_thread(head_of)
         if head is None or head[0] == self._published_head:
             return
-        if not self._audit_stream_ready:
-            await ensure_audit_stream(js, self.settings)
-            self._audit_stream_ready = True
         position, link = head
         body = json.dumps({"store": self.application, "position": position, "link": link.hex(),
                            "at": datetime.now(UTC).isoformat()}).encode()

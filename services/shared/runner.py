@@ -13,7 +13,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
-from services.shared.bus import connect, ensure_stream
+from services.shared.bus import StreamDriftError, connect, wait_for_streams
 from services.shared.clock import Clock
 from services.shared.consumer import DurableConsumer
 from services.shared.diagnostics import describe
@@ -87,11 +87,14 @@ class RunningService:
         self._started = False
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
-        """Starts consuming once this instance holds the durable's lease; returns False when
-        ``stop`` was set while waiting for it."""
+        """Starts consuming once the streams exist and this instance holds the durable's
+        lease; returns False when ``stop`` was set while waiting for either. Raises
+        :class:`StreamDriftError` when a stream's configuration is not this process's: the
+        service checks the streams, `careplan up` or `careplan nats streams apply` owns them."""
         self._nc = await connect(self.nats_url, name=f"{self.name}-control")
         js = self._nc.jetstream()
-        await ensure_stream(js, self.settings)
+        if not await wait_for_streams(js, self.settings, f"service {self.name}", stop, audit=self.relay is not None):
+            return False
         self.lease = Lease(js, self.name, ttl=self.lease_ttl, replicas=self.settings.stream_replicas)
         if not await self.lease.acquire(stop):
             return False
@@ -181,8 +184,12 @@ def run_service_process(settings: Settings, make: Callable[[Settings], RunningSe
             loop.add_signal_handler(sig, stop.set)
         service = make(settings)
         try:
-            if not await service.start(stop):
-                return 0
+            try:
+                if not await service.start(stop):
+                    return 0
+            except StreamDriftError as e:
+                log.error("service %s refuses to start: %s", service.name, e)
+                return 2
             log.info("service %s consuming from %s", service.name, service.nats_url)
             if ready_file is not None:
                 ready_file.write_text(json.dumps({"service": service.name, "nats": service.nats_url}))

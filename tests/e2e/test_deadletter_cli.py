@@ -27,10 +27,12 @@ from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.integration.test_assessment_service import SENTINEL as SECRET
 from tests.integration.test_assessment_service import FailingAssessment, start_course, submit, wait_for_messages
+from tests.support.bus import with_streams
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Any:
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         yield server
 
 

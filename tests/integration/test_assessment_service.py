@@ -21,7 +21,7 @@ from services.shared.bus import EmbeddedNats
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN
-from tests.support.bus import InProcessRelay, StreamMessage, read_stream
+from tests.support.bus import InProcessRelay, StreamMessage, read_stream, with_streams
 
 META = CommandMeta(actor=CLINICIAN)
 WHEN = datetime(2026, 5, 4, 9, tzinfo=UTC)
@@ -30,6 +30,7 @@ WHEN = datetime(2026, 5, 4, 9, tzinfo=UTC)
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         yield server
 
 

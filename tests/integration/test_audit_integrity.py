@@ -162,9 +162,10 @@ async def test_the_relay_publishes_the_chain_head_and_it_anchors_verify(tmp_path
     import nats
 
     from services.shared.bus import AUDIT_STREAM, EmbeddedNats
-    from tests.support.bus import InProcessRelay
+    from tests.support.bus import InProcessRelay, with_streams
 
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         settings = Settings(data_dir=tmp_path / "data", chain_head_interval=0.2)
         fill(settings, notes=3)
         async with InProcessRelay(settings, server.url) as relay:

@@ -8,17 +8,17 @@ import nats
 import nats.errors
 
 from services.shared import compat
-from services.shared.bus import EmbeddedNats, ensure_stream
-from services.shared.settings import Settings
+from services.shared.bus import EmbeddedNats
+from tests.support.bus import with_streams
 
 
 async def test_empty_fetches_raise_the_documented_timeout(tmp_path: Path) -> None:
     compat.install()
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         nc = await nats.connect(server.url)
         try:
             js = nc.jetstream()
-            await ensure_stream(js, Settings())
             sub = await js.pull_subscribe("care.nothing.>", durable="empty", stream="CARE")
             # FastStream's loop passes what is left of its deadline, which can be almost
             # nothing; that is where nats-py raised the bare asyncio.TimeoutError.

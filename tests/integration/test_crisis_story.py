@@ -28,12 +28,13 @@ from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN, SUPERVISOR, T0
 from tests.integration.test_assessment_service import start_course, submit
-from tests.support.bus import InProcessRelay, read_stream
+from tests.support.bus import InProcessRelay, read_stream, with_streams
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         yield server
 
 

@@ -32,13 +32,14 @@ from services.shared.bus import EmbeddedNats
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.integration.test_assessment_service import start_course, submit, wait_for_messages
-from tests.support.bus import InProcessRelay, read_stream
+from tests.support.bus import InProcessRelay, read_stream, with_streams
 from tests.support.pipeline import escalated
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         yield server
 
 

@@ -11,7 +11,7 @@ import pytest
 from services.care.application import CareApplication
 from services.shared.bus import EmbeddedNats
 from services.shared.settings import Settings
-from tests.support.bus import InProcessRelay
+from tests.support.bus import InProcessRelay, with_streams
 from tests.support.story import every_event_story
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hospital_subscriber.py"
@@ -20,6 +20,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "hospital_
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         yield server
 
 

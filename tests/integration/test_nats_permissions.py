@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from nats.js.api import StreamConfig
 
 from services.shared.bus import EmbeddedNats, with_credentials
 from services.nats_auth import PERMISSIONS_FILE, USERS, server_environment
+from tests.support.bus import create_streams
 
 PASSWORDS = {user: secrets.token_urlsafe(16) for user in USERS}
 # nats-server reads variables as configuration: passwords that look like a date or a number
@@ -50,7 +50,7 @@ async def test_each_user_may_do_its_own_part_and_nothing_else(secured: EmbeddedN
     auditor = await nats.connect(as_user(secured.url, "auditor"), error_cb=note, max_reconnect_attempts=0)
     try:
         js = relay.jetstream()
-        await js.add_stream(StreamConfig(name="CARE", subjects=["care.>"]))
+        create_streams(as_user(secured.url, "admin"))
         assert (await js.publish("care.clinical.v1.care_plan.p1.care_plan_drafted", b"{}")).seq == 1
         # a hospital subscriber may not publish on care.>: the server refuses it
         await hospital.publish("care.clinical.v1.care_plan.p1.care_plan_drafted", b"forged")

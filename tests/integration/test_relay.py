@@ -30,7 +30,14 @@ from services.care.application import CareApplication, CommandMeta
 from services.shared.bus import EmbeddedNats
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN
-from tests.support.bus import InProcessRelay, StreamMessage, TrackedPosition, read_stream, start_relay_process
+from tests.support.bus import (
+    InProcessRelay,
+    StreamMessage,
+    TrackedPosition,
+    read_stream,
+    start_relay_process,
+    with_streams,
+)
 from tests.support.story import every_event_story
 
 META = CommandMeta(actor=CLINICIAN)
@@ -38,7 +45,7 @@ META = CommandMeta(actor=CLINICIAN)
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(store_dir=tmp_path / "nats").start()
+    server = with_streams(EmbeddedNats(store_dir=tmp_path / "nats").start())
     try:
         yield server
     finally:

@@ -18,7 +18,7 @@ from services.care.application import CareApplication
 from services.shared.bus import nats_server_binary
 from services.shared.settings import Settings
 from tests.integration.test_relay import assert_exactly_once_in_commit_order, write_load, write_plans
-from tests.support.bus import InProcessRelay, read_stream
+from tests.support.bus import InProcessRelay, create_streams, read_stream
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "cluster"
 CLIENT_PORTS = (24221, 24222, 24223)
@@ -77,6 +77,7 @@ async def _wait_for_jetstream_cluster(timeout: float = 30) -> None:
 
 async def test_a_node_killed_while_publishing_loses_nothing(tmp_path: Path, cluster: list[subprocess.Popen[bytes]]) -> None:
     settings = Settings(data_dir=tmp_path / "data", stream_replicas=3, relay_ack_timeout=3)
+    create_streams(URLS, settings)
     app = CareApplication(settings)
     try:
         plan_ids = write_plans(app, 10)

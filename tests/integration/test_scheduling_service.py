@@ -20,7 +20,7 @@ from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN, T0
 from tests.integration.test_assessment_service import wait_for_messages
-from tests.support.bus import InProcessRelay
+from tests.support.bus import InProcessRelay, with_streams
 
 META = CommandMeta(actor=CLINICIAN)
 
@@ -28,6 +28,7 @@ META = CommandMeta(actor=CLINICIAN)
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         yield server
 
 

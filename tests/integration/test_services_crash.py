@@ -26,7 +26,7 @@ from services.shared.persistence import OutboxStores
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN
 from tests.integration.test_assessment_service import WHEN
-from tests.support.bus import InProcessRelay, read_stream, settings_env
+from tests.support.bus import InProcessRelay, read_stream, settings_env, with_streams
 
 META = CommandMeta(actor=CLINICIAN)
 SUBMISSIONS = 1000
@@ -37,6 +37,7 @@ SERVICES = ("assessment", "escalation", "care-policies", "scheduling")
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
         yield server
 
 

@@ -14,9 +14,26 @@ from typing import Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from services.shared.bus import EmbeddedNats, apply_streams_at
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
 from services.shared.settings import Settings
+
+
+def create_streams(url: str, settings: Settings | None = None) -> None:
+    """What `careplan up` does before it starts its processes: the streams, created with the
+    test's stream settings (relays and services only check them, and wait while they are
+    missing). ``url`` with the admin user's credentials when the server has users."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # works from inside a running event loop too
+        pool.submit(asyncio.run, apply_streams_at(url, settings or Settings())).result()
+
+
+def with_streams(server: EmbeddedNats, settings: Settings | None = None) -> EmbeddedNats:
+    """``server``, with the streams created (:func:`create_streams`)."""
+    create_streams(server.url, settings)
+    return server
 
 
 @dataclass(frozen=True)
