@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from nats.js.api import StreamConfig
 
-from services.shared.bus import EmbeddedNats, with_credentials
+from services.shared.bus import EmbeddedNats, audit_stream_config, stream_config, with_credentials
 from services.nats_auth import PERMISSIONS_FILE, USERS, server_environment
+from services.shared.settings import Settings
 from tests.support.bus import create_streams
 
 PASSWORDS = {user: secrets.token_urlsafe(16) for user in USERS}
@@ -119,6 +121,29 @@ def test_careplan_up_runs_every_process_as_its_own_user(tmp_path: Path) -> None:
         up.terminate()
         up.wait(timeout=60)
     assert "permissions violation" not in (data / "nats" / "nats-server.log").read_text()
+
+
+async def test_only_the_admin_user_creates_or_changes_the_streams(secured: EmbeddedNats) -> None:
+    create_streams(as_user(secured.url, "admin"))
+    shorter = stream_config(Settings(stream_max_age_days=1))
+    users = {user: await nats.connect(as_user(secured.url, user), max_reconnect_attempts=0)
+             for user in ("relay_care", "assessment", "care_policies")}
+    try:
+        for user, connection in users.items():
+            js = connection.jetstream(timeout=1)
+            assert (await js.stream_info("CARE")).config.max_age == 0, user  # reading the info: allowed
+            with pytest.raises(Exception):  # noqa: B017 - any refusal: a timeout, as the request is dropped
+                await js.update_stream(shorter)
+            with pytest.raises(Exception):  # noqa: B017
+                await js.update_stream(audit_stream_config(Settings(stream_replicas=1, stream_duplicate_window_seconds=3600)))
+            with pytest.raises(Exception):  # noqa: B017
+                await js.add_stream(StreamConfig(name="CARE_OTHER", subjects=["care.other.>"]))
+        js = users["relay_care"].jetstream()
+        assert (await js.stream_info("CARE")).config.max_age == 0
+        assert (await js.stream_info("CARE_AUDIT")).config.duplicate_window == 7200
+    finally:
+        for connection in users.values():
+            await connection.close()
 
 
 async def _subjects(url: str, want: set[str], timeout: float = 60) -> set[str]:
