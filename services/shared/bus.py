@@ -79,6 +79,9 @@ CHECKED_FIELDS = ("subjects", "retention", "storage", "discard", "num_replicas",
 
 @dataclass(frozen=True)
 class FieldDrift:
+    """One field in which a stream differs from its configuration: settings on both sides,
+    so the message may name the values."""
+
     stream: str
     field: str
     on_stream: object
