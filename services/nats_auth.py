@@ -15,6 +15,8 @@ from pathlib import Path
 from contracts.subjects import chain_subject, context_of_application, watermark_subject
 from services.registry import PROCESSES, SERVICES, Service, relay_process
 from services.shared.bus import AUDIT_STREAM
+from services.shared.health import BUCKET as STATUS_BUCKET
+from services.shared.health import key_of
 from services.shared.lease import BUCKET as LEASE_BUCKET
 
 PERMISSIONS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "permissions.conf"
@@ -78,7 +80,9 @@ _HEADER = """\
 # (audit.careplan.v1.chain.<store>, stream CARE_AUDIT); it reads single messages of CARE
 # (direct get: history it never saw, a relay's check of its store against the stream), uses
 # only its own durable consumer (named after it) and its own lease in the KV bucket
-# careplan_leases (one instance per durable); everyone may read the stream's info; inboxes
+# careplan_leases (one instance per durable); each relay and service puts only its own status
+# records in the KV bucket careplan_status (for /readyz; the auditor may read them); everyone
+# may read the stream's info; inboxes
 # (_INBOX.>) carry the replies of JetStream requests. Only the admin user creates or changes
 # the streams CARE and CARE_AUDIT (`careplan up`, `careplan nats streams apply`): every other
 # process checks their configuration and refuses to start when it differs.
@@ -101,6 +105,18 @@ def _lease(durable: str) -> list[str]:
             f"$JS.API.DIRECT.GET.{kv}.$KV.{LEASE_BUCKET}.{durable}", f"$JS.API.STREAM.MSG.GET.{kv}"]
 
 
+def _status(components: list[str]) -> list[str]:
+    """A process's own status records (services.shared.health), as ``_lease`` does it."""
+    kv = f"KV_{STATUS_BUCKET}"
+    return [*(f"$KV.{STATUS_BUCKET}.{key_of(c)}" for c in components), f"$JS.API.STREAM.INFO.{kv}",
+            f"$JS.API.STREAM.CREATE.{kv}"]
+
+
+def _status_reader() -> list[str]:
+    kv = f"KV_{STATUS_BUCKET}"
+    return [f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.DIRECT.GET.{kv}.>", f"$JS.API.STREAM.MSG.GET.{kv}"]
+
+
 def _consumer(durable: str) -> list[str]:
     return [f"$JS.API.CONSUMER.*.{STREAM}.{durable}", f"$JS.API.CONSUMER.*.{STREAM}.{durable}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}", f"$JS.ACK.{STREAM}.{durable}.>"]
@@ -108,7 +124,8 @@ def _consumer(durable: str) -> list[str]:
 
 def _service_rights(service: Service) -> list[str]:
     own = _publishing(service.store) if service.relays else []
-    return [*own, *_DIRECT_GET, *_lease(service.name), *_STREAM_INFO, *_consumer(service.name)]
+    reports = [service.process, *([f"relay:{service.store}"] if service.relays else [])]
+    return [*own, *_DIRECT_GET, *_lease(service.name), *_STREAM_INFO, *_consumer(service.name), *_status(reports)]
 
 
 def _user(comment: str, user: str, allow: list[str], deny: list[str] | None = None) -> str:
@@ -129,17 +146,17 @@ def render_permissions() -> str:
         store = process.name.removeprefix("relay:")
         if process == relay_process(store):
             users.append(_user(f"the {store} store's relay: its events", process.nats_user,
-                               [*_publishing(store), *_DIRECT_GET, *_STREAM_INFO]))
+                               [*_publishing(store), *_DIRECT_GET, *_STREAM_INFO, *_status([process.name])]))
             continue
         service = next(s for s in SERVICES if s.process == process.name)
         what = "consumer and relay" if service.relays else f"consumer; the {service.store} store's relay publishes"
         users.append(_user(f"{service.name}: {service.summary} ({what})", process.nats_user, _service_rights(service)))
     users.append(_user('a hospital subscriber: its own durable consumer "hospital", nothing published', "hospital",
                        [*_STREAM_INFO, *_consumer("hospital")], ["care.>"]))
-    users.append(_user("an auditor: reads stored messages, changes nothing", "auditor",
+    users.append(_user("an auditor: reads stored messages and the status records, changes nothing", "auditor",
                        [f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.MSG.GET.{AUDIT_STREAM}",
                         f"$JS.API.DIRECT.GET.{AUDIT_STREAM}", f"$JS.API.DIRECT.GET.{AUDIT_STREAM}.>", *_STREAM_INFO,
-                        *_DIRECT_GET[2:], *_DIRECT_GET[:2]], ["care.>"]))
+                        *_DIRECT_GET[2:], *_DIRECT_GET[:2], *_status_reader()], ["care.>"]))
     users.append(_user("the streams' owner: creates and changes CARE and CARE_AUDIT (careplan up, careplan nats "
                        "streams apply), publishes nothing", ADMIN_USER,
                        [*_STREAM_INFO, f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", *_STREAM_OWN], ["care.>", "audit.>"]))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services.care.application import CareApplication
 from services.shared.bus import StreamDriftError
+from services.shared.health import StatusReporter, relay_status
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
 from services.shared.settings import Settings
@@ -43,6 +44,10 @@ async def _main(settings: Settings, nats_url: str, ready_file: Path | None) -> N
         tracking=stores.tracking,
     )
     task = asyncio.create_task(relay.run(stop))
+    # Its status record (relay:care) goes to the status bucket every few seconds, for readiness.
+    reporter = StatusReporter(nats_url, [lambda: relay_status(f"relay:{CareApplication.name}", relay.stats)],
+                              replicas=settings.stream_replicas)
+    reporting = asyncio.create_task(reporter.run(stop))
     try:
         if ready_file is not None:
             while relay.stats.state != "publishing" and not task.done():
@@ -53,4 +58,6 @@ async def _main(settings: Settings, nats_url: str, ready_file: Path | None) -> N
                 ready_file.write_text(json.dumps({"relay": CareApplication.name, "nats": nats_url}))
         await task
     finally:
+        stop.set()
+        await reporting
         stores.close()

@@ -17,6 +17,7 @@ from services.shared.bus import StreamDriftError, connect, wait_for_streams
 from services.shared.clock import Clock
 from services.shared.consumer import DurableConsumer
 from services.shared.diagnostics import describe
+from services.shared.health import Status, StatusReporter, relay_status, service_status
 from services.shared.lease import Lease
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
@@ -85,17 +86,34 @@ class RunningService:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        #: What the consumer is doing, for its status record: waiting for streams, waiting for
+        #: the lease, halted at start, consuming, lease lost.
+        self.phase = "starting"
+        self._reporter: asyncio.Task[None] | None = None
+
+    def statuses(self) -> list[Callable[[], Status]]:
+        """The status records this process puts: its consumer's, and its relay's."""
+        sources: list[Callable[[], Status]] = [lambda: service_status(f"service:{self.name}", self.phase, self.consumer.stats)]
+        if self.relay is not None:
+            relay = self.relay
+            sources.append(lambda: relay_status(f"relay:{relay.application}", relay.stats))
+        return sources
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Starts consuming once the streams exist and this instance holds the durable's
         lease; returns False when ``stop`` was set while waiting for either. Raises
         :class:`StreamDriftError` when a stream's configuration is not this process's: the
         service checks the streams, `careplan up` or `careplan nats streams apply` owns them."""
+        if self._reporter is None:
+            reporter = StatusReporter(self.nats_url, self.statuses(), replicas=self.settings.stream_replicas)
+            self._reporter = asyncio.create_task(reporter.run(self._stop))
         self._nc = await connect(self.nats_url, name=f"{self.name}-control")
         js = self._nc.jetstream()
+        self.phase = "waiting for streams"
         if not await wait_for_streams(js, self.settings, f"service {self.name}", stop, audit=self.relay is not None):
             return False
         self.lease = Lease(js, self.name, ttl=self.lease_ttl, replicas=self.settings.stream_replicas)
+        self.phase = "waiting for the lease"
         if not await self.lease.acquire(stop):
             return False
         await self.consumer.wait_for_previous_instance(js)
@@ -106,6 +124,7 @@ class RunningService:
         if await self.consumer.in_line(js):
             await self._consume()
         else:
+            self.phase = "halted"
             self._tasks.append(asyncio.create_task(self._consume_when_mended(js)))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
@@ -117,6 +136,7 @@ class RunningService:
     async def _consume(self) -> None:
         await self.broker.start()
         self._started = True
+        self.phase = "consuming"
 
     async def _consume_when_mended(self, js: Any) -> None:
         await self.consumer.wait_until_in_line(js, self._stop)
@@ -125,6 +145,7 @@ class RunningService:
 
     def _lose_lease(self) -> None:
         self.lost.set()
+        self.phase = "lease lost"
         self._tasks.append(asyncio.get_running_loop().create_task(self._stop_consuming()))
 
     async def _stop_consuming(self) -> None:
@@ -160,6 +181,8 @@ class RunningService:
         self._stop.set()
         for task in self._tasks:
             await task
+        if self._reporter is not None:
+            await self._reporter
         if self.lease is not None and not self.lost.is_set():
             await self.lease.release()
         if self._nc is not None:
