@@ -24,6 +24,10 @@ from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: A child restarted this often within this many seconds is crash-looping (readiness: down).
+CRASH_LOOP_RESTARTS = 3
+CRASH_LOOP_WINDOW = 60.0
+
 
 @dataclass
 class Child:
@@ -35,6 +39,17 @@ class Child:
     ready_file: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    #: When (monotonic) each restart happened: a burst of them is a crash loop.
+    restarted_at: list[float] = field(default_factory=list)
+
+    def state(self, now: float) -> str:
+        """running, restarting (exited, about to start again) or crash-looping (it keeps dying)."""
+        recent = [t for t in self.restarted_at if now - t < CRASH_LOOP_WINDOW]
+        if len(recent) >= CRASH_LOOP_RESTARTS:
+            return "crash-looping"
+        if self.process is None or self.process.poll() is not None:
+            return "restarting"
+        return "running"
 
     def start(self) -> None:
         self.ready_file.unlink(missing_ok=True)
@@ -58,6 +73,7 @@ class System:
     nats_url: str = ""
     api_url: str = ""
     children: list[Child] = field(default_factory=list)
+    supervisor_file: Path | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
 
@@ -85,6 +101,9 @@ class System:
         self.api_url = f"http://{self.settings.api_host}:{self.settings.api_port or free_port()}"
         env["CAREPLAN_API_PORT"] = self.api_url.rsplit(":", 1)[1]
         run_dir = Path(tempfile.mkdtemp(prefix="careplan-run-"))
+        # The children's states, for the API's /readyz: a file, since it must work without NATS.
+        self.supervisor_file = run_dir / "supervisor.json"
+        env["CAREPLAN_SUPERVISOR_FILE"] = str(self.supervisor_file)
         self.children = [
             Child(process.name, [sys.executable, "-m", "services.cli", *process.args], env,
                   run_dir / f"{process.name.replace(':', '-')}.ready")
@@ -92,11 +111,14 @@ class System:
         ]
         if passwords is not None:
             users = {process.name: process.nats_user for process in PROCESSES}
+            # The API reads only the status bucket (for /readyz): as the read-only auditor.
+            users["api"] = users.get("api") or "auditor"
             for child in self.children:
                 if (user := users.get(child.name)) is not None:
                     child.env = {**child.env, "CAREPLAN_NATS_URL": with_credentials(self.nats_url, user, passwords[user])}
         for child in self.children:
             child.start()
+        self.write_supervisor_file()
         deadline = time.monotonic() + timeout
         for child in self.children:
             while not child.ready_file.exists():
@@ -109,6 +131,8 @@ class System:
                     msg = f"{child.name} exited with status {child.process.returncode} while starting"
                     raise RuntimeError(msg)
                 time.sleep(0.05)
+        # Where `careplan status` finds this system's API by default.
+        self.write_ready_file(data_dir / "careplan-up.json")
         self._watcher = threading.Thread(target=self._supervise, name="careplan-supervisor", daemon=True)
         self._watcher.start()
         return self
@@ -134,11 +158,28 @@ class System:
                 if child.process is not None and child.process.poll() is not None and not self._stopping.is_set():
                     delay = backoff.get(child.name, 0.5)
                     log.warning("%s exited with %s; restarting in %.1f s", child.name, child.process.returncode, delay)
+                    self.write_supervisor_file()  # restarting, meanwhile
                     if self._stopping.wait(delay):
                         return
                     child.restarts += 1
+                    child.restarted_at = [*child.restarted_at[-CRASH_LOOP_RESTARTS:], time.monotonic()]
                     child.start()
                     backoff[child.name] = min(delay * 2, 10)
+            self.write_supervisor_file()
+
+    def supervision(self) -> dict[str, object]:
+        """Each child's state and restart count (what /readyz adds to the status records)."""
+        now = time.monotonic()
+        return {"at": time.time(),
+                "children": {c.name: {"state": c.state(now), "restarts": c.restarts} for c in self.children}}
+
+    def write_supervisor_file(self) -> None:
+        """Rewritten atomically, so the API never reads half of it."""
+        if self.supervisor_file is None:
+            return
+        tmp = self.supervisor_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.supervision()))
+        tmp.replace(self.supervisor_file)
 
     def ready_info(self) -> dict[str, object]:
         return {
@@ -163,6 +204,7 @@ class System:
 
     def stop(self) -> None:
         self._stopping.set()
+        (self.settings.data_dir.resolve() / "careplan-up.json").unlink(missing_ok=True)
         for child in reversed(self.children):
             child.stop()
         if self.nats is not None:
