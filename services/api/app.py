@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from services.api import access_log
 from services.api.dependencies import Api, who
 from services.api.problems import install
-from services.api.routes import audit, commands, dead_letters, escalations, fhir, problems, reads
+from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, problems, reads
 
 __all__ = ["Api", "create_app"]
 
@@ -44,4 +44,5 @@ def create_app(api: Api) -> FastAPI:
     fhir.include(router, api, Who)
     audit.include(router, api, Who)
     problems.include(router)
+    health.include(router, api)
     return app

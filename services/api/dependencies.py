@@ -55,6 +55,8 @@ class Api:
         self._clients: dict[tuple[str, UUID], str] = {}
         #: JSON lines, one per request: who (from the token), what, when, the answer.
         self.access_log: Any | None = None
+        #: What /readyz answers (services.api.health.Readiness); None: no /readyz.
+        self.readiness: Any | None = None
 
     # ----------------------------------------------------------------- who
 

@@ -10,6 +10,7 @@ import uvicorn
 
 from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry
+from services.api.health import Readiness
 from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
 from services.escalation.service import EscalationApplication
@@ -25,6 +26,7 @@ def build(settings: Settings) -> tuple[Api, object]:
     care = CareApplication(settings, crises=escalation.crisis_held_open)
     api = Api(care, TokenRegistry.load(settings.tokens_path()), escalation, AssessmentApplication(settings))
     api.dead_letters = DeadLetterDesk(settings)
+    api.readiness = Readiness(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api.access_log = (settings.data_dir / "api-access.log").open("a", encoding="utf-8")
     return api, create_app(api)
@@ -62,7 +64,7 @@ def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
         api.care.close()
         if api.access_log is not None:
             api.access_log.close()
-        for service in (api.escalation, api.assessment, api.dead_letters):
+        for service in (api.escalation, api.assessment, api.dead_letters, api.readiness):
             if service is not None:
                 service.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import api, audit, bench, contracts, deadletter, escalation, nats, people, store, system
+from services.cli import api, audit, bench, contracts, deadletter, escalation, nats, people, status, store, system
 
 app = typer.Typer(help="careplan: an event-sourced care-plan engine for psychotherapy services.", no_args_is_help=True)
 for _command in system.COMMANDS:
@@ -22,6 +22,7 @@ app.add_typer(api.app, name="api")
 app.add_typer(deadletter.app, name="deadletter")
 app.add_typer(store.app, name="store")
 app.add_typer(nats.app, name="nats")
+app.add_typer(status.app, name="status")
 app.add_typer(people.collection_app("plans", "care plan"), name="plan")
 app.add_typer(people.collection_app("courses", "therapy course"), name="course")
 app.add_typer(people.collection_app("inventories", "interpersonal inventory"), name="inventory")
