@@ -179,3 +179,40 @@ def test_a_crash_looping_child_makes_readiness_down(tmp_path: Path) -> None:
     assert body["components"]["relay:scheduling"]["reason"] == "crash-looping (4 restarts)"
     assert body["components"]["store:care"] == {"status": "ok", "reason": "readable"}
     assert body["components"]["api"]["status"] == "ok"
+
+
+def test_readiness_works_when_nats_has_users(tmp_path: Path) -> None:
+    """Each process puts only its own status keys as its own user; the API reads them as the
+    auditor: all ok, and the server logs no permissions violation."""
+    from tests.integration.test_nats_permissions import PASSWORDS
+
+    data, ready = tmp_path / "data", tmp_path / "ready.json"
+    passwords_file = tmp_path / "nats-passwords.json"
+    passwords_file.write_text(json.dumps(PASSWORDS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
+    env["CAREPLAN_NATS_PASSWORDS_FILE"] = str(passwords_file)
+    with (tmp_path / "up.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data), "--ready-file", str(ready)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(ready.exists, 60, "careplan up")
+        url = json.loads(ready.read_text())["api"]
+        _, body = wait_for(lambda: all_ok(url), 30, f"every component ok: {readyz(url)}")
+        assert all(c["status"] == "ok" for c in body["components"].values()), body
+        assert status_cli(url).returncode == 0
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert "permissions violation" not in (data / "nats" / "nats-server.log").read_text().lower()
+
+
+def test_a_child_restarted_three_times_within_a_minute_is_crash_looping(tmp_path: Path) -> None:
+    from services.system import Child
+
+    child = Child("service:scheduling", [sys.executable, "-c", "pass"], dict(os.environ), tmp_path / "ready")
+    assert child.state(time.monotonic()) == "restarting"  # never started, or exited
+    child.restarted_at = [100.0, 130.0, 150.0]
+    assert child.state(155.0) == "crash-looping"
+    assert child.state(175.0) == "restarting"  # the first restart is over a minute old
