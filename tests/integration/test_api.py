@@ -153,10 +153,14 @@ FHIR_SEARCH = {
 }
 
 
+#: Routes anyone may read, without a token: what problem types mean, health probes.
+PUBLIC = ("/problems", "/healthz", "/readyz")
+
+
 def allowed(caller: str, route: APIRoute) -> bool:
     role, clients = CALLERS[caller]
     own = CLIENT in clients or "*" in clients
-    if route.path.startswith("/problems"):
+    if route.path.startswith(PUBLIC):
         return True
     if route.path.startswith("/audit"):
         return role is Role.AUDITOR
@@ -199,7 +203,7 @@ def test_every_endpoint_for_every_role_and_without_a_token(api: Setup) -> None:
             else:
                 headers = api.headers(caller, **{"X-Audit-Purpose": "Authorization matrix"})
             response = api.client.request(method, url, json=body, headers=headers)
-            if route.path.startswith("/problems"):
+            if route.path.startswith(PUBLIC):
                 assert response.status_code == 200
                 continue
             if caller in (None, "wrong"):
