@@ -12,6 +12,7 @@ Snapshots are not chained: they are derived from the events and can be rebuilt.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,27 @@ class _SQLiteChain:
     @property
     def chain_table_name(self) -> str:
         return f"{self.events_table_name}_chain"
+
+    def create_table(self) -> None:
+        """Creates the tables, one process at a time.
+
+        Processes that share a store (the care API and care-policies) start together. The first
+        connection to a new file switches it to WAL, and SQLite's deferred ``BEGIN`` reads the
+        schema before it upgrades to a write; either answers "database is locked" at once, without
+        the busy timeout, to a process that loses the race (and a lost race while connecting leaves
+        the library's pool waiting for a writer that never returns). An exclusive lock on a file
+        beside the database puts the creators in line."""
+        pool = self.datastore.pool
+        if pool.is_sqlite_memory_mode:
+            super().create_table()  # type: ignore[misc]
+            return
+        path = str(pool.db_name).removeprefix("file:").split("?", 1)[0]
+        with open(f"{path}.create-lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                super().create_table()  # type: ignore[misc]
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def construct_create_table_statements(self) -> list[str]:
         return [
