@@ -160,6 +160,24 @@ class _PostgresChain:
                 self.chain_table)
         )
 
+    def create_table(self) -> None:
+        """Creates the tables, types and functions, one session per schema at a time: PostgreSQL's
+        ``CREATE ... IF NOT EXISTS`` (and the library's ``CREATE TYPE`` that ignores only
+        "already exists") run by two sessions at once fails in the loser on the catalogue's
+        unique index. The advisory lock is held on a connection of its own, outside the pool the
+        creation uses, and goes with it."""
+        import psycopg
+
+        pool = self.datastore.pool
+        kwargs = {k: v for k, v in pool.kwargs.items() if k != "row_factory"}
+        if getattr(pool, "get_password_func", None):
+            kwargs["password"] = pool.get_password_func()
+        key = int.from_bytes(hashlib.sha256(f"careplan-create:{self.datastore.schema}".encode()).digest()[:8],
+                             "big", signed=True)
+        with psycopg.connect(**kwargs, autocommit=True, connect_timeout=10) as lock:
+            lock.execute("SELECT pg_advisory_lock(%s)", (key,))
+            super().create_table()  # type: ignore[misc]
+
     def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         from psycopg.sql import SQL
 
