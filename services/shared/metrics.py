@@ -1,0 +1,168 @@
+"""The system's Prometheus metrics, declared in one place (``prometheus-client``).
+
+Every process of `careplan up` records into its own files under
+``PROMETHEUS_MULTIPROC_DIR`` (the supervisor sets it for its children, in the run's own
+folder, fresh on each start); the API's ``GET /metrics`` collects them all with
+``prometheus_client.multiprocess.MultiProcessCollector``, so one scrape shows the whole
+system. A process run alone (a test, a service started by hand with no such folder) keeps
+its metrics in memory, in the default registry, and ``/metrics`` shows its own.
+
+Conventions: the ``careplan_`` prefix, the unit in the name, ``_total`` for counters. Label
+values are names from the code (routes as templates, command and event class names,
+services, stores, severities, outcome and error classes), never an id or free text.
+
+A gauge that a process sets from what it sees takes ``livemax`` in multiprocess mode: the
+value of the processes alive now (two instances of one service report the same figures)
+and a dead process's value goes with it (``mark_process_dead`` by the supervisor).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as _multiprocess
+
+#: Set (to a folder) in every process whose metrics the API's /metrics should show.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Seconds from a risk signal's recording to its EscalationRaised: the path is meant to take
+#: well under a second; a minute is already an incident.
+RISK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+#: Seconds from an escalation's raising to a person's acknowledgement.
+ACKNOWLEDGE_BUCKETS = (60, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+#: Seconds a service spends on one message (or the batch it came in).
+PROCESSING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# --------------------------------------------------------------------- HTTP API
+
+HTTP_REQUESTS = Counter(
+    "careplan_http_requests_total", "HTTP requests answered by the API, by route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "careplan_http_request_duration_seconds", "Time to answer an HTTP request, by route template.",
+    ["method", "route"],
+)
+
+# --------------------------------------------------------------------- commands
+
+COMMANDS = Counter(
+    "careplan_commands_total",
+    "Commands handled, by application, command class and outcome (accepted, refused: a domain or "
+    "validation error answered to the caller, failed: an error of the system).",
+    ["application", "command", "outcome"],
+)
+
+# --------------------------------------------------------------------- relays
+
+RELAY_LAG = Gauge(
+    "careplan_relay_lag_events", "Events in a store's log not yet acknowledged by the stream.",
+    ["store"], multiprocess_mode="livemax",
+)
+RELAY_PUBLISHED = Counter(
+    "careplan_relay_published_events_total", "Events a relay published and the stream acknowledged.", ["store"],
+)
+RELAY_ERRORS = Counter(
+    "careplan_relay_errors_total",
+    "Relay failures by kind: nats (NATS unreachable or refusing), event (an event in the store cannot be "
+    "read or mapped, e.g. a wrong cipher key), halt (the store disagrees with the stream), streams (drift).",
+    ["store", "kind"],
+)
+CHAIN_HEAD_AGE = Gauge(
+    "careplan_chain_head_publication_age_seconds",
+    "Seconds since a store's hash-chain head was last published to CARE_AUDIT (0 until the first).",
+    ["store"], multiprocess_mode="livemax",
+)
+
+# --------------------------------------------------------------------- consumers
+
+CONSUMER_PENDING = Gauge(
+    "careplan_consumer_pending_messages", "Messages on the stream the service's durable consumer has not yet been given.",
+    ["service"], multiprocess_mode="livemax",
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "careplan_consumer_ack_pending_messages", "Messages given to the service and not yet acknowledged.",
+    ["service"], multiprocess_mode="livemax",
+)
+CONSUMER_PROCESSING = Histogram(
+    "careplan_consumer_processing_seconds", "Time a service spends deciding and recording one message.",
+    ["service"], buckets=PROCESSING_BUCKETS,
+)
+CONSUMER_MESSAGES = Counter(
+    "careplan_consumer_messages_total",
+    "Messages a service finished with, by outcome (processed, duplicate, dead_lettered, retried).",
+    ["service", "outcome"],
+)
+
+# --------------------------------------------------------------------- dead letters
+
+DEAD_LETTERS = Counter(
+    "careplan_dead_letters_total", "Messages a service set aside as dead letters.", ["service"],
+)
+DEAD_LETTERS_OPEN = Gauge(
+    "careplan_dead_letters_open", "Dead letters not yet redriven or parked, per service.",
+    ["service"], multiprocess_mode="livemax",
+)
+
+# --------------------------------------------------------------------- escalation
+
+ESCALATIONS_OPEN = Gauge(
+    "careplan_escalations_open", "Escalations raised and not yet resolved, by severity.",
+    ["severity"], multiprocess_mode="livemax",
+)
+ESCALATIONS_UNACKNOWLEDGED_AGE = Gauge(
+    "careplan_escalation_oldest_unacknowledged_age_seconds",
+    "Age of the oldest escalation no one has acknowledged yet (0 when there is none).",
+    multiprocess_mode="livemax",
+)
+ESCALATION_ACKNOWLEDGE = Histogram(
+    "careplan_escalation_acknowledge_seconds", "Time from an escalation's raising to its acknowledgement.",
+    ["severity"], buckets=ACKNOWLEDGE_BUCKETS,
+)
+ESCALATION_TIMEOUTS = Counter(
+    "careplan_escalation_timeouts_total",
+    "Acknowledgement deadlines that passed (the escalation went to the next level).", ["severity"],
+)
+RISK_TO_ESCALATION = Histogram(
+    "careplan_risk_signal_escalation_seconds",
+    "Time from a risk signal's recording (a positive suicide item, a crisis raised, a fail-safe) to its "
+    "EscalationRaised, by trigger.",
+    ["trigger"], buckets=RISK_BUCKETS,
+)
+
+# --------------------------------------------------------------------- processes and alarms
+
+PROCESS_RESTARTS = Counter(
+    "careplan_process_restarts_total", "Times `careplan up`'s supervisor restarted a child process.", ["process"],
+)
+ALARM_ACTIVE = Gauge(
+    "careplan_alarm_active", "1 while an alarm is raised for a component, else 0 (see docs/operations.md).",
+    ["alarm", "component"], multiprocess_mode="livemax",
+)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def render(extra: CollectorRegistry | None = None) -> bytes:
+    """The text exposition of every process's metrics (multiprocess mode) or of this
+    process's (otherwise), plus ``extra`` (collectors the API adds, e.g. the supervisor's)."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)
+        text = generate_latest(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        text = generate_latest(REGISTRY)
+    if extra is not None:
+        text += generate_latest(extra)
+    return text
+
+
+def mark_process_dead(pid: int) -> None:
+    """A child exited: its live gauges go (its counters and histograms stay in the sums)."""
+    if multiprocess_dir():
+        _multiprocess.mark_process_dead(pid)
