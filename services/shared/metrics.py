@@ -193,3 +193,73 @@ def mark_process_dead(pid: int, path: str | os.PathLike[str] | None = None) -> N
     folder = os.fspath(path) if path is not None else multiprocess_dir()
     if folder:
         _multiprocess.mark_process_dead(pid, folder)
+
+
+class RelayFigures:
+    """One relay's metrics, its labelled children made once (a publish costs one increment)."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self._published = RELAY_PUBLISHED.labels(store)
+        self._errors = {kind: RELAY_ERRORS.labels(store, kind) for kind in ("nats", "event", "halt", "streams")}
+        self._lag = RELAY_LAG.labels(store)
+        self._head_age = CHAIN_HEAD_AGE.labels(store)
+
+    def published(self) -> None:
+        guarded("relay published", self._published.inc)
+
+    def error(self, kind: str) -> None:
+        guarded("relay errors", self._errors[kind].inc)
+
+    def measured(self, lag: int, head_age: float) -> None:
+        def update() -> None:
+            self._lag.set(max(0, lag))
+            self._head_age.set(head_age)
+
+        guarded("relay lag", update)
+
+
+class ConsumerFigures:
+    """One service consumer's metrics, its labelled children made once (and shown at 0 from the start)."""
+
+    OUTCOMES = ("processed", "duplicate", "dead_lettered", "retried")
+
+    def __init__(self, service: str) -> None:
+        self._processing = CONSUMER_PROCESSING.labels(service)
+        self._outcomes = {outcome: CONSUMER_MESSAGES.labels(service, outcome) for outcome in self.OUTCOMES}
+        self._dead_letters = DEAD_LETTERS.labels(service)
+
+    def processed(self, count: int, seconds: float) -> None:
+        """``count`` messages decided and recorded together in ``seconds``: each took its share."""
+        def update() -> None:
+            share = seconds / count
+            for _ in range(count):
+                self._processing.observe(share)
+            self._outcomes["processed"].inc(count)
+
+        if count:
+            guarded("consumer processed", update)
+
+    def outcome(self, outcome: str) -> None:
+        guarded("consumer outcome", self._outcomes[outcome].inc)
+
+    def dead_lettered(self) -> None:
+        def update() -> None:
+            self._outcomes["dead_lettered"].inc()
+            self._dead_letters.inc()
+
+        guarded("dead letters", update)
+
+
+class EscalationFigures:
+    """The escalation service's metrics by severity (each shown at 0 from the start)."""
+
+    def __init__(self, severities: list[str]) -> None:
+        self._timeouts = {s: ESCALATION_TIMEOUTS.labels(s) for s in severities}
+        self._acknowledge = {s: ESCALATION_ACKNOWLEDGE.labels(s) for s in severities}
+
+    def timed_out(self, severity: str) -> None:
+        guarded("escalation timeouts", lambda: self._timeouts[severity].inc())
+
+    def acknowledged(self, severity: str, seconds: float) -> None:
+        guarded("escalation acknowledge", lambda: self._acknowledge[severity].observe(max(0.0, seconds)))
