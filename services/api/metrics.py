@@ -199,12 +199,17 @@ class ScrapedFigures:
         self.settings = settings
         self.api = api
         self._lock = asyncio.Lock()
+        #: The stores' read in progress: a scrape that timed out leaves it running, and the next
+        #: scrape waits for it instead of starting another (slow stores never pile up threads).
+        self._reading: asyncio.Future[list[Metric]] | None = None
 
     async def families(self) -> list[Metric]:
         async with self._lock:
             found = await consumer_families(self.settings)
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(asyncio.to_thread(self._from_stores))
             try:
-                found += await asyncio.wait_for(asyncio.to_thread(self._from_stores), timeout=STORE_TIMEOUT)
+                found += await asyncio.wait_for(asyncio.shield(self._reading), timeout=STORE_TIMEOUT)
             except Exception as e:  # noqa: BLE001 - a store unreadable or slow: no sample (readiness says why)
                 log.debug("metrics: stores not read (%s)", describe(e))
             restarts = restart_family(self.settings.supervisor_file)

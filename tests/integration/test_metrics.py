@@ -369,3 +369,21 @@ def test_http_requests_are_labelled_by_route_template_never_the_path(tmp_path: P
                if f.name == "careplan_http_requests" for s in f.samples}
     assert ("/plans/{plan_id}", "401") in samples
     assert ("unmatched", "404") in samples
+
+
+def test_a_failing_metric_update_is_logged_once_and_never_fails_the_work(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def inc(self, *_: object) -> None:
+            raise RuntimeError("mmap gone")
+
+        observe = inc
+
+    figures = metrics.EscalationFigures(["urgent"])
+    figures._timeouts["urgent"] = Broken()  # type: ignore[assignment]
+    figures._acknowledge["urgent"] = Broken()  # type: ignore[assignment]
+    with caplog.at_level("WARNING", logger="services.shared.metrics"):
+        for _ in range(3):
+            figures.timed_out("urgent")  # an escalation's timeout: nothing may stop it
+            figures.acknowledged("urgent", 12.0)
+    warned = [r for r in caplog.records if "metrics: updating" in r.getMessage()]
+    assert len(warned) == 2, [r.getMessage() for r in warned]  # once per place
