@@ -81,7 +81,8 @@ _HEADER = """\
 # (direct get: history it never saw, a relay's check of its store against the stream), uses
 # only its own durable consumer (named after it) and its own lease in the KV bucket
 # careplan_leases (one instance per durable); each relay and service puts only its own status
-# records in the KV bucket careplan_status (for /readyz; the auditor may read them); everyone
+# records in the KV bucket careplan_status (for /readyz; the auditor may read them, and the
+# info of each service's durable consumer, for /metrics); everyone
 # may read the stream's info; inboxes
 # (_INBOX.>) carry the replies of JetStream requests. Only the admin user creates or changes
 # the streams CARE and CARE_AUDIT (`careplan up`, `careplan nats streams apply`): every other
@@ -115,6 +116,11 @@ def _status(components: list[str]) -> list[str]:
 def _status_reader() -> list[str]:
     kv = f"KV_{STATUS_BUCKET}"
     return [f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.DIRECT.GET.{kv}.>", f"$JS.API.STREAM.MSG.GET.{kv}"]
+
+
+def _consumer_info() -> list[str]:
+    """The services' durable consumers' info (the API's /metrics: their backlog), nothing else of them."""
+    return [f"$JS.API.CONSUMER.INFO.{STREAM}.{service.name}" for service in SERVICES]
 
 
 def _consumer(durable: str) -> list[str]:
@@ -156,7 +162,7 @@ def render_permissions() -> str:
     users.append(_user("an auditor: reads stored messages and the status records, changes nothing", "auditor",
                        [f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.MSG.GET.{AUDIT_STREAM}",
                         f"$JS.API.DIRECT.GET.{AUDIT_STREAM}", f"$JS.API.DIRECT.GET.{AUDIT_STREAM}.>", *_STREAM_INFO,
-                        *_DIRECT_GET[2:], *_DIRECT_GET[:2], *_status_reader()], ["care.>"]))
+                        *_DIRECT_GET[2:], *_DIRECT_GET[:2], *_status_reader(), *_consumer_info()], ["care.>"]))
     users.append(_user("the streams' owner: creates and changes CARE and CARE_AUDIT (careplan up, careplan nats "
                        "streams apply), publishes nothing", ADMIN_USER,
                        [*_STREAM_INFO, f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", *_STREAM_OWN], ["care.>", "audit.>"]))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from services.nats_auth import ADMIN_USER, PERMISSIONS_FILE, load_passwords, server_environment
 from services.registry import PROCESSES
+from services.shared import metrics
 from services.shared.bus import EmbeddedNats, apply_streams_at, free_port, with_credentials
 from services.shared.settings import Settings
 
@@ -74,6 +75,7 @@ class System:
     api_url: str = ""
     children: list[Child] = field(default_factory=list)
     supervisor_file: Path | None = None
+    metrics_dir: Path | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
 
@@ -104,6 +106,10 @@ class System:
         # The children's states, for the API's /readyz: a file, since it must work without NATS.
         self.supervisor_file = run_dir / "supervisor.json"
         env["CAREPLAN_SUPERVISOR_FILE"] = str(self.supervisor_file)
+        # Every child records its metrics here; the API's /metrics sums them (multiprocess mode).
+        self.metrics_dir = run_dir / "metrics"
+        self.metrics_dir.mkdir()
+        env[metrics.MULTIPROC_ENV] = str(self.metrics_dir)
         self.children = [
             Child(process.name, [sys.executable, "-m", "services.cli", *process.args], env,
                   run_dir / f"{process.name.replace(':', '-')}.ready")
@@ -158,6 +164,7 @@ class System:
                 if child.process is not None and child.process.poll() is not None and not self._stopping.is_set():
                     delay = backoff.get(child.name, 0.5)
                     log.warning("%s exited with %s; restarting in %.1f s", child.name, child.process.returncode, delay)
+                    self._forget_metrics_of(child.process.pid)
                     self.write_supervisor_file()  # restarting, meanwhile
                     if self._stopping.wait(delay):
                         return
@@ -166,6 +173,11 @@ class System:
                     child.start()
                     backoff[child.name] = min(delay * 2, 10)
             self.write_supervisor_file()
+
+    def _forget_metrics_of(self, pid: int) -> None:
+        """A dead child's live gauges leave /metrics (its counters stay in the sums)."""
+        if self.metrics_dir is not None:
+            metrics.guarded("supervisor mark_process_dead", lambda: metrics.mark_process_dead(pid, self.metrics_dir))
 
     def supervision(self) -> dict[str, object]:
         """Each child's state and restart count (what /readyz adds to the status records)."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.api import access_log
+from services.api import metrics as http_metrics
 from services.api.dependencies import Api, who
 from services.api.problems import install
-from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, problems, reads
+from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, metrics, problems, reads
 
 __all__ = ["Api", "create_app"]
 
@@ -31,6 +32,7 @@ def create_app(api: Api) -> FastAPI:
     Who = who(api)
     if api.access_log is not None:
         access_log.install(app, api)
+    http_metrics.install(app)
 
     # The application's own router, not included APIRouters: FastAPI (0.165) keeps an included
     # router behind one entry of app.routes, and the routes are listed in this order.
@@ -45,4 +47,5 @@ def create_app(api: Api) -> FastAPI:
     audit.include(router, api, Who)
     problems.include(router)
     health.include(router, api)
+    metrics.include(router, api)
     return app

@@ -57,6 +57,8 @@ class Api:
         self.access_log: Any | None = None
         #: What /readyz answers (services.api.health.Readiness); None: no /readyz.
         self.readiness: Any | None = None
+        #: What /metrics computes when scraped (services.api.metrics.ScrapedFigures); None: the processes' only.
+        self.metrics: Any | None = None
 
     # ----------------------------------------------------------------- who
 

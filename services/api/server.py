@@ -11,6 +11,7 @@ import uvicorn
 from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry
 from services.api.health import Readiness
+from services.api.metrics import ScrapedFigures
 from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
 from services.escalation.service import EscalationApplication
@@ -27,6 +28,7 @@ def build(settings: Settings) -> tuple[Api, object]:
     api = Api(care, TokenRegistry.load(settings.tokens_path()), escalation, AssessmentApplication(settings))
     api.dead_letters = DeadLetterDesk(settings)
     api.readiness = Readiness(settings)
+    api.metrics = ScrapedFigures(settings, api)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api.access_log = (settings.data_dir / "api-access.log").open("a", encoding="utf-8")
     return api, create_app(api)

@@ -24,7 +24,7 @@ from uuid import UUID, uuid5
 
 from services.care.application import CareApplication
 from services.care.commands import Command, CreationCommand
-from services.shared.commands import CommandMeta, CommandResult
+from services.shared.commands import CommandMeta, CommandResult, count_command
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
 
 IDEMPOTENCY_NAMESPACE = UUID("8c7d6f3e-2b1a-4c5d-9e8f-7a6b5c4d3e2f")
@@ -67,6 +67,31 @@ def handle(
     first run could not be found). Raises :class:`ConcurrencyConflictError` when the
     aggregate kept changing through every try; nothing was written then.
     """
+    made: list[Command | CreationCommand] = []
+
+    def build() -> Command | CreationCommand:
+        made.append(make())
+        return made[-1]
+
+    try:
+        outcome = _handle(care, build, meta, key, aggregate_id=aggregate_id)
+    except Exception as e:
+        if made:  # counted once, whatever the tries (a command that could not even be built is the API's 422)
+            count_command(care, made[-1], e)
+        raise
+    if made and not outcome.replayed:
+        count_command(care, made[-1], None)
+    return outcome
+
+
+def _handle(
+    care: CareApplication,
+    make: Callable[[], Command | CreationCommand],
+    meta: CommandMeta,
+    key: str | None,
+    *,
+    aggregate_id: UUID,
+) -> Outcome:
     named = meta.expected_version
     command_id = command_id_for(meta.actor.id, key) if key else None
     if command_id is not None:
@@ -79,7 +104,7 @@ def handle(
                 return Outcome(earlier, replayed=True)
             expected = named if named is not None else seen
         try:
-            result = care.handle(make(), meta.model_copy(update={"expected_version": expected}))
+            result = care.handle_uncounted(make(), meta.model_copy(update={"expected_version": expected}))
         except ConcurrencyConflictError:
             if command_id is not None and (earlier := earlier_result(care, aggregate_id, command_id)) is not None:
                 return Outcome(earlier, replayed=True)

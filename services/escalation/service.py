@@ -33,6 +33,7 @@ from domain.events.dead_letters import MessageDeadLettered
 from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified, EscalationRaised
 from domain.events.scheduling import SessionAttendanceCorrected, SessionMissed
 from domain.operations.dead_letter import DeadLetter
+from services.shared import metrics
 from services.shared.clock import Clock
 from services.shared.cloudevents import Inbound
 from services.shared.commands import CommandHandling, CommandMeta
@@ -119,6 +120,11 @@ class EscalationApplication(CommandHandling, ServiceApplication):
         self.policy = policy or load_policy(settings)
         #: crisis id → when its acknowledgement is due; rebuilt from the stored events at start.
         self.timers = self._armed_timers()
+        self.figures: metrics.EscalationFigures | None = None
+        metrics.guarded("escalation figures", self._make_figures)
+
+    def _make_figures(self) -> None:
+        self.figures = metrics.EscalationFigures([severity.value for severity in EscalationSeverity])
 
     # ----------------------------------------------------------------- consuming
 
@@ -271,6 +277,8 @@ class EscalationApplication(CommandHandling, ServiceApplication):
         recorded = crisis.time_out(policy=self.policy, ctx=ctx)
         if recorded:
             self.save(crisis)
+            if self.figures is not None:
+                self.figures.timed_out(crisis.severity.value)
         return Fired(recorded=recorded, next_due=crisis.ack_due)
 
     # ----------------------------------------------------------------- commands
@@ -301,6 +309,10 @@ class EscalationApplication(CommandHandling, ServiceApplication):
 
     def after_command(self, aggregate: AggregateRoot) -> None:
         self.timers.disarm(aggregate.id)  # acknowledged or resolved: no escalation is due
+        if self.figures is not None and isinstance(aggregate, Crisis) and aggregate.status is CrisisStatus.ACKNOWLEDGED:
+            # Only an acknowledgement leaves a crisis acknowledged (resolving makes it resolved).
+            self.figures.acknowledged(aggregate.severity.value,
+                                      (aggregate.modified_on - aggregate.created_on).total_seconds())
 
 
 SUBJECTS = EscalationApplication.reactions.subjects

@@ -14,9 +14,11 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domain.base import Actor, AggregateRoot, CommandContext
+from domain.errors import DomainError
+from services.shared import metrics
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
@@ -75,6 +77,28 @@ class CommandResult(BaseModel):
     correlation_id: UUID
 
 
+_counted: dict[tuple[str, type[Any], str], Any] = {}
+
+
+def outcome_of(error: BaseException | None) -> str:
+    """accepted; refused (a rule, a conflict, an invalid value: the caller's to mend); failed (the system's)."""
+    if error is None:
+        return "accepted"
+    return "refused" if isinstance(error, DomainError | ValidationError) else "failed"
+
+
+def count_command(app: Any, command: BaseModel, error: BaseException | None) -> None:
+    """``careplan_commands_total{application, command, outcome}`` + 1 (never raises)."""
+    def inc() -> None:
+        key = (str(app.name), type(command), outcome_of(error))
+        child = _counted.get(key)
+        if child is None:
+            child = _counted[key] = metrics.COMMANDS.labels(key[0], type(command).__name__, key[2])
+        child.inc()
+
+    metrics.guarded("commands", inc)
+
+
 class CommandHandling:
     """``handle(command, meta)`` for an eventsourcing Application (mixed in before it)."""
 
@@ -82,7 +106,19 @@ class CommandHandling:
     repository: Any
 
     def handle(self, command: Command | CreationCommand, meta: CommandMeta) -> CommandResult:
-        """Runs one command: load, check the expected version, decide, save."""
+        """Runs one command: load, check the expected version, decide, save (and counts it:
+        ``careplan_commands_total``)."""
+        try:
+            result = self.handle_uncounted(command, meta)
+        except Exception as e:
+            count_command(self, command, e)
+            raise
+        count_command(self, command, None)
+        return result
+
+    def handle_uncounted(self, command: Command | CreationCommand, meta: CommandMeta) -> CommandResult:
+        """:meth:`handle` without counting: for callers that try a command several times and
+        count what the tries came to once (``services/care/handling.py``)."""
         self.before_command()
         if isinstance(command, CreationCommand):
             if meta.expected_version not in (None, 0):

@@ -37,6 +37,7 @@ from domain.base import (
     AggregateRoot,
 )
 from domain.operations.dead_letter import DeadLetter, DeadLetterStatus
+from services.shared import metrics
 from services.shared.cloudevents import Inbound, MalformedMessageError, Watermark, parse_inbound
 from services.shared.diagnostics import describe
 from services.shared.relay import Backoff
@@ -123,6 +124,7 @@ class DurableConsumer:
         self._redrive_seen = 0
         self._stuck_alarmed = False
         self._js: Any = None
+        self.figures = metrics.ConsumerFigures(service)
 
     # Counters, as they were named before the stats object.
     processed = property(lambda self: self.stats.processed)
@@ -292,6 +294,7 @@ class DurableConsumer:
             await asyncio.to_thread(self.app.record, [], [Tracking(self._tracking_name, sequence)])
             self.positions.stream = sequence
         self.stats.skipped += 1
+        self.figures.outcome("duplicate")
         await raw.ack()
 
     def _trackings(self, messages: Sequence[Inbound | Watermark]) -> list[Tracking]:
@@ -311,6 +314,7 @@ class DurableConsumer:
         (retries, dead letter), and those after it go on as a run. Any other failure records
         nothing, and the run is worked through message by message."""
         messages = [message for _, message in run]
+        started = time.perf_counter()
         try:
             await asyncio.to_thread(self._record, messages)
         except DecisionFailedError as e:
@@ -328,7 +332,7 @@ class DurableConsumer:
             for k, (raw, message) in enumerate(run):
                 await self._process_one(raw, message, waiting=[*(m for m, _ in run[k + 1 :]), *waiting])
             return
-        self._recorded(messages)
+        self._recorded(messages, time.perf_counter() - started)
         self.stats.runs += 1
         for raw, _ in run:
             await raw.ack()
@@ -337,13 +341,16 @@ class DurableConsumer:
         self.app.record_run(self.handle, messages, self._trackings(messages))
         self.on_recorded()
 
-    def _recorded(self, messages: Sequence[Inbound | Watermark]) -> None:
+    def _recorded(self, messages: Sequence[Inbound | Watermark], seconds: float) -> None:
+        decided = 0
         for message in messages:
             self.positions.advance(message)
             if isinstance(message, Watermark):
                 self.app.note_watermark(message)
             else:
                 self.stats.processed += 1
+                decided += 1
+        self.figures.processed(decided, seconds)
 
     async def _process_one(self, raw: Msg, message: Inbound | Watermark, *, waiting: Sequence[Msg] = ()) -> None:
         """The careful path: one message, retried in place; dead-lettered after
@@ -362,6 +369,7 @@ class DurableConsumer:
         backoff = Backoff(initial=0.2, cap=self.retry_cap)
         waiting_for_store = Backoff(initial=0.2, cap=5.0)
         failures = 0
+        started = time.perf_counter()
         while True:
             try:
                 try:
@@ -379,6 +387,7 @@ class DurableConsumer:
                 await asyncio.sleep(0.02)
             except Exception as e:  # noqa: BLE001 - retried; the message's own failures are dead-lettered
                 if is_transient(e):
+                    self.figures.outcome("retried")
                     self._stuck(message.stream_sequence, e)
                     await self._hold(raw, waiting)
                     await asyncio.sleep(waiting_for_store.next())
@@ -389,11 +398,12 @@ class DurableConsumer:
                 if failures >= self.max_attempts:
                     await self._dead_letter(raw, message if isinstance(message, Inbound) else None, e, attempts=failures)
                     return
+                self.figures.outcome("retried")
                 await self._hold(raw, waiting)
                 await asyncio.sleep(backoff.next())
             else:
                 self._unstuck()
-                self._recorded([message])
+                self._recorded([message], time.perf_counter() - started)
                 await raw.ack()
                 return
 
@@ -499,6 +509,7 @@ class DurableConsumer:
         if inbound is not None:
             self.positions.advance(inbound)
         self.stats.dead_lettered += 1
+        self.figures.dead_lettered()
         log.error("%s: %s (stream seq %d, event %s) dead-lettered after %d attempt(s): %s%s", self.service,
                   failed.event_type, failed.stream_sequence, failed.event_id, attempts, summary,
                   "; it may carry a risk signal: a fail-safe escalation follows" if risk else "")

@@ -14,11 +14,22 @@ services, stores, severities, outcome and error classes), never an id or free te
 A gauge that a process sets from what it sees takes ``livemax`` in multiprocess mode: the
 value of the processes alive now (two instances of one service report the same figures)
 and a dead process's value goes with it (``mark_process_dead`` by the supervisor).
+
+Figures that must stay true while the process they concern is down (a service's backlog,
+open dead letters and escalations, the supervisor's restarts) are not kept by any process:
+the API computes them at scrape time (``services/api/metrics.py``), under the names and
+help texts of :data:`SCRAPED`.
+
+Metrics never make the work they measure fail: :func:`guarded` runs an update, and an
+error in it is logged once (per place) and swallowed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as _multiprocess
@@ -77,14 +88,6 @@ CHAIN_HEAD_AGE = Gauge(
 
 # --------------------------------------------------------------------- consumers
 
-CONSUMER_PENDING = Gauge(
-    "careplan_consumer_pending_messages", "Messages on the stream the service's durable consumer has not yet been given.",
-    ["service"], multiprocess_mode="livemax",
-)
-CONSUMER_ACK_PENDING = Gauge(
-    "careplan_consumer_ack_pending_messages", "Messages given to the service and not yet acknowledged.",
-    ["service"], multiprocess_mode="livemax",
-)
 CONSUMER_PROCESSING = Histogram(
     "careplan_consumer_processing_seconds", "Time a service spends deciding and recording one message.",
     ["service"], buckets=PROCESSING_BUCKETS,
@@ -100,22 +103,9 @@ CONSUMER_MESSAGES = Counter(
 DEAD_LETTERS = Counter(
     "careplan_dead_letters_total", "Messages a service set aside as dead letters.", ["service"],
 )
-DEAD_LETTERS_OPEN = Gauge(
-    "careplan_dead_letters_open", "Dead letters not yet redriven or parked, per service.",
-    ["service"], multiprocess_mode="livemax",
-)
 
 # --------------------------------------------------------------------- escalation
 
-ESCALATIONS_OPEN = Gauge(
-    "careplan_escalations_open", "Escalations raised and not yet resolved, by severity.",
-    ["severity"], multiprocess_mode="livemax",
-)
-ESCALATIONS_UNACKNOWLEDGED_AGE = Gauge(
-    "careplan_escalation_oldest_unacknowledged_age_seconds",
-    "Age of the oldest escalation no one has acknowledged yet (0 when there is none).",
-    multiprocess_mode="livemax",
-)
 ESCALATION_ACKNOWLEDGE = Histogram(
     "careplan_escalation_acknowledge_seconds", "Time from an escalation's raising to its acknowledgement.",
     ["severity"], buckets=ACKNOWLEDGE_BUCKETS,
@@ -133,13 +123,48 @@ RISK_TO_ESCALATION = Histogram(
 
 # --------------------------------------------------------------------- processes and alarms
 
-PROCESS_RESTARTS = Counter(
-    "careplan_process_restarts_total", "Times `careplan up`'s supervisor restarted a child process.", ["process"],
-)
 ALARM_ACTIVE = Gauge(
     "careplan_alarm_active", "1 while an alarm is raised for a component, else 0 (see docs/operations.md).",
     ["alarm", "component"], multiprocess_mode="livemax",
 )
+
+
+# --------------------------------------------------------------------- computed at scrape time
+
+#: name → (type, help, labels) of what the API computes when scraped (services/api/metrics.py).
+SCRAPED: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "careplan_consumer_pending_messages": (
+        "gauge", ("Messages on the stream the service's durable consumer has not yet been given (JetStream "
+                  "consumer info, read by the API when scraped: it grows while the service is down)."), ("service",)),
+    "careplan_consumer_ack_pending_messages": (
+        "gauge", "Messages given to the service and not yet acknowledged (JetStream consumer info).", ("service",)),
+    "careplan_dead_letters_open": (
+        "gauge", ("Dead letters not yet redriven (open, redrive requested or redrive failed), per service, "
+                  "read from the stores by the API."), ("service",)),
+    "careplan_escalations_open": (
+        "gauge", "Escalations raised and not yet resolved, by severity, read from the escalation store by the API.",
+        ("severity",)),
+    "careplan_escalation_oldest_unacknowledged_age_seconds": (
+        "gauge", "Age of the oldest escalation no one has acknowledged yet (0 when there is none).", ()),
+    "careplan_process_restarts_total": (
+        "counter", "Times `careplan up`'s supervisor restarted a child process (from its supervisor file).",
+        ("process",)),
+}
+
+log = logging.getLogger(__name__)
+_failed: set[str] = set()
+
+
+def guarded(where: str, update: Callable[[], Any]) -> None:
+    """Runs a metric update; an error is logged once per ``where`` and never propagates (a
+    metric must not make an escalation, a decision or a publish fail)."""
+    try:
+        update()
+    except Exception as e:  # noqa: BLE001 - metrics are never worth a failure of the work they measure
+        if where not in _failed:
+            _failed.add(where)
+            log.warning("metrics: updating %s failed (%s); further failures there are not logged", where,
+                        type(e).__name__)
 
 
 def multiprocess_dir() -> str | None:
@@ -162,7 +187,79 @@ def render(extra: CollectorRegistry | None = None) -> bytes:
     return text
 
 
-def mark_process_dead(pid: int) -> None:
-    """A child exited: its live gauges go (its counters and histograms stay in the sums)."""
-    if multiprocess_dir():
-        _multiprocess.mark_process_dead(pid)
+def mark_process_dead(pid: int, path: str | os.PathLike[str] | None = None) -> None:
+    """A child exited: its live gauges go (its counters and histograms stay in the sums).
+    ``path``: the children's folder (the supervisor's own environment does not name it)."""
+    folder = os.fspath(path) if path is not None else multiprocess_dir()
+    if folder:
+        _multiprocess.mark_process_dead(pid, folder)
+
+
+class RelayFigures:
+    """One relay's metrics, its labelled children made once (a publish costs one increment)."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self._published = RELAY_PUBLISHED.labels(store)
+        self._errors = {kind: RELAY_ERRORS.labels(store, kind) for kind in ("nats", "event", "halt", "streams")}
+        self._lag = RELAY_LAG.labels(store)
+        self._head_age = CHAIN_HEAD_AGE.labels(store)
+
+    def published(self) -> None:
+        guarded("relay published", self._published.inc)
+
+    def error(self, kind: str) -> None:
+        guarded("relay errors", self._errors[kind].inc)
+
+    def measured(self, lag: int, head_age: float) -> None:
+        def update() -> None:
+            self._lag.set(max(0, lag))
+            self._head_age.set(head_age)
+
+        guarded("relay lag", update)
+
+
+class ConsumerFigures:
+    """One service consumer's metrics, its labelled children made once (and shown at 0 from the start)."""
+
+    OUTCOMES = ("processed", "duplicate", "dead_lettered", "retried")
+
+    def __init__(self, service: str) -> None:
+        self._processing = CONSUMER_PROCESSING.labels(service)
+        self._outcomes = {outcome: CONSUMER_MESSAGES.labels(service, outcome) for outcome in self.OUTCOMES}
+        self._dead_letters = DEAD_LETTERS.labels(service)
+
+    def processed(self, count: int, seconds: float) -> None:
+        """``count`` messages decided and recorded together in ``seconds``: each took its share."""
+        def update() -> None:
+            share = seconds / count
+            for _ in range(count):
+                self._processing.observe(share)
+            self._outcomes["processed"].inc(count)
+
+        if count:
+            guarded("consumer processed", update)
+
+    def outcome(self, outcome: str) -> None:
+        guarded("consumer outcome", self._outcomes[outcome].inc)
+
+    def dead_lettered(self) -> None:
+        def update() -> None:
+            self._outcomes["dead_lettered"].inc()
+            self._dead_letters.inc()
+
+        guarded("dead letters", update)
+
+
+class EscalationFigures:
+    """The escalation service's metrics by severity (each shown at 0 from the start)."""
+
+    def __init__(self, severities: list[str]) -> None:
+        self._timeouts = {s: ESCALATION_TIMEOUTS.labels(s) for s in severities}
+        self._acknowledge = {s: ESCALATION_ACKNOWLEDGE.labels(s) for s in severities}
+
+    def timed_out(self, severity: str) -> None:
+        guarded("escalation timeouts", lambda: self._timeouts[severity].inc())
+
+    def acknowledged(self, severity: str, seconds: float) -> None:
+        guarded("escalation acknowledge", lambda: self._acknowledge[severity].observe(max(0.0, seconds)))

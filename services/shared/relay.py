@@ -44,6 +44,7 @@ from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import chain_subject, context_of_application, watermark_subject
+from services.shared import metrics
 from services.shared.bus import StreamDriftError, connect, wait_for_streams
 from services.shared.clock import Clock, system_clock
 from services.shared.cloudevents import OutboundMessage, cloudevent
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: The longest walk over the stream when reconciling the recorded position with it.
 MAX_RECONCILE = 100_000
+#: How often a relay measures its lag (store's end minus acknowledged position), NATS up or down.
+MEASURE_SECONDS = 1.0
 
 
 @dataclass
@@ -218,6 +221,11 @@ class Relay:
         self._next_check = 0.0
         self._watermark_sent = float("-inf")
         self._watermark_position = -1
+        self.figures = metrics.RelayFigures(application)
+        #: The highest position the stream acknowledged (in memory; recorded in batches).
+        self._acked_position = 0
+        #: When (monotonic) the chain head was last published, or found already published.
+        self._head_at: float | None = None
 
     def wake(self) -> None:
         """Called (from any thread) by a writer in this process right after it committed:
@@ -233,6 +241,7 @@ class Relay:
         when their configuration is not this process's: it never changes them."""
         self._loop = asyncio.get_running_loop()
         self._start_listening(stop)
+        measuring = asyncio.ensure_future(self._measure(stop))
         backoff = Backoff(cap=5.0)
         try:
             while not stop.is_set():
@@ -240,6 +249,7 @@ class Relay:
                     nc = await connect(self.nats_url, name=f"relay-{self.application}", reconnect=False)
                 except Exception as e:  # noqa: BLE001 - any failure to connect means: wait and retry
                     self.stats.failed_connects += 1
+                    self.figures.error("nats")
                     self._set_state("waiting for NATS", e)
                     await _sleep_or_stop(stop, backoff.next())
                     continue
@@ -252,14 +262,17 @@ class Relay:
                         backoff.reset()
                         await self._pump(nc, js, stop)
                 except StreamDriftError as e:
+                    self.figures.error("streams")
                     self._set_state("refused: the streams differ from their configuration", e)
                     raise
                 except StoreInconsistentError as e:
                     self._halt(str(e))  # found while running: checked again on the next connection
                 except UnreadableEventError as e:
+                    self.figures.error("event")
                     self._set_state("failing: a stored event cannot be read", e.__cause__ or e)
                     await _sleep_or_stop(stop, backoff.next())
                 except Exception as e:  # noqa: BLE001 - the bus failed mid-way: record progress, back off, resume
+                    self.figures.error("nats")
                     self._set_state("waiting for NATS", e)
                     self.stats.reconnects += 1
                     await _sleep_or_stop(stop, backoff.next())
@@ -269,9 +282,24 @@ class Relay:
                     except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to keep
                         pass
         finally:
+            measuring.cancel()
             if self._changes is not None:
                 self._changes.close()
         self._set_state("stopped")
+
+    async def _measure(self, stop: asyncio.Event) -> None:
+        """The lag (the store's end minus the position the stream acknowledged) and the chain
+        head's age, every second whatever NATS does: a lag that grows while NATS is down is
+        the point of measuring it."""
+        while not stop.is_set():
+            try:
+                end = await asyncio.to_thread(self.recorder.max_notification_id) or 0
+                recorded = await asyncio.to_thread(self.tracking.max_tracking_id, self.application) or 0
+                head_age = time.monotonic() - self._head_at if self._head_at is not None else 0.0
+                self.figures.measured(end - max(recorded, self._acked_position), head_age)
+            except Exception as e:  # noqa: BLE001 - the store unreadable now: measured again next time
+                log.debug("relay %s: lag not measured (%s)", self.application, describe(e))
+            await _sleep_or_stop(stop, MEASURE_SECONDS)
 
     # ----------------------------------------------------------------- consistency
 
@@ -294,6 +322,7 @@ class Relay:
         return False
 
     def _halt(self, problem: str) -> None:
+        self.figures.error("halt")
         if self.stats.halted != problem:
             log.error("relay %s HALTED: %s. Nothing more is published from this store until it agrees with "
                       "what was published; see docs/operations.md (restored store)", self.application, problem)
@@ -457,6 +486,8 @@ class Relay:
             return
         self._next_head = time.monotonic() + self.settings.chain_head_interval
         head = await asyncio.to_thread(head_of)
+        if head is not None and head[0] == self._published_head:
+            self._head_at = time.monotonic()  # the stream holds the current head
         if head is None or head[0] == self._published_head:
             return
         position, link = head
@@ -465,6 +496,7 @@ class Relay:
         await js.publish(chain_subject(self.application), body,
                          headers={"Nats-Msg-Id": f"chain:{self.application}:{position}"})
         self._published_head = position
+        self._head_at = time.monotonic()
 
     def _select(self, start: int) -> asyncio.Future[Sequence[Notification]]:
         # Cleared just before reading, so a NOTIFY that arrives while this batch is being
@@ -501,6 +533,8 @@ class Relay:
             await self._check_duplicate(js, oldest, ack.seq)
         inflight.popleft()
         self.stats.published += 1
+        self.figures.published()
+        self._acked_position = oldest.notification_id
         self.stats.duplicates += bool(ack.duplicate)
         self._last_acked = oldest
         return oldest.notification_id

@@ -153,8 +153,8 @@ FHIR_SEARCH = {
 }
 
 
-#: Routes anyone may read, without a token: what problem types mean, health probes.
-PUBLIC = ("/problems", "/healthz", "/readyz")
+#: Routes anyone may read, without a token: what problem types mean, health probes, metrics.
+PUBLIC = ("/problems", "/healthz", "/readyz", "/metrics")
 
 
 def allowed(caller: str, route: APIRoute) -> bool:

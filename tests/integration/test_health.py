@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from services.api.health import Readiness, components
-from services.registry import service
+from services.registry import SERVICE_NAMES, service
 from services.shared.bus import EmbeddedNats
 from services.shared.health import TTL
 from services.shared.settings import Settings
@@ -202,6 +202,10 @@ def test_readiness_works_when_nats_has_users(tmp_path: Path) -> None:
         _, body = wait_for(lambda: all_ok(url), 30, f"every component ok: {readyz(url)}")
         assert all(c["status"] == "ok" for c in body["components"].values()), body
         assert status_cli(url).returncode == 0
+        # /metrics reads each service's consumer info as the auditor too.
+        metrics_text = httpx.get(f"{url}/metrics", timeout=15).text
+        for name in SERVICE_NAMES:
+            assert f'careplan_consumer_pending_messages{{service="{name}"}}' in metrics_text, name
     finally:
         process.terminate()
         process.wait(timeout=60)
