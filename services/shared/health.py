@@ -115,6 +115,8 @@ class StatusReporter:
         self.nats_url, self.sources, self.replicas, self.interval = nats_url, sources, replicas, interval
 
     async def run(self, stop: asyncio.Event) -> None:
+        from services.shared.alarms import overlay  # alarms build on this module's records
+
         nc: Any = None
         kv: Any = None
         said = False
@@ -126,7 +128,7 @@ class StatusReporter:
                     if kv is None:
                         kv = await status_bucket(nc.jetstream(), replicas=self.replicas)
                     for source in self.sources:
-                        record = source()
+                        record = overlay(source())  # a raised alarm outranks the record
                         await kv.put(key_of(record.component), Status(record.component, record.state, record.status,
                                                                       record.reason, time.time()).encode())
                     said = False
