@@ -240,7 +240,9 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self._start_listening(stop)
         backoff = Backoff(cap=5.0)
-        alarms = asyncio.ensure_future(self._watch(stop))
+        # Ended (and awaited, so no read of the store is under way) before the stores close.
+        ended = asyncio.Event()
+        alarms = asyncio.ensure_future(self._watch(ended))
         try:
             while not stop.is_set():
                 try:
@@ -276,7 +278,11 @@ class Relay:
                     except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to keep
                         pass
         finally:
-            alarms.cancel()
+            ended.set()
+            try:
+                await asyncio.wait_for(alarms, timeout=10)
+            except Exception as e:  # noqa: BLE001 - the alarms' task never stops the relay
+                log.debug("relay %s: alarm checks ended with %s", self.application, describe(e))
             self.not_publishing.retire()
             self.drift.retire()
             if self._changes is not None:
