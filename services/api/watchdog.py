@@ -58,6 +58,10 @@ CLASSES = (QuestionnaireSubmitted, CrisisRaisedByClinician, AssessmentScored, As
            MessageDeadLettered, EscalationRaised)
 TOPICS = [get_topic(cls) for cls in CLASSES]
 BATCH = 500
+#: How long an escalation that follows from no known signal is tried again (its signal may
+#: be read in a later pass, from a store read before the escalation store); after that it is
+#: one the watchdog does not judge (a missed session at high risk).
+UNMATCHED_SECONDS = 600.0
 
 
 @dataclass
@@ -101,9 +105,12 @@ class RiskMatcher:
     def _signal(self, event_id: str, at: datetime) -> None:
         if event_id not in self.signals:
             self.signals[event_id] = Signal(at)
-        # an escalation read before its signal (from a store read earlier in the pass)
+
+    def retry(self, now: datetime) -> None:
+        """After a pass: escalations read before what they follow from are matched now;
+        those unmatched for ``UNMATCHED_SECONDS`` are let go."""
         for esc_id, escalation in list(self._unmatched.items()):
-            if self._match(escalation):
+            if self._match(escalation) or (now - escalation.timestamp).total_seconds() > UNMATCHED_SECONDS:
                 del self._unmatched[esc_id]
 
     def _ancestors(self, starts: tuple[str, ...]) -> list[str]:
@@ -168,6 +175,7 @@ class RiskWatchdog:
         read = 0
         for name in self.store_names:
             read += self._read_store(name)
+        self.matcher.retry(datetime.now(UTC))
         self.failure = ""
         return read
 

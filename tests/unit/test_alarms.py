@@ -184,3 +184,19 @@ def test_the_watchdog_reads_only_from_where_it_was(settings: Settings, watchdog:
         assert not watchdog.alarm.active
     finally:
         p.close()
+
+
+def test_an_escalation_read_before_its_signal_is_matched_after_the_pass(settings: Settings, watchdog: RiskWatchdog) -> None:
+    """The escalation store read in one pass, the decision it follows from only in the next."""
+    p = Pipeline(settings, ManualClock(T0))
+    try:
+        _, course = course_of(p)
+        submit(p, course, [1] * 8 + [2])
+        p.pump()
+        order = ("escalation", "care", "assessment")
+        watchdog.store_names = order
+        watchdog.read()
+        watchdog.check(T0 + timedelta(seconds=61))
+        assert not watchdog.alarm.active, watchdog.matcher.pending(T0 + timedelta(seconds=61), 60)
+    finally:
+        p.close()
