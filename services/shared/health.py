@@ -77,6 +77,8 @@ def relay_status(component: str, stats: Any) -> Status:
         return Status(component, "refused", DOWN, "the streams differ from their configuration")
     if state == "waiting for NATS":
         return Status(component, state, DOWN, "NATS unreachable")
+    if state == "waiting for the store":
+        return Status(component, state, DOWN, "the store cannot be reached")
     return Status(component, state, DOWN, state)
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
+from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError, Tracking, TrackingRecorder
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
@@ -268,6 +268,10 @@ class Relay:
                 except UnreadableEventError as e:
                     self._set_state("failing: a stored event cannot be read", e.__cause__ or e)
                     await _sleep_or_stop(stop, backoff.next())
+                except PersistenceError as e:  # the store, not the bus: said as such (alarm and readiness)
+                    self._set_state("waiting for the store", e)
+                    self.stats.reconnects += 1
+                    await _sleep_or_stop(stop, backoff.next())
                 except Exception as e:  # noqa: BLE001 - the bus failed mid-way: record progress, back off, resume
                     self._set_state("waiting for NATS", e)
                     self.stats.reconnects += 1
@@ -301,6 +305,8 @@ class Relay:
             return "an event in the store cannot be read (cipher key or event class)"
         if state == "halted":
             return "halted: the store disagrees with the stream"
+        if state == "waiting for the store":
+            return "the store cannot be reached"
         if state == "starting":
             return "waiting for the streams"
         if state == "publishing":
@@ -309,21 +315,23 @@ class Relay:
 
     async def _watch(self, stop: asyncio.Event) -> None:
         """The relay's alarms, beside its work: nothing here may stop the relay."""
-        advanced_at, last = time.monotonic(), -1
+        advanced_at, last, known_end = time.monotonic(), -1, 0
         next_drift_check = time.monotonic() + self.settings.alarm_stream_check_seconds
         while not stop.is_set():
             await _sleep_or_stop(stop, self.settings.alarm_check_seconds)
             try:
                 store_end = await asyncio.to_thread(self.recorder.max_notification_id) or 0
                 recorded = await asyncio.to_thread(self.tracking.max_tracking_id, self.application) or 0
-                now = time.monotonic()
-                if store_end <= recorded or recorded != last:  # nothing to publish, or it moved on
-                    advanced_at, last = now, recorded
-                    self.not_publishing.clear()
-                elif now - advanced_at >= self.settings.alarm_relay_seconds:
-                    self.not_publishing.raise_(self.not_publishing_reason())
-            except Exception as e:  # noqa: BLE001 - the store unreadable: nothing is committed either
-                log.debug("relay %s: progress not checked (%s)", self.application, describe(e))
+            except Exception as e:  # noqa: BLE001 - the store unreadable: the relay cannot publish either
+                log.debug("relay %s: progress not read (%s)", self.application, describe(e))
+                recorded = max(last, 0)
+                store_end = max(known_end, recorded + 1)  # judged as not advancing, with the relay's own reason
+            known_end, now = store_end, time.monotonic()
+            if store_end <= recorded or recorded != last:  # nothing to publish, or it moved on
+                advanced_at, last = now, recorded
+                self.not_publishing.clear()
+            elif now - advanced_at >= self.settings.alarm_relay_seconds:
+                self.not_publishing.raise_(self.not_publishing_reason())
             if time.monotonic() >= next_drift_check:
                 next_drift_check = time.monotonic() + self.settings.alarm_stream_check_seconds
                 await self._check_drift()

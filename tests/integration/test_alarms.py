@@ -208,6 +208,53 @@ async def test_an_event_the_relay_cannot_read_raises_relay_not_publishing_never_
     assert len(alarm_lines(caplog, logging.INFO, alarms.RELAY_NOT_PUBLISHING)) == 1
 
 
+class BreakableRecorder:
+    """The store's recorder, unreachable while ``broken`` (the database down)."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder, self.broken = recorder, False
+
+    def select_notifications(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broken:
+            msg = "connection refused"
+            raise OperationalError(msg)
+        return self.recorder.select_notifications(*args, **kwargs)
+
+    def max_notification_id(self) -> Any:
+        if self.broken:
+            msg = "connection refused"
+            raise OperationalError(msg)
+        return self.recorder.max_notification_id()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.recorder, name)
+
+
+async def test_a_store_the_relay_cannot_reach_is_named_as_such_not_as_nats(
+    settings: Settings, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=ALARM_LOG)
+    care = CareApplication(settings)
+    try:
+        _, course = start_course(care)
+        async with InProcessRelay(settings, settings.nats_url or "") as relay:
+            await relay.wait_position(2)
+            recorder = relay.relay.recorder = BreakableRecorder(relay.relay.recorder)  # type: ignore[assignment]
+            recorder.broken = True  # the relay's connection to its store is gone
+            submit(care, course, "GAD-7", [0] * 7)
+            await until(lambda: asyncio.sleep(0, relay.relay.not_publishing.active), 30, "the alarm")
+            assert relay.relay.stats.state == "waiting for the store"
+            assert relay.relay.not_publishing.reason == "the store cannot be reached"
+            recorder.broken = False
+            await relay.wait_position(3)
+            await until(lambda: asyncio.sleep(0, not relay.relay.not_publishing.active), 10, "cleared")
+    finally:
+        care.close()
+    assert alarm_lines(caplog, logging.ERROR, alarms.RELAY_NOT_PUBLISHING) == [
+        "ALARM relay_not_publishing on relay:care: the store cannot be reached (docs/operations.md, Alarms)"]
+    assert len(alarm_lines(caplog, logging.INFO, alarms.RELAY_NOT_PUBLISHING)) == 1
+
+
 async def _is_ok(readiness: Readiness, name: str) -> bool:
     return (await component(readiness, name))["status"] == "ok"
 
@@ -216,6 +263,9 @@ async def test_nats_away_with_events_waiting_raises_relay_not_publishing_naming_
     settings: Settings, nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger=ALARM_LOG)
+    # the relay notices a lost server within its ack timeouts (5 s; a chain head's publish
+    # waits as long), which the threshold exceeds (30 s by default)
+    settings = settings.model_copy(update={"alarm_relay_seconds": 7.0})
     care = CareApplication(settings)
     try:
         _, course = start_course(care)
