@@ -28,6 +28,7 @@ time-based decisions only behind a watermark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -349,10 +350,8 @@ class Relay:
             log.debug("relay %s: streams not checked (%s)", self.application, describe(e))
             return
         finally:
-            try:
+            with contextlib.suppress(Exception):  # nothing to keep from a dead connection
                 await asyncio.wait_for(nc.close(), timeout=2)
-            except Exception:  # noqa: BLE001 - nothing to keep from a dead connection
-                pass
         if missing:
             self.drift.raise_(f"stream(s) {', '.join(missing)} missing")
         elif drift:

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from eventsourcing.persistence import OperationalError
@@ -86,7 +86,7 @@ async def component(readiness: Readiness, name: str) -> dict[str, str]:
 class ReportingRelay(InProcessRelay):
     """The care relay in-process with its status record, as its process puts it."""
 
-    async def __aenter__(self) -> ReportingRelay:
+    async def __aenter__(self) -> Self:
         await super().__aenter__()
         reporter = StatusReporter(self.relay.nats_url, [lambda: relay_status("relay:care", self.relay.stats)],
                                   interval=0.3)
