@@ -180,10 +180,8 @@ class RiskWatchdog:
         return read
 
     def _read_store(self, name: str) -> int:
-        from services.shared.persistence import OutboxStores
-
         if name not in self._stores:
-            self._stores[name] = OutboxStores(self.settings, name)
+            self._stores[name] = StoreReader(self.settings, name)
         stores = self._stores[name]
         end = stores.recorder.max_notification_id() or 0
         read = 0
@@ -243,6 +241,30 @@ class RiskWatchdog:
     def close(self) -> None:
         self._forget()
         self.alarm.retire()
+
+
+class StoreReader:
+    """One store's notification log and mapper, read only: it creates no table (a store not
+    created yet by its application is a failure to read, tried again), and keeps no
+    tracking of its own."""
+
+    def __init__(self, settings: Settings, application: str) -> None:
+        from eventsourcing.persistence import InfrastructureFactory
+        from eventsourcing.utils import Environment
+
+        from services.shared.persistence import eventsourcing_env
+
+        env = eventsourcing_env(settings, application) | {"CREATE_TABLE": "n"}
+        self.factory = InfrastructureFactory.construct(Environment(application, env))
+        try:
+            self.recorder = self.factory.application_recorder()
+            self.mapper = self.factory.mapper(transcoder=self.factory.transcoder())
+        except BaseException:
+            self.factory.close()
+            raise
+
+    def close(self) -> None:
+        self.factory.close()
 
 
 class CrashLoopAlarms:
