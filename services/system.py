@@ -20,6 +20,7 @@ from pathlib import Path
 from services.nats_auth import ADMIN_USER, PERMISSIONS_FILE, load_passwords, server_environment
 from services.registry import PROCESSES
 from services.shared import metrics
+from services.shared.alarms import CRASH_LOOPING, Alarm
 from services.shared.bus import EmbeddedNats, apply_streams_at, free_port, with_credentials
 from services.shared.settings import Settings
 
@@ -78,6 +79,8 @@ class System:
     metrics_dir: Path | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
+    #: A child's ``crash_looping`` alarm: logged here; its gauge is the API's, from the supervisor file.
+    _crash_alarms: dict[str, Alarm] = field(default_factory=dict)
 
     def start(self, timeout: float = 60) -> System:
         data_dir = self.settings.data_dir.resolve()
@@ -172,12 +175,27 @@ class System:
                     child.restarted_at = [*child.restarted_at[-CRASH_LOOP_RESTARTS:], time.monotonic()]
                     child.start()
                     backoff[child.name] = min(delay * 2, 10)
+            self._crash_looping()
             self.write_supervisor_file()
 
     def _forget_metrics_of(self, pid: int) -> None:
         """A dead child's live gauges leave /metrics (its counters stay in the sums)."""
         if self.metrics_dir is not None:
             metrics.guarded("supervisor mark_process_dead", lambda: metrics.mark_process_dead(pid, self.metrics_dir))
+
+    def _crash_looping(self) -> None:
+        """One ERROR when a child becomes crash-looping, one INFO when it runs stably again
+        (no restart within the crash-loop window)."""
+        now = time.monotonic()
+        for child in self.children:
+            alarm = self._crash_alarms.get(child.name)
+            if alarm is None:
+                alarm = self._crash_alarms[child.name] = Alarm(CRASH_LOOPING, child.name, metric=False)
+            state = child.state(now)
+            if state == "crash-looping":
+                alarm.raise_(f"restarted {CRASH_LOOP_RESTARTS} times within {CRASH_LOOP_WINDOW:.0f} s")
+            elif state == "running":
+                alarm.clear()
 
     def supervision(self) -> dict[str, object]:
         """Each child's state and restart count (what /readyz adds to the status records)."""

@@ -15,6 +15,7 @@ from services.api import metrics as http_metrics
 from services.api.dependencies import Api, who
 from services.api.problems import install
 from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, metrics, problems, reads
+from services.api.watchdog import lifespan
 
 __all__ = ["Api", "create_app"]
 
@@ -26,6 +27,7 @@ def create_app(api: Api) -> FastAPI:
         description="Care plans, therapy courses and interpersonal inventories as commands and versioned reads. "
         "Errors are RFC 9457 problem details; every write is an event with who, when and why.",
         responses={401: {"description": "No valid token"}, 403: {"description": "Role or client not allowed"}},
+        lifespan=lifespan(api),  # the risk-signal watchdog (services/api/watchdog.py)
     )
     install(app)
     app.state.api = api

@@ -49,7 +49,7 @@ def reporting_components() -> list[str]:
 
 def components() -> list[str]:
     """Every component /readyz names, in a stable order."""
-    return ["nats", *reporting_components(), *(f"store:{store}" for store in STORES), "api"]
+    return ["nats", *reporting_components(), "risk-signals", *(f"store:{store}" for store in STORES), "api"]
 
 
 def overall(found: dict[str, Component]) -> str:
@@ -64,6 +64,10 @@ class Readiness:
         self._stores: dict[str, Any] = {}
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
+        from services.api.watchdog import RiskWatchdog
+
+        #: Every risk signal escalated in time (``risk-signals``); run by the app's lifespan.
+        self.watchdog = RiskWatchdog(settings)
 
     async def report(self) -> dict[str, Any]:
         """``{"status": ..., "components": {...}}``, at most ``CACHE_SECONDS`` old."""
@@ -72,6 +76,7 @@ class Readiness:
                 return self._cached[1]
             found = {**await self._from_nats(), **await self._stores_read()}
             found["api"] = {"status": OK, "reason": "serving"}
+            found["risk-signals"] = self.watchdog.component()
             self._apply_supervision(found)
             body = {"status": overall(found), "components": {name: found[name] for name in components()}}
             self._cached = (time.monotonic(), body)
@@ -150,6 +155,7 @@ class Readiness:
     def close(self) -> None:
         for store in list(self._stores):
             self._forget_store(store)
+        self.watchdog.close()
 
 
 def read_supervisor_file(path: Path | None) -> dict[str, dict[str, Any]]:

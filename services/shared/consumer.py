@@ -38,6 +38,7 @@ from domain.base import (
 )
 from domain.operations.dead_letter import DeadLetter, DeadLetterStatus
 from services.shared import metrics
+from services.shared.alarms import CONSUMER_NOT_ADVANCING, Alarm
 from services.shared.cloudevents import Inbound, MalformedMessageError, Watermark, parse_inbound
 from services.shared.diagnostics import describe
 from services.shared.relay import Backoff
@@ -125,6 +126,10 @@ class DurableConsumer:
         self._stuck_alarmed = False
         self._js: Any = None
         self.figures = metrics.ConsumerFigures(service)
+        #: Messages wait and none was finished for ``alarm_consumer_seconds`` (:meth:`check_progress`).
+        self.not_advancing = Alarm(CONSUMER_NOT_ADVANCING, f"service:{service}")
+        self._progress: tuple[int, ...] = ()
+        self._advanced_at = time.monotonic()
 
     # Counters, as they were named before the stats object.
     processed = property(lambda self: self.stats.processed)
@@ -132,6 +137,27 @@ class DurableConsumer:
     dead_lettered = property(lambda self: self.stats.dead_lettered)
     runs = property(lambda self: self.stats.runs)
     isolated = property(lambda self: self.stats.isolated)
+
+    async def check_progress(self, js: Any, phase: str = "consuming") -> None:
+        """Raises or clears ``consumer_not_advancing``: messages wait for this durable
+        (pending or unacknowledged) and none was finished since the threshold."""
+        info = await js.consumer_info(self.settings.stream_name, self.service)
+        waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        progress = (self.positions.stream, self.stats.processed, self.stats.skipped, self.stats.dead_lettered)
+        now = time.monotonic()
+        if waiting == 0 or progress != self._progress:
+            self._progress, self._advanced_at = progress, now
+            self.not_advancing.clear()
+        elif now - self._advanced_at >= self.settings.alarm_consumer_seconds:
+            if self.stats.halted is not None:
+                reason = "halted: a source went backwards"
+            elif self.stats.stuck_since is not None:
+                reason = "stuck on one message: the store or NATS fails"
+            elif phase != "consuming":
+                reason = f"messages wait; the consumer is {phase}"
+            else:
+                reason = f"messages wait and none was processed within {self.settings.alarm_consumer_seconds:g} s"
+            self.not_advancing.raise_(reason)
 
     def attach(self, broker: NatsBroker) -> None:
         self.broker = broker

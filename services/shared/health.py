@@ -77,6 +77,8 @@ def relay_status(component: str, stats: Any) -> Status:
         return Status(component, "refused", DOWN, "the streams differ from their configuration")
     if state == "waiting for NATS":
         return Status(component, state, DOWN, "NATS unreachable")
+    if state == "waiting for the store":
+        return Status(component, state, DOWN, "the store cannot be reached")
     return Status(component, state, DOWN, state)
 
 
@@ -115,6 +117,8 @@ class StatusReporter:
         self.nats_url, self.sources, self.replicas, self.interval = nats_url, sources, replicas, interval
 
     async def run(self, stop: asyncio.Event) -> None:
+        from services.shared.alarms import overlay  # alarms build on this module's records
+
         nc: Any = None
         kv: Any = None
         said = False
@@ -126,7 +130,7 @@ class StatusReporter:
                     if kv is None:
                         kv = await status_bucket(nc.jetstream(), replicas=self.replicas)
                     for source in self.sources:
-                        record = source()
+                        record = overlay(source())  # a raised alarm outranks the record
                         await kv.put(key_of(record.component), Status(record.component, record.state, record.status,
                                                                       record.reason, time.time()).encode())
                     said = False

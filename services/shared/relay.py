@@ -28,6 +28,7 @@ time-based decisions only behind a watermark.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,13 +40,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
+from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError, Tracking, TrackingRecorder
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import chain_subject, context_of_application, watermark_subject
 from services.shared import metrics
-from services.shared.bus import StreamDriftError, connect, wait_for_streams
+from services.shared.alarms import RELAY_NOT_PUBLISHING, STREAM_DRIFT, Alarm
+from services.shared.bus import StreamDriftError, check_streams, connect, wait_for_streams
 from services.shared.clock import Clock, system_clock
 from services.shared.cloudevents import OutboundMessage, cloudevent
 from services.shared.diagnostics import describe
@@ -226,6 +228,11 @@ class Relay:
         self._acked_position = 0
         #: When (monotonic) the chain head was last published, or found already published.
         self._head_at: float | None = None
+        component = f"relay:{application}"
+        #: Unpublished events and no progress for ``alarm_relay_seconds``; the live streams
+        #: no longer as configured (checked every ``alarm_stream_check_seconds``).
+        self.not_publishing = Alarm(RELAY_NOT_PUBLISHING, component)
+        self.drift = Alarm(STREAM_DRIFT, component)
 
     def wake(self) -> None:
         """Called (from any thread) by a writer in this process right after it committed:
@@ -243,6 +250,9 @@ class Relay:
         self._start_listening(stop)
         measuring = asyncio.ensure_future(self._measure(stop))
         backoff = Backoff(cap=5.0)
+        # Ended (and awaited, so no read of the store is under way) before the stores close.
+        ended = asyncio.Event()
+        alarms = asyncio.ensure_future(self._watch(ended))
         try:
             while not stop.is_set():
                 try:
@@ -271,6 +281,10 @@ class Relay:
                     self.figures.error("event")
                     self._set_state("failing: a stored event cannot be read", e.__cause__ or e)
                     await _sleep_or_stop(stop, backoff.next())
+                except PersistenceError as e:  # the store, not the bus: said as such (alarm and readiness)
+                    self._set_state("waiting for the store", e)
+                    self.stats.reconnects += 1
+                    await _sleep_or_stop(stop, backoff.next())
                 except Exception as e:  # noqa: BLE001 - the bus failed mid-way: record progress, back off, resume
                     self.figures.error("nats")
                     self._set_state("waiting for NATS", e)
@@ -283,6 +297,13 @@ class Relay:
                         pass
         finally:
             measuring.cancel()
+            ended.set()
+            try:
+                await asyncio.wait_for(alarms, timeout=10)
+            except Exception as e:  # noqa: BLE001 - the alarms' task never stops the relay
+                log.debug("relay %s: alarm checks ended with %s", self.application, describe(e))
+            self.not_publishing.retire()
+            self.drift.retire()
             if self._changes is not None:
                 self._changes.close()
         self._set_state("stopped")
@@ -300,6 +321,71 @@ class Relay:
             except Exception as e:  # noqa: BLE001 - the store unreadable now: measured again next time
                 log.debug("relay %s: lag not measured (%s)", self.application, describe(e))
             await _sleep_or_stop(stop, MEASURE_SECONDS)
+    # ----------------------------------------------------------------- alarms
+
+    def not_publishing_reason(self) -> str:
+        """What keeps the relay from publishing, as its state says (a stored event that
+        cannot be read is never "NATS unreachable")."""
+        state = self.stats.state
+        if state == "waiting for NATS":
+            return "NATS unreachable"
+        if state.startswith("failing"):
+            return "an event in the store cannot be read (cipher key or event class)"
+        if state == "halted":
+            return "halted: the store disagrees with the stream"
+        if state == "waiting for the store":
+            return "the store cannot be reached"
+        if state == "starting":
+            return "waiting for the streams"
+        if state == "publishing":
+            return "publishing, but no acknowledgement recorded"
+        return state.split(":")[0]
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """The relay's alarms, beside its work: nothing here may stop the relay."""
+        advanced_at, last, known_end = time.monotonic(), -1, 0
+        next_drift_check = time.monotonic() + self.settings.alarm_stream_check_seconds
+        while not stop.is_set():
+            await _sleep_or_stop(stop, self.settings.alarm_check_seconds)
+            try:
+                store_end = await asyncio.to_thread(self.recorder.max_notification_id) or 0
+                recorded = await asyncio.to_thread(self.tracking.max_tracking_id, self.application) or 0
+            except Exception as e:  # noqa: BLE001 - the store unreadable: the relay cannot publish either
+                log.debug("relay %s: progress not read (%s)", self.application, describe(e))
+                recorded = max(last, 0)
+                store_end = max(known_end, recorded + 1)  # judged as not advancing, with the relay's own reason
+            known_end, now = store_end, time.monotonic()
+            if store_end <= recorded or recorded != last:  # nothing to publish, or it moved on
+                advanced_at, last = now, recorded
+                self.not_publishing.clear()
+            elif now - advanced_at >= self.settings.alarm_relay_seconds:
+                self.not_publishing.raise_(self.not_publishing_reason())
+            if time.monotonic() >= next_drift_check:
+                next_drift_check = time.monotonic() + self.settings.alarm_stream_check_seconds
+                await self._check_drift()
+
+    async def _check_drift(self) -> None:
+        """The live streams against this process's configuration (as at start): drift or a
+        missing stream raises ``stream_drift``; NATS away leaves it as it was."""
+        try:
+            nc = await connect(self.nats_url, name=f"relay-{self.application}-streams", reconnect=False)
+        except Exception:  # noqa: BLE001 - NATS away: the other alarm's business
+            return
+        try:
+            missing, drift = await asyncio.wait_for(check_streams(nc.jetstream(), self.settings), timeout=5)
+        except Exception as e:  # noqa: BLE001 - not answered: checked again next time
+            log.debug("relay %s: streams not checked (%s)", self.application, describe(e))
+            return
+        finally:
+            with contextlib.suppress(Exception):  # nothing to keep from a dead connection
+                await asyncio.wait_for(nc.close(), timeout=2)
+        if missing:
+            self.drift.raise_(f"stream(s) {', '.join(missing)} missing")
+        elif drift:
+            fields = sorted({f"{d.stream} {d.field}" for d in drift})
+            self.drift.raise_(f"the streams differ from their configuration: {', '.join(fields)}")
+        else:
+            self.drift.clear()
 
     # ----------------------------------------------------------------- consistency
 
@@ -449,7 +535,12 @@ class Relay:
                 await self._record(acked)
 
     def _message(self, notification: Notification, previous: int) -> OutboundMessage:
-        return cloudevent(self.application, notification, self._public(notification), previous)
+        event = self._public(notification)
+        try:
+            return cloudevent(self.application, notification, event, previous)
+        except Exception as e:
+            # An event of a class or shape the wire form does not know: the event, not NATS.
+            raise UnreadableEventError(f"position {notification.id}") from e
 
     async def _send(self, js: Any, message: OutboundMessage) -> _Sent:
         event_id = message.headers["ce-id"]

@@ -131,7 +131,22 @@ class RunningService:
         if self.tick is not None:
             self._tasks.append(asyncio.create_task(self._every(self.tick_interval, self._timers)))
         self._tasks.append(asyncio.create_task(self._every(REDRIVE_CHECK_SECONDS, self.consumer.redrive_pending)))
+        self._tasks.append(asyncio.create_task(self._watch_progress(js)))
         return True
+
+    async def _watch_progress(self, js: Any) -> None:
+        """The consumer's alarm (``consumer_not_advancing``); a failed look is tried again."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.alarm_check_seconds)
+            except TimeoutError:
+                pass
+            if self._stop.is_set() or self.lost.is_set():
+                continue
+            try:
+                await self.consumer.check_progress(js, self.phase)
+            except Exception as e:  # noqa: BLE001 - NATS away: the relay's and readiness's business
+                log.debug("%s: progress not checked (%s)", self.name, describe(e))
 
     async def _consume(self) -> None:
         await self.broker.start()
@@ -181,6 +196,7 @@ class RunningService:
         self._stop.set()
         for task in self._tasks:
             await task
+        self.consumer.not_advancing.retire()
         if self._reporter is not None:
             await self._reporter
         if self.lease is not None and not self.lost.is_set():

@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     #: crash-looping, restarts); it sets this for its children, and the API's /readyz reads it.
     supervisor_file: Path | None = None
 
+    #: Alarms (docs/operations.md, Alarms): a risk signal recorded and not escalated within
+    #: this many seconds (watched by the API process) ...
+    alarm_risk_signal_seconds: float = Field(default=60.0, gt=0)
+    #: ... a relay with unpublished events that has not advanced for this long ...
+    alarm_relay_seconds: float = Field(default=30.0, gt=0)
+    #: ... a service with messages waiting that has processed none for this long.
+    alarm_consumer_seconds: float = Field(default=60.0, gt=0)
+    #: Seconds between a relay's checks of the live stream configuration against its own.
+    alarm_stream_check_seconds: float = Field(default=30.0, gt=0)
+    #: Seconds between the alarm checks themselves (the risk watchdog's reads, the relay's
+    #: and the consumer's progress checks).
+    alarm_check_seconds: float = Field(default=1.0, gt=0)
+
     def as_environment(self) -> dict[str, str]:
         """These settings as the CAREPLAN_* variables that give a child process the same."""
         env = {}

@@ -42,8 +42,8 @@ from tests.support.bus import InProcessRelay, with_streams
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 #: The story's client (services.demo) and this test's own.
 CLIENTS = ("client-0042", "client-metrics-7d3a")
-#: Observed by the alarms branch (not yet here): checked only when present.
-OTHERS = {"careplan_risk_signal_escalation_seconds", "careplan_alarm_active"}
+#: Every declared metric must be present after the story (nothing excused).
+OTHERS: set[str] = set()
 
 
 def declared() -> set[str]:
