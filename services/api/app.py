@@ -14,6 +14,7 @@ from services.api import access_log
 from services.api.dependencies import Api, who
 from services.api.problems import install
 from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, problems, reads
+from services.shared import tracing
 
 __all__ = ["Api", "create_app"]
 
@@ -45,4 +46,5 @@ def create_app(api: Api) -> FastAPI:
     audit.include(router, api, Who)
     problems.include(router)
     health.include(router, api)
+    tracing.instrument_app(app)  # a server span per request, while tracing is on
     return app

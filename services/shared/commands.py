@@ -17,6 +17,7 @@ from eventsourcing.persistence import IntegrityError
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.base import Actor, AggregateRoot, CommandContext
+from services.shared import tracing
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
@@ -81,6 +82,7 @@ class CommandHandling:
     clock: Any
     repository: Any
 
+    @tracing.traced_command
     def handle(self, command: Command | CreationCommand, meta: CommandMeta) -> CommandResult:
         """Runs one command: load, check the expected version, decide, save."""
         self.before_command()
@@ -114,7 +116,8 @@ class CommandHandling:
         return CommandContext(
             actor=meta.actor,
             at=self.clock(),
-            correlation_id=meta.correlation_id or uuid4(),
+            # With tracing on, the story is the request's trace (the caller's, when it sent a traceparent).
+            correlation_id=meta.correlation_id or tracing.trace_uuid() or uuid4(),
             causation_id=meta.causation_id or f"command:{meta.command_id}",
         )
 
