@@ -46,6 +46,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from domain.errors import DomainError
+
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "careplan"
@@ -155,6 +157,11 @@ def enabled() -> bool:
     return _tracer is not None
 
 
+def tracer() -> trace.Tracer | None:
+    """careplan's tracer, or None while tracing is off."""
+    return _tracer
+
+
 def instrument_app(app: Any) -> None:
     """The FastAPI instrumentation on ``app``, while tracing is on: a server span per request,
     the child of the caller's ``traceparent`` when it sends one."""
@@ -230,8 +237,6 @@ def failed(span: Any, error: BaseException) -> None:
     """An error on a span: its class only (a message can quote what a person wrote)."""
     if not span.is_recording():
         return
-    from domain.errors import DomainError
-
     kind = type(error).__name__
     span.set_attributes({"careplan.outcome": "refused" if isinstance(error, DomainError) else "failed", "error.type": kind})
     span.set_status(Status(StatusCode.ERROR, kind))
@@ -281,20 +286,22 @@ def subject_pattern(subject: str, aggregate_id: str) -> str:
 
 def publish_span(application: str, message: Any) -> Any:
     """The relay's span for one publish (``publish <subject pattern>``, PRODUCER), child of
-    the event's traceparent; None while tracing is off. End it with :func:`end_on_ack`."""
+    the event's traceparent; None while tracing is off or the trace is not sampled. End it
+    with :func:`end_on_ack`."""
     if _tracer is None:
         return None
     headers = message.headers
     pattern = subject_pattern(message.subject, headers.get("ce-subject", ""))
     span = _tracer.start_span(f"publish {pattern}", context=_PROPAGATOR.extract(headers), kind=SpanKind.PRODUCER)
-    if span.is_recording():
-        span.set_attributes({
-            "messaging.system": "nats", "messaging.operation.type": "publish",
-            "messaging.destination.template": pattern, "messaging.message.id": headers.get("Nats-Msg-Id", ""),
-            "cloudevents.event_type": headers.get("ce-type", ""),
-            "careplan.application": application, "careplan.event_type": class_name(headers.get("ce-type", "")),
-            "careplan.notification_id": message.notification_id,
-        })
+    if not span.is_recording():
+        return None
+    span.set_attributes({
+        "messaging.system": "nats", "messaging.operation.type": "publish",
+        "messaging.destination.template": pattern, "messaging.message.id": headers.get("Nats-Msg-Id", ""),
+        "cloudevents.event_type": headers.get("ce-type", ""),
+        "careplan.application": application, "careplan.event_type": class_name(headers.get("ce-type", "")),
+        "careplan.notification_id": message.notification_id,
+    })
     return span
 
 
