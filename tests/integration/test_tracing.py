@@ -42,6 +42,7 @@ CLIENT = "client-7731"
 TITLE = "Low mood after the move to Leeds"
 #: Item 9 (thoughts of self-harm) above 0: scored, then escalated, then the plan's reaction.
 ITEM_9 = [1, 2, 1, 2, 1, 0, 1, 1, 2]
+ACK_REASON = "Phoned her sister, who is with her tonight"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -66,11 +67,18 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 class System:
     client: httpx.AsyncClient
     token: str
+    supervisor: str
     spans: InMemorySpanExporter
 
-    async def post(self, path: str, body: dict[str, Any], **headers: str) -> dict[str, Any]:
-        answer = await self.client.post(path, json=body, headers={"Authorization": f"Bearer {self.token}", **headers})
+    async def post(self, path: str, body: dict[str, Any], token: str | None = None, **headers: str) -> dict[str, Any]:
+        answer = await self.client.post(path, json=body,
+                                        headers={"Authorization": f"Bearer {token or self.token}", **headers})
         assert answer.status_code in (200, 201), answer.text
+        return answer.json()
+
+    async def get(self, path: str, token: str) -> Any:
+        answer = await self.client.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
         return answer.json()
 
     def finished(self) -> list[ReadableSpan]:
@@ -90,6 +98,7 @@ async def running(tmp_path: Path, url: str, spans: InMemorySpanExporter) -> Asyn
     services, each on the real nats-server."""
     settings = Settings(data_dir=tmp_path / "data", nats_url=url, relay_check_interval=0.5)
     token = add_token(tmp_path / "tokens.json", actor_id="clinician-1", role=Role.CLINICIAN, clients=(CLIENT,))
+    supervisor = add_token(tmp_path / "tokens.json", actor_id="supervisor-1", role=Role.SUPERVISOR, clients=("*",))
     escalation = EscalationApplication(settings)
     care = CareApplication(settings, crises=escalation.crisis_held_open)
     assessment = AssessmentApplication(settings)
@@ -103,7 +112,7 @@ async def running(tmp_path: Path, url: str, spans: InMemorySpanExporter) -> Asyn
             RunningService(settings, CareApplication(settings), policies.SUBJECTS, name=policies.NAME, with_relay=False),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://careplan.test") as client,
         ):
-            yield System(client, token, spans)
+            yield System(client, token, supervisor, spans)
     finally:
         for application in (care, escalation, assessment):
             application.close()
@@ -153,6 +162,19 @@ async def test_a_phq9_submission_is_one_trace_from_the_request_to_the_care_polic
         trace_id = UUID(result["correlation_id"]).int  # the story's correlation id is the request's trace
         spans = await system.until(reaction_recorded(trace_id), "the care policies' reaction in the story's trace")
 
+        # A supervisor's acknowledgement is its own request, but joins the crisis's story.
+        (crisis,) = await system.get("/escalations", system.supervisor)
+        await system.post(f"/escalations/{crisis['id']}/acknowledge", {"reason": ACK_REASON}, system.supervisor)
+        spans = await system.until(lambda found: bool(published(in_trace(found, trace_id), "EscalationAcknowledged")),
+                                   "the acknowledgement's publish in the story's trace")
+
+    acknowledging = [s for s in spans if s.name == "command AcknowledgeEscalation"]
+    (acknowledged,) = [s for s in spans if s.name == "event EscalationAcknowledged"]
+    assert len(acknowledging) == 1 and acknowledging[0].context.trace_id != trace_id
+    assert acknowledged.context.trace_id == trace_id and acknowledged.parent is None
+    assert acknowledged.links[0].context.span_id == acknowledging[0].context.span_id
+    assert published(in_trace(spans, trace_id), "EscalationAcknowledged")[0].parent.span_id == acknowledged.context.span_id
+
     story = in_trace(spans, trace_id)
     by_id = {s.context.span_id: s for s in story}
     server = [s for s in story if s.kind is SpanKind.SERVER]
@@ -182,9 +204,11 @@ async def test_a_phq9_submission_is_one_trace_from_the_request_to_the_care_polic
     # One trace: every span of the story has its parent in it, except the request's.
     orphans = [s.name for s in story if s.parent is not None and s.parent.span_id not in by_id]
     assert orphans == []
+    assert {s.name for s in story if s.parent is None} == {server[0].name, "event EscalationAcknowledged"}
     assert {s.parent.trace_id for s in story if s.parent is not None} == {trace_id}
 
-    assert_nothing_personal(spans, [plan, course, CLIENT, TITLE, "Leeds", "clinician-1", "Bearer"])
+    assert_nothing_personal(spans, [plan, course, crisis["id"], CLIENT, TITLE, "Leeds", ACK_REASON, "clinician-1",
+                                    "supervisor-1", "Bearer"])
 
 
 async def test_a_callers_traceparent_makes_its_trace_the_story(
