@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from services.care.application import CareApplication
+from services.shared import tracing
 from services.shared.bus import StreamDriftError
 from services.shared.health import StatusReporter, relay_status
 from services.shared.persistence import OutboxStores
@@ -22,6 +23,7 @@ def run_relay_process(settings: Settings, *, ready_file: Path | None = None) -> 
     if not settings.nats_url:
         msg = "The relay needs a NATS server: set CAREPLAN_NATS_URL (careplan up sets it for its children)."
         raise SystemExit(msg)
+    tracing.configure(f"careplan-relay-{CareApplication.name}")
     try:
         asyncio.run(_main(settings, settings.nats_url, ready_file))
     except StreamDriftError as e:

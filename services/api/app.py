@@ -16,6 +16,7 @@ from services.api.dependencies import Api, who
 from services.api.problems import install
 from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, metrics, problems, reads
 from services.api.watchdog import lifespan
+from services.shared import tracing
 
 __all__ = ["Api", "create_app"]
 
@@ -50,4 +51,5 @@ def create_app(api: Api) -> FastAPI:
     problems.include(router)
     health.include(router, api)
     metrics.include(router, api)
+    tracing.instrument_app(app)  # a server span per request, while tracing is on
     return app

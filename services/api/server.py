@@ -16,6 +16,7 @@ from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
 from services.escalation.service import EscalationApplication
 from services.operations.dead_letters import DeadLetterDesk
+from services.shared import tracing
 from services.shared.bus import free_port
 from services.shared.settings import Settings
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def build(settings: Settings) -> tuple[Api, object]:
+    tracing.configure("careplan-api")  # before create_app, which instruments the app when tracing is on
     escalation = EscalationApplication(settings)
     care = CareApplication(settings, crises=escalation.crisis_held_open)
     api = Api(care, TokenRegistry.load(settings.tokens_path()), escalation, AssessmentApplication(settings))

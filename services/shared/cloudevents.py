@@ -113,6 +113,8 @@ class Inbound:
     aggregate_id: str
     body: dict[str, Any]
     stream_sequence: int = 0
+    #: The message's W3C trace context (its ``traceparent`` header), for the consumer's span.
+    traceparent: str = ""
 
     @property
     def event_name(self) -> str:
@@ -162,6 +164,7 @@ def parse_inbound(subject: str, headers: dict[str, str] | None, data: bytes, str
     return Inbound(
         source=source, sequence=sequence, event_id=event_id, type=expected_type, subject=subject,
         aggregate_id=parts.aggregate_id, body=body, stream_sequence=stream_sequence,
+        traceparent=headers.get("traceparent", ""),
     )
 
 

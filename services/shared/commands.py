@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domain.base import Actor, AggregateRoot, CommandContext
 from domain.errors import DomainError
-from services.shared import metrics
+from services.shared import metrics, tracing
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
 
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
@@ -116,6 +116,7 @@ class CommandHandling:
         count_command(self, command, None)
         return result
 
+    @tracing.traced_command
     def handle_uncounted(self, command: Command | CreationCommand, meta: CommandMeta) -> CommandResult:
         """:meth:`handle` without counting: for callers that try a command several times and
         count what the tries came to once (``services/care/handling.py``)."""
@@ -150,7 +151,8 @@ class CommandHandling:
         return CommandContext(
             actor=meta.actor,
             at=self.clock(),
-            correlation_id=meta.correlation_id or uuid4(),
+            # With tracing on, the story is the request's trace (the caller's, when it sent a traceparent).
+            correlation_id=meta.correlation_id or tracing.trace_uuid() or uuid4(),
             causation_id=meta.causation_id or f"command:{meta.command_id}",
         )
 

@@ -37,7 +37,7 @@ from domain.base import (
     AggregateRoot,
 )
 from domain.operations.dead_letter import DeadLetter, DeadLetterStatus
-from services.shared import metrics
+from services.shared import metrics, tracing
 from services.shared.alarms import CONSUMER_NOT_ADVANCING, Alarm
 from services.shared.cloudevents import Inbound, MalformedMessageError, Watermark, parse_inbound
 from services.shared.diagnostics import describe
@@ -364,7 +364,10 @@ class DurableConsumer:
             await raw.ack()
 
     def _record(self, messages: Sequence[Inbound | Watermark]) -> None:
-        self.app.record_run(self.handle, messages, self._trackings(messages))
+        spans = tracing.decisions(self.service, self.app.name)  # None while tracing is off
+        self.app.record_run(spans.wrap(self.handle) if spans else self.handle, messages, self._trackings(messages))
+        if spans:
+            spans.recorded()
         self.on_recorded()
 
     def _recorded(self, messages: Sequence[Inbound | Watermark], seconds: float) -> None:

@@ -45,7 +45,7 @@ from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import chain_subject, context_of_application, watermark_subject
-from services.shared import metrics
+from services.shared import metrics, tracing
 from services.shared.alarms import RELAY_NOT_PUBLISHING, STREAM_DRIFT, Alarm
 from services.shared.bus import StreamDriftError, check_streams, connect, wait_for_streams
 from services.shared.clock import Clock, system_clock
@@ -544,6 +544,7 @@ class Relay:
 
     async def _send(self, js: Any, message: OutboundMessage) -> _Sent:
         event_id = message.headers["ce-id"]
+        span = tracing.publish_span(self.application, message)  # None while tracing is off
         if message.notification_id in self._on_stream:
             # On the stream already (found when connecting): counted as published, not sent again.
             self._on_stream.discard(message.notification_id)
@@ -551,6 +552,8 @@ class Relay:
             future.set_result(PubAck(stream=self.settings.stream_name, seq=0, duplicate=True))
         else:
             future = await js.publish_async(message.subject, message.body, headers=message.headers)
+        if span is not None:
+            tracing.end_on_ack(span, future)
         return _Sent(message.notification_id, future, time.monotonic(), event_id, message.body)
 
     async def _publish_watermark(self, js: Any, recorded: int, read_at: datetime) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
+from services.shared import tracing
 from services.shared.bus import StreamDriftError, connect, wait_for_streams
 from services.shared.clock import Clock
 from services.shared.consumer import DurableConsumer
@@ -222,6 +223,7 @@ def run_service_process(settings: Settings, make: Callable[[Settings], RunningSe
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         service = make(settings)
+        tracing.configure(f"careplan-{service.name}")
         try:
             try:
                 if not await service.start(stop):
