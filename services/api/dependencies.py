@@ -64,7 +64,8 @@ class Api:
         """Async: a dictionary lookup needs no worker thread (FastAPI runs sync dependencies in one)."""
         principal = self.tokens.principal(request.headers.get("authorization"))
         if principal is None:
-            raise ApiProblem(401, "unauthenticated", "Unauthenticated", "Send a valid token: Authorization: Bearer <token>.",
+            raise ApiProblem(401, "unauthenticated", "Unauthenticated", "Send a valid token: Authorization: Bearer <token> "
+                             "(unknown, revoked and expired tokens are refused alike).",
                              {"WWW-Authenticate": 'Bearer realm="careplan"'})
         request.state.principal = principal  # for the access log
         return principal
