@@ -77,7 +77,7 @@ def test_the_lookup_stats_the_file_at_most_once_a_second(tmp_path: Path, monkeyp
     path = tmp_path / "api-tokens.json"
     token = add_token(path, actor_id="sup-3", role=Role.SUPERVISOR)
     registry = TokenRegistry.load(path)
-    import services.api.auth as auth
+    from services.api import auth
 
     stats = []
     real = auth.os.stat
@@ -114,7 +114,7 @@ def test_an_old_token_file_keeps_working_with_derived_ids(tmp_path: Path) -> Non
     [old] = list_tokens(path)
     assert old.id == f"tok-{digest('old-secret')[:12]}" and old.expires_at is None
     add_token(path, actor_id="sup-3", role=Role.SUPERVISOR)
-    assert [t.id for t in list_tokens(path)][0] == old.id  # the id stays what it was
+    assert list_tokens(path)[0].id == old.id  # the id stays what it was
     revoke_token(path, old.id)
     assert TokenRegistry.load(path).principal("Bearer old-secret") is None
 
