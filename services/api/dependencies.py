@@ -106,6 +106,11 @@ def who(api: Api) -> Any:
 # --------------------------------------------------------------------- versions
 
 
+#: The highest version a request may name: the stores keep versions as signed 64-bit
+#: integers, and a larger number overflowed in the driver (a 500) instead of finding nothing.
+MAX_VERSION = 2**63 - 1
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 

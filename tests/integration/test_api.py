@@ -100,7 +100,7 @@ def example_value(annotation: Any) -> Any:
     from datetime import UTC, datetime
     from enum import Enum
 
-    from pydantic import BaseModel
+    from pydantic import AwareDatetime, BaseModel
 
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -111,8 +111,9 @@ def example_value(annotation: Any) -> Any:
         return next(iter(annotation)).value
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return {n: example_value(f.annotation) for n, f in annotation.model_fields.items() if f.is_required()}
+    moment = lambda: datetime(2026, 5, 4, 9, tzinfo=UTC).isoformat()
     return {UUID: lambda: str(uuid4()), str: lambda: "Example", int: lambda: 1, float: lambda: 1.0, bool: lambda: True,
-            datetime: lambda: datetime(2026, 5, 4, 9, tzinfo=UTC).isoformat()}[annotation]()
+            datetime: moment, AwareDatetime: moment}[annotation]()
 
 
 def example_body(command: type[Any], target: str) -> dict[str, Any]:
