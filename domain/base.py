@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, computed_field
 
 from domain.errors import InvalidValueError, NotAuthorisedError, ReasonRequiredError
 
@@ -44,6 +44,27 @@ Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
 ShortText = Annotated[str, Field(min_length=1, max_length=SHORT_TEXT_MAX)]
 #: Marks where quoted text was cut to fit its field.
 ELLIPSIS = " [\u2026]"
+
+#: The moments a command or a query may name: far enough either way for any clinical date,
+#: and far from ``datetime``'s own limits, so adding a session's length, a grace period or a
+#: zone's offset never overflows (year 9999 plus 50 minutes did).
+MOMENT_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+MOMENT_MAX = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def within_moment_bounds(value: datetime) -> datetime:
+    try:
+        inside = MOMENT_MIN <= value < MOMENT_MAX
+    except OverflowError:  # comparing moments across zones near datetime's limits
+        inside = False
+    if not inside:
+        msg = f"a moment from {MOMENT_MIN.isoformat()} up to {MOMENT_MAX.isoformat()} is expected"
+        raise ValueError(msg)
+    return value
+
+
+#: An RFC 3339 moment: with a time zone (a naive one is refused) and within the bounds above.
+Moment = Annotated[AwareDatetime, AfterValidator(within_moment_bounds)]
 
 
 def quote(text: object, limit: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Self
 from uuid import UUID
@@ -84,6 +84,10 @@ class Submission(BaseModel):
     answers: list[int | None]
     answered_at: datetime
 
+
+#: How far ahead a session may be scheduled (a date beyond is a typing error, and near the
+#: end of representable time its end could not even be computed).
+SESSION_HORIZON = timedelta(days=5 * 365 + 1)
 
 _NEXT_PHASE = {CoursePhase.INITIAL: CoursePhase.MIDDLE, CoursePhase.MIDDLE: CoursePhase.TERMINATION}
 
@@ -247,6 +251,10 @@ class TherapyCourse(AggregateRoot):
             raise SessionStateError(msg)
         if not 5 <= duration_minutes <= 480:
             msg = f"A session lasts 5 to 480 minutes, not {duration_minutes}."
+            raise InvalidValueError(msg)
+        if scheduled_for > ctx.at + SESSION_HORIZON:
+            msg = (f"A session is scheduled at most {SESSION_HORIZON.days // 365} years ahead, not for "
+                   f"{scheduled_for.isoformat()}; check the date.")
             raise InvalidValueError(msg)
         active = self.active_sessions
         if len(active) >= self.planned_sessions:

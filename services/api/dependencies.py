@@ -66,7 +66,8 @@ class Api:
         """Async: a dictionary lookup needs no worker thread (FastAPI runs sync dependencies in one)."""
         principal = self.tokens.principal(request.headers.get("authorization"))
         if principal is None:
-            raise ApiProblem(401, "unauthenticated", "Unauthenticated", "Send a valid token: Authorization: Bearer <token>.",
+            raise ApiProblem(401, "unauthenticated", "Unauthenticated", "Send a valid token: Authorization: Bearer <token> "
+                             "(unknown, revoked and expired tokens are refused alike).",
                              {"WWW-Authenticate": 'Bearer realm="careplan"'})
         request.state.principal = principal  # for the access log
         return principal
@@ -105,6 +106,11 @@ def who(api: Api) -> Any:
 
 
 # --------------------------------------------------------------------- versions
+
+
+#: The highest version a request may name: the stores keep versions as signed 64-bit
+#: integers, and a larger number overflowed in the driver (a 500) instead of finding nothing.
+MAX_VERSION = 2**63 - 1
 
 
 def etag(version: int) -> str:

@@ -92,6 +92,15 @@ def goal(plan: CarePlan, goal_id: UUID) -> Goal:
     })
 
 
+def _session_end(session: Any) -> datetime | None:
+    """None when the end cannot be represented: a session recorded before the door refused
+    dates near year 9999 still renders (without its end) instead of failing every read."""
+    try:
+        return session.scheduled_for + timedelta(minutes=session.duration_minutes)
+    except OverflowError:
+        return None
+
+
 def appointments(course: TherapyCourse) -> list[Appointment]:
     return [
         Appointment.model_validate({
@@ -100,7 +109,7 @@ def appointments(course: TherapyCourse) -> list[Appointment]:
             "status": APPOINTMENT_STATUS[session.status],
             "description": f"{course.modality.value} session {session.number}",
             "start": _instant(session.scheduled_for),
-            "end": _instant(session.scheduled_for + timedelta(minutes=session.duration_minutes)),
+            **({"end": _instant(end)} if (end := _session_end(session)) else {}),
             "minutesDuration": session.duration_minutes,
             "basedOn": [{"reference": f"CarePlan/{course.plan_id}"}],
             "participant": [{"actor": _patient(course.client_id), "status": "accepted"}],

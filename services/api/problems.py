@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -84,6 +85,14 @@ def install(app: FastAPI) -> None:
     async def domain_problem(request: Request, exc: DomainError) -> JSONResponse:
         status = status_of(exc, if_match="if-match" in request.headers)
         return problem(status, exc.code, title_of(exc.code), str(exc), request.url.path)
+
+    @app.exception_handler(IntegrityError)
+    async def lost_race(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A write that lost a race with another writer and was not mapped where it was made:
+        # nothing was written, so it is a conflict to retry, not a failure of ours.
+        return problem(409, "concurrency-conflict", title_of("concurrency-conflict"),
+                       "The record was changed by another writer at the same time; read it again and retry. "
+                       "Nothing was written.", request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

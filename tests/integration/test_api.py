@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from domain.base import Actor, Role
 from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry, add_token
+from services.assessment.service import AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
-from services.assessment.service import AssessmentApplication
 from services.escalation.service import EscalationApplication
 from services.shared.settings import Settings
 
@@ -31,6 +31,7 @@ CALLERS: dict[str, tuple[Role, tuple[str, ...]]] = {
     "clinician": (Role.CLINICIAN, (CLIENT,)),
     "other-clinician": (Role.CLINICIAN, ("client-2",)),
     "supervisor": (Role.SUPERVISOR, ("*",)),
+    "other-supervisor": (Role.SUPERVISOR, ("client-2",)),
     "auditor": (Role.AUDITOR, ("*",)),
     "integration": (Role.INTEGRATION, ("*",)),
 }
@@ -99,7 +100,7 @@ def example_value(annotation: Any) -> Any:
     from datetime import UTC, datetime
     from enum import Enum
 
-    from pydantic import BaseModel
+    from pydantic import AwareDatetime, BaseModel
 
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -110,8 +111,9 @@ def example_value(annotation: Any) -> Any:
         return next(iter(annotation)).value
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return {n: example_value(f.annotation) for n, f in annotation.model_fields.items() if f.is_required()}
+    moment = lambda: datetime(2026, 5, 4, 9, tzinfo=UTC).isoformat()
     return {UUID: lambda: str(uuid4()), str: lambda: "Example", int: lambda: 1, float: lambda: 1.0, bool: lambda: True,
-            datetime: lambda: datetime(2026, 5, 4, 9, tzinfo=UTC).isoformat()}[annotation]()
+            datetime: moment, AwareDatetime: moment}[annotation]()
 
 
 def example_body(command: type[Any], target: str) -> dict[str, Any]:
@@ -225,6 +227,141 @@ def test_every_endpoint_for_every_role_and_without_a_token(api: Setup) -> None:
 
 def _all_subclasses(cls: type[Any]) -> list[type[Any]]:
     return [s for sub in cls.__subclasses__() for s in (sub, *_all_subclasses(sub))]
+
+
+def raise_crisis(setup: Setup, client_id: str | None) -> UUID:
+    """A crisis as the escalation service records it (its id derives from the triggering event's)."""
+    from datetime import UTC, datetime
+
+    from domain.base import CommandContext
+    from domain.catalogues.escalation import EscalationTrigger
+    from domain.escalation.crisis import Crisis
+
+    ctx = CommandContext(actor=setup.escalation.actor, at=datetime.now(tz=UTC), correlation_id=uuid4())
+    crisis = Crisis.raise_(plan_id=setup.plan, client_id=client_id, trigger=EscalationTrigger.PHQ9_SUICIDE_ITEM,
+                           source_event_id=str(uuid4()), reason="PHQ-9 item 9 positive", policy=setup.escalation.policy,
+                           ctx=ctx)
+    setup.escalation.save(crisis)
+    return crisis.id
+
+
+@pytest.mark.parametrize("action", ["acknowledge", "resolve"])
+def test_crisis_decisions_keep_to_the_tokens_clients(api: Setup, action: str) -> None:
+    """A supervisor scoped to another client gets the same 404 as for no crisis, and nothing
+    is recorded; in scope (or all clients) the decision is recorded. A crisis whose client
+    is unknown is for all-clients tokens only."""
+    body = {"reason": "Phoned"} if action == "acknowledge" else {"outcome": "Safe", "reason": "Reassessed"}
+    crisis = raise_crisis(api, CLIENT)
+    unknown = raise_crisis(api, None)
+    missing = api.post(f"/escalations/{uuid4()}/{action}", body, "other-supervisor")
+    for target in (crisis, unknown):
+        before = api.written()
+        refused = api.post(f"/escalations/{target}/{action}", body, "other-supervisor")
+        assert refused.status_code == 404 == missing.status_code, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"] == missing.json()["type"] == "/problems/not-found"
+        assert CLIENT not in refused.text and str(api.plan) not in refused.text
+        assert api.written() == before, "an out-of-scope decision wrote something"
+    listed = api.client.get("/escalations", headers=api.headers("other-supervisor")).json()
+    assert {c["id"] for c in listed} & {str(crisis), str(unknown)} == set()
+    assert {c["id"] for c in api.client.get("/escalations", headers=api.headers("supervisor")).json()} >= \
+        {str(crisis), str(unknown)}
+    for target in (crisis, unknown):
+        done = api.post(f"/escalations/{target}/{action}", body, "supervisor")
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == ("acknowledged" if action == "acknowledge" else "resolved")
+
+
+def test_an_acknowledgement_racing_the_timer_is_retried_once_then_409(api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The escalation service (another process on the same store) times the crisis out to
+    the next level between the API's load and save: the acknowledgement is taken on the
+    crisis as it now is. Losing twice answers a 409 problem detail, and the API records nothing."""
+    from datetime import timedelta
+
+    from eventsourcing.persistence import IntegrityError
+
+    from domain.escalation.crisis import Crisis
+
+    service = EscalationApplication(api.escalation.settings)
+    try:
+        crisis = raise_crisis(api, CLIENT)
+        real_get, races = api.escalation._get, [0]
+
+        def timer_writes_meanwhile(cls: Any, aggregate_id: UUID, version: int | None = None) -> Any:
+            loaded = real_get(cls, aggregate_id, version)
+            if races[0]:
+                races[0] -= 1
+                current = service.find(Crisis, crisis)
+                assert service._time_out(crisis, current.ack_due + timedelta(seconds=1)).recorded
+            return loaded
+
+        monkeypatch.setattr(api.escalation, "_get", timer_writes_meanwhile)
+        races[0] = 1
+        won = api.post(f"/escalations/{crisis}/acknowledge", {"reason": "Phoned"}, "supervisor")
+        assert won.status_code == 200, won.text
+        kinds = [type(e).__name__ for e in api.escalation.events.get(crisis)]
+        assert kinds[-3:] == ["EscalationTimedOut", "EscalationLevelNotified", "EscalationAcknowledged"]
+
+        second = raise_crisis(api, CLIENT)
+        crisis = second
+        races[0] = 2
+        lost = api.post(f"/escalations/{second}/acknowledge", {"reason": "Phoned"}, "supervisor")
+        assert lost.status_code == 409, lost.text
+        assert lost.headers["content-type"] == "application/problem+json"
+        assert lost.json()["type"] == "/problems/concurrency-conflict"
+        assert "EscalationAcknowledged" not in [type(e).__name__ for e in api.escalation.events.get(second)]
+
+        # a conflict the store reports as such (not mapped on its way) is a 409 too, never a 500
+        monkeypatch.setattr(api.escalation, "handle", lambda *a, **k: (_ for _ in ()).throw(IntegrityError("unique")))
+        raw = api.post(f"/escalations/{raise_crisis(api, CLIENT)}/resolve", {"outcome": "Safe"}, "supervisor")
+        assert raw.status_code == 409 and raw.json()["type"] == "/problems/concurrency-conflict", raw.text
+    finally:
+        service.close()
+
+
+def test_dead_letters_keep_to_the_tokens_clients(api: Setup) -> None:
+    """A supervisor scoped to another client neither sees, reads nor redrives a dead letter of
+    this client (404 as for none, nothing recorded); one whose client is unknown is for
+    all-clients tokens only."""
+    from datetime import UTC, datetime
+
+    from domain.base import CommandContext
+    from domain.operations.dead_letter import DeadLetter
+    from services.operations.dead_letters import DeadLetterDesk
+
+    def dead_letter(sequence: int, client_id: str | None) -> UUID:
+        ctx = CommandContext(actor=api.assessment.actor, at=datetime.now(tz=UTC), correlation_id=uuid4())
+        letter = DeadLetter.record(ctx=ctx, service="assessment", subject="care.clinical.v1.x", stream_sequence=sequence,
+                                   failed_event_type="QuestionnaireSubmitted", error_class="ValueError", attempts=5,
+                                   risk_signal=False, plan_id=api.plan, client_id=client_id)
+        api.assessment.save(letter)
+        return letter.id
+
+    own, unknown = dead_letter(1, CLIENT), dead_letter(2, None)
+    desk = DeadLetterDesk(api.assessment.settings)
+    served = Api(api.care, TokenRegistry.load(api.care.settings.data_dir / "tokens.json"), api.escalation)
+    served.dead_letters = desk
+    app = create_app(served)
+    client = TestClient(app, raise_server_exceptions=False)
+    try:
+        def get(path: str, caller: str) -> Any:
+            return client.get(path, headers=api.headers(caller))
+
+        assert {d["id"] for d in get("/deadletters", "supervisor").json()} == {str(own), str(unknown)}
+        assert get("/deadletters", "other-supervisor").json() == []
+        missing = get(f"/deadletters/{uuid4()}", "other-supervisor")
+        for letter in (own, unknown):
+            before = (api.assessment.recorder.max_notification_id(), *api.written())
+            shown = get(f"/deadletters/{letter}", "other-supervisor")
+            redrive = client.post(f"/deadletters/{letter}/redrive", json={"reason": "Fixed"},
+                                  headers=api.headers("other-supervisor"))
+            for refused in (shown, redrive):
+                assert refused.status_code == 404 == missing.status_code, refused.text
+                assert refused.json()["type"] == missing.json()["type"] == "/problems/not-found"
+            assert (api.assessment.recorder.max_notification_id(), *api.written()) == before
+            assert get(f"/deadletters/{letter}", "supervisor").status_code == 200
+    finally:
+        desk.close()
 
 
 def test_the_actor_comes_from_the_token_never_from_the_body(api: Setup) -> None:

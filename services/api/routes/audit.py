@@ -9,13 +9,15 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
-from domain.base import Role
+from domain.base import Moment, Role
 from services.api.auth import Principal
-from services.api.dependencies import Api
+from services.api.dependencies import MAX_VERSION, Api
 from services.api.problems import ApiProblem
 from services.api.routes import param, signature
 
+MOMENT: TypeAdapter[datetime] = TypeAdapter(Moment)
 Purpose = Annotated[str | None, Header(alias="X-Audit-Purpose", description="Why you read: recorded with the read; required.")]
 
 
@@ -37,10 +39,18 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
 
     def diff(aggregate_id: UUID, principal: Principal, purpose: str | None, start: str, end: str) -> dict[str, Any]:
         def point(value: str) -> datetime | int:
+            """A version (ASCII digits, at most MAX_VERSION) or an RFC 3339 moment with a zone."""
             try:
-                return int(value) if value.isdigit() else datetime.fromisoformat(value)
-            except ValueError as e:
-                raise ApiProblem(400, "invalid-request", "Invalid request", f"{value!r} is neither a version nor a moment.") from e
+                if value.isascii() and value.isdigit():
+                    if 1 <= int(value) <= MAX_VERSION:
+                        return int(value)
+                else:
+                    return MOMENT.validate_python(value)
+            except (ValueError, ValidationError):
+                pass
+            raise ApiProblem(400, "invalid-request", "Invalid request",
+                             f"{value[:64]!r} is neither a version (1 to {MAX_VERSION}) nor a moment with a time zone "
+                             "(RFC 3339, e.g. 2026-05-04T09:30:00Z).")
 
         return auditor(principal, purpose).diff(aggregate_id, point(start), point(end)).model_dump(mode="json")
 
@@ -61,8 +71,8 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     who_purpose = [param("principal", who), param("purpose", Purpose, None)]
     signature(history, [param("aggregate_id", UUID), *who_purpose])
     signature(replay, [param("aggregate_id", UUID), *who_purpose,
-                       param("at", Annotated[datetime | None, Query()], None),
-                       param("version", Annotated[int | None, Query(ge=1)], None)])
+                       param("at", Annotated[Moment | None, Query(description="RFC 3339, with a time zone.")], None),
+                       param("version", Annotated[int | None, Query(ge=1, le=MAX_VERSION)], None)])
     signature(diff, [param("aggregate_id", UUID), *who_purpose,
                      param("start", Annotated[str, Query(alias="from", description="Version or moment.")]),
                      param("end", Annotated[str, Query(alias="to", description="Version or moment.")])])

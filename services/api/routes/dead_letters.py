@@ -1,5 +1,6 @@
 """Supervisors see every service's dead letters (ids, kinds, error classes: no content)
-and ask for them to be decided again."""
+and ask for them to be decided again — their clients' only; one whose client is unknown is
+for all-clients tokens."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from domain.base import Role
 from services.api.auth import Principal
 from services.api.dependencies import Api
 from services.api.routes import param, signature
+from services.shared.errors import AggregateMissingError
 
 
 class RedriveRequest(BaseModel):
@@ -28,15 +30,24 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
 
     def dead_letters(principal: Principal, status: DeadLetterStatus | None) -> list[dict[str, Any]]:
         api.require(principal, (Role.SUPERVISOR,), "read dead letters")
-        return [summary(letter) for letter in api.dead_letters.list(status)]
+        return [summary(letter) for letter in api.dead_letters.list(status) if principal.may_act_for(letter.client_id)]
 
     signature(dead_letters, [param("principal", who),
                              param("status", Annotated[DeadLetterStatus | None, Query()], None)])
     router.get("/deadletters", tags=["dead letters"], summary="Messages a service could not decide",
                name="deadLetters")(dead_letters)
 
+    def in_scope(principal: Principal, dead_letter_id: UUID) -> None:
+        """Another client's dead letter (or one whose client is unknown, for a scoped token)
+        is a 404, as if there were none."""
+        _, letter = api.dead_letters.find(dead_letter_id)
+        if not principal.may_act_for(letter.client_id):
+            raise AggregateMissingError(f"No dead letter {dead_letter_id} is recorded in any store; "
+                                        "`careplan deadletter list` shows them.")
+
     def dead_letter(dead_letter_id: UUID, principal: Principal) -> dict[str, Any]:
         api.require(principal, (Role.SUPERVISOR,), "read dead letters")
+        in_scope(principal, dead_letter_id)
         letter, history = api.dead_letters.show(dead_letter_id)
         return summary(letter) | {"history": [
             {"at": e.timestamp.isoformat(), "actor": e.actor.id, "role": e.actor.role.value, "what": e.describe()}
@@ -49,6 +60,7 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
 
     def redrive(dead_letter_id: UUID, body: RedriveRequest, principal: Principal) -> JSONResponse:
         api.require(principal, (Role.SUPERVISOR,), "redrive a dead letter")
+        in_scope(principal, dead_letter_id)
         letter = api.dead_letters.request_redrive(dead_letter_id, actor=principal.actor, reason=body.reason)
         return JSONResponse(summary(letter), status_code=202)
 

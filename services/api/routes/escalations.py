@@ -1,11 +1,12 @@
 """Crises the escalation service holds open: clinicians see their clients', supervisors
-acknowledge and resolve them."""
+acknowledge and resolve them — their clients' only (another client's crisis is a 404)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 from uuid import UUID
 
+from eventsourcing.persistence import IntegrityError
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,8 +16,9 @@ from domain.escalation.crisis import Crisis
 from services.api.auth import Principal
 from services.api.dependencies import CLINICAL, Api, etag
 from services.api.routes import param, signature
-from services.escalation.commands import AcknowledgeEscalation, ResolveCrisis
+from services.escalation.commands import AcknowledgeEscalation, CrisisCommand, ResolveCrisis
 from services.shared.commands import CommandMeta
+from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
 
 
 class Acknowledgement(BaseModel):
@@ -41,12 +43,36 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     signature(crises, [param("principal", who)])
     router.get("/escalations", tags=["escalations"], summary="Open crises", name="openCrises")(crises)
 
+    def in_scope(principal: Principal, crisis_id: UUID) -> Crisis:
+        """The crisis, if the token's clients include its client; otherwise the same 404 as
+        for no crisis at all (crisis ids can be derived, so existence is not revealed). A
+        crisis whose client is unknown (a fail-safe one) is for all-clients tokens only."""
+        crisis: Crisis | None = api.escalation.find(Crisis, crisis_id)
+        if crisis is None or not principal.may_act_for(crisis.client_id):
+            raise AggregateMissingError(f"No Crisis {crisis_id} is recorded; check the id.")
+        return crisis
+
+    def decide(principal: Principal, command: CrisisCommand) -> JSONResponse:
+        """Runs a person's decision on a crisis. The escalation service's timer may write the
+        crisis between this load and save (a timeout to the next level): the decision is then
+        taken once more on the crisis as it now is; a second conflict answers 409."""
+        in_scope(principal, command.crisis_id)
+        for attempt in (1, 2):
+            try:
+                api.escalation.handle(command, CommandMeta(actor=principal.actor))
+                break
+            except (ConcurrencyConflictError, IntegrityError) as error:
+                if attempt == 2:
+                    raise ConcurrencyConflictError(
+                        f"Crisis {command.crisis_id} was changed by another writer (the escalation timer or another "
+                        "person) while this decision was recorded; read it again and retry. Nothing was written."
+                    ) from error
+        crisis = api.escalation.find(Crisis, command.crisis_id)
+        return JSONResponse(crisis.model_dump(mode="json"), headers={"ETag": etag(crisis.version)})
+
     def acknowledge(crisis_id: UUID, body: Acknowledgement, principal: Principal) -> JSONResponse:
         api.require(principal, (Role.SUPERVISOR,), "acknowledge an escalation")
-        api.escalation.handle(AcknowledgeEscalation(crisis_id=crisis_id, reason=body.reason),
-                              CommandMeta(actor=principal.actor))
-        crisis = api.escalation.find(Crisis, crisis_id)
-        return JSONResponse(crisis.model_dump(mode="json"), headers={"ETag": etag(crisis.version)})
+        return decide(principal, AcknowledgeEscalation(crisis_id=crisis_id, reason=body.reason))
 
     signature(acknowledge, [param("crisis_id", UUID), param("body", Annotated[Acknowledgement, Body()]),
                             param("principal", who)])
@@ -55,10 +81,7 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
 
     def resolve(crisis_id: UUID, body: Resolution, principal: Principal) -> JSONResponse:
         api.require(principal, (Role.SUPERVISOR,), "resolve an escalation")
-        api.escalation.handle(ResolveCrisis(crisis_id=crisis_id, outcome=body.outcome, reason=body.reason),
-                              CommandMeta(actor=principal.actor))
-        crisis = api.escalation.find(Crisis, crisis_id)
-        return JSONResponse(crisis.model_dump(mode="json"), headers={"ETag": etag(crisis.version)})
+        return decide(principal, ResolveCrisis(crisis_id=crisis_id, outcome=body.outcome, reason=body.reason))
 
     signature(resolve, [param("crisis_id", UUID), param("body", Annotated[Resolution, Body()]),
                         param("principal", who)])

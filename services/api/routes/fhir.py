@@ -12,11 +12,12 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
+from domain.base import Moment
 from domain.care_plan import CarePlan
 from domain.events.assessment import AssessmentScored
 from domain.therapy_course import TherapyCourse
 from services.api.auth import Principal
-from services.api.dependencies import READERS, Api
+from services.api.dependencies import MAX_VERSION, READERS, Api
 from services.api.problems import ApiProblem
 from services.api.routes import param, signature
 from services.api.routes.commands import COLLECTIONS
@@ -48,7 +49,8 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
 
     signature(read_care_plan, [
         param("plan_id", UUID), param("principal", who),
-        param("at", Annotated[datetime | None, Query(alias="_at", description="The plan as recorded at this moment.")], None),
+        param("at", Annotated[Moment | None, Query(alias="_at", description="The plan as recorded at this moment "
+                                                                          "(RFC 3339, with a time zone).")], None),
     ])
     router.get("/fhir/CarePlan/{plan_id}", tags=["fhir"], summary="FHIR CarePlan (optionally _at a moment)",
                name="fhirCarePlan", response_class=Response)(read_care_plan)
@@ -65,7 +67,7 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
         plan_for(principal, plan_id)
         return fhir_response(fhir.care_plan(api.care.get_plan(plan_id, version=version)))
 
-    signature(care_plan_version, [param("plan_id", UUID), param("version", Annotated[int, Path(ge=1)]),
+    signature(care_plan_version, [param("plan_id", UUID), param("version", Annotated[int, Path(ge=1, le=MAX_VERSION)]),
                                   param("principal", who)])
     router.get("/fhir/CarePlan/{plan_id}/_history/{version}", tags=["fhir"], summary="One version of a FHIR CarePlan",
                name="fhirCarePlanVersion", response_class=Response)(care_plan_version)

@@ -10,8 +10,9 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse, Response
 
+from domain.base import Moment
 from services.api.auth import Principal
-from services.api.dependencies import READERS, Api, etag
+from services.api.dependencies import MAX_VERSION, READERS, Api, etag
 from services.api.problems import ApiProblem
 from services.api.routes import param, signature
 from services.api.routes.commands import Collection
@@ -40,8 +41,10 @@ def include(router: APIRouter, api: Api, collection: Collection, who: Any) -> No
 
     signature(read, [
         param("item_id", Annotated[UUID, Path(alias=collection.target)]), param("principal", who),
-        param("version", Annotated[int | None, Query(ge=1, description="The state at this version.")], None),
-        param("at", Annotated[datetime | None, Query(description="The state as recorded at this moment (RFC 3339).")], None),
+        param("version", Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="The state at this version.")],
+              None),
+        param("at", Annotated[Moment | None, Query(description="The state as recorded at this moment (RFC 3339, "
+                                                            "with a time zone).")], None),
         param("if_none_match", Annotated[str | None, Header(alias="If-None-Match")], None),
     ])
     router.get(f"/{collection.path}/{{{collection.target}}}", tags=[collection.path], summary=f"Read a {name}",

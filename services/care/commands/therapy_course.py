@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import ClassVar
 from uuid import UUID, uuid4
 
 from pydantic import Field
 
-from domain.base import AggregateRoot, CommandContext
+from domain.base import AggregateRoot, CommandContext, Moment
 from domain.catalogues.modalities import HomeworkKind, InitialPhaseTask, Modality
 from domain.errors import ProblemAreaNotChosenError
 from domain.therapy_course import TherapyCourse
@@ -79,7 +78,7 @@ class ExtendCourse(CourseCommand):
 
 class ScheduleSession(CourseCommand):
     session_id: UUID = Field(default_factory=uuid4)
-    scheduled_for: datetime
+    scheduled_for: Moment
     duration_minutes: int = 50
 
     def execute(self, course: TherapyCourse, ctx: CommandContext, lookup: Lookup) -> None:
@@ -90,7 +89,7 @@ class ScheduleSession(CourseCommand):
 
 class HoldSession(CourseCommand):
     session_id: UUID
-    held_at: datetime
+    held_at: Moment
     note: str | None = None
 
     def execute(self, course: TherapyCourse, ctx: CommandContext, lookup: Lookup) -> None:
@@ -117,7 +116,7 @@ class AssignHomework(CourseCommand):
     homework_id: UUID = Field(default_factory=uuid4)
     kind: HomeworkKind
     description: str
-    due: datetime | None = None
+    due: Moment | None = None
 
     def execute(self, course: TherapyCourse, ctx: CommandContext, lookup: Lookup) -> None:
         course.assign_homework(self.homework_id, kind=self.kind, description=self.description, due=self.due, ctx=ctx)
@@ -136,7 +135,7 @@ class SubmitQuestionnaire(CourseCommand):
     submission_id: UUID = Field(default_factory=uuid4)
     instrument: str
     answers: list[int | None]
-    answered_at: datetime
+    answered_at: Moment
 
     def execute(self, course: TherapyCourse, ctx: CommandContext, lookup: Lookup) -> None:
         course.submit_questionnaire(
