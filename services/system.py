@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: A child restarted this often within this many seconds is crash-looping (readiness: down).
 CRASH_LOOP_RESTARTS = 3
 CRASH_LOOP_WINDOW = 60.0
+#: Written into the data dir for Prometheus's file-based discovery (deploy/monitoring/prometheus.yml).
+SCRAPE_TARGETS_FILE = "prometheus-targets.json"
 
 
 @dataclass
@@ -142,6 +144,8 @@ class System:
                 time.sleep(0.05)
         # Where `careplan status` finds this system's API by default.
         self.write_ready_file(data_dir / "careplan-up.json")
+        # Where Prometheus finds it (file discovery: deploy/monitoring/prometheus.yml).
+        self.write_scrape_targets(data_dir / SCRAPE_TARGETS_FILE)
         self._watcher = threading.Thread(target=self._supervise, name="careplan-supervisor", daemon=True)
         self._watcher.start()
         return self
@@ -231,6 +235,16 @@ class System:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(self.ready_info()))
         tmp.replace(path)  # readers never see a half-written file
+
+    def write_scrape_targets(self, path: Path) -> None:
+        """The API's address in Prometheus's file-discovery form: the one target whose
+        /metrics shows every process. Kept after a stop (Prometheus then reports the target
+        down, which is the truth); rewritten on the next start."""
+        host_port = self.api_url.split("://", 1)[1]
+        targets = [{"targets": [host_port]}]
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(targets, indent=2))
+        tmp.replace(path)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,6 +202,16 @@ def test_one_scrape_shows_every_metric_of_the_system_after_the_demo_story_with_n
     routes = {v for family, label, v in every_label if label == "route"}
     assert "/plans/{plan_id}" in routes or "/plans/{plan_id}/record-consent" in routes
     assert all(r.startswith("/") or r == "unmatched" for r in routes), routes
+
+    # Prometheus's own linter accepts the exposition (names, units, _total, help texts).
+    if shutil.which("promtool"):
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        linted = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
+    # Prometheus finds the API through the file `up` writes (deploy/monitoring/prometheus.yml).
+    targets = json.loads((settings.data_dir / "prometheus-targets.json").read_text())
+    assert targets == [{"targets": [url.split("://", 1)[1]]}]
 
     # `careplan status` shows the figures (and in --json) under the components.
     shown = status_cli(url, "--json")
