@@ -21,7 +21,7 @@ from services.nats_auth import ADMIN_USER, PERMISSIONS_FILE, load_passwords, ser
 from services.registry import PROCESSES
 from services.shared import metrics
 from services.shared.alarms import CRASH_LOOPING, Alarm
-from services.shared.bus import EmbeddedNats, apply_streams_at, free_port, with_credentials
+from services.shared.bus import EmbeddedNats, apply_streams_at, free_port, nats_store_key, with_credentials
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,18 @@ CRASH_LOOP_RESTARTS = 3
 CRASH_LOOP_WINDOW = 60.0
 #: Written into the data dir for Prometheus's file-based discovery (deploy/monitoring/prometheus.yml).
 SCRAPE_TARGETS_FILE = "prometheus-targets.json"
+
+
+def closed_data_dir(path: Path) -> Path:
+    """The data directory, made (or narrowed to) 0700: its stores, logs, tokens and NATS's
+    files are the owner's only (every careplan process also runs with umask 077, so each file
+    in it is 0600)."""
+    data_dir = path.resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o077:
+        log.info("data directory %s was open to others: narrowed to 0700", data_dir)
+        data_dir.chmod(0o700)
+    return data_dir
 
 
 @dataclass
@@ -85,18 +97,20 @@ class System:
     _crash_alarms: dict[str, Alarm] = field(default_factory=dict)
 
     def start(self, timeout: float = 60) -> System:
-        data_dir = self.settings.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = closed_data_dir(self.settings.data_dir)
         passwords = load_passwords(self.settings.nats_passwords_file) if self.settings.nats_passwords_file else None
+        cipher_key = self.settings.cipher_key.get_secret_value() if self.settings.cipher_key is not None else None
+        store_key = nats_store_key(cipher_key) if cipher_key else None
         if self.settings.nats_url:
             self.nats_url = self.settings.nats_url
         elif passwords is None:
-            self.nats = EmbeddedNats(store_dir=data_dir / "nats").start()
+            self.nats = EmbeddedNats(store_dir=data_dir / "nats", store_key=store_key).start()
             self.nats_url = self.nats.url
         else:
             self.nats = EmbeddedNats(
                 store_dir=data_dir / "nats", extra_args=["-c", str(PERMISSIONS_FILE)],
                 env={**os.environ, **server_environment(passwords)}, probe_user=("auditor", passwords["auditor"]),
+                store_key=store_key,
             ).start()
             self.nats_url = self.nats.url
         self._apply_streams(passwords)

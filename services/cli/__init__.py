@@ -7,6 +7,8 @@ only when it runs.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from services.cli import api, audit, bench, contracts, deadletter, escalation, nats, people, status, store, system
@@ -29,5 +31,10 @@ app.add_typer(people.collection_app("inventories", "interpersonal inventory"), n
 app.add_typer(people.assess_app, name="assess")
 
 
+#: Files careplan creates are its user's only: stores, logs, tokens, NATS's store (its child).
+UMASK = 0o077
+
+
 def main() -> None:
+    os.umask(UMASK)
     app()

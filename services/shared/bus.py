@@ -5,7 +5,9 @@ embedded ``nats-server``."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -254,6 +256,16 @@ def nats_server_binary() -> str:
     return found
 
 
+#: The variable the embedded server's configuration reads JetStream's store key from.
+STORE_KEY_VARIABLE = "CAREPLAN_NATS_STORE_KEY"
+
+
+def nats_store_key(cipher_key: str) -> str:
+    """JetStream's store key, derived from the stores' cipher key (one secret to configure;
+    a key of its own for each use)."""
+    return hashlib.sha256(b"careplan: JetStream file store\0" + cipher_key.encode()).hexdigest()
+
+
 @dataclass
 class EmbeddedNats:
     """A local ``nats-server`` with JetStream, its store inside the data directory, on a
@@ -268,6 +280,8 @@ class EmbeddedNats:
     env: dict[str, str] | None = None
     #: A user to check readiness with, when the server requires one.
     probe_user: tuple[str, str] | None = None
+    #: Encrypt JetStream's file store (ChaCha20-Poly1305) with this key; None: not encrypted.
+    store_key: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -280,14 +294,15 @@ class EmbeddedNats:
             if not self.port:
                 self.port = free_port()
             log_file = (self.store_dir / "nats-server.log").open("ab")
+            args, env = self._arguments()
             self.process = subprocess.Popen(
                 [
                     nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-                    "-sd", str(self.store_dir), "--server_name", self.server_name, *self.extra_args,
+                    "-sd", str(self.store_dir), "--server_name", self.server_name, *args,
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=env,
             )
             log_file.close()
             if self._wait_ready(timeout):
@@ -296,6 +311,28 @@ class EmbeddedNats:
             self.port = 0  # the port was taken between our probe and the server's bind: try another
         msg = f"nats-server did not start; see {self.store_dir / 'nats-server.log'}"
         raise NatsServerError(msg)
+
+    def _arguments(self) -> tuple[list[str], dict[str, str] | None]:
+        """The extra arguments and the environment. With a store key, a configuration file of
+        ours turns JetStream's encryption on (the key itself stays in the environment: the file
+        names it as a variable) and includes the ``-c`` file the caller gave, if any (nats-server
+        takes one ``-c``, and includes only by a relative path)."""
+        if self.store_key is None:
+            return self.extra_args, self.env
+        args, given = list(self.extra_args), None
+        if "-c" in args:
+            at = args.index("-c")
+            given = Path(args[at + 1]).resolve()
+            del args[at:at + 2]
+        conf = self.store_dir.resolve() / "careplan-nats.conf"
+        lines = ["# Written by careplan at each start: JetStream's store encrypted at rest.",
+                 "jetstream {", "  cipher: chachapoly", f"  key: ${STORE_KEY_VARIABLE}", "}"]
+        if given is not None:
+            lines.append(f'include "{os.path.relpath(given, conf.parent)}"')
+        conf.write_text("\n".join(lines) + "\n")
+        env = dict(self.env if self.env is not None else os.environ)
+        env[STORE_KEY_VARIABLE] = self.store_key
+        return [*args, "-c", str(conf)], env
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
