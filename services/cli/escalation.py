@@ -1,4 +1,6 @@
-"""``careplan escalation list|ack|resolve``: crises, on the escalation service's store."""
+"""``careplan escalation list|ack|resolve``: crises, through the HTTP API with your token
+(the recorded actor is the token's; acknowledging and resolving are for supervisors), or,
+with ``--local``, as the operator at this machine on the escalation service's store."""
 
 from __future__ import annotations
 
@@ -9,47 +11,69 @@ from uuid import UUID
 
 import typer
 
+from services.cli.calling import (
+    ApiUrl,
+    Caller,
+    Forged,
+    ForgedRole,
+    Local,
+    Token,
+    TokenFile,
+    operator,
+    refuse_typed_identity,
+)
 from services.cli.common import _settings, console
 
-app = typer.Typer(help="Crises: list, acknowledge, resolve (on the escalation service's store).", no_args_is_help=True)
+app = typer.Typer(help="Crises: list, acknowledge, resolve (through the API with your token; --local: operator).",
+                  no_args_is_help=True)
 
-ActorId = Annotated[str, typer.Option("--actor", help="Your pseudonymous id.")]
-ActorRole = Annotated[str, typer.Option("--role", help="clinician or supervisor")]
+DataDir = Annotated[Path | None, typer.Option(help="Data folder (its careplan-up.json names the API; --local: its stores).")]
 
 
 @app.command("list")
-def escalation_list(data_dir: Annotated[Path | None, typer.Option()] = None) -> None:
-    """Crises not yet resolved."""
+def escalation_list(api: ApiUrl = None, token: Token = None, token_file: TokenFile = None, local: Local = False,
+                    data_dir: DataDir = None, actor: Forged = None, role: ForgedRole = None) -> None:
+    """Crises not yet resolved (those of your token's clients)."""
     from rich.table import Table
 
-    from services.escalation.service import EscalationApplication
+    refuse_typed_identity(actor, role)
+    if local:
+        from services.escalation.service import EscalationApplication
 
-    escalation = EscalationApplication(_settings(data_dir))
-    try:
-        table = Table(title="Open crises")
-        for column in ("crisis", "plan", "severity", "status", "level", "acknowledge by"):
-            table.add_column(column)
-        for crisis in escalation.open_crises():
-            due = crisis.ack_due.isoformat() if crisis.ack_due else "-"
-            table.add_row(str(crisis.id), str(crisis.plan_id), crisis.severity.value, crisis.status.value,
-                          f"{crisis.level} (round {crisis.round})", due)
-        console.print(table)
-    finally:
-        escalation.close()
+        escalation = EscalationApplication(_settings(data_dir))
+        try:
+            crises = [c.model_dump(mode="json") for c in escalation.open_crises()]
+        finally:
+            escalation.close()
+    else:
+        crises = Caller(api, token, token_file, data_dir).request("GET", "/escalations").json()
+    table = Table(title="Open crises")
+    for column in ("crisis", "plan", "severity", "status", "level", "acknowledge by"):
+        table.add_column(column)
+    for crisis in crises:
+        table.add_row(str(crisis.get("id")), str(crisis.get("plan_id")), str(crisis.get("severity")),
+                      str(crisis.get("status")), f"{crisis.get('level')} (round {crisis.get('round')})",
+                      str(crisis.get("ack_due") or "-"))
+    console.print(table)
 
 
 @app.command("ack")
 def escalation_ack(
     crisis: Annotated[str, typer.Argument(help="Crisis id")],
     reason: Annotated[str, typer.Option(help="What you did or will do.")],
-    actor: ActorId,
-    role: ActorRole = "clinician",
-    data_dir: Annotated[Path | None, typer.Option()] = None,
+    api: ApiUrl = None, token: Token = None, token_file: TokenFile = None, local: Local = False,
+    data_dir: DataDir = None, actor: Forged = None, role: ForgedRole = None,
 ) -> None:
-    """Acknowledge a crisis: escalation to further levels stops."""
+    """Acknowledge a crisis (supervisors): escalation to further levels stops."""
     from services.escalation.commands import AcknowledgeEscalation
 
-    _escalation_command(data_dir, lambda: AcknowledgeEscalation(crisis_id=UUID(crisis), reason=reason), actor, role)
+    refuse_typed_identity(actor, role)
+    if local:
+        _local(data_dir, lambda: AcknowledgeEscalation(crisis_id=UUID(crisis), reason=reason))
+        return
+    answer = Caller(api, token, token_file, data_dir).request("POST", f"/escalations/{crisis}/acknowledge",
+                                                              body={"reason": reason}).json()
+    console.print(f"crisis {answer['id']}: {answer['status']}", highlight=False)
 
 
 @app.command("resolve")
@@ -57,20 +81,24 @@ def escalation_resolve(
     crisis: Annotated[str, typer.Argument(help="Crisis id")],
     outcome: Annotated[str, typer.Option(help="How the crisis ended.")],
     reason: Annotated[str, typer.Option(help="Why it is resolved.")],
-    actor: ActorId,
-    role: ActorRole = "clinician",
-    data_dir: Annotated[Path | None, typer.Option()] = None,
+    api: ApiUrl = None, token: Token = None, token_file: TokenFile = None, local: Local = False,
+    data_dir: DataDir = None, actor: Forged = None, role: ForgedRole = None,
 ) -> None:
-    """Resolve a crisis with its outcome."""
+    """Resolve a crisis with its outcome (supervisors)."""
     from services.escalation.commands import ResolveCrisis
 
-    _escalation_command(
-        data_dir, lambda: ResolveCrisis(crisis_id=UUID(crisis), outcome=outcome, reason=reason), actor, role
-    )
+    refuse_typed_identity(actor, role)
+    if local:
+        _local(data_dir, lambda: ResolveCrisis(crisis_id=UUID(crisis), outcome=outcome, reason=reason))
+        return
+    answer = Caller(api, token, token_file, data_dir).request("POST", f"/escalations/{crisis}/resolve",
+                                                              body={"outcome": outcome, "reason": reason}).json()
+    console.print(f"crisis {answer['id']}: {answer['status']}", highlight=False)
 
 
-def _escalation_command(data_dir: Path | None, make: Callable[[], Any], actor: str, role: str) -> None:
-    from domain.base import Actor, Role
+def _local(data_dir: Path | None, make: Callable[[], Any]) -> None:
+    """The operator at this machine, on the store: the domain decides (acknowledging and
+    resolving are clinical decisions, so an operator is refused and nothing is written)."""
     from domain.errors import DomainError
     from domain.escalation.crisis import Crisis
     from services.escalation.service import EscalationApplication
@@ -79,11 +107,13 @@ def _escalation_command(data_dir: Path | None, make: Callable[[], Any], actor: s
     escalation = EscalationApplication(_settings(data_dir))
     try:
         command = make()
-        escalation.handle(command, CommandMeta(actor=Actor(id=actor, role=Role(role))))
+        escalation.handle(command, CommandMeta(actor=operator()))
         crisis = escalation.find(Crisis, command.crisis_id)
     except (DomainError, ValueError) as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(f"[red]{e}[/red]", highlight=False)
+        console.print("A crisis is acknowledged and resolved by a supervisor, through the API with their token.",
+                      highlight=False)
         raise typer.Exit(1) from None
     finally:
         escalation.close()
-    console.print(f"crisis {crisis.id}: {crisis.status.value}")
+    console.print(f"crisis {crisis.id}: {crisis.status.value}", highlight=False)

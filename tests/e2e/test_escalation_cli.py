@@ -1,25 +1,25 @@
-"""`careplan escalation list|ack|resolve` on the escalation service's store."""
+"""`careplan escalation list|ack|resolve`: through the API with a token, or --local as the operator;
+and the escalation service's decisions."""
 
 from __future__ import annotations
 
-import os
+import getpass
+import socket
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID, uuid4
-
-from typer.testing import CliRunner
 
 from domain.base import Actor, CommandContext, DomainEvent, Role
 from domain.catalogues.escalation import EscalationTrigger
 from domain.escalation.crisis import Crisis, CrisisStatus
 from domain.events.care_plan import CrisisRaisedByClinician, RiskLevelLowered, RiskLevelRaised
 from domain.events.scheduling import SessionAttendanceCorrected, SessionMissed
-from services.cli import app as cli
 from services.escalation.service import EscalationApplication, triggers_of
 from services.shared.cloudevents import Inbound
 from services.shared.settings import Settings
 from tests.conftest import T0
 from tests.support.reactions import event_of, inbound_of
+from tests.support.served import add_token, careplan, environment, serving
 
 
 def test_a_clinician_raising_a_crisis_escalates_immediately() -> None:
@@ -30,8 +30,7 @@ def test_a_clinician_raising_a_crisis_escalates_immediately() -> None:
     assert "clinician-17" in reason and "Disclosed a plan" in reason
 
 
-def test_list_acknowledge_and_resolve_from_the_command_line(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+def _open_crisis(settings: Settings) -> Crisis:
     app = EscalationApplication(settings)
     crisis = Crisis.raise_(
         plan_id=uuid4(), client_id="client-9", trigger=EscalationTrigger.CSSRS_HIGH_RISK, source_event_id="evt-9",
@@ -40,25 +39,73 @@ def test_list_acknowledge_and_resolve_from_the_command_line(tmp_path: Path) -> N
     )
     app.save(crisis)
     app.close()
-    runner = CliRunner()
-    env = {**os.environ, "COLUMNS": "250"}
-    listed = runner.invoke(cli, ["escalation", "list", "--data-dir", str(tmp_path)], env=env)
-    assert listed.exit_code == 0 and str(crisis.id) in listed.output and "immediate" in listed.output
-    refused = runner.invoke(cli, ["escalation", "ack", str(crisis.id), "--reason", "seen", "--actor", "ehr", "--role", "integration",
-                                  "--data-dir", str(tmp_path)])
-    assert refused.exit_code == 1 and "Only a clinician or supervisor" in refused.output
-    acked = runner.invoke(cli, ["escalation", "ack", str(crisis.id), "--reason", "Called the client", "--actor", "clin-3",
-                                "--data-dir", str(tmp_path)])
-    assert acked.exit_code == 0 and "acknowledged" in acked.output
-    resolved = runner.invoke(cli, ["escalation", "resolve", str(crisis.id), "--outcome", "Safe", "--reason", "Reviewed",
-                                   "--actor", "sup-1", "--role", "supervisor", "--data-dir", str(tmp_path)])
-    assert resolved.exit_code == 0 and "resolved" in resolved.output
+    return crisis
+
+
+def _decisions(settings: Settings, crisis_id: UUID) -> list[tuple[str, Actor]]:
+    """Who decided what on the crisis (the escalation service's own events left out)."""
+    app = EscalationApplication(settings)
+    try:
+        return [(type(e).__name__, e.actor) for e in app.repository.event_store.get(crisis_id)
+                if e.actor.role is not Role.SERVICE]
+    finally:
+        app.close()
+
+
+def test_list_acknowledge_and_resolve_through_the_api_as_the_tokens_supervisor(tmp_path: Path) -> None:
+    """The CLI acts through the API with a token: the recorded actor is the token's, a
+    clinician's token is refused (403), and --actor can no longer forge who acknowledged."""
+    settings = Settings(data_dir=tmp_path)
+    crisis = _open_crisis(settings)
+    env = environment(tmp_path)
+    supervisor = add_token(env, "sup-3", "supervisor", "--client", "client-9")
+    clinician = add_token(env, "clin-17", "clinician", "--client", "client-9")
+    (tmp_path / "sup.token").write_text(supervisor + "\n")
+    forged = careplan("escalation", "ack", str(crisis.id), "--reason", "seen", "--actor", "sup-1", "--role",
+                      "supervisor", env=env)
+    assert forged.returncode == 2 and "--actor/--role are gone" in forged.stdout and "token" in forged.stdout
+    untokened = careplan("escalation", "ack", str(crisis.id), "--reason", "seen", env=env)
+    assert untokened.returncode == 2 and "give your token" in untokened.stdout
+    with serving(tmp_path) as api:
+        listed = careplan("escalation", "list", "--api", api, "--token", clinician, env=env)
+        assert listed.returncode == 0 and str(crisis.id) in listed.stdout and "immediate" in listed.stdout
+        refused = careplan("escalation", "ack", str(crisis.id), "--reason", "seen", "--api", api, env=env | {
+            "CAREPLAN_API_TOKEN": clinician})
+        assert refused.returncode == 1 and "403" in refused.stdout
+        assert _decisions(settings, crisis.id) == []
+        acked = careplan("escalation", "ack", str(crisis.id), "--reason", "Called the client", "--api", api,
+                         "--token", supervisor, env=env)
+        assert acked.returncode == 0 and "acknowledged" in acked.stdout, acked.stdout + acked.stderr
+        resolved = careplan("escalation", "resolve", str(crisis.id), "--outcome", "Safe", "--reason", "Reviewed",
+                            "--api", api, "--token-file", str(tmp_path / "sup.token"), env=env)
+        assert resolved.returncode == 0 and "resolved" in resolved.stdout
+    who = Actor(id="sup-3", role=Role.SUPERVISOR)
+    assert _decisions(settings, crisis.id) == [("EscalationAcknowledged", who), ("CrisisResolved", who)]
     after = EscalationApplication(settings)
     try:
         assert after.find_crisis_status(crisis.id) is CrisisStatus.RESOLVED
         assert after.open_crises() == []
     finally:
         after.close()
+
+
+def test_the_operator_at_the_machine_is_recorded_as_such_and_may_not_acknowledge(tmp_path: Path) -> None:
+    """--local: the stores directly, as the operating-system user in the role operator;
+    acknowledging and resolving stay a supervisor's, so nothing is written."""
+    settings = Settings(data_dir=tmp_path)
+    crisis = _open_crisis(settings)
+    env = environment(tmp_path)
+    listed = careplan("escalation", "list", "--local", env=env)
+    assert listed.returncode == 0 and str(crisis.id) in listed.stdout
+    me = f"operator:{getpass.getuser()}@{socket.gethostname()}"
+    for args in (["ack", str(crisis.id), "--reason", "seen"],
+                 ["resolve", str(crisis.id), "--outcome", "Safe", "--reason", "Reviewed"]):
+        refused = careplan("escalation", *args, "--local", env=env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert me in refused.stdout and "acted as operator" in refused.stdout and "supervisor" in refused.stdout
+    assert _decisions(settings, crisis.id) == []
+    assert careplan("escalation", "ack", str(crisis.id), "--reason", "x", "--local", "--actor", "sup-1",
+                    env=env).returncode == 2
 
 
 _EVENTS: dict[str, type[DomainEvent]] = {
