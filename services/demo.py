@@ -134,7 +134,7 @@ def _audit(settings: Settings, console: Console, plan_id: UUID) -> None:
         f"emergency support traces back through {' → '.join(h.event_type for h in traced.causes)}; "
         + ", ".join(f"{r.store} chain {'OK' if r.ok else 'BROKEN'} ({r.events})" for r in reports)
         + ". Try: careplan audit trace|history|replay|diff|export|verify --data-dir "
-        f"{settings.data_dir} --actor you --purpose why"
+        f"{settings.data_dir} --local --purpose why (or through the API: --token T instead of --local)"
     )
 
 

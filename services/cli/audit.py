@@ -10,21 +10,78 @@ from uuid import UUID
 
 import typer
 
+from services.cli.calling import (
+    ApiUrl,
+    Caller,
+    Forged,
+    ForgedRole,
+    Local,
+    Token,
+    TokenFile,
+    operator,
+    refuse_typed_identity,
+)
 from services.cli.common import DataDir, Json, _settings, console
 
 app = typer.Typer(
     help="Auditors: history, replay, diff, trace, verify, export (every read is recorded).", no_args_is_help=True
 )
 
-AuditActor = Annotated[str, typer.Option("--actor", envvar="CAREPLAN_AUDIT_ACTOR", help="Who reads (recorded).")]
 Purpose = Annotated[str | None, typer.Option("--purpose", help="Why you read: recorded with the read; required.")]
 
 
-def _auditor(data_dir: Path | None, actor: str, purpose: str | None) -> Any:
-    from domain.base import Actor, Role
+class _ThroughApi:
+    """The auditor's reads through the HTTP API (``/audit/...``): the token's actor is the one
+    recorded in the access log, with the purpose; answers the same models as ``Auditor``."""
+
+    def __init__(self, caller: Caller, purpose: str | None) -> None:
+        self.caller = caller
+        self.headers = {"X-Audit-Purpose": purpose} if purpose else {}
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self.caller.request("GET", path, params=params, headers=self.headers)
+
+    def history(self, aggregate_id: UUID) -> tuple[str, list[Any]]:
+        from services.audit.reading import HistoryEntry
+
+        answer = self._get(f"/audit/aggregates/{aggregate_id}/history").json()
+        return answer["store"], [HistoryEntry.model_validate(e) for e in answer["events"]]
+
+    def replay(self, aggregate_id: UUID, *, at: Any = None, version: int | None = None) -> Any:
+        from services.audit.reading import Replayed
+
+        answer = self._get(f"/audit/aggregates/{aggregate_id}/replay", at=at.isoformat() if at else None,
+                           version=version)
+        return Replayed.model_validate_json(answer.content)
+
+    def diff(self, aggregate_id: UUID, start: Any, end: Any) -> Any:
+        from services.audit.reading import Diff
+
+        point = {k: v.isoformat() if hasattr(v, "isoformat") else str(v) for k, v in (("from", start), ("to", end))}
+        return Diff.model_validate_json(self._get(f"/audit/aggregates/{aggregate_id}/diff", **point).content)
+
+    def trace(self, event_id: UUID) -> Any:
+        from services.audit.reading import Trace
+
+        return Trace.model_validate_json(self._get(f"/audit/events/{event_id}/trace").content)
+
+    def export(self, *, client_id: str | None = None, aggregate_id: UUID | None = None) -> Any:
+        from services.audit.export import Export
+
+        if client_id is None:
+            raise typer.BadParameter("through the API, name the client (--client); an aggregate id needs --local")
+        return Export.model_validate_json(self._get(f"/audit/clients/{client_id}/export", format="json").content)
+
+
+def _auditor(data_dir: Path | None, purpose: str | None, api: str | None, token: str | None,
+             token_file: Path | None, local: bool) -> Any:
+    """Through the API with the token, or (``--local``) the operator at this machine on the
+    stores, recorded in the access log as such with the purpose."""
+    if not local:
+        return _ThroughApi(Caller(api, token, token_file, data_dir), purpose)
     from services.audit.auditor import Auditor
 
-    return Auditor(_settings(data_dir), Actor(id=actor, role=Role.AUDITOR), purpose)
+    return Auditor(_settings(data_dir), operator(), purpose)
 
 
 def _audit(run: Callable[[], Any]) -> Any:
@@ -45,14 +102,17 @@ def _point(value: str) -> Any:
 
 
 @app.command("history")
-def audit_history(aggregate_id: UUID, actor: AuditActor, purpose: Purpose = None, data_dir: DataDir = None,
-                  as_json: Json = False) -> None:
+def audit_history(aggregate_id: UUID, purpose: Purpose = None, data_dir: DataDir = None, as_json: Json = False,
+    api: ApiUrl = None, token: Token = None, token_file: TokenFile = None, local: Local = False,
+    actor: Forged = None, role: ForgedRole = None,
+) -> None:
     """Every event of one aggregate: version, time, who (role), why, and what, in a line."""
+    refuse_typed_identity(actor, role)
     import json
 
     from rich.table import Table
 
-    store, entries = _audit(lambda: _auditor(data_dir, actor, purpose).history(aggregate_id))
+    store, entries = _audit(lambda: _auditor(data_dir, purpose, api, token, token_file, local).history(aggregate_id))
     if as_json:
         print(json.dumps({"store": store, "events": [e.model_dump(mode="json") for e in entries]}, indent=2))
         return
@@ -66,19 +126,22 @@ def audit_history(aggregate_id: UUID, actor: AuditActor, purpose: Purpose = None
 
 @app.command("replay")
 def audit_replay(
-    aggregate_id: UUID, actor: AuditActor, purpose: Purpose = None,
+    aggregate_id: UUID, purpose: Purpose = None,
     at: Annotated[str | None, typer.Option(help="RFC 3339 moment: the state after every event recorded by then.")] = None,
     version: Annotated[int | None, typer.Option(help="The state at this version.")] = None,
     data_dir: DataDir = None, as_json: Json = False,
+    api: ApiUrl = None, token: Token = None, token_file: TokenFile = None, local: Local = False,
+    actor: Forged = None, role: ForgedRole = None,
 ) -> None:
     """The aggregate's state at a moment or version, readably or as JSON."""
+    refuse_typed_identity(actor, role)
     import json
     from datetime import datetime
 
     from rich.table import Table
 
     moment = datetime.fromisoformat(at) if at else None
-    replayed = _audit(lambda: _auditor(data_dir, actor, purpose).replay(aggregate_id, at=moment, version=version))
+    replayed = _audit(lambda: _auditor(data_dir, purpose, api, token, token_file, local).replay(aggregate_id, at=moment, version=version))
     if as_json:
         print(replayed.model_dump_json(indent=2))
         return
@@ -94,12 +157,15 @@ def audit_diff(
     aggregate_id: UUID,
     start: Annotated[str, typer.Argument(metavar="FROM", help="Version or RFC 3339 moment.")],
     end: Annotated[str, typer.Argument(metavar="TO", help="Version or RFC 3339 moment.")],
-    actor: AuditActor, purpose: Purpose = None, data_dir: DataDir = None, as_json: Json = False,
+    purpose: Purpose = None, data_dir: DataDir = None, as_json: Json = False,
+    api: ApiUrl = None, token: Token = None, token_file: TokenFile = None, local: Local = False,
+    actor: Forged = None, role: ForgedRole = None,
 ) -> None:
     """What changed between two versions or moments, field by field, and the events between."""
+    refuse_typed_identity(actor, role)
     from rich.table import Table
 
-    result = _audit(lambda: _auditor(data_dir, actor, purpose).diff(aggregate_id, _point(start), _point(end)))
+    result = _audit(lambda: _auditor(data_dir, purpose, api, token, token_file, local).diff(aggregate_id, _point(start), _point(end)))
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -115,12 +181,15 @@ def audit_diff(
 
 
 @app.command("trace")
-def audit_trace(event_id: UUID, actor: AuditActor, purpose: Purpose = None, data_dir: DataDir = None,
-                as_json: Json = False) -> None:
+def audit_trace(event_id: UUID, purpose: Purpose = None, data_dir: DataDir = None, as_json: Json = False,
+    api: ApiUrl = None, token: Token = None, token_file: TokenFile = None, local: Local = False,
+    actor: Forged = None, role: ForgedRole = None,
+) -> None:
     """The causation chain of an event: back to its origin and forward to its effects, across stores."""
+    refuse_typed_identity(actor, role)
     from rich.table import Table
 
-    result = _audit(lambda: _auditor(data_dir, actor, purpose).trace(event_id))
+    result = _audit(lambda: _auditor(data_dir, purpose, api, token, token_file, local).trace(event_id))
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -135,21 +204,22 @@ def audit_trace(event_id: UUID, actor: AuditActor, purpose: Purpose = None, data
 
 @app.command("export")
 def audit_export(
-    actor: AuditActor,
     aggregate_id: Annotated[UUID | None, typer.Argument(help="Any aggregate of the client.")] = None,
     client: Annotated[str | None, typer.Option("--client", help="The client's id.")] = None,
     output_format: Annotated[str, typer.Option("--format", help="json or html.")] = "json",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).")] = None,
-    purpose: Purpose = None, data_dir: DataDir = None,
+    purpose: Purpose = None, data_dir: DataDir = None, api: ApiUrl = None, token: Token = None,
+    token_file: TokenFile = None, local: Local = False, actor: Forged = None, role: ForgedRole = None,
 ) -> None:
     """A client's whole care history (all records, with the services' decisions) as JSON or a printable HTML report."""
+    refuse_typed_identity(actor, role)
     from services.audit.export import to_html
 
     if (aggregate_id is None) == (client is None):
         raise typer.BadParameter("name either an aggregate id or --client")
     if output_format not in ("json", "html"):
         raise typer.BadParameter("--format must be json or html")
-    result = _audit(lambda: _auditor(data_dir, actor, purpose).export(client_id=client, aggregate_id=aggregate_id))
+    result = _audit(lambda: _auditor(data_dir, purpose, api, token, token_file, local).export(client_id=client, aggregate_id=aggregate_id))
     text = result.model_dump_json(indent=2) if output_format == "json" else to_html(result)
     if output is None:
         print(text)

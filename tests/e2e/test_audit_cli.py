@@ -1,17 +1,22 @@
-"""careplan audit ... on the demo's stores: the crisis traced both ways across services,
-the HTML report opened in a real browser, every read in the access log, every chain intact."""
+"""careplan audit ... on the demo's stores, through the API with an auditor's token: the crisis
+traced both ways across services, the HTML report opened in a real browser, every read in the
+access log (the token's actor, or the operator at the machine with --local), every chain intact."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.served import add_token, environment, serving
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -21,16 +26,25 @@ def careplan(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, timeout=180)
 
 
+#: The API serving the demo's stores and an auditor's token, per data folder.
+SERVED: dict[Path, tuple[str, str]] = {}
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     data = tmp_path_factory.mktemp("audit") / "data"
     told = careplan("demo", "--data-dir", str(data))
     assert told.returncode == 0, told.stdout[-2000:] + told.stderr[-2000:]
-    yield data
+    token = add_token(environment(data), "governance-2", "auditor", "--all-clients")
+    with serving(data) as api:
+        SERVED[data] = (api, token)
+        yield data
 
 
 def audit(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return careplan("audit", *args, "--actor", "governance-2", "--purpose", "Serious incident review", "--data-dir", str(data))
+    api, token = SERVED[data]
+    return careplan("audit", *args, "--api", api, "--token", token, "--purpose", "Serious incident review",
+                    "--data-dir", str(data))
 
 
 def plan_id(data: Path) -> str:
@@ -87,14 +101,23 @@ def test_the_html_report_opens_in_a_real_browser_and_shows_the_history(demo: Pat
 
 
 def test_reads_are_in_the_access_log_and_every_store_verifies(demo: Path) -> None:
-    refused = careplan("audit", "history", plan_id(demo), "--actor", "x", "--data-dir", str(demo))
+    api, token = SERVED[demo]
+    refused = careplan("audit", "history", plan_id(demo), "--api", api, "--token", token, "--data-dir", str(demo))
     assert refused.returncode == 1 and "purpose" in refused.stdout
+    forged = careplan("audit", "history", plan_id(demo), "--actor", "x", "--purpose", "p", "--data-dir", str(demo))
+    assert forged.returncode == 2 and "--actor/--role are gone" in forged.stdout
     before = json.loads(careplan("audit", "access-log", "--json", "--data-dir", str(demo)).stdout)
     assert audit(demo, "replay", plan_id(demo), "--version", "3").returncode == 0
     assert audit(demo, "replay", plan_id(demo), "--at", "2000-01-01T00:00:00+00:00").returncode == 1  # did not exist yet
+    local = careplan("audit", "history", plan_id(demo), "--local", "--purpose", "Restore check", "--data-dir", str(demo))
+    assert local.returncode == 0, local.stdout + local.stderr
     after = json.loads(careplan("audit", "access-log", "--json", "--data-dir", str(demo)).stdout)
-    assert len(after) == len(before) + 2
-    assert after[-2]["function"] == "replay" and after[-2]["purpose"] == "Serious incident review"
+    assert len(after) == len(before) + 3
+    assert after[-3]["function"] == "replay" and after[-3]["purpose"] == "Serious incident review"
+    assert (after[-3]["actor"], after[-3]["role"]) == ("governance-2", "auditor")  # the token's, not typed
+    me = f"operator:{getpass.getuser()}@{socket.gethostname()}"
+    assert (after[-1]["actor"], after[-1]["role"], after[-1]["function"], after[-1]["purpose"]) == (
+        me, "operator", "history", "Restore check")
     verified = careplan("audit", "verify", "--json", "--data-dir", str(demo))
     assert verified.returncode == 0, verified.stdout
     reports = json.loads(verified.stdout)
