@@ -11,9 +11,9 @@ from enum import Enum
 from typing import Self
 from uuid import UUID, uuid5
 
-from domain.base import AggregateRoot, CommandContext, require_clinical_role, require_reason, when
+from domain.base import Actor, AggregateRoot, CommandContext, Role, require_reason, when
 from domain.catalogues.escalation import SEVERITY_OF, EscalationSeverity, EscalationTrigger
-from domain.errors import DomainError
+from domain.errors import DomainError, NotAuthorisedError
 from domain.escalation.policy import EscalationPolicy
 from domain.events.escalation import (
     CrisisResolved,
@@ -22,6 +22,18 @@ from domain.events.escalation import (
     EscalationRaised,
     EscalationTimedOut,
 )
+
+#: Who may acknowledge or resolve a crisis, on every path (API, Python, the CLI's --local):
+#: a supervisor. A clinician raises a crisis and lets escalation hold it; the operator at the
+#: machine (``careplan ... --local``) keeps the system running but makes no clinical decision.
+CRISIS_DECIDERS = frozenset({Role.SUPERVISOR})
+
+
+def _require_decider(actor: Actor, what: str) -> None:
+    if actor.role not in CRISIS_DECIDERS:
+        msg = f"Only a supervisor may {what}; {actor.id} acted as {actor.role.value}."
+        raise NotAuthorisedError(msg)
+
 
 CRISIS_NAMESPACE = UUID("8d2f4c9e-1b7a-4f3e-9c55-0e6a7b8d9f10")
 
@@ -123,7 +135,7 @@ class Crisis(AggregateRoot):
         return True
 
     def acknowledge(self, *, reason: str | None, ctx: CommandContext) -> None:
-        require_clinical_role(ctx.actor, "acknowledge an escalation")
+        _require_decider(ctx.actor, "acknowledge an escalation")
         if self.status is not CrisisStatus.ESCALATING:
             msg = f"Crisis {self.id} is {self.status.value}; only an escalating crisis can be acknowledged."
             raise EscalationStateError(msg)
@@ -135,7 +147,7 @@ class Crisis(AggregateRoot):
         self.ack_due = None
 
     def resolve(self, *, outcome: str, reason: str | None, ctx: CommandContext) -> None:
-        require_clinical_role(ctx.actor, "resolve a crisis")
+        _require_decider(ctx.actor, "resolve a crisis")
         if self.status is CrisisStatus.RESOLVED:
             msg = f"Crisis {self.id} is already resolved."
             raise EscalationStateError(msg)

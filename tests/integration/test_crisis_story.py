@@ -26,7 +26,7 @@ from services.shared.bus import EmbeddedNats
 from services.shared.clock import ManualClock
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
-from tests.conftest import CLINICIAN, SUPERVISOR, T0
+from tests.conftest import SUPERVISOR, T0
 from tests.integration.test_assessment_service import start_course, submit
 from tests.support.bus import InProcessRelay, read_stream, with_streams
 
@@ -64,10 +64,10 @@ async def test_a_crisis_from_questionnaire_to_emergency_support_and_back(tmp_pat
             assert in_crisis.risk_level is RiskLevel.MODERATE
             (open_crisis,) = in_crisis.open_crises
             await asyncio.to_thread(escalation_app.handle, AcknowledgeEscalation(crisis_id=open_crisis, reason="Called the client"),
-                                    CommandMeta(actor=CLINICIAN))
+                                    CommandMeta(actor=SUPERVISOR))
             await asyncio.to_thread(
                 escalation_app.handle, ResolveCrisis(crisis_id=open_crisis, outcome="Safety plan agreed; client safe",
-                                                     reason="Seen in person the same day"), CommandMeta(actor=CLINICIAN),
+                                                     reason="Seen in person the same day"), CommandMeta(actor=SUPERVISOR),
             )
             await eventually(lambda: not care.get_plan(plan_id).open_crises)
             care.handle(

@@ -23,7 +23,7 @@ from services.shared.clock import ManualClock
 from services.shared.commands import CommandMeta
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
-from tests.conftest import CLINICIAN, T0
+from tests.conftest import SUPERVISOR, T0
 from tests.integration.test_assessment_service import start_course, submit, wait_for_messages
 from tests.support.bus import InProcessRelay, read_stream, with_streams
 
@@ -64,7 +64,7 @@ async def test_a_positive_item_9_escalates_level_by_level_until_acknowledged(tmp
             app: EscalationApplication = running.app  # type: ignore[assignment]
             cid = crisis_id(json.loads(raised[0].body)["source_event_id"])
             await asyncio.to_thread(app.handle, AcknowledgeEscalation(crisis_id=cid, reason="Phoned the client; safe tonight"),
-                                    CommandMeta(actor=CLINICIAN))
+                                    CommandMeta(actor=SUPERVISOR))
             clock.advance(hours=10)
             await asyncio.sleep(0.5)  # several ticks: nothing more may happen
             final = await wait_for_messages(nats_server.url, "care.escalation.v1.", 5)

@@ -14,9 +14,10 @@ from domain.errors import NotAuthorisedError, ReasonRequiredError
 from domain.escalation.crisis import Crisis, CrisisStatus, EscalationStateError, crisis_id
 from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
 from domain.events.escalation import EscalationLevelNotified, EscalationTimedOut
-from tests.conftest import CLINICIAN, T0, ctx
+from tests.conftest import CLINICIAN, SUPERVISOR, T0, ctx
 
 SERVICE = Actor(id="escalation-service", role=Role.SERVICE)
+OPERATOR = Actor(id="operator:root@host", role=Role.OPERATOR)
 FIVE_MINUTES = timedelta(minutes=5)
 
 
@@ -56,19 +57,22 @@ def test_no_acknowledgement_escalates_level_by_level_and_loops_after_the_last() 
 def test_acknowledgement_stops_escalation_and_resolution_closes() -> None:
     crisis = raised()
     crisis.time_out(policy=DEFAULT_POLICY, ctx=ctx(SERVICE, T0 + FIVE_MINUTES))
-    with pytest.raises(NotAuthorisedError):
-        crisis.acknowledge(reason="seen", ctx=ctx(SERVICE))
+    for who in (SERVICE, CLINICIAN, OPERATOR):  # a supervisor's decision, on every path
+        with pytest.raises(NotAuthorisedError, match="Only a supervisor"):
+            crisis.acknowledge(reason="seen", ctx=ctx(who))
+        with pytest.raises(NotAuthorisedError, match="Only a supervisor"):
+            crisis.resolve(outcome="Safe", reason="seen", ctx=ctx(who))
     with pytest.raises(ReasonRequiredError):
-        crisis.acknowledge(reason="", ctx=ctx(CLINICIAN))
-    crisis.acknowledge(reason="Called the client; safety plan in place", ctx=ctx(CLINICIAN, T0 + timedelta(minutes=7)))
+        crisis.acknowledge(reason="", ctx=ctx(SUPERVISOR))
+    crisis.acknowledge(reason="Called the client; safety plan in place", ctx=ctx(SUPERVISOR, T0 + timedelta(minutes=7)))
     assert crisis.status is CrisisStatus.ACKNOWLEDGED
     assert not crisis.time_out(policy=DEFAULT_POLICY, ctx=ctx(SERVICE, T0 + timedelta(hours=5)))
     with pytest.raises(EscalationStateError):
-        crisis.acknowledge(reason="again", ctx=ctx(CLINICIAN))
-    crisis.resolve(outcome="Client safe; follow-up booked", reason="Reviewed in person", ctx=ctx(CLINICIAN))
+        crisis.acknowledge(reason="again", ctx=ctx(SUPERVISOR))
+    crisis.resolve(outcome="Client safe; follow-up booked", reason="Reviewed in person", ctx=ctx(SUPERVISOR))
     assert crisis.status is CrisisStatus.RESOLVED
     with pytest.raises(EscalationStateError):
-        crisis.resolve(outcome="x", reason="y", ctx=ctx(CLINICIAN))
+        crisis.resolve(outcome="x", reason="y", ctx=ctx(SUPERVISOR))
 
 
 def test_a_replayed_crisis_keeps_its_timer() -> None:
