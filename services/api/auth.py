@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 #: Roles a token may carry (services act through the bus, not the API).
 API_ROLES = (Role.CLINICIAN, Role.SUPERVISOR, Role.AUDITOR, Role.INTEGRATION)
 ALL_CLIENTS = "*"
-#: Roles whose tokens must name their clients or say ``--all-clients`` explicitly.
-EXPLICIT_SCOPE_ROLES = (Role.INTEGRATION,)
+#: Roles whose tokens must name their clients or say ``--all-clients`` explicitly: all of them
+#: (a token made before this rule, stored without clients, still reads as all clients).
+EXPLICIT_SCOPE_ROLES = API_ROLES
 #: How often, at most, the running API looks at the token file for a change.
 CHECK_INTERVAL_SECONDS = 1.0
 
@@ -270,14 +271,15 @@ def add_token(path: Path, *, actor_id: str, role: Role, clients: tuple[str, ...]
 
 def add_token_with_id(path: Path, *, actor_id: str, role: Role, clients: tuple[str, ...] | None,
                       expires_at: datetime | None = None, now: datetime | None = None) -> tuple[str, str]:
-    """(id, token) of a new token. ``clients`` None (not given) is refused for the roles
-    that must name their clients; for the others it means all clients."""
+    """(id, token) of a new token. ``clients`` None (not given) is refused: a token names the
+    clients it serves, or ``(ALL_CLIENTS,)`` (``--all-clients``)."""
     if role not in API_ROLES:
         msg = f"role {role.value!r} cannot hold an API token; one of: {', '.join(r.value for r in API_ROLES)}"
         raise ValueError(msg)
     if not clients:
         if role in EXPLICIT_SCOPE_ROLES:
-            msg = (f"an {role.value} token must name the clients it serves (--client C, repeatable) "
+            article = "an" if role.value[0] in "aeiou" else "a"
+            msg = (f"{article} {role.value} token must name the clients it serves (--client C, repeatable) "
                    "or say --all-clients explicitly")
             raise ValueError(msg)
         clients = (ALL_CLIENTS,)

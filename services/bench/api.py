@@ -72,7 +72,7 @@ def _mix(i: int, plan: UUID, course: UUID) -> tuple[str, dict[str, Any], c.Comma
 
 @contextmanager
 def _api_process(settings: Settings, data_dir: Path, workers: int) -> Iterator[tuple[str, str]]:
-    token = add_token(data_dir / "api-tokens.json", actor_id=ACTOR.id, role=Role.CLINICIAN)
+    token = add_token(data_dir / "api-tokens.json", actor_id=ACTOR.id, role=Role.CLINICIAN, clients=("*",))
     ready = data_dir / "api.ready"
     env = {**os.environ, **settings.as_environment()}
     env |= {"CAREPLAN_DATA_DIR": str(data_dir), "CAREPLAN_API_TOKENS_FILE": str(data_dir / "api-tokens.json"),

@@ -27,9 +27,8 @@ def api_serve(
 def api_add_token(
     actor: Annotated[str, typer.Option(help="The pseudonymous id every event of this token's requests names.")],
     role: Annotated[Literal["clinician", "supervisor", "auditor", "integration"], typer.Option()],
-    client: Annotated[list[str] | None, typer.Option(help="A client this token acts for (repeat). Without it: all "
-                                                          "clients, except integration tokens, which must name "
-                                                          "theirs or say --all-clients.")] = None,
+    client: Annotated[list[str] | None, typer.Option(help="A client this token acts for (repeat). Every token "
+                                                          "names its clients or says --all-clients.")] = None,
     all_clients: Annotated[bool, typer.Option("--all-clients", help="The token acts for every client.")] = False,
     expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d, 12h, 2w (at most ten years).")] = None,
     expires_at: Annotated[str | None, typer.Option(help="Expiry as RFC 3339 with a zone, e.g. 2026-12-31T00:00:00Z.")]

@@ -34,7 +34,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def token(data: Path, env: dict[str, str], actor: str, role: str) -> str:
     made = subprocess.run([sys.executable, "-m", "services.cli", "api", "add-token", "--actor", actor, "--role", role,
-                           "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True)
+                           "--all-clients", "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True)
     return made.stdout.strip().splitlines()[-1]
 
 

@@ -63,8 +63,8 @@ async def test_a_dead_letter_is_listed_shown_and_redriven_once(tmp_path: Path, n
 
             # the supervisors' view of the same, over HTTP
             tokens = tmp_path / "tokens.json"
-            supervisor = add_token(tokens, actor_id="sup-3", role=Role.SUPERVISOR)
-            clinician = add_token(tokens, actor_id="clin-1", role=Role.CLINICIAN)
+            supervisor = add_token(tokens, actor_id="sup-3", role=Role.SUPERVISOR, clients=("*",))
+            clinician = add_token(tokens, actor_id="clin-1", role=Role.CLINICIAN, clients=("*",))
             api = Api(care, TokenRegistry.load(tokens))
             api.dead_letters = DeadLetterDesk(settings)
             client = TestClient(create_app(api))

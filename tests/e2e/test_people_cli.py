@@ -21,7 +21,8 @@ def careplan(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")} | {"CAREPLAN_DATA_DIR": str(tmp_path)}
-    token = careplan("api", "add-token", "--actor", "clinician-17", "--role", "clinician", env=env).stdout.split()[-1]
+    token = careplan("api", "add-token", "--actor", "clinician-17", "--role", "clinician", "--all-clients",
+                     env=env).stdout.split()[-1]
     ready = tmp_path / "api.ready"
     server = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "serve", "--ready-file", str(ready)], env=env)
     try:
@@ -75,7 +76,8 @@ def test_several_api_workers_share_one_store(tmp_path: Path) -> None:
     import httpx
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")} | {"CAREPLAN_DATA_DIR": str(tmp_path)}
-    token = careplan("api", "add-token", "--actor", "clinician-17", "--role", "clinician", env=env).stdout.split()[-1]
+    token = careplan("api", "add-token", "--actor", "clinician-17", "--role", "clinician", "--all-clients",
+                     env=env).stdout.split()[-1]
     ready = tmp_path / "api.ready"
     server = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "serve", "--ready-file", str(ready)],
                               env=env | {"CAREPLAN_API_WORKERS": "2"})

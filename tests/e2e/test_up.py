@@ -51,7 +51,7 @@ def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
     made = subprocess.run(
         [sys.executable, "-m", "services.cli", "api", "add-token", "--actor", "clinician-17", "--role", "clinician",
-         "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
+         "--all-clients", "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
     )
     token = made.stdout.strip().splitlines()[-1]
     assert token not in (data / "api-tokens.json").read_text()  # only its digest is kept

@@ -49,7 +49,7 @@ def wait_until(check: object, seconds: float = 5.0) -> bool:
 
 def test_a_token_made_while_the_api_runs_works_at_once_and_a_revoked_one_stops(served: tuple[TestClient, Path]) -> None:
     client, path = served
-    token_id, token = add_token_with_id(path, actor_id="sup-3", role=Role.SUPERVISOR, clients=None)
+    token_id, token = add_token_with_id(path, actor_id="sup-3", role=Role.SUPERVISOR, clients=("*",))
     assert wait_until(lambda: status(client, token) == 404), "a new token is refused until a restart"
     revoke_token(path, token_id)
     assert wait_until(lambda: status(client, token) == 401), "a revoked token is still accepted"
@@ -61,21 +61,21 @@ def test_a_token_made_while_the_api_runs_works_at_once_and_a_revoked_one_stops(s
 
 def test_an_expired_token_is_refused(served: tuple[TestClient, Path]) -> None:
     client, path = served
-    token = add_token(path, actor_id="sup-3", role=Role.SUPERVISOR, expires_at=datetime.now(tz=UTC) + timedelta(seconds=2))
+    token = add_token(path, actor_id="sup-3", role=Role.SUPERVISOR, clients=("*",), expires_at=datetime.now(tz=UTC) + timedelta(seconds=2))
     assert wait_until(lambda: status(client, token) == 404)
     assert wait_until(lambda: status(client, token) == 401, seconds=6), "an expired token is still accepted"
     assert client.get(f"/plans/{uuid4()}", headers={"Authorization": f"Bearer {token}"}).json()["type"] == \
         "/problems/unauthenticated"
     # and with a clock: valid before its expiry, not from it on
     at = datetime.now(tz=UTC) + timedelta(days=30)
-    later = add_token(path, actor_id="sup-4", role=Role.SUPERVISOR, expires_at=at)
+    later = add_token(path, actor_id="sup-4", role=Role.SUPERVISOR, clients=("*",), expires_at=at)
     assert TokenRegistry.load(path, clock=lambda: at - timedelta(seconds=1)).principal(f"Bearer {later}") is not None
     assert TokenRegistry.load(path, clock=lambda: at).principal(f"Bearer {later}") is None
 
 
 def test_the_lookup_stats_the_file_at_most_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "api-tokens.json"
-    token = add_token(path, actor_id="sup-3", role=Role.SUPERVISOR)
+    token = add_token(path, actor_id="sup-3", role=Role.SUPERVISOR, clients=("*",))
     registry = TokenRegistry.load(path)
     from services.api import auth
 
@@ -108,25 +108,32 @@ def test_an_old_token_file_keeps_working_with_derived_ids(tmp_path: Path) -> Non
     path = tmp_path / "api-tokens.json"
     path.write_text(json.dumps({"tokens": [
         {"actor_id": "clin-1", "role": "clinician", "clients": ["client-1"], "sha256": digest("old-secret")},
+        {"actor_id": "sup-1", "role": "supervisor", "sha256": digest("older-secret")},  # before clients were required
     ]}))
     registry = TokenRegistry.load(path)
     assert registry.principal("Bearer old-secret") is not None
-    [old] = list_tokens(path)
+    assert registry.principal("Bearer older-secret").clients == ("*",)  # what it always meant: all clients
+    [old, _] = list_tokens(path)
     assert old.id == f"tok-{digest('old-secret')[:12]}" and old.expires_at is None
-    add_token(path, actor_id="sup-3", role=Role.SUPERVISOR)
+    add_token(path, actor_id="sup-3", role=Role.SUPERVISOR, clients=("*",))
     assert list_tokens(path)[0].id == old.id  # the id stays what it was
     revoke_token(path, old.id)
     assert TokenRegistry.load(path).principal("Bearer old-secret") is None
 
 
-def test_integration_tokens_name_their_clients_or_say_all_clients(tmp_path: Path) -> None:
+def test_every_token_names_its_clients_or_says_all_clients(tmp_path: Path) -> None:
     path = tmp_path / "api-tokens.json"
-    with pytest.raises(ValueError, match="all-clients"):
-        add_token(path, actor_id="ehr-1", role=Role.INTEGRATION)
+    for role in (Role.CLINICIAN, Role.SUPERVISOR, Role.AUDITOR, Role.INTEGRATION):
+        with pytest.raises(ValueError, match="all-clients"):
+            add_token(path, actor_id="someone", role=role)
     assert not path.exists()
     from services.cli.api import app
 
     runner = CliRunner()
+    for role in ("clinician", "supervisor", "auditor"):
+        unscoped = runner.invoke(app, ["add-token", "--actor", "x", "--role", role, "--data-dir", str(tmp_path)])
+        assert unscoped.exit_code == 2 and "--all-clients" in unscoped.output
+    assert not path.exists()
     base = ["add-token", "--actor", "ehr-1", "--role", "integration", "--data-dir", str(tmp_path)]
     refused = runner.invoke(app, base)
     assert refused.exit_code == 2 and "--all-clients" in refused.output

@@ -49,8 +49,8 @@ def pipeline(backend_settings: Settings) -> Iterator[Pipeline]:
 def api_for(p: Pipeline, tmp_path: Any) -> tuple[TestClient, dict[str, dict[str, str]]]:
     path = tmp_path / "tokens.json"
     tokens = {
-        "clinician": add_token(path, actor_id=CLINICIAN.id, role=Role.CLINICIAN),
-        "supervisor": add_token(path, actor_id=SUPERVISOR.id, role=Role.SUPERVISOR),
+        "clinician": add_token(path, actor_id=CLINICIAN.id, role=Role.CLINICIAN, clients=("*",)),
+        "supervisor": add_token(path, actor_id=SUPERVISOR.id, role=Role.SUPERVISOR, clients=("*",)),
     }
     client = TestClient(create_app(Api(p.care, TokenRegistry.load(path), p.escalation, p.assessment)),
                         raise_server_exceptions=False)

@@ -62,7 +62,7 @@ def up(tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[tuple[dict[str, An
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
     made = subprocess.run(
         [sys.executable, "-m", "services.cli", "api", "add-token", "--actor", "clinician-17", "--role", "clinician",
-         "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
+         "--all-clients", "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
     )
     token = made.stdout.strip().splitlines()[-1]
     with (tmp_path / "up.log").open("w") as log:

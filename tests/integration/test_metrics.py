@@ -83,7 +83,7 @@ def system(tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[dict[str, Any]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAREPLAN_", "PROMETHEUS_"))}
     made = subprocess.run(
         [sys.executable, "-m", "services.cli", "api", "add-token", "--actor", "supervisor-3", "--role", "supervisor",
-         "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
+         "--all-clients", "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
     )
     token = made.stdout.strip().splitlines()[-1]
     with (tmp_path / "up.log").open("w") as log:

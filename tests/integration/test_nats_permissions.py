@@ -89,7 +89,7 @@ def test_careplan_up_runs_every_process_as_its_own_user(tmp_path: Path) -> None:
     env["CAREPLAN_NATS_PASSWORDS_FILE"] = str(passwords_file)
     token = subprocess.run(
         [sys.executable, "-m", "services.cli", "api", "add-token", "--actor", "clinician-17", "--role", "clinician",
-         "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
+         "--all-clients", "--data-dir", str(data)], env=env, capture_output=True, text=True, check=True,
     ).stdout.strip().splitlines()[-1]
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data), "--ready-file", str(ready)],
