@@ -43,7 +43,7 @@ from services.shared.settings import Settings
 from services.system import System
 
 CLINICIAN = Actor(id="clinician-17", role=Role.CLINICIAN)
-ONCALL = Actor(id="oncall-supervisor-4", role=Role.SUPERVISOR)  # crises are acknowledged by supervisors
+ONCALL = Actor(id="oncall-sup-4", role=Role.SUPERVISOR)  # crises are acknowledged by supervisors
 SUPERVISOR = Actor(id="supervisor-3", role=Role.SUPERVISOR)
 CLIENT_APP = Actor(id="intake-portal", role=Role.INTEGRATION)
 
