@@ -46,7 +46,10 @@ def escalation_list(api: ApiUrl = None, token: Token = None, token_file: TokenFi
         finally:
             escalation.close()
     else:
-        crises = Caller(api, token, token_file, data_dir).request("GET", "/escalations").json()
+        answer = Caller(api, token, token_file, data_dir).request("GET", "/escalations").json()
+        # a list of crises; a paged view (an object holding the list) is read the same way
+        crises = answer if isinstance(answer, list) else next(
+            (v for v in answer.values() if isinstance(v, list)), [])
     table = Table(title="Open crises")
     for column in ("crisis", "plan", "severity", "status", "level", "acknowledge by"):
         table.add_column(column)
