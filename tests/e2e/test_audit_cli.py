@@ -108,13 +108,16 @@ def test_reads_are_in_the_access_log_and_every_store_verifies(demo: Path) -> Non
     assert forged.returncode == 2 and "--actor/--role are gone" in forged.stdout
     before = json.loads(careplan("audit", "access-log", "--json", "--data-dir", str(demo)).stdout)
     assert audit(demo, "replay", plan_id(demo), "--version", "3").returncode == 0
+    diffed = audit(demo, "diff", plan_id(demo), "1", "3", "--json")
+    assert diffed.returncode == 0 and json.loads(diffed.stdout)["to_version"] == 3, diffed.stdout + diffed.stderr
     assert audit(demo, "replay", plan_id(demo), "--at", "2000-01-01T00:00:00+00:00").returncode == 1  # did not exist yet
     local = careplan("audit", "history", plan_id(demo), "--local", "--purpose", "Restore check", "--data-dir", str(demo))
     assert local.returncode == 0, local.stdout + local.stderr
     after = json.loads(careplan("audit", "access-log", "--json", "--data-dir", str(demo)).stdout)
-    assert len(after) == len(before) + 3
-    assert after[-3]["function"] == "replay" and after[-3]["purpose"] == "Serious incident review"
-    assert (after[-3]["actor"], after[-3]["role"]) == ("governance-2", "auditor")  # the token's, not typed
+    assert len(after) == len(before) + 4
+    assert after[-4]["function"] == "replay" and after[-4]["purpose"] == "Serious incident review"
+    assert after[-3]["function"] == "diff"
+    assert {(e["actor"], e["role"]) for e in after[-4:-1]} == {("governance-2", "auditor")}  # the token's, not typed
     me = f"operator:{getpass.getuser()}@{socket.gethostname()}"
     assert (after[-1]["actor"], after[-1]["role"], after[-1]["function"], after[-1]["purpose"]) == (
         me, "operator", "history", "Restore check")
