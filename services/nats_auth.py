@@ -240,7 +240,8 @@ def render_permissions() -> str:
         users.append(_user(f"{service.name}: {service.summary} ({what})", process.nats_user, _service_rights(service),
                            None if service.relays else ["audit.>"]))
     users.append(_user('a hospital subscriber: its own durable consumer "hospital", nothing published', "hospital",
-                       [*_STREAM_INFO, *_consumer("hospital")], ["care.>", "audit.>", "careplan.>"]))
+                       [*_STREAM_INFO, *_consumer("hospital"), f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.hospital"],
+                       ["care.>", "audit.>", "careplan.>"]))
     users.append(_user("an auditor: reads stored messages and the status records, changes nothing", "auditor",
                        [f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.MSG.GET.{AUDIT_STREAM}",
                         f"$JS.API.DIRECT.GET.{AUDIT_STREAM}", f"$JS.API.DIRECT.GET.{AUDIT_STREAM}.>", *_STREAM_INFO,

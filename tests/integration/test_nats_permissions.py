@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 
 from services.nats_auth import PERMISSIONS_FILE, USERS, server_environment
 from services.shared.bus import EmbeddedNats, audit_stream_config, stream_config, with_credentials
@@ -227,14 +227,19 @@ def test_careplan_up_has_users_by_default_with_passwords_kept_in_its_data_dir(tm
         # the hospital user reads care.> with the generated password
         hospital = with_credentials(url, "hospital", passwords["hospital"])
 
-        async def read() -> int:
+        async def read() -> str:
             nc = await nats.connect(hospital, max_reconnect_attempts=0)
             try:
-                return (await nc.jetstream().stream_info("CARE")).config.duplicate_window
+                js = nc.jetstream(timeout=5)
+                # as docs/integration.md shows it: its own durable, filtered
+                await js.add_consumer("CARE", ConsumerConfig(durable_name="hospital", filter_subjects=[
+                    "care.clinical.v1.care_plan.*.strategy_changed", "care.clinical.v1.care_plan.*.risk_level_raised"]))
+                await js.pull_subscribe_bind("hospital", stream="CARE")
+                return (await js.consumer_info("CARE", "hospital")).name
             finally:
                 await nc.close()
 
-        assert asyncio.run(read()) > 0
+        assert asyncio.run(read()) == "hospital"
         # the CLI finds the running `up` and its admin credentials in the data dir
         check = subprocess.run([sys.executable, "-m", "services.cli", "nats", "streams", "check"],
                                env={**env, "CAREPLAN_DATA_DIR": str(data)}, capture_output=True, text=True, check=False)
