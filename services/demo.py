@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
 import nats
-from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -72,12 +71,12 @@ def run_demo(settings: Settings, console: Console) -> None:
             last = app.recorder.max_notification_id() or 0
             _wait_relayed(settings, CareApplication.name, last)
             service_events = [
-                *_caught_up_events(settings, system.nats_url, AssessmentApplication.name),
-                *_caught_up_events(settings, system.nats_url, EscalationApplication.name),
-                *_caught_up_events(settings, system.nats_url, SchedulingApplication.name),
+                *_caught_up_events(settings, system.url_as("auditor"), AssessmentApplication.name),
+                *_caught_up_events(settings, system.url_as("auditor"), EscalationApplication.name),
+                *_caught_up_events(settings, system.url_as("auditor"), SchedulingApplication.name),
             ]
             _print(app, console, plan_id, course_id, inventory_id, settings, service_events)
-            console.print(asyncio.run(_stream_summary(system.nats_url, settings, last)))
+            console.print(asyncio.run(_stream_summary(system.url_as("auditor"), settings, last)))
             _audit(settings, console, plan_id)
         finally:
             app.close()
@@ -187,11 +186,9 @@ async def _stream_summary(url: str, settings: Settings, last: int) -> str:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        info = await js.stream_info(settings.stream_name)
-        counter = await js.add_consumer(settings.stream_name, ConsumerConfig(
-            filter_subject="care.>", ack_policy=AckPolicy.NONE, inactive_threshold=5))
-        events = counter.num_pending
-        await js.delete_consumer(settings.stream_name, counter.name)
+        # Counted per subject from the stream's info: the auditor user may read that, not make a consumer.
+        info = await js.stream_info(settings.stream_name, subjects_filter="care.>")
+        events = sum((info.state.subjects or {}).values())
         newest = await js.get_last_msg(settings.stream_name, "care.>")
         headers = newest.headers or {}
         return (

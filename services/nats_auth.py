@@ -3,18 +3,22 @@ generated from the registry (`careplan contracts generate`, checked by `careplan
 check` and the tests), so a service added there gets its user and rights here.
 
 ``CAREPLAN_NATS_PASSWORDS_FILE`` names a JSON file ``{"<user>": "<password>", ...}`` with a
-password for each user below. `careplan up` then starts its embedded server with those
-permissions (the passwords reach it through its environment) and gives each of its
+password for each user below; without it, `careplan up` generates one into its data dir
+(``nats-passwords.json``, 0600, kept across restarts). It starts its embedded server with
+those permissions (the passwords reach it through its environment) and gives each of its
 processes its own user, so a service can publish only its own subjects."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from contracts.subjects import chain_subject, context_of_application, watermark_subject
 from services.registry import PROCESSES, SERVICES, Service, relay_process
-from services.shared.bus import AUDIT_STREAM
+from services.shared.bus import AUDIT_STREAM, with_credentials
 from services.shared.health import BUCKET as STATUS_BUCKET
 from services.shared.health import key_of
 from services.shared.lease import BUCKET as LEASE_BUCKET
@@ -55,6 +59,64 @@ def load_passwords(path: Path) -> dict[str, str]:
     return {u: passwords[u] for u in USERS}
 
 
+#: Where `careplan up` keeps the passwords it generates when none are configured (0600).
+GENERATED_PASSWORDS_FILE = "nats-passwords.json"
+
+
+def ensure_passwords(data_dir: Path) -> Path:
+    """``<data_dir>/nats-passwords.json``: read if it is there (the same credentials across
+    restarts), else a fresh random password for each user, written 0600 and atomically (a
+    temporary file in the same folder, opened 0600, then renamed), so no reader ever sees a
+    partial file and no other user can read it, whatever the umask. A file missing a user
+    (one added to the registry since) gets that user's password added."""
+    path = data_dir / GENERATED_PASSWORDS_FILE
+    try:
+        existing = json.loads(path.read_text())
+    except FileNotFoundError:
+        existing = {}
+    except ValueError as e:
+        msg = f"{path} is not JSON ({e}); remove it to have new NATS passwords generated"
+        raise NatsPasswordsError(msg) from e
+    if not isinstance(existing, dict):
+        msg = f"{path} must hold a JSON object of user → password; remove it to have new ones generated"
+        raise NatsPasswordsError(msg)
+    wanted = {u: existing[u] if isinstance(existing.get(u), str) else secrets.token_urlsafe(24) for u in USERS}
+    wanted = {**existing, **wanted}
+    if wanted != existing or path.stat().st_mode & 0o077:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, json.dumps(wanted, indent=2).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    return path
+
+
+def passwords_file_of(data_dir: Path, configured: Path | None = None) -> Path | None:
+    """The passwords of a `careplan up` on ``data_dir``: the configured file
+    (CAREPLAN_NATS_PASSWORDS_FILE), else the one it generated there, else None."""
+    if configured is not None:
+        return configured
+    generated = data_dir / GENERATED_PASSWORDS_FILE
+    return generated if generated.exists() else None
+
+
+def url_as(url: str, user: str, data_dir: Path, configured: Path | None = None) -> str:
+    """``url`` with ``user``'s credentials from the passwords file of the `careplan up` on
+    ``data_dir`` — unless the URL carries credentials already, or there is no such file
+    (a NATS without users): then ``url`` as it is. For the CLI's commands that talk to
+    the NATS of a running `up` (streams as ``admin``, store checks as ``admin``)."""
+    if any(urlsplit(u.strip() if "://" in u else f"nats://{u.strip()}").username for u in url.split(",")):
+        return url
+    path = passwords_file_of(data_dir, configured)
+    if path is None:
+        return url
+    return with_credentials(url, user, load_passwords(path)[user])
+
+
 def server_environment(passwords: dict[str, str]) -> dict[str, str]:
     """What permissions.conf reads: CAREPLAN_NATS_PW_<USER>. nats-server parses a variable's
     value as configuration, so a password that looks like a number or a date (``2026-11-...``)
@@ -69,9 +131,10 @@ _HEADER = """\
 # do not edit: `careplan contracts check` and the tests fail when it differs.
 #
 # Users and what each may do on the bus. Passwords come from the environment of the
-# nats-server process (CAREPLAN_NATS_PW_<USER>); `careplan up` sets them when
-# CAREPLAN_NATS_PASSWORDS_FILE names a JSON file of {"<user>": "<password>"}, and gives
-# each of its processes its own user. To use it by hand, include it from a server config
+# nats-server process (CAREPLAN_NATS_PW_<USER>); `careplan up` sets them from the JSON file
+# of {"<user>": "<password>"} CAREPLAN_NATS_PASSWORDS_FILE names, else from the one it
+# generates in its data dir (nats-passwords.json, 0600), and gives each of its processes its
+# own user. To use it by hand, include it from a server config
 # in this folder (include paths are relative to the including file):
 #     include "permissions.conf"
 #
@@ -86,12 +149,28 @@ _HEADER = """\
 # may read the stream's info; inboxes
 # (_INBOX.>) carry the replies of JetStream requests. Only the admin user creates or changes
 # the streams CARE and CARE_AUDIT (`careplan up`, `careplan nats streams apply`): every other
-# process checks their configuration and refuses to start when it differs.
+# process checks their configuration and refuses to start when it differs. No user but admin
+# may update, delete or purge CARE or CARE_AUDIT or delete a message from them (denied
+# explicitly; admin is not granted delete or purge either), and only the relays (the stores'
+# publishers) may publish on audit.>, each its own store's chain head.
+#
+# The hospital user reads care.> through its own pull consumer "hospital" and publishes
+# nothing on care.>, audit.> or careplan.>. NATS permissions match whole subject tokens, so
+# consumer names cannot be granted by prefix: a second hospital system gets a user of its own.
 """
 STREAM = "CARE"
 _STREAM_INFO = ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{STREAM}", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"]
 _STREAM_OWN = [f"$JS.API.STREAM.{verb}.{stream}" for stream in (STREAM, AUDIT_STREAM) for verb in ("CREATE", "UPDATE")]
 _DIRECT_GET = [f"$JS.API.DIRECT.GET.{STREAM}", f"$JS.API.DIRECT.GET.{STREAM}.>", f"$JS.API.STREAM.MSG.GET.{STREAM}"]
+
+
+#: Never any process's but the admin user's: changing, deleting or emptying the streams or
+#: removing a message from them. Denied explicitly (beside every user's allow-list, which
+#: never names them), so a future widening of an allow-list cannot open them: whoever holds
+#: a relay's credentials can then not discard the chain heads published to CARE_AUDIT after
+#: rewriting a chain, nor rewrite CARE.
+_STREAM_GUARDED = [f"$JS.API.STREAM.{verb}.{stream}" for stream in (STREAM, AUDIT_STREAM)
+                   for verb in ("UPDATE", "DELETE", "PURGE", "MSG.DELETE")]
 
 
 def _publishing(store: str) -> list[str]:
@@ -135,6 +214,8 @@ def _service_rights(service: Service) -> list[str]:
 
 
 def _user(comment: str, user: str, allow: list[str], deny: list[str] | None = None) -> str:
+    if user != ADMIN_USER:
+        deny = [*(deny or []), *_STREAM_GUARDED]
     rights = f"allow: {json.dumps(allow)}" + (f", deny: {json.dumps(deny)}" if deny else "")
     return (f"    # {comment}\n"
             f"    {{ user: {user}, password: $CAREPLAN_NATS_PW_{user.upper()},\n"
@@ -156,16 +237,21 @@ def render_permissions() -> str:
             continue
         service = next(s for s in SERVICES if s.process == process.name)
         what = "consumer and relay" if service.relays else f"consumer; the {service.store} store's relay publishes"
-        users.append(_user(f"{service.name}: {service.summary} ({what})", process.nats_user, _service_rights(service)))
+        users.append(_user(f"{service.name}: {service.summary} ({what})", process.nats_user, _service_rights(service),
+                           None if service.relays else ["audit.>"]))
     users.append(_user('a hospital subscriber: its own durable consumer "hospital", nothing published', "hospital",
-                       [*_STREAM_INFO, *_consumer("hospital")], ["care.>"]))
+                       [*_STREAM_INFO, *_consumer("hospital"), f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.hospital"],
+                       ["care.>", "audit.>", "careplan.>"]))
     users.append(_user("an auditor: reads stored messages and the status records, changes nothing", "auditor",
                        [f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", f"$JS.API.STREAM.MSG.GET.{AUDIT_STREAM}",
                         f"$JS.API.DIRECT.GET.{AUDIT_STREAM}", f"$JS.API.DIRECT.GET.{AUDIT_STREAM}.>", *_STREAM_INFO,
-                        *_DIRECT_GET[2:], *_DIRECT_GET[:2], *_status_reader(), *_consumer_info()], ["care.>"]))
+                        *_DIRECT_GET[2:], *_DIRECT_GET[:2], *_status_reader(), *_consumer_info()], ["care.>", "audit.>"]))
     users.append(_user("the streams' owner: creates and changes CARE and CARE_AUDIT (careplan up, careplan nats "
-                       "streams apply), publishes nothing", ADMIN_USER,
-                       [*_STREAM_INFO, f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", *_STREAM_OWN], ["care.>", "audit.>"]))
+                       "streams apply); reads CARE and resets a service's durable consumer (careplan store check|recover, "
+                       "deadletter park); publishes nothing", ADMIN_USER,
+                       [*_STREAM_INFO, f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", *_STREAM_OWN, *_DIRECT_GET,
+                        *_consumer_info(), *(f"$JS.API.CONSUMER.DELETE.{STREAM}.{service.name}" for service in SERVICES)],
+                       ["care.>", "audit.>"]))
     return _HEADER + "\nauthorization {\n  users = [\n" + "".join(users) + "  ]\n}\n"
 
 

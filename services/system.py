@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.nats_auth import ADMIN_USER, PERMISSIONS_FILE, load_passwords, server_environment
+from services.nats_auth import ADMIN_USER, PERMISSIONS_FILE, ensure_passwords, load_passwords, server_environment
 from services.registry import PROCESSES
 from services.shared import metrics
 from services.shared.alarms import CRASH_LOOPING, Alarm
@@ -87,6 +87,8 @@ class System:
     settings: Settings
     nats: EmbeddedNats | None = None
     nats_url: str = ""
+    #: The NATS users' passwords when the server has users (default for the embedded one), else None.
+    passwords: dict[str, str] | None = None
     api_url: str = ""
     children: list[Child] = field(default_factory=list)
     supervisor_file: Path | None = None
@@ -98,15 +100,19 @@ class System:
 
     def start(self, timeout: float = 60) -> System:
         data_dir = closed_data_dir(self.settings.data_dir)
-        passwords = load_passwords(self.settings.nats_passwords_file) if self.settings.nats_passwords_file else None
+        passwords_file = self.settings.nats_passwords_file
+        if passwords_file is None and not self.settings.nats_url:
+            # No NATS configured and no passwords given: the embedded server has users all the
+            # same, with passwords generated once into the data dir (0600) and kept across restarts.
+            passwords_file = ensure_passwords(data_dir)
+        passwords = load_passwords(passwords_file) if passwords_file else None
+        self.passwords = passwords
         cipher_key = self.settings.cipher_key.get_secret_value() if self.settings.cipher_key is not None else None
         store_key = nats_store_key(cipher_key) if cipher_key else None
         if self.settings.nats_url:
             self.nats_url = self.settings.nats_url
-        elif passwords is None:
-            self.nats = EmbeddedNats(store_dir=data_dir / "nats", store_key=store_key).start()
-            self.nats_url = self.nats.url
         else:
+            assert passwords is not None  # the embedded server always has users (generated above)
             self.nats = EmbeddedNats(
                 store_dir=data_dir / "nats", extra_args=["-c", str(PERMISSIONS_FILE)],
                 env={**os.environ, **server_environment(passwords)}, probe_user=("auditor", passwords["auditor"]),
@@ -163,6 +169,10 @@ class System:
         self._watcher = threading.Thread(target=self._supervise, name="careplan-supervisor", daemon=True)
         self._watcher.start()
         return self
+
+    def url_as(self, user: str) -> str:
+        """The NATS URL with ``user``'s credentials (as it is when the server has no users)."""
+        return with_credentials(self.nats_url, user, self.passwords[user]) if self.passwords else self.nats_url
 
     def _apply_streams(self, passwords: dict[str, str] | None) -> None:
         """`up` owns the streams: it creates them, or brings them to its settings, before any

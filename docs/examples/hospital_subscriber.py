@@ -1,6 +1,8 @@
 """A hospital system's subscriber to careplan events (runnable; the test suite runs it).
 
-    python docs/examples/hospital_subscriber.py nats://127.0.0.1:4222 ehr-risk --drain
+    python docs/examples/hospital_subscriber.py nats://hospital:PASSWORD@127.0.0.1:4222 hospital --drain
+
+(as the `hospital` NATS user, whose consumer is `hospital`: docs/integration.md, Connecting)
 
 It creates (or reuses) a durable pull consumer on the CARE stream filtered to what it
 needs, validates nothing it does not use, acknowledges each message after handling it,

@@ -181,10 +181,21 @@ async def _floor_latency(tmp: Path, url: str, rate: float, count: int) -> list[f
 
 def measure_latency(base: Settings, rate: float, seconds: float, share: float) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory(prefix="careplan-bench-crisis-") as tmp:
-        settings = base.model_copy(update={"data_dir": Path(tmp) / "data", "database": "sqlite", "nats_url": None})
-        with System(settings) as system:
-            ours = asyncio.run(_pipeline_latency(settings, system.nats_url, rate, seconds, share))
-            floor = asyncio.run(_floor_latency(Path(tmp), system.nats_url, rate, max(50, len(ours))))
+        # A bench-only NATS without users (the bench subscribes and publishes as no careplan
+        # user may): `up` given a NATS URL runs on it as it is.
+        bus = EmbeddedNats(store_dir=Path(tmp) / "nats").start()
+        try:
+            settings = base.model_copy(update={"data_dir": Path(tmp) / "data", "database": "sqlite", "nats_url": bus.url})
+            ours, floor = _measure_on(settings, rate, seconds, share, Path(tmp))
+        finally:
+            bus.stop()
+    return ours, floor
+
+
+def _measure_on(settings: Settings, rate: float, seconds: float, share: float, tmp: Path) -> tuple[list[float], list[float]]:
+    with System(settings) as system:
+        ours = asyncio.run(_pipeline_latency(settings, system.nats_url, rate, seconds, share))
+        floor = asyncio.run(_floor_latency(tmp, system.nats_url, rate, max(50, len(ours))))
     return ours, floor
 
 

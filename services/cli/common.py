@@ -17,8 +17,29 @@ console = Console()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder of the stores.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-NatsUrl = Annotated[str | None, typer.Option("--nats", help="The NATS server (default: CAREPLAN_NATS_URL; "
-                                                              "`careplan up` prints its own).")]
+NatsUrl = Annotated[str | None, typer.Option("--nats", help="The NATS server (default: CAREPLAN_NATS_URL, else the "
+                                                              "running `careplan up`'s, from its data dir).")]
+
+
+def nats_url_as(option: str | None, user: str, data_dir: Path | None = None) -> str | None:
+    """The NATS server to talk to, as ``user``: ``--nats``, else CAREPLAN_NATS_URL, else the
+    address the running `careplan up` wrote into its data dir (``careplan-up.json``). A URL
+    without credentials gets ``user``'s from the passwords file (CAREPLAN_NATS_PASSWORDS_FILE,
+    else ``<data dir>/nats-passwords.json``, which `up` generates) when there is one."""
+    import json
+
+    from services.nats_auth import url_as
+
+    settings = _settings(data_dir)
+    url = option or settings.nats_url
+    if not url:
+        try:
+            url = json.loads((settings.data_dir / "careplan-up.json").read_text()).get("nats")
+        except (OSError, ValueError, AttributeError):
+            url = None
+    if not url:
+        return None
+    return url_as(str(url), user, settings.data_dir, settings.nats_passwords_file)
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
@@ -41,7 +62,7 @@ def _with_recovery(store: str, nats_url: str | None, data_dir: Path | None, work
     from services.shared.bus import connect
 
     settings = _settings(data_dir)
-    url = nats_url or settings.nats_url
+    url = nats_url_as(nats_url, "admin", data_dir)
     if not url:
         console.print("[red]Name the NATS server: --nats URL (careplan up prints it in its ready line).[/red]")
         raise typer.Exit(2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli.common import NatsUrl, _settings, console
+from services.cli.common import NatsUrl, _settings, console, nats_url_as
 
 app = typer.Typer(help="The NATS streams CARE and CARE_AUDIT.", no_args_is_help=True)
 streams_app = typer.Typer(help="Create, change or check the streams' configuration.", no_args_is_help=True)
@@ -15,7 +15,7 @@ app.add_typer(streams_app, name="streams")
 
 
 def _url(nats_url: str | None) -> str:
-    url = nats_url or _settings().nats_url
+    url = nats_url_as(nats_url, "admin")
     if not url:
         console.print("[red]Name the NATS server: --nats URL (with the admin user's credentials when it has users).[/red]")
         raise typer.Exit(2)

@@ -20,7 +20,6 @@ from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN
-from tests.support.bus import read_stream
 
 META = CommandMeta(actor=CLINICIAN)
 
@@ -39,11 +38,24 @@ def _api_up(url: str) -> bool:
         return False
 
 
-def stream_count(url: str) -> int:
-    """The care application's events on the stream (the services add their own)."""
+def stream_count(url: str, data_dir: Path) -> int:
+    """The care application's events on the stream (the services add their own), read as the
+    auditor user with the password `up` generated into its data dir (its NATS has users)."""
     import asyncio
 
-    return sum(1 for m in asyncio.run(read_stream(url)) if m.subject.startswith("care.clinical."))
+    import nats
+
+    from services.nats_auth import url_as
+
+    async def count() -> int:
+        nc = await nats.connect(url_as(url, "auditor", data_dir))
+        try:
+            info = await nc.jetstream().stream_info("CARE", subjects_filter="care.clinical.>")
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
 
 
 def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path: Path) -> None:
@@ -80,14 +92,14 @@ def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path:
             plan = UUID(response.json()["aggregate_id"])
             assert app.get_plan(plan).version == 1
             assert next(iter(app.history(plan))).actor.id == "clinician-17"
-            wait_for(lambda: stream_count(info["nats"]) == 1, what="the first event on the stream")
+            wait_for(lambda: stream_count(info["nats"], data) == 1, what="the first event on the stream")
 
             relay_pid = info["processes"]["relay:care"]
             os.kill(relay_pid, signal.SIGKILL)
             app.handle(c.TargetCopingSkill(plan_id=plan, skill=CopingSkill.COMMUNICATION), META)
             for i in range(20):
                 app.handle(c.RecordSkillProgress(plan_id=plan, skill=CopingSkill.COMMUNICATION, note=f"n{i}"), META)
-            wait_for(lambda: stream_count(info["nats"]) == 22, what="the restarted relay to catch up")
+            wait_for(lambda: stream_count(info["nats"], data) == 22, what="the restarted relay to catch up")
             assert "restarting" in (tmp_path / "up.log").read_text()
         finally:
             app.close()

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 
-from services.shared.bus import EmbeddedNats, audit_stream_config, stream_config, with_credentials
 from services.nats_auth import PERMISSIONS_FILE, USERS, server_environment
+from services.shared.bus import EmbeddedNats, audit_stream_config, stream_config, with_credentials
 from services.shared.settings import Settings
 from tests.support.bus import create_streams
 
@@ -159,3 +159,101 @@ async def _subjects(url: str, want: set[str], timeout: float = 60) -> set[str]:
             await asyncio.sleep(0.2)
     finally:
         await nc.close()
+
+
+async def test_no_user_but_admin_may_change_or_empty_care_audit(secured: EmbeddedNats) -> None:
+    """Whoever holds a relay's credentials cannot discard the published chain heads."""
+    create_streams(as_user(secured.url, "admin"))
+    relay = await nats.connect(as_user(secured.url, "relay_care"), max_reconnect_attempts=0)
+    errors: list[str] = []
+
+    async def note(e: Exception) -> None:
+        errors.append(str(e))
+
+    others = {user: await nats.connect(as_user(secured.url, user), error_cb=note, max_reconnect_attempts=0)
+              for user in ("care_policies", "hospital", "auditor")}
+    try:
+        assert (await relay.jetstream().publish("audit.careplan.v1.chain.care", b"head")).seq == 1
+        with pytest.raises(Exception):  # noqa: B017 - another store's chain head
+            await relay.jetstream().publish("audit.careplan.v1.chain.escalation", b"forged", timeout=1)
+        shorter = audit_stream_config(Settings(stream_replicas=1, stream_duplicate_window_seconds=3600))
+        for connection in (relay, *others.values()):
+            js = connection.jetstream(timeout=1)
+            for verb, *args in (("purge_stream", "CARE_AUDIT"), ("delete_msg", "CARE_AUDIT", 1),
+                                ("delete_stream", "CARE_AUDIT"), ("update_stream", shorter), ("purge_stream", "CARE"),
+                                ("delete_stream", "CARE"), ("delete_msg", "CARE", 1)):
+                with pytest.raises(Exception):  # noqa: B017 - refused: the request is dropped, a timeout
+                    await getattr(js, verb)(*args)
+        for connection in others.values():  # only the relays publish chain heads
+            await connection.publish("audit.careplan.v1.chain.care", b"forged")
+            await connection.flush()
+        await asyncio.sleep(0.3)
+        info = await relay.jetstream().stream_info("CARE_AUDIT")
+        assert (info.state.messages, info.config.duplicate_window) == (1, 7200), info
+        assert (await relay.jetstream().stream_info("CARE")).config.name == "CARE"
+        assert sum("permissions violation for publish" in e and "audit.careplan" in e for e in errors) == 3, errors
+    finally:
+        for connection in (relay, *others.values()):
+            await connection.close()
+
+
+def _up(data: Path, ready: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data), "--ready-file", str(ready)],
+                          env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while not ready.exists():
+        assert time.monotonic() < deadline and up.poll() is None, log_path.read_text()
+        time.sleep(0.1)
+    return up
+
+
+def test_careplan_up_has_users_by_default_with_passwords_kept_in_its_data_dir(tmp_path: Path) -> None:
+    data, ready = tmp_path / "data", tmp_path / "ready.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
+    up = _up(data, ready, tmp_path / "up.log", env)
+    try:
+        url = json.loads(ready.read_text())["nats"]
+        passwords_file = data / "nats-passwords.json"
+        assert passwords_file.stat().st_mode & 0o777 == 0o600
+        passwords = json.loads(passwords_file.read_text())
+        assert set(USERS) <= set(passwords) and {"admin", "hospital", "auditor"} <= set(passwords)
+
+        async def anonymous() -> None:
+            nc = await nats.connect(url, max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2)
+            await nc.close()
+
+        with pytest.raises(Exception, match="(?i)authorization"):
+            asyncio.run(anonymous())
+        # the hospital user reads care.> with the generated password
+        hospital = with_credentials(url, "hospital", passwords["hospital"])
+
+        async def read() -> str:
+            nc = await nats.connect(hospital, max_reconnect_attempts=0)
+            try:
+                js = nc.jetstream(timeout=5)
+                # as docs/integration.md shows it: its own durable, filtered
+                await js.add_consumer("CARE", ConsumerConfig(durable_name="hospital", filter_subjects=[
+                    "care.clinical.v1.care_plan.*.strategy_changed", "care.clinical.v1.care_plan.*.risk_level_raised"]))
+                await js.pull_subscribe_bind("hospital", stream="CARE")
+                return (await js.consumer_info("CARE", "hospital")).name
+            finally:
+                await nc.close()
+
+        assert asyncio.run(read()) == "hospital"
+        # the CLI finds the running `up` and its admin credentials in the data dir
+        check = subprocess.run([sys.executable, "-m", "services.cli", "nats", "streams", "check"],
+                               env={**env, "CAREPLAN_DATA_DIR": str(data)}, capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "as configured" in check.stdout
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    # kept across restarts
+    ready.unlink(missing_ok=True)
+    up = _up(data, ready, tmp_path / "up2.log", env)
+    try:
+        assert json.loads((data / "nats-passwords.json").read_text()) == passwords
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    assert "permissions violation" not in (data / "nats" / "nats-server.log").read_text()

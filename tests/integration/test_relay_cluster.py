@@ -1,5 +1,7 @@
-"""A 3-node JetStream cluster from deploy/nats/cluster/*.conf (as they are), a stream with
-3 replicas, and one node killed while the relay publishes: nothing is lost."""
+"""A 3-node JetStream cluster from deploy/nats/cluster/*.conf (as they are, with a CA and
+certificates made at test time in ./tls/ of their working directory): clients only over TLS,
+routes over mutual TLS; a stream with 3 replicas, and one node killed while the relay
+publishes: nothing is lost."""
 
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from services.shared.bus import nats_server_binary
 from services.shared.settings import Settings
 from tests.integration.test_relay import assert_exactly_once_in_commit_order, write_load, write_plans
 from tests.support.bus import InProcessRelay, create_streams, read_stream
+from tests.support.tls import make_tls
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "cluster"
 CLIENT_PORTS = (24221, 24222, 24223)
-URLS = ",".join(f"nats://127.0.0.1:{p}" for p in CLIENT_PORTS)
+URLS = ",".join(f"tls://127.0.0.1:{p}" for p in CLIENT_PORTS)
 
 
 def _port_free(port: int) -> bool:
@@ -31,7 +34,10 @@ def _port_free(port: int) -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[bytes]]]:
+    # the configs read ./tls/{ca,server-cert,server-key}.pem; every client here (the relay's
+    # included) trusts the test CA through SSL_CERT_FILE, as an operator's processes would
+    monkeypatch.setenv("SSL_CERT_FILE", str(make_tls(tmp_path / "tls") / "ca.pem"))
     busy = [p for p in (*CLIENT_PORTS, 26221, 26222, 26223) if not _port_free(p)]
     if busy:
         pytest.fail(f"ports {busy} of deploy/nats/cluster are taken by another process", pytrace=False)
@@ -102,3 +108,42 @@ async def test_a_node_killed_while_publishing_loses_nothing(tmp_path: Path, clus
         assert_exactly_once_in_commit_order(messages, app)
     finally:
         app.close()
+
+
+async def test_clients_connect_only_over_tls_and_routes_form_over_mutual_tls(
+    tmp_path: Path, cluster: list[subprocess.Popen[bytes]],
+) -> None:
+    # over TLS, trusting the CA: a replicated stream works (the fixture made and dropped one too)
+    nc = await nats.connect(URLS.split(","), max_reconnect_attempts=1)
+    try:
+        js = nc.jetstream()
+        from nats.js.api import StreamConfig
+
+        await js.add_stream(StreamConfig(name="TLS_R3", subjects=["tls.>"], num_replicas=3))
+        assert (await js.publish("tls.one", b"x")).seq == 1
+        info = await js.stream_info("TLS_R3")
+        assert info.cluster is not None and info.cluster.leader and len(info.cluster.replicas or []) == 2
+        assert all(r.current for r in info.cluster.replicas or []), info.cluster
+        await js.delete_stream("TLS_R3")
+    finally:
+        await nc.close()
+    # a plain connection: the server asks for TLS and answers nothing in clear text but an error
+    for port in CLIENT_PORTS:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            greeting = s.recv(4096).decode()
+            assert '"tls_required":true' in greeting, greeting
+            s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+            try:
+                answer = s.recv(4096)
+            except OSError:
+                answer = b""
+            assert b"PONG" not in answer, answer
+    # a client that trusts no such CA is refused too (the certificate does not verify)
+    import ssl
+
+    with pytest.raises(Exception):  # noqa: B017 - a TLS verification failure, however nats-py wraps it
+        await nats.connect(URLS.split(",")[0], tls=ssl.create_default_context(cafile=None, capath=str(tmp_path)),
+                           allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    # the routes are up, each node knows both others (over mutual TLS: the configs' cluster.tls verify)
+    logs = "".join((tmp_path / f"n{i}.log").read_text(errors="replace") for i in (1, 2, 3))
+    assert "Route connection created" in logs and "JetStream cluster new metadata leader" in logs
