@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from domain.catalogues.care import CopingSkill
-from services.audit.integrity import Anchor, verify_all, verify_store
+from services.audit.integrity import RECORD_STORES, Anchor, verify_all, verify_store
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
+from services.shared.persistence import OutboxStores
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN
 
@@ -25,6 +26,10 @@ META = CommandMeta(actor=CLINICIAN)
 
 
 def fill(settings: Settings, notes: int = 30) -> None:
+    """A care plan with ``notes`` progress notes, in a system that has started (every store of
+    the registry exists, as `careplan up` leaves it)."""
+    for store in RECORD_STORES:
+        OutboxStores(settings, store).close()
     app = CareApplication(settings)
     try:
         plan = app.handle(c.DraftCarePlan(client_id="client-1", title="Chain", strategy="short_term_moderate",
@@ -60,6 +65,10 @@ class Table:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def by_store(reports: list[Any]) -> dict[str, Any]:
+    return {r.store: r for r in reports}
 
 
 def edit_a_byte(t: Table) -> int:
@@ -102,8 +111,8 @@ TAMPERING: dict[str, Callable[[Table], int]] = {
 @pytest.mark.parametrize("kind", sorted(TAMPERING))
 def test_verify_names_the_first_broken_position_and_the_kind_of_break(backend_settings: Settings, kind: str) -> None:
     fill(backend_settings)
-    (before,) = verify_all(backend_settings)
-    assert before.ok and before.events == 32 and before.head_position == 32
+    before = by_store(verify_all(backend_settings))["care"]
+    assert all(r.ok for r in verify_all(backend_settings)) and before.ok and before.events == 32 and before.head_position == 32
     table = Table(backend_settings)
     try:
         position = TAMPERING[kind](table)
@@ -133,7 +142,7 @@ def test_links_are_written_with_the_events_or_not_at_all(backend_settings: Setti
 
 def test_an_anchor_catches_a_rewritten_chain(backend_settings: Settings) -> None:
     fill(backend_settings, notes=5)
-    (report,) = verify_all(backend_settings)
+    report = by_store(verify_all(backend_settings))["care"]
     anchor = Anchor(store="care", position=report.head_position, link=report.head_link)
     assert verify_store(backend_settings, "care", [anchor]).ok
     forged = Anchor(store="care", position=report.head_position, link="00" * 32)
@@ -147,7 +156,7 @@ def test_verify_command_exits_non_zero_on_a_break(tmp_path: Path) -> None:
     verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(tmp_path), "--json"]
     ok = subprocess.run(verify, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert json.loads(ok.stdout)[0]["ok"] is True
+    assert all(r["ok"] for r in json.loads(ok.stdout))
     table = Table(settings)
     try:
         delete_a_row(table)
@@ -216,3 +225,66 @@ def edit_a_byte_and_relink(t: Table, position: int) -> None:
     ((previous,),) = t.run("SELECT link FROM stored_events_chain WHERE notification_id = {m}", position - 1)
     t.run("UPDATE stored_events_chain SET link = {m} WHERE notification_id = {m}",
           link_of(bytes(previous), position, originator, version, topic, bytes(changed)), position)
+
+
+# ------------------------------------------------------------------ side doors (issue 13, finding 7)
+
+
+def drop_store(settings: Settings, store: str, *, relay_too: bool = False) -> None:
+    """Removes a whole store, as someone holding the database could: the SQLite file (with
+    its WAL; ``relay_too``: and its relay's position file), or the PostgreSQL schema."""
+    if settings.database == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{settings.sqlite_path(store)}{suffix}").unlink(missing_ok=True)
+            if relay_too:
+                (settings.data_dir / f"relay-{store}.sqlite{suffix}").unlink(missing_ok=True)
+        return
+    import psycopg
+
+    with psycopg.connect(host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+                         dbname=settings.postgres_dbname, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{settings.postgres_schema(store)}" CASCADE')
+
+
+def test_a_store_of_the_registry_that_is_gone_fails_verify(backend_settings: Settings) -> None:
+    fill(backend_settings, notes=3)
+    assert all(r.ok for r in verify_all(backend_settings))
+    drop_store(backend_settings, "care")
+    reports = by_store(verify_all(backend_settings))
+    assert not reports["care"].ok and reports["care"].first_break.kind == "missing", reports
+    assert all(r.ok for store, r in reports.items() if store != "care")
+
+
+def test_a_store_with_a_published_head_must_exist_and_hold_it(backend_settings: Settings) -> None:
+    fill(backend_settings, notes=3)
+    care = by_store(verify_all(backend_settings))["care"]
+    head = Anchor(store="care", position=care.head_position, link=care.head_link)
+    for store in RECORD_STORES:  # every store gone: without the head this looks like a fresh install
+        drop_store(backend_settings, store, relay_too=True)
+    assert verify_all(backend_settings) == []
+    (report,) = verify_all(backend_settings, [head])
+    assert (report.store, report.ok, report.first_break.kind) == ("care", False, "missing")
+
+
+def test_an_emptied_store_fails_against_its_published_head(backend_settings: Settings) -> None:
+    fill(backend_settings, notes=3)
+    care = by_store(verify_all(backend_settings))["care"]
+    head = Anchor(store="care", position=care.head_position, link=care.head_link)
+    table = Table(backend_settings)
+    try:
+        chain = "stored_events_chain" if backend_settings.database == "sqlite" else f"{table.events}_chain"
+        table.run("DELETE FROM {t}")
+        table.run(f"DELETE FROM {chain}")
+    finally:
+        table.close()
+    assert verify_store(backend_settings, "care").ok  # an empty chain is consistent...
+    report = verify_store(backend_settings, "care", [head])  # ...the published head is not there
+    assert not report.ok and report.first_break.kind == "anchor-mismatch" and "before the published head" in \
+        report.first_break.detail
+
+
+def test_a_fresh_install_verifies_green(tmp_path: Path) -> None:
+    verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(tmp_path)]
+    fresh = subprocess.run(verify, check=False, capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "fresh install" in fresh.stdout and "not checked" in fresh.stdout
