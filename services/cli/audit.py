@@ -208,9 +208,11 @@ def audit_verify(
         for column in ("store", "events", "head", "result"):
             table.add_column(column)
         for r in reports:
-            result = "[green]OK[/green]" if r.ok else (
-                f"[red]{r.first_break.kind} at position {r.first_break.position}[/red]: {r.first_break.detail}"  # type: ignore[union-attr]
+            result = "[green]OK[/green]" if r.first_break is None else (
+                f"[red]{r.first_break.kind} at position {r.first_break.position}[/red]: {r.first_break.detail}"
             )
+            for p in r.snapshot_problems:
+                result += f"\n[red]snapshot of {p.aggregate_id} v{p.version}[/red]: {p.detail}"
             table.add_row(r.store, str(r.events), f"{r.head_position} {r.head_link[:16]}…", result)
         console.print(table)
     if not reports or not all(r.ok for r in reports):

@@ -288,3 +288,109 @@ def test_a_fresh_install_verifies_green(tmp_path: Path) -> None:
     fresh = subprocess.run(verify, check=False, capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert "fresh install" in fresh.stdout and "not checked" in fresh.stdout
+
+
+def plan_in_crisis(settings: Settings) -> tuple[Any, Any]:
+    """A plan whose events say: one open crisis; a snapshot taken after it (interval 4)."""
+    from uuid import uuid4
+
+    from domain.base import CommandContext
+    from services.shared.clock import MonotonicClock
+
+    app = CareApplication(settings)
+    try:
+        plan_id = app.handle(c.DraftCarePlan(client_id="client-1", title="Crisis", strategy="short_term_moderate",
+                                             therapy_models=["steady_drive"]), META).aggregate_id
+        app.handle(c.TargetCopingSkill(plan_id=plan_id, skill=CopingSkill.COMMUNICATION), META)
+        crisis = uuid4()
+        plan = app.get_plan(plan_id)
+        plan.activate_emergency_support(crisis, reason="PHQ-9 item 9", ctx=CommandContext(
+            actor=CareApplication.actor, at=MonotonicClock()(), correlation_id=uuid4()))
+        app.save(plan)
+        app.handle(c.RecordSkillProgress(plan_id=plan_id, skill=CopingSkill.COMMUNICATION, note="v4"), META)
+    finally:
+        app.close()
+    return plan_id, crisis
+
+
+def edit_snapshot(settings: Settings, plan_id: Any, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrites the plan's latest snapshot's state in the database."""
+    table = Table(settings)
+    try:
+        snapshots = "stored_snapshots" if settings.database == "sqlite" else f"{settings.postgres_schema('care')}.care_snapshots"
+        key = plan_id.hex if settings.database == "sqlite" else plan_id
+        rows = table.run(f"SELECT originator_version, state FROM {snapshots} WHERE originator_id = {{m}} "
+                         "ORDER BY originator_version DESC", key)
+        assert rows, "no snapshot was taken"
+        version, state = rows[0]
+        body = json.loads(bytes(state))
+        change(body["state"])
+        table.run(f"UPDATE {snapshots} SET state = {{m}} WHERE originator_id = {{m}} AND originator_version = {{m}}",
+                  json.dumps(body).encode(), key, version)
+    finally:
+        table.close()
+
+
+def test_an_edited_snapshot_fails_verify_and_the_application_decides_on_the_events(backend_settings: Settings) -> None:
+    from domain.errors import DomainError
+
+    settings = backend_settings.model_copy(update={"snapshot_interval": 4, "aggregate_cache_size": 0})
+    for store in RECORD_STORES:
+        OutboxStores(settings, store).close()
+    plan_id, crisis = plan_in_crisis(settings)
+    care = by_store(verify_all(settings))["care"]
+    assert care.ok and care.snapshots_checked == 1, care
+    edit_snapshot(settings, plan_id, lambda state: state.update(open_crises=[]))
+    assert verify_store(settings, "care").ok is False
+    care = by_store(verify_all(settings))["care"]
+    assert not care.ok and care.first_break is None  # the chain is whole; the snapshot is not
+    assert [(p.aggregate_id, p.version) for p in care.snapshot_problems] == [(str(plan_id), 4)], care
+    app = CareApplication(settings)
+    try:
+        plan = app.get_plan(plan_id)
+        assert plan.open_crises == [crisis] and plan.version == 4  # what the events say
+        from uuid import uuid4
+
+        from domain.base import CommandContext
+
+        with pytest.raises(DomainError, match="already active"):  # the decision the events imply
+            plan.activate_emergency_support(crisis, reason="again", ctx=CommandContext(
+                actor=CareApplication.actor, at=plan.modified_on, correlation_id=uuid4()))
+    finally:
+        app.close()
+
+
+def test_a_snapshot_relinked_by_hand_is_caught_by_the_replay(backend_settings: Settings) -> None:
+    """Someone who recomputes the digest (no cipher key: its key is known) gets the snapshot
+    used, but verify replays the aggregate and names it."""
+    from services.shared.snapshots import snapshot_digest, snapshot_key
+
+    settings = backend_settings.model_copy(update={"snapshot_interval": 4, "aggregate_cache_size": 0})
+    for store in RECORD_STORES:
+        OutboxStores(settings, store).close()
+    plan_id, _ = plan_in_crisis(settings)
+    app = CareApplication(settings)
+    try:
+        link = app.recorder.event_link(plan_id, 4)
+    finally:
+        app.close()
+
+    def forge(state: dict[str, Any]) -> None:
+        state.update(open_crises=[])
+
+    edit_snapshot(settings, plan_id, forge)
+    table = Table(settings)  # recompute the digest of the edited snapshot
+    try:
+        snapshots = "stored_snapshots" if settings.database == "sqlite" else f"{settings.postgres_schema('care')}.care_snapshots"
+        key = plan_id.hex if settings.database == "sqlite" else plan_id
+        ((state,),) = table.run(f"SELECT state FROM {snapshots} WHERE originator_id = {{m}}", key)
+        body = json.loads(bytes(state))
+        from domain.base import AggregateSnapshot
+
+        body["chain_digest"] = snapshot_digest(AggregateSnapshot.model_validate(
+            {**body, "originator_id": plan_id, "originator_version": 4}), link, snapshot_key(None))
+        table.run(f"UPDATE {snapshots} SET state = {{m}} WHERE originator_id = {{m}}", json.dumps(body).encode(), key)
+    finally:
+        table.close()
+    care = by_store(verify_all(settings))["care"]
+    assert not care.ok and [p.detail for p in care.snapshot_problems] == ["its state is not what the aggregate's events give"]
