@@ -394,3 +394,66 @@ def test_a_snapshot_relinked_by_hand_is_caught_by_the_replay(backend_settings: S
         table.close()
     care = by_store(verify_all(settings))["care"]
     assert not care.ok and [p.detail for p in care.snapshot_problems] == ["its state is not what the aggregate's events give"]
+
+
+async def test_positions_moved_forward_by_hand_are_caught_against_the_stream(backend_settings: Settings) -> None:
+    import nats
+    from eventsourcing.persistence import InfrastructureFactory, Tracking
+    from eventsourcing.utils import Environment
+
+    from services.audit.integrity import check_positions, published_heads, with_positions
+    from services.shared.bus import EmbeddedNats
+    from services.shared.persistence import eventsourcing_env
+    from services.shared.tracking import stream_tracking_name
+    from tests.support.bus import InProcessRelay, with_streams
+
+    settings = backend_settings.model_copy(update={"chain_head_interval": 0.2})
+    with EmbeddedNats(store_dir=settings.data_dir / "nats") as server:
+        with_streams(server)
+        fill(settings, notes=3)
+        async with InProcessRelay(settings, server.url) as relay:
+            await relay.wait_position(5)
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            assert all(c.ok for c in await check_positions(settings, js))
+            # the relay's position moved past three events it never published
+            fill_more = CareApplication(settings)
+            try:
+                plan = next(iter(fill_more.recorder.select_notifications(start=1, limit=1))).originator_id
+                for i in range(3):
+                    fill_more.handle(c.RecordSkillProgress(plan_id=plan, skill=CopingSkill.COMMUNICATION, note=f"x{i}"), META)
+            finally:
+                fill_more.close()
+            stores = OutboxStores(settings, "care")
+            try:
+                stores.tracking.insert_tracking(Tracking("care", 8))
+            finally:
+                stores.close()
+            # the escalation consumer's positions moved past what the stream holds
+            last_seq = (await js.stream_info("CARE")).state.last_seq
+            factory = InfrastructureFactory.construct(Environment("escalation", eventsourcing_env(settings, "escalation")))
+            try:
+                recorder = factory.process_recorder()
+                recorder.insert_tracking(Tracking(stream_tracking_name("CARE", "escalation"), last_seq + 10))
+                recorder.insert_tracking(Tracking("care", 7))
+            finally:
+                factory.close()
+            assert all(r.ok for r in verify_all(settings, await published_heads(js)))  # the chains say nothing of it
+            checks = {(ch.who, ch.of): ch for ch in await check_positions(settings, js)}
+            reports = by_store(with_positions(verify_all(settings), list(checks.values())))
+        finally:
+            await nc.close()
+        relay_care = checks[("relay:care", "care")]
+        assert (relay_care.ok, relay_care.recorded, relay_care.on_stream) == (False, 8, 5)
+        assert not checks[("consumer:escalation", "stream CARE")].ok
+        assert (checks[("consumer:escalation", "care")].ok, checks[("consumer:escalation", "care")].on_stream) == (False, 5)
+        assert not reports["care"].ok and not reports["escalation"].ok
+        assert reports["assessment"].ok and reports["scheduling"].ok
+        if settings.database == "sqlite":
+            verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(settings.data_dir),
+                      "--nats", server.url]
+            cli = subprocess.run(verify, check=False, capture_output=True, text=True,
+                                 env={"COLUMNS": "250", **__import__("os").environ})
+            assert cli.returncode == 1, cli.stdout + cli.stderr
+            assert "relay:care position of care 8 is ahead of the stream (5)" in cli.stdout, cli.stdout
