@@ -234,8 +234,7 @@ class Tracked:
         not used (services.shared.snapshots)."""
         from services.shared.snapshots import CheckedSnapshots, snapshot_key
 
-        settings = self.settings  # type: ignore[attr-defined]
-        key = snapshot_key(settings.cipher_key.get_secret_value() if settings.cipher_key is not None else None)
+        key = snapshot_key(self.env.get("CIPHER_KEY") or None)  # type: ignore[attr-defined]
         return CheckedSnapshots(super().construct_snapshot_store(), self.recorder, key)  # type: ignore[misc]
 
     def context_for(self, inbound: Inbound) -> CommandContext:
