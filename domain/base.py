@@ -327,6 +327,10 @@ class AggregateSnapshot(BaseModel):
     timestamp: datetime
     aggregate_type: str
     state: dict[str, Any]
+    #: A digest of the snapshot and of the hash-chain link of the event at its version
+    #: (services.shared.snapshots): a snapshot without it, or that no longer matches it, is
+    #: not trusted on load.
+    chain_digest: str | None = None
 
     @classmethod
     def take(cls, aggregate: AggregateRoot) -> AggregateSnapshot:

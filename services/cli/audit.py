@@ -259,18 +259,27 @@ def audit_access_log(data_dir: DataDir = None, as_json: Json = False) -> None:
 def audit_verify(
     data_dir: Annotated[Path | None, typer.Option(help="Data folder whose stores to check.")] = None,
     anchor: Annotated[Path | None, typer.Option(help="JSON list of published chain heads to check against.")] = None,
+    nats_url: Annotated[str | None, typer.Option("--nats", help="The NATS server: its published chain heads anchor "
+                                                 "the stores (default: CAREPLAN_NATS_URL; without it: not checked).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
 ) -> None:
     """Recompute every store's hash chain; exit 1 at the first edited, deleted, inserted or
-    reordered stored event (or a chain that no longer matches a published head)."""
+    reordered stored event, a chain that no longer matches a published head, or a store
+    that must exist and is missing; exit 2 if the NATS server named cannot be read."""
     import json
 
     from rich.table import Table
 
-    from services.audit.integrity import Anchor, verify_all
+    from services.audit.integrity import Anchor, check_positions, published_heads, verify_all, with_positions
 
+    settings = _settings(data_dir)
     anchors = [Anchor.model_validate(a) for a in json.loads(anchor.read_text())] if anchor else []
-    reports = verify_all(_settings(data_dir), anchors)
+    url = nats_url or settings.nats_url
+    if url:
+        anchors += _from_nats(url, published_heads)
+    reports = verify_all(settings, anchors)
+    if url:
+        reports = with_positions(reports, _from_nats(url, lambda js: check_positions(settings, js)))
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in reports], indent=2))
     else:
@@ -278,10 +287,40 @@ def audit_verify(
         for column in ("store", "events", "head", "result"):
             table.add_column(column)
         for r in reports:
-            result = "[green]OK[/green]" if r.ok else (
-                f"[red]{r.first_break.kind} at position {r.first_break.position}[/red]: {r.first_break.detail}"  # type: ignore[union-attr]
+            result = "[green]OK[/green]" if r.first_break is None else (
+                f"[red]{r.first_break.kind} at position {r.first_break.position}[/red]: {r.first_break.detail}"
             )
+            for p in r.snapshot_problems:
+                result += f"\n[red]snapshot of {p.aggregate_id} v{p.version}[/red]: {p.detail}"
+            for c in r.positions or ():
+                if not c.ok:
+                    result += (f"\n[red]{c.who} position of {c.of} {c.recorded} is ahead of the stream ({c.on_stream})"
+                               "[/red]: moved forward by hand, the events between were dropped")
             table.add_row(r.store, str(r.events), f"{r.head_position} {r.head_link[:16]}…", result)
         console.print(table)
-    if not reports or not all(r.ok for r in reports):
+        if not reports:
+            console.print("No store exists here: nothing was ever recorded (a fresh install).")
+        if not url:
+            console.print("Published chain heads, relay and consumer positions: not checked (no --nats).")
+    if not all(r.ok for r in reports):
         raise typer.Exit(1)
+
+
+def _from_nats(url: str, read_with: Callable[[Any], Any]) -> Any:
+    """What ``read_with`` reads from the NATS server (heads, positions); exit 2 if it cannot."""
+    import asyncio
+
+    from services.shared.bus import connect
+
+    async def read() -> Any:
+        nc = await connect(url, name="careplan-audit-verify", reconnect=False)
+        try:
+            return await read_with(nc.jetstream())
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(read())
+    except Exception as e:  # noqa: BLE001 - any failure to read the anchors is reported, not a traceback
+        console.print(f"[red]Cannot read the published chain heads and positions from {url}: {type(e).__name__} {e}[/red]")
+        raise typer.Exit(2) from None

@@ -7,7 +7,9 @@ through ``APPLICATION_RECORDER_TOPIC`` / ``PROCESS_RECORDER_TOPIC``), so there i
 event without its link or a link without its event. ``services.audit.integrity`` recomputes
 the chain; a published chain head (see the relay) anchors it outside the database.
 
-Snapshots are not chained: they are derived from the events and can be rebuilt.
+Snapshots are not chained, but each carries a digest over itself and the link of the event
+at its version (services.shared.snapshots): one that disagrees is not trusted on load, and
+``audit verify`` replays the events under each aggregate's latest snapshot.
 """
 
 from __future__ import annotations
@@ -98,6 +100,15 @@ class _SQLiteChain:
             c.execute(f"SELECT notification_id, link FROM {self.chain_table_name} WHERE notification_id >= ? "
                       "ORDER BY notification_id LIMIT ?", (start, limit))
             return [(int(r[0]), bytes(r[1])) for r in c.fetchall()]
+
+    def event_link(self, originator_id: UUID, version: int) -> bytes | None:
+        """The chain link of an aggregate's event at ``version`` (None: no such event)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT l.link FROM {self.events_table_name} e JOIN {self.chain_table_name} l "
+                      "ON l.notification_id = e.rowid WHERE e.originator_id = ? AND e.originator_version = ?",
+                      (UUID(str(originator_id)).hex, version))
+            row = c.fetchone()
+            return bytes(row[0]) if row else None
 
     def chain_head(self) -> tuple[int, bytes] | None:
         with self.datastore.transaction(commit=False) as c:
@@ -198,6 +209,18 @@ class _PostgresChain:
             curs.execute(SQL("SELECT notification_id, link FROM {0} WHERE notification_id >= %s "
                              "ORDER BY notification_id LIMIT %s").format(self.chain_table), (start, limit))
             return [(int(r["notification_id"]), bytes(r["link"])) for r in curs.fetchall()]
+
+    def event_link(self, originator_id: UUID, version: int) -> bytes | None:
+        """The chain link of an aggregate's event at ``version`` (None: no such event)."""
+        from psycopg.sql import SQL, Identifier
+
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT l.link FROM {0} e JOIN {1} l ON l.notification_id = e.notification_id "
+                             "WHERE e.originator_id = %s AND e.originator_version = %s").format(table, self.chain_table),
+                         (UUID(str(originator_id)), version))
+            row = curs.fetchone()
+            return bytes(row["link"]) if row else None
 
     def chain_head(self) -> tuple[int, bytes] | None:
         from psycopg.sql import SQL

@@ -229,6 +229,14 @@ class Tracked:
         assert isinstance(self.recorder, ProcessRecorder)
         return self.recorder
 
+    def construct_snapshot_store(self) -> Any:
+        """Snapshots put with a digest over them and the hash chain; one that disagrees is
+        not used (services.shared.snapshots)."""
+        from services.shared.snapshots import CheckedSnapshots, snapshot_key
+
+        key = snapshot_key(self.env.get("CIPHER_KEY") or None)  # type: ignore[attr-defined]
+        return CheckedSnapshots(super().construct_snapshot_store(), self.recorder, key)  # type: ignore[misc]
+
     def context_for(self, inbound: Inbound) -> CommandContext:
         """Events caused by a consumed event carry its story and name it as their cause."""
         return CommandContext(
