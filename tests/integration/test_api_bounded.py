@@ -1,0 +1,103 @@
+"""Bounded requests (issue 13, finding 5): bodies limited before parsing, command fields
+bounded, open crises from a maintained view, FHIR _history in one pass, the audit export
+streamed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_api import CLIENT, Setup, make_setup
+
+LIMIT = 1024 * 1024
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Setup]:
+    setup = make_setup(tmp_path)
+    yield setup
+    setup.close()
+
+
+# --------------------------------------------------------------------------- body size
+
+
+def _drive(app: Any, headers: list[tuple[bytes, bytes]], chunks: int, chunk: bytes) -> tuple[int, dict[str, Any], int]:
+    """Sends an anonymous POST to ``app`` as ASGI, ``chunks`` chunks of ``chunk``; returns the
+    status, the problem detail and how many bytes the application pulled."""
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        if pulled >= chunks * len(chunk):
+            return {"type": "http.disconnect"}
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": pulled < chunks * len(chunk)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/plans", "raw_path": b"/plans", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+             "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    import json
+
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), pulled
+
+
+def test_a_chunked_anonymous_upload_of_many_mb_is_refused_after_the_limit_and_not_read(api: Setup) -> None:
+    chunk = b" " * 65536
+    status, problem, pulled = _drive(api.client.app, [(b"transfer-encoding", b"chunked")], chunks=800, chunk=chunk)  # 50 MiB
+    assert status == 413, problem
+    assert problem["type"] == "/problems/payload-too-large"
+    assert pulled <= LIMIT + len(chunk)  # never more than the limit and one chunk
+
+
+def test_a_declared_length_above_the_limit_is_refused_before_reading(api: Setup) -> None:
+    status, problem, pulled = _drive(api.client.app, [(b"content-length", str(5 * 2**30).encode())], chunks=1,
+                                     chunk=b"{}")
+    assert (status, problem["status"], pulled) == (413, 413, 0)
+    response = api.client.post("/plans", content=b"x" * (LIMIT + 1), headers=api.headers("clinician"))
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_body_under_the_limit_is_served_as_before(api: Setup) -> None:
+    status, problem, _ = _drive(api.client.app, [(b"transfer-encoding", b"chunked")], chunks=4, chunk=b" " * 1000)
+    assert status in (401, 422), problem  # allowed through: FastAPI parses, authentication refuses
+    made = api.post("/plans", {"client_id": CLIENT, "title": "t", "strategy": "short_term_moderate",
+                               "therapy_models": ["steady_progress"]}, "clinician")
+    assert made.status_code in (200, 201), made.text
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/courses/{course}/submit-questionnaire",
+     {"instrument": "PHQ-9", "answers": [0] * 101, "answered_at": "2026-01-01T00:00:00Z"}, "answers"),
+    ("/courses/{course}/submit-questionnaire",
+     {"instrument": "P" * 16_001, "answers": [0] * 9, "answered_at": "2026-01-01T00:00:00Z"}, "instrument"),
+    ("/plans", {"client_id": "client-1", "title": "t", "strategy": "short_term_moderate",
+                "therapy_models": ["steady_progress"] * 21}, "therapy_models"),
+    ("/plans", {"client_id": "client-1", "title": "t" * 16_001, "strategy": "short_term_moderate",
+                "therapy_models": ["steady_progress"]}, "title"),
+    ("/inventories/{inventory}/choose-problem-area-focus", {"areas": ["grief"] * 21}, "areas"),
+])
+def test_lists_and_strings_in_commands_are_bounded_at_the_door(api: Setup, path: str, body: dict[str, Any],
+                                                               field: str) -> None:
+    before = api.written()
+    url = path.format(course=api.course, inventory=api.inventory)
+    refused = api.post(url, body, "clinician")
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["type"] == "/problems/invalid-request"
+    assert any(field in error["loc"] for error in problem["errors"]), problem
+    assert api.written() == before
+
