@@ -101,3 +101,29 @@ def test_lists_and_strings_in_commands_are_bounded_at_the_door(api: Setup, path:
     assert any(field in error["loc"] for error in problem["errors"]), problem
     assert api.written() == before
 
+
+# --------------------------------------------------------------------------- FHIR _history
+
+
+def test_fhir_history_reads_each_event_once(api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(30):
+        added = api.post(f"/plans/{api.plan}/add-goal", {"description": f"Goal {i}"}, "clinician")
+        assert added.status_code == 200, added.text
+    n = api.care.get_plan(api.plan).version
+    store = api.care.events
+    read = 0
+    original = store.get
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal read
+        for event in original(*args, **kwargs):
+            read += 1
+            yield event
+
+    monkeypatch.setattr(store, "get", counted)
+    history = api.client.get(f"/fhir/CarePlan/{api.plan}/_history", headers=api.headers("clinician"))
+    assert history.status_code == 200, history.text
+    bundle = history.json()
+    assert bundle["total"] == n and bundle["entry"][0]["resource"]["meta"]["versionId"] == str(n)
+    assert [e["resource"]["meta"]["versionId"] for e in bundle["entry"]] == [str(v) for v in range(n, 0, -1)]
+    assert read <= 2 * n + 2, (read, n)  # linear (the scope check loads the plan once); not n²/2
