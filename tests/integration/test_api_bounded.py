@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -127,3 +128,54 @@ def test_fhir_history_reads_each_event_once(api: Setup, monkeypatch: pytest.Monk
     assert bundle["total"] == n and bundle["entry"][0]["resource"]["meta"]["versionId"] == str(n)
     assert [e["resource"]["meta"]["versionId"] for e in bundle["entry"]] == [str(v) for v in range(n, 0, -1)]
     assert read <= 2 * n + 2, (read, n)  # linear (the scope check loads the plan once); not n²/2
+
+
+# --------------------------------------------------------------------------- open crises
+
+
+def test_open_crises_are_listed_from_the_view_reading_only_the_open_ones(
+        api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    from domain.base import Actor, Role
+    from services.escalation.commands import ResolveCrisis
+    from services.escalation.service import EscalationApplication
+    from services.shared.commands import CommandMeta
+    from tests.integration.test_api import raise_crisis
+
+    escalation = api.escalation
+    supervisor = CommandMeta(actor=Actor(id="supervisor-1", role=Role.SUPERVISOR))
+    raised = [raise_crisis(api, "client-1") for _ in range(40)]
+    for cid in raised[:36]:
+        escalation.handle(ResolveCrisis(crisis_id=cid, outcome="Safe at home", reason="Seen today"), supervisor)
+    still_open = raised[36:]
+    assert [UUID(c["id"]) for c in api.client.get("/escalations", headers=api.headers("clinician")).json()] == still_open
+
+    loaded: list[UUID] = []
+    load = escalation.load
+    monkeypatch.setattr(escalation, "load", lambda aggregate_id, version=None: loaded.append(aggregate_id) or load(
+        aggregate_id, version))
+    newer = raise_crisis(api, "client-1")
+    escalation.handle(ResolveCrisis(crisis_id=still_open[0], outcome="Seen", reason="Seen today"), supervisor)
+    before, loaded[:] = escalation.open_view.read, []
+    listed = api.client.get("/escalations", headers=api.headers("clinician"))
+    assert [UUID(c["id"]) for c in listed.json()] == [*still_open[1:], newer]
+    assert escalation.open_view.read - before == 2  # what was recorded since the last call
+    assert sorted(loaded) == sorted([*still_open[1:], newer])  # the open crises only, not the 41 raised
+
+    # paged, with a link to the next page and the total
+    first = api.client.get("/escalations?limit=2", headers=api.headers("clinician"))
+    assert [UUID(c["id"]) for c in first.json()] == still_open[1:3]
+    assert first.headers["X-Total-Count"] == "4" and 'page=2&limit=2' in first.headers["Link"]
+    second = api.client.get("/escalations?limit=2&page=2", headers=api.headers("clinician"))
+    assert [UUID(c["id"]) for c in second.json()] == [still_open[3], newer] and "Link" not in second.headers
+    assert api.client.get("/escalations?status=acknowledged", headers=api.headers("clinician")).json() == []
+    assert len(api.client.get("/escalations?status=escalating", headers=api.headers("clinician")).json()) == 4
+    assert api.client.get("/escalations?status=resolved", headers=api.headers("clinician")).status_code == 422
+
+    # a restart rebuilds the same view from the log, reading two notifications per crisis and no crisis
+    restarted = EscalationApplication(escalation.settings)
+    try:
+        monkeypatch.setattr(restarted, "load", lambda *a, **k: pytest.fail("the view loads no crisis"))
+        assert list(restarted.open_crisis_ids()) == [*still_open[1:], newer]
+        assert restarted.open_view.read == 41 + 37
+    finally:
+        restarted.close()
