@@ -179,3 +179,65 @@ def test_open_crises_are_listed_from_the_view_reading_only_the_open_ones(
         assert restarted.open_view.read == 41 + 37
     finally:
         restarted.close()
+
+
+# --------------------------------------------------------------------------- audit export
+
+
+def test_the_audit_export_is_streamed_a_record_at_a_time_with_the_same_text(
+        api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import tracemalloc
+
+    from services.audit.export import export_client, export_json
+    from services.audit.reading import Stores
+    from tests.integration.test_api import CLIENT, raise_crisis
+
+    for _ in range(120):  # a long history: every crisis is a record of the client with a long reason
+        crisis = raise_crisis(api, CLIENT)
+    assert crisis
+
+    def without_moment(text: str) -> dict[str, Any]:
+        data = json.loads(text)
+        data.pop("exported_at")
+        return data
+
+    with Stores(api.care.settings) as stores:
+        whole = export_client(stores, CLIENT)
+        for indent in (None, 2):
+            streamed = "".join(export_json(stores, CLIENT, indent=indent))
+            expected = whole.model_dump_json(indent=indent)
+            assert without_moment(streamed) == without_moment(expected)
+            moment = json.dumps(json.loads(expected)["exported_at"])
+            assert streamed.replace(json.dumps(json.loads(streamed)["exported_at"]), moment) == expected  # same text
+        total = len(whole.model_dump_json())
+        del whole
+
+        # the text is produced before the stores are read through: one record read per piece
+        reads = 0
+        select_events = {store.name: store.recorder.select_events for store in stores.all}
+        for store in stores.all:
+            def counted(*args: Any, _name: str = store.name, **kwargs: Any) -> Any:
+                nonlocal reads
+                reads += 1
+                return select_events[_name](*args, **kwargs)
+            monkeypatch.setattr(store.recorder, "select_events", counted)
+        pieces = export_json(stores, CLIENT)
+        next(pieces), next(pieces)
+        assert reads == 1
+        tracemalloc.start()
+        try:
+            size = sum(len(piece) for piece in pieces)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert size > 0.9 * total > 100_000
+        assert peak < total / 4, (peak, total)  # never the whole export in memory
+
+    served = api.client.get(f"/audit/clients/{CLIENT}/export",
+                            headers=api.headers("auditor", **{"X-Audit-Purpose": "Bounded export"}))
+    assert served.status_code == 200 and served.headers["content-type"] == "application/json"
+    assert len(without_moment(served.text)["aggregates"]) == 3 + 120
+    missing = api.client.get("/audit/clients/nobody/export",
+                             headers=api.headers("auditor", **{"X-Audit-Purpose": "Bounded export"}))
+    assert missing.status_code == 404, missing.text
