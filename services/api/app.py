@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from services.api import access_log
 from services.api import metrics as http_metrics
+from services.api.body_limit import BodyLimit
 from services.api.dependencies import Api, who
 from services.api.problems import install
 from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, metrics, problems, reads
@@ -52,4 +53,6 @@ def create_app(api: Api) -> FastAPI:
     health.include(router, api)
     metrics.include(router, api)
     tracing.instrument_app(app)  # a server span per request, while tracing is on
+    # Added last, so outside every other middleware, routing and authentication.
+    app.add_middleware(BodyLimit, limit=api.care.settings.api_max_body_bytes)  # type: ignore[arg-type]
     return app

@@ -26,7 +26,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from domain.assessment.instruments import instrument_named
 from domain.assessment.instruments.definition import LoincCodes
-from domain.base import DomainEvent, Role
+from domain.base import DomainEvent, Role, project
 from domain.care_plan import CarePlan
 from domain.catalogues.care import GoalStatus
 from domain.catalogues.risk import RiskLevel
@@ -215,19 +215,23 @@ def provenance(aggregate_type: str, event: DomainEvent) -> Provenance:
     })
 
 
-def history_bundle(versions: list[CarePlan]) -> Bundle:
-    """``CarePlan/{id}/_history``: every version, newest first, as the history interaction returns."""
-    return Bundle.model_validate({
-        "resourceType": "Bundle",
-        "type": "history",
-        "total": len(versions),
-        "entry": [
-            {"fullUrl": f"CarePlan/{v.id}/_history/{v.version}", "resource": care_plan(v).model_dump(mode="json", exclude_none=True),
-             "request": {"method": "POST" if v.version == 1 else "PUT", "url": f"CarePlan/{v.id}"},
-             "response": {"status": "201" if v.version == 1 else "200", "lastModified": _instant(v.modified_on)}}
-            for v in reversed(versions)
-        ],
-    })
+def history_bundle(events: Iterable[DomainEvent]) -> Bundle:
+    """``CarePlan/{id}/_history``: every version, newest first, as the history interaction returns.
+
+    One pass over the plan's events (issue 13): each version is rendered as the plan reaches
+    it, not replayed from the start once per version."""
+    entries: list[dict[str, Any]] = []
+    plan: CarePlan | None = None
+    for event in events:
+        plan = project(plan, (event,))
+        assert plan is not None
+        entries.append(
+            {"fullUrl": f"CarePlan/{plan.id}/_history/{plan.version}",
+             "resource": care_plan(plan).model_dump(mode="json", exclude_none=True),
+             "request": {"method": "POST" if plan.version == 1 else "PUT", "url": f"CarePlan/{plan.id}"},
+             "response": {"status": "201" if plan.version == 1 else "200", "lastModified": _instant(plan.modified_on)}})
+    entries.reverse()
+    return Bundle.model_validate({"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries})
 
 
 def searchset(resources: list[Any]) -> Bundle:

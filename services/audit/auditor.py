@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -14,7 +15,7 @@ from uuid import UUID
 from domain.base import Actor
 from services.audit import reading
 from services.audit.access import AccessLog
-from services.audit.export import Export, export_client
+from services.audit.export import Export, export_client, export_json
 from services.audit.integrity import Anchor, StoreReport, verify_all
 from services.shared.settings import Settings
 
@@ -60,6 +61,30 @@ class Auditor:
 
         subject = f"client {client_id}" if client_id else f"the client of aggregate {aggregate_id}"
         return self._read("export", subject, run)
+
+    def export_json(self, *, client_id: str, indent: int | None = None) -> Iterator[str]:
+        """:meth:`export` of a client as JSON text, streamed a record at a time (issue 13): the
+        read is logged and the client's records found at once (an unknown client raises
+        here); the stores stay open until the text is consumed or closed."""
+        log = AccessLog(self.settings)
+        try:
+            log.record(self.actor, "export", f"client {client_id}", self.purpose)
+        finally:
+            log.close()
+        stores = reading.Stores(self.settings)
+        try:
+            pieces = export_json(stores, client_id, indent=indent)
+        except BaseException:
+            stores.close()
+            raise
+
+        def streamed() -> Iterator[str]:
+            try:
+                yield from pieces
+            finally:
+                stores.close()
+
+        return streamed()
 
     def verify(self, anchors: list[Anchor] = ()) -> list[StoreReport]:  # type: ignore[assignment]
         return self._read("verify", "every store", lambda _: verify_all(self.settings, list(anchors)))

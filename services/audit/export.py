@@ -5,15 +5,17 @@ a person can read and print."""
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from pydantic import BaseModel
 
-from domain.base import AggregateRoot, DomainEvent, project
-from services.audit.reading import HistoryEntry, Stores, entry
+from domain.base import AggregateRoot, project
+from services.audit.reading import HistoryEntry, Store, Stores, entry
 from services.shared.errors import AggregateMissingError
+from services.shared.persistence import paged_notifications
 
 
 class ExportedAggregate(BaseModel):
@@ -36,29 +38,74 @@ class Export(BaseModel):
         return [a for a in self.aggregates if a.aggregate_type == aggregate_type]
 
 
-def export_client(stores: Stores, client_id: str) -> Export:
-    grouped: dict[UUID, tuple[str, list[DomainEvent]]] = {}
+class _First(NamedTuple):
+    """What the export needs of an aggregate's first event to decide whether it is the client's."""
+
+    store: Store
+    type_name: str
+    client_id: Any
+    plan_id: Any
+    timestamp: datetime
+
+
+def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
+    """The client's aggregates in every store, oldest first: one pass over the logs that keeps
+    each aggregate's first event's ids only (not every event of every store)."""
+    firsts: dict[UUID, _First] = {}
     for store in stores.all:
-        for event in store.all_events():
-            grouped.setdefault(event.originator_id, (store.name, []))[1].append(event)
-    mine = {aid for aid, (_, events) in grouped.items() if getattr(events[0], "client_id", None) == client_id}
-    plans = {aid for aid in mine if type(grouped[aid][1][0]).__name__ == "CarePlanDrafted"}
-    plans |= {p for aid in mine if (p := getattr(grouped[aid][1][0], "plan_id", None)) is not None}
+        for notification in paged_notifications(store.recorder):
+            if notification.originator_id in firsts:
+                continue
+            event = store.mapper.to_domain_event(notification)
+            firsts[notification.originator_id] = _First(store, type(event).__name__, getattr(event, "client_id", None),
+                                                        getattr(event, "plan_id", None), event.timestamp)
+    mine = {aid for aid, first in firsts.items() if first.client_id == client_id}
+    plans = {aid for aid in mine if firsts[aid].type_name == "CarePlanDrafted"}
+    plans |= {p for aid in mine if (p := firsts[aid].plan_id) is not None}
     # service aggregates that name the plan but not the client (e.g. the scheduling service's PlanStrategy)
-    mine |= {aid for aid, (_, events) in grouped.items() if getattr(events[0], "plan_id", None) in plans}
+    mine |= {aid for aid, first in firsts.items() if first.plan_id in plans}
     if not mine:
         msg = f"No aggregate of client {client_id!r} is recorded in any store."
         raise AggregateMissingError(msg)
-    exported = []
-    for aid in sorted(mine, key=lambda a: grouped[a][1][0].timestamp):
-        store, events = grouped[aid]
+    return [(firsts[aid].store, aid) for aid in sorted(mine, key=lambda a: firsts[a].timestamp)]
+
+
+def exported(found: list[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]:
+    """Each aggregate with its state and events, read from its store as it is reached: only
+    one aggregate's history is held at a time."""
+    for store, aid in found:
         aggregate: AggregateRoot | None = None
-        for event in events:
+        entries = []
+        for stored in store.recorder.select_events(aid):
+            event = store.mapper.to_domain_event(stored)
             aggregate = project(aggregate, (event,))
+            entries.append(entry(event))
         assert aggregate is not None
-        exported.append(ExportedAggregate(store=store, aggregate_type=type(aggregate).__name__, aggregate_id=aid,
-                                          state=aggregate.model_dump(mode="json"), events=[entry(e) for e in events]))
-    return Export(client_id=client_id, exported_at=datetime.now(UTC), aggregates=exported)
+        yield ExportedAggregate(store=store.name, aggregate_type=type(aggregate).__name__, aggregate_id=aid,
+                                state=aggregate.model_dump(mode="json"), events=entries)
+
+
+def export_client(stores: Stores, client_id: str) -> Export:
+    return Export(client_id=client_id, exported_at=datetime.now(UTC), aggregates=list(exported(members(stores, client_id))))
+
+
+def export_json(stores: Stores, client_id: str, *, indent: int | None = None) -> Iterator[str]:
+    """:func:`export_client` as JSON text, a piece per aggregate: the same text as
+    ``export_client(...).model_dump_json(indent=indent)``, without holding the export. The
+    client's aggregates are found first (an unknown client raises here, before any text)."""
+    found = members(stores, client_id)
+    head = Export(client_id=client_id, exported_at=datetime.now(UTC), aggregates=[]).model_dump_json(indent=indent)
+    opening, closing = head.removesuffix("]}" if indent is None else "]\n}"), "]}" if indent is None else "\n" + " " * indent + "]\n}"
+    pad = "" if indent is None else "\n" + " " * 2 * indent
+
+    def pieces() -> Iterator[str]:
+        yield opening
+        for i, aggregate in enumerate(exported(found)):
+            text = aggregate.model_dump_json(indent=indent)
+            yield ("," if i else "") + (pad + text.replace("\n", pad) if indent is not None else text)
+        yield closing
+
+    return pieces()
 
 
 # --------------------------------------------------------------------------- HTML

@@ -4,7 +4,7 @@ acknowledge and resolve commands (care.escalation.v1...)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -30,9 +30,10 @@ from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
 from domain.events.assessment import AssessmentRejected, AssessmentScored
 from domain.events.care_plan import CrisisRaisedByClinician, RiskLevelLowered, RiskLevelRaised
 from domain.events.dead_letters import MessageDeadLettered
-from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified, EscalationRaised
+from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified
 from domain.events.scheduling import SessionAttendanceCorrected, SessionMissed
 from domain.operations.dead_letter import DeadLetter
+from services.escalation.open_view import OpenCrises
 from services.shared import metrics
 from services.shared.clock import Clock
 from services.shared.cloudevents import Inbound
@@ -120,6 +121,7 @@ class EscalationApplication(CommandHandling, ServiceApplication):
         self.policy = policy or load_policy(settings)
         #: crisis id → when its acknowledgement is due; rebuilt from the stored events at start.
         self.timers = self._armed_timers()
+        self.open_view = OpenCrises(self.recorder, self.mapper)
         self.figures: metrics.EscalationFigures | None = None
         metrics.guarded("escalation figures", self._make_figures)
 
@@ -252,6 +254,7 @@ class EscalationApplication(CommandHandling, ServiceApplication):
     def reread_after_recovery(self) -> None:
         super().reread_after_recovery()
         self.timers = self._armed_timers()
+        self.open_view.reset()
 
     def _armed_timers(self) -> Timers:
         timers = Timers()
@@ -283,9 +286,15 @@ class EscalationApplication(CommandHandling, ServiceApplication):
 
     # ----------------------------------------------------------------- commands
 
-    def open_crises(self) -> list[Crisis]:
-        """Crises not yet resolved, oldest first (from the stored log)."""
-        crises = [self.find(Crisis, cid) for cid in self.aggregate_ids_created_by(EscalationRaised)]
+    def open_crisis_ids(self) -> dict[UUID, str | None]:
+        """Crises not yet resolved, oldest first, with their clients: from the view of the
+        log (services/escalation/open_view.py), without loading any crisis."""
+        return self.open_view.refresh()
+
+    def open_crises(self, ids: Iterable[UUID] | None = None) -> list[Crisis]:
+        """Crises not yet resolved, oldest first (all of them, or those of ``ids``): only the
+        open ones are loaded."""
+        crises = [self.find(Crisis, cid) for cid in (self.open_crisis_ids() if ids is None else ids)]
         return [c for c in crises if c is not None and c.status is not CrisisStatus.RESOLVED]
 
     def crisis_held_open(self, cid: UUID) -> UUID | None:

@@ -24,10 +24,15 @@ from services.shared.errors import AggregateMissingError, ConcurrencyConflictErr
 TAggregate = TypeVar("TAggregate", bound=AggregateRoot)
 
 
+#: No string in a command is parsed beyond this (issue 13): a door well above the domain's own
+#: limits (``TEXT_MAX`` after stripping), which still decide and word the refusal.
+DOOR_TEXT_MAX = 4 * 4000
+
+
 class Command(BaseModel):
     """A command on an existing aggregate."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=DOOR_TEXT_MAX)
 
     aggregate_type: ClassVar[type[AggregateRoot]]
 
@@ -43,7 +48,7 @@ class Command(BaseModel):
 class CreationCommand(BaseModel):
     """A command that makes a new aggregate."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=DOOR_TEXT_MAX)
 
     aggregate_type: ClassVar[type[AggregateRoot]]
 

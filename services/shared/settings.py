@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     api_port: int = Field(default=0, ge=0, le=65535)
     #: API processes sharing the port (uvicorn workers); 1 serves from the `api` process itself.
     api_workers: int = Field(default=1, ge=1, le=64)
+    #: The largest request body the API reads (bytes); a larger one is refused with 413 before
+    #: routing, authentication or parsing (services/api/body_limit.py).
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: JSON file in which `careplan up` keeps each child process's state (running, restarting,
     #: crash-looping, restarts); it sets this for its children, and the API's /readyz reads it.
     supervisor_file: Path | None = None

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
 from domain.base import Moment, Role
@@ -58,10 +58,11 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
         return auditor(principal, purpose).trace(event_id).model_dump(mode="json")
 
     def export(client_id: str, principal: Principal, purpose: str | None, output_format: str) -> Response:
-        result = auditor(principal, purpose).export(client_id=client_id)
         if output_format == "html":
-            return Response(to_html(result), media_type="text/html")
-        return Response(result.model_dump_json(), media_type="application/json")
+            return Response(to_html(auditor(principal, purpose).export(client_id=client_id)), media_type="text/html")
+        # JSON is streamed a record at a time, never held whole in the API process (issue 13)
+        return StreamingResponse(auditor(principal, purpose).export_json(client_id=client_id),
+                                 media_type="application/json")
 
     def verify(principal: Principal, purpose: str | None) -> JSONResponse:
         reports = auditor(principal, purpose).verify()

@@ -29,7 +29,7 @@ from services.api.dependencies import Api, etag, parse_if_match
 from services.api.routes import param, signature
 from services.care import commands as c
 from services.care import handling
-from services.shared.commands import CommandMeta, CommandResult
+from services.shared.commands import DOOR_TEXT_MAX, CommandMeta, CommandResult
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def _command_route(router: APIRouter, api: Api, collection: Collection, command:
     if not command.__dict__.get("execute"):
         return  # an intermediate base class
     fields = {name: (f.annotation, f) for name, f in command.model_fields.items() if name != collection.target}
-    body_model = create_model(f"{command.__name__}Body", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+    body_model = create_model(f"{command.__name__}Body", __config__=ConfigDict(extra="forbid", str_max_length=DOOR_TEXT_MAX), **fields)  # type: ignore[call-overload]
 
     def endpoint(item_id: UUID, body: Any, principal: Principal, if_match: str | None, key: str | None) -> JSONResponse:
         api.may_command(principal, command)

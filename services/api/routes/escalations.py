@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,14 +33,29 @@ class Resolution(BaseModel):
 
 
 def include(router: APIRouter, api: Api, who: Any) -> None:
-    def crises(principal: Principal) -> list[dict[str, Any]]:
+    def crises(principal: Principal, status: str | None, page: int, limit: int) -> JSONResponse:
+        """Open crises of the token's clients, oldest first, a page at a time: the ids and
+        clients come from the escalation application's view of its log, and only the page's
+        crises are loaded (issue 13)."""
         api.require(principal, CLINICAL, "list crises")
-        return [
-            crisis.model_dump(mode="json") for crisis in api.escalation.open_crises()
-            if principal.may_act_for(crisis.client_id)
-        ]
+        ids = [cid for cid, client in api.escalation.open_crisis_ids().items() if principal.may_act_for(client)]
+        if status is not None:  # escalating or acknowledged: a filter of the open ones, each loaded
+            ids = [c.id for c in api.escalation.open_crises(ids) if c.status.value == status]
+        shown = api.escalation.open_crises(ids[(page - 1) * limit:page * limit])
+        headers = {"X-Total-Count": str(len(ids))}
+        if page * limit < len(ids):
+            query = f"page={page + 1}&limit={limit}" + (f"&status={status}" if status else "")
+            headers["Link"] = f'</escalations?{query}>; rel="next"'
+        return JSONResponse([crisis.model_dump(mode="json") for crisis in shown], headers=headers)
 
-    signature(crises, [param("principal", who)])
+    signature(crises, [
+        param("principal", who),
+        param("status", Annotated[str | None, Query(pattern="^(escalating|acknowledged)$", description=(
+            "Only open crises in this state; resolved crises are not listed (read them by id or in the audit)."))],
+              None),
+        param("page", Annotated[int, Query(ge=1, le=1_000_000, description="Page, from 1.")], 1),
+        param("limit", Annotated[int, Query(ge=1, le=500, description="Crises per page.")], 100),
+    ])
     router.get("/escalations", tags=["escalations"], summary="Open crises", name="openCrises")(crises)
 
     def in_scope(principal: Principal, crisis_id: UUID) -> Crisis:

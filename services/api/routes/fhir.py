@@ -56,8 +56,8 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
                name="fhirCarePlan", response_class=Response)(read_care_plan)
 
     def care_plan_history(plan_id: UUID, principal: Principal) -> Response:
-        plan = plan_for(principal, plan_id)
-        return fhir_response(fhir.history_bundle([api.care.get_plan(plan_id, version=v) for v in range(1, plan.version + 1)]))
+        plan_for(principal, plan_id)
+        return fhir_response(fhir.history_bundle(api.care.history(plan_id)))
 
     signature(care_plan_history, [param("plan_id", UUID), param("principal", who)])
     router.get("/fhir/CarePlan/{plan_id}/_history", tags=["fhir"], summary="Every version of a FHIR CarePlan",

@@ -23,7 +23,7 @@ class DraftCarePlan(CreationCommand):
     client_id: str
     title: str
     strategy: Strategy
-    therapy_models: list[TherapyModel]
+    therapy_models: list[TherapyModel] = Field(max_length=20)
 
     def create(self, ctx: CommandContext, lookup: Lookup) -> AggregateRoot:
         return CarePlan.draft(

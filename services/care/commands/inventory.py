@@ -98,7 +98,7 @@ class IdentifyProblemArea(InventoryCommand):
 
 
 class ChooseProblemAreaFocus(InventoryCommand):
-    areas: list[ProblemArea]
+    areas: list[ProblemArea] = Field(max_length=20)
     rationale: str | None = None
 
     def execute(self, inventory: Inventory, ctx: CommandContext, lookup: Lookup) -> None:

@@ -134,7 +134,7 @@ class ReviewHomework(CourseCommand):
 class SubmitQuestionnaire(CourseCommand):
     submission_id: UUID = Field(default_factory=uuid4)
     instrument: str
-    answers: list[int | None]
+    answers: list[int | None] = Field(max_length=100)  # the longest instrument has far fewer items
     answered_at: Moment
 
     def execute(self, course: TherapyCourse, ctx: CommandContext, lookup: Lookup) -> None:

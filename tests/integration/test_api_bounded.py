@@ -1,0 +1,243 @@
+"""Bounded requests (issue 13, finding 5): bodies limited before parsing, command fields
+bounded, open crises from a maintained view, FHIR _history in one pass, the audit export
+streamed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from tests.integration.test_api import CLIENT, Setup, make_setup
+
+LIMIT = 1024 * 1024
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Setup]:
+    setup = make_setup(tmp_path)
+    yield setup
+    setup.close()
+
+
+# --------------------------------------------------------------------------- body size
+
+
+def _drive(app: Any, headers: list[tuple[bytes, bytes]], chunks: int, chunk: bytes) -> tuple[int, dict[str, Any], int]:
+    """Sends an anonymous POST to ``app`` as ASGI, ``chunks`` chunks of ``chunk``; returns the
+    status, the problem detail and how many bytes the application pulled."""
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        if pulled >= chunks * len(chunk):
+            return {"type": "http.disconnect"}
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": pulled < chunks * len(chunk)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/plans", "raw_path": b"/plans", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+             "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    import json
+
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), pulled
+
+
+def test_a_chunked_anonymous_upload_of_many_mb_is_refused_after_the_limit_and_not_read(api: Setup) -> None:
+    chunk = b" " * 65536
+    status, problem, pulled = _drive(api.client.app, [(b"transfer-encoding", b"chunked")], chunks=800, chunk=chunk)  # 50 MiB
+    assert status == 413, problem
+    assert problem["type"] == "/problems/payload-too-large"
+    assert pulled <= LIMIT + len(chunk)  # never more than the limit and one chunk
+
+
+def test_a_declared_length_above_the_limit_is_refused_before_reading(api: Setup) -> None:
+    status, problem, pulled = _drive(api.client.app, [(b"content-length", str(5 * 2**30).encode())], chunks=1,
+                                     chunk=b"{}")
+    assert (status, problem["status"], pulled) == (413, 413, 0)
+    response = api.client.post("/plans", content=b"x" * (LIMIT + 1), headers=api.headers("clinician"))
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_body_under_the_limit_is_served_as_before(api: Setup) -> None:
+    status, problem, _ = _drive(api.client.app, [(b"transfer-encoding", b"chunked")], chunks=4, chunk=b" " * 1000)
+    assert status in (401, 422), problem  # allowed through: FastAPI parses, authentication refuses
+    made = api.post("/plans", {"client_id": CLIENT, "title": "t", "strategy": "short_term_moderate",
+                               "therapy_models": ["steady_progress"]}, "clinician")
+    assert made.status_code in (200, 201), made.text
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/courses/{course}/submit-questionnaire",
+     {"instrument": "PHQ-9", "answers": [0] * 101, "answered_at": "2026-01-01T00:00:00Z"}, "answers"),
+    ("/courses/{course}/submit-questionnaire",
+     {"instrument": "P" * 16_001, "answers": [0] * 9, "answered_at": "2026-01-01T00:00:00Z"}, "instrument"),
+    ("/plans", {"client_id": "client-1", "title": "t", "strategy": "short_term_moderate",
+                "therapy_models": ["steady_progress"] * 21}, "therapy_models"),
+    ("/plans", {"client_id": "client-1", "title": "t" * 16_001, "strategy": "short_term_moderate",
+                "therapy_models": ["steady_progress"]}, "title"),
+    ("/inventories/{inventory}/choose-problem-area-focus", {"areas": ["grief"] * 21}, "areas"),
+])
+def test_lists_and_strings_in_commands_are_bounded_at_the_door(api: Setup, path: str, body: dict[str, Any],
+                                                               field: str) -> None:
+    before = api.written()
+    url = path.format(course=api.course, inventory=api.inventory)
+    refused = api.post(url, body, "clinician")
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["type"] == "/problems/invalid-request"
+    assert any(field in error["loc"] for error in problem["errors"]), problem
+    assert api.written() == before
+
+
+# --------------------------------------------------------------------------- FHIR _history
+
+
+def test_fhir_history_reads_each_event_once(api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(30):
+        added = api.post(f"/plans/{api.plan}/add-goal", {"description": f"Goal {i}"}, "clinician")
+        assert added.status_code == 200, added.text
+    n = api.care.get_plan(api.plan).version
+    store = api.care.events
+    read = 0
+    original = store.get
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal read
+        for event in original(*args, **kwargs):
+            read += 1
+            yield event
+
+    monkeypatch.setattr(store, "get", counted)
+    history = api.client.get(f"/fhir/CarePlan/{api.plan}/_history", headers=api.headers("clinician"))
+    assert history.status_code == 200, history.text
+    bundle = history.json()
+    assert bundle["total"] == n and bundle["entry"][0]["resource"]["meta"]["versionId"] == str(n)
+    assert [e["resource"]["meta"]["versionId"] for e in bundle["entry"]] == [str(v) for v in range(n, 0, -1)]
+    assert read <= n + 2, (read, n)  # each event once (31 for 31 versions); was n(n+1)/2
+
+
+# --------------------------------------------------------------------------- open crises
+
+
+def test_open_crises_are_listed_from_the_view_reading_only_the_open_ones(
+        api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    from domain.base import Actor, Role
+    from services.escalation.commands import ResolveCrisis
+    from services.escalation.service import EscalationApplication
+    from services.shared.commands import CommandMeta
+    from tests.integration.test_api import raise_crisis
+
+    escalation = api.escalation
+    supervisor = CommandMeta(actor=Actor(id="supervisor-1", role=Role.SUPERVISOR))
+    raised = [raise_crisis(api, "client-1") for _ in range(40)]
+    for cid in raised[:36]:
+        escalation.handle(ResolveCrisis(crisis_id=cid, outcome="Safe at home", reason="Seen today"), supervisor)
+    still_open = raised[36:]
+    assert [UUID(c["id"]) for c in api.client.get("/escalations", headers=api.headers("clinician")).json()] == still_open
+
+    loaded: list[UUID] = []
+    load = escalation.load
+    monkeypatch.setattr(escalation, "load", lambda aggregate_id, version=None: loaded.append(aggregate_id) or load(
+        aggregate_id, version))
+    newer = raise_crisis(api, "client-1")
+    escalation.handle(ResolveCrisis(crisis_id=still_open[0], outcome="Seen", reason="Seen today"), supervisor)
+    before, loaded[:] = escalation.open_view.read, []
+    listed = api.client.get("/escalations", headers=api.headers("clinician"))
+    assert [UUID(c["id"]) for c in listed.json()] == [*still_open[1:], newer]
+    assert escalation.open_view.read - before == 2  # what was recorded since the last call
+    assert sorted(loaded) == sorted([*still_open[1:], newer])  # the open crises only, not the 41 raised
+
+    # paged, with a link to the next page and the total
+    first = api.client.get("/escalations?limit=2", headers=api.headers("clinician"))
+    assert [UUID(c["id"]) for c in first.json()] == still_open[1:3]
+    assert first.headers["X-Total-Count"] == "4" and 'page=2&limit=2' in first.headers["Link"]
+    second = api.client.get("/escalations?limit=2&page=2", headers=api.headers("clinician"))
+    assert [UUID(c["id"]) for c in second.json()] == [still_open[3], newer] and "Link" not in second.headers
+    assert api.client.get("/escalations?status=acknowledged", headers=api.headers("clinician")).json() == []
+    assert len(api.client.get("/escalations?status=escalating", headers=api.headers("clinician")).json()) == 4
+    assert api.client.get("/escalations?status=resolved", headers=api.headers("clinician")).status_code == 422
+
+    # a restart rebuilds the same view from the log, reading two notifications per crisis and no crisis
+    restarted = EscalationApplication(escalation.settings)
+    try:
+        monkeypatch.setattr(restarted, "load", lambda *a, **k: pytest.fail("the view loads no crisis"))
+        assert list(restarted.open_crisis_ids()) == [*still_open[1:], newer]
+        assert restarted.open_view.read == 41 + 37
+    finally:
+        restarted.close()
+
+
+# --------------------------------------------------------------------------- audit export
+
+
+def test_the_audit_export_is_streamed_a_record_at_a_time_with_the_same_text(
+        api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import tracemalloc
+
+    from services.audit.export import export_client, export_json
+    from services.audit.reading import Stores
+    from tests.integration.test_api import CLIENT, raise_crisis
+
+    for _ in range(120):  # a long history: every crisis is a record of the client with a long reason
+        crisis = raise_crisis(api, CLIENT)
+    assert crisis
+
+    def without_moment(text: str) -> dict[str, Any]:
+        data = json.loads(text)
+        data.pop("exported_at")
+        return data
+
+    with Stores(api.care.settings) as stores:
+        whole = export_client(stores, CLIENT)
+        for indent in (None, 2):
+            streamed = "".join(export_json(stores, CLIENT, indent=indent))
+            expected = whole.model_dump_json(indent=indent)
+            assert without_moment(streamed) == without_moment(expected)
+            moment = json.dumps(json.loads(expected)["exported_at"])
+            assert streamed.replace(json.dumps(json.loads(streamed)["exported_at"]), moment) == expected  # same text
+        total = len(whole.model_dump_json())
+        del whole
+
+        # the text is produced before the stores are read through: one record read per piece
+        reads = 0
+        select_events = {store.name: store.recorder.select_events for store in stores.all}
+        for store in stores.all:
+            def counted(*args: Any, _name: str = store.name, **kwargs: Any) -> Any:
+                nonlocal reads
+                reads += 1
+                return select_events[_name](*args, **kwargs)
+            monkeypatch.setattr(store.recorder, "select_events", counted)
+        pieces = export_json(stores, CLIENT)
+        next(pieces), next(pieces)
+        assert reads == 1
+        tracemalloc.start()
+        try:
+            size = sum(len(piece) for piece in pieces)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert size > 0.9 * total > 100_000
+        assert peak < total / 4, (peak, total)  # never the whole export in memory
+
+    served = api.client.get(f"/audit/clients/{CLIENT}/export",
+                            headers=api.headers("auditor", **{"X-Audit-Purpose": "Bounded export"}))
+    assert served.status_code == 200 and served.headers["content-type"] == "application/json"
+    assert len(without_moment(served.text)["aggregates"]) == 3 + 120
+    missing = api.client.get("/audit/clients/nobody/export",
+                             headers=api.headers("auditor", **{"X-Audit-Purpose": "Bounded export"}))
+    assert missing.status_code == 404, missing.text
