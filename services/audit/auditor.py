@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,14 +17,44 @@ from services.audit import reading
 from services.audit.access import AccessLog
 from services.audit.export import Export, export_client, export_json
 from services.audit.integrity import Anchor, StoreReport, verify_all
+from services.shared.errors import AggregateMissingError
 from services.shared.settings import Settings
 
 
+def _every_client(_: str | None) -> bool:
+    return True
+
+
 class Auditor:
-    def __init__(self, settings: Settings, actor: Actor, purpose: str | None) -> None:
+    """``may_read`` says whether the auditor may read a client's records (the API passes its
+    token's ``Principal.may_act_for``; None, a record whose client is unknown). A record out
+    of scope is answered like a missing one: the same error, nothing of it read."""
+
+    def __init__(self, settings: Settings, actor: Actor, purpose: str | None,
+                 may_read: Callable[[str | None], bool] = _every_client) -> None:
         self.settings = settings
         self.actor = actor
         self.purpose = purpose
+        self.may_read = may_read
+
+    def _in_scope(self, stores: reading.Stores, aggregate_id: UUID) -> None:
+        if self.may_read is _every_client:
+            return
+        if not self.may_read(reading.client_of(stores, aggregate_id)):
+            msg = f"No aggregate {aggregate_id} is recorded in any store; check the id."
+            raise AggregateMissingError(msg)
+
+    def _scoped(self, aggregate_id: UUID, read: Callable[[reading.Stores], Any]) -> Callable[[reading.Stores], Any]:
+        def run(stores: reading.Stores) -> Any:
+            self._in_scope(stores, aggregate_id)
+            return read(stores)
+
+        return run
+
+    def _client_in_scope(self, client_id: str) -> None:
+        if not self.may_read(client_id):
+            msg = f"No aggregate of client {client_id!r} is recorded in any store."
+            raise AggregateMissingError(msg)
 
     def _read(self, function: str, subject: str, read: Any) -> Any:
         log = AccessLog(self.settings)
@@ -36,19 +66,28 @@ class Auditor:
             return read(stores)
 
     def history(self, aggregate_id: UUID) -> tuple[str, list[reading.HistoryEntry]]:
-        return self._read("history", f"aggregate {aggregate_id}", lambda s: reading.history(s, aggregate_id))
+        return self._read("history", f"aggregate {aggregate_id}",
+                          self._scoped(aggregate_id, lambda s: reading.history(s, aggregate_id)))
 
     def replay(self, aggregate_id: UUID, *, at: datetime | None = None, version: int | None = None) -> reading.Replayed:
         point = f" at {at.isoformat()}" if at else f" at version {version}" if version else ""
         return self._read("replay", f"aggregate {aggregate_id}{point}",
-                          lambda s: reading.replay(s, aggregate_id, at=at, version=version))
+                          self._scoped(aggregate_id, lambda s: reading.replay(s, aggregate_id, at=at, version=version)))
 
     def diff(self, aggregate_id: UUID, start: datetime | int, end: datetime | int) -> reading.Diff:
         return self._read("diff", f"aggregate {aggregate_id} from {start} to {end}",
-                          lambda s: reading.diff(s, aggregate_id, start, end))
+                          self._scoped(aggregate_id, lambda s: reading.diff(s, aggregate_id, start, end)))
 
     def trace(self, event_id: UUID) -> reading.Trace:
-        return self._read("trace", f"event {event_id}", lambda s: reading.trace(s, event_id))
+        def run(stores: reading.Stores) -> reading.Trace:
+            traced = reading.trace(stores, event_id)
+            if self.may_read is not _every_client and not self.may_read(
+                    reading.client_of(stores, traced.event.aggregate_id)):
+                msg = f"No event {event_id} is recorded in any store; check the id."
+                raise AggregateMissingError(msg)
+            return traced
+
+        return self._read("trace", f"event {event_id}", run)
 
     def export(self, *, client_id: str | None = None, aggregate_id: UUID | None = None) -> Export:
         def run(stores: reading.Stores) -> Export:
@@ -57,6 +96,7 @@ class Auditor:
                 assert aggregate_id is not None
                 _, events = stores.events_of(aggregate_id)
                 client = str(getattr(events[0], "client_id", ""))
+            self._client_in_scope(client)
             return export_client(stores, client)
 
         subject = f"client {client_id}" if client_id else f"the client of aggregate {aggregate_id}"
@@ -71,6 +111,7 @@ class Auditor:
             log.record(self.actor, "export", f"client {client_id}", self.purpose)
         finally:
             log.close()
+        self._client_in_scope(client_id)
         stores = reading.Stores(self.settings)
         try:
             pieces = export_json(stores, client_id, indent=indent)

@@ -85,6 +85,32 @@ class Stores:
         self.close()
 
 
+def client_of(stores: Stores, aggregate_id: UUID) -> str | None:
+    """The client an aggregate belongs to, from its first event: its ``client_id``, else the
+    client of the plan it names (e.g. a PlanRisk or PlanStrategy); None if neither is known
+    (a dead letter, a fail-safe crisis). No such aggregate raises AggregateMissingError."""
+    first = _first_event(stores, aggregate_id)
+    if (client := getattr(first, "client_id", None)) is not None:
+        return str(client)
+    if (plan_id := getattr(first, "plan_id", None)) is not None:
+        try:
+            plan_first = _first_event(stores, plan_id)
+        except AggregateMissingError:
+            return None
+        if (client := getattr(plan_first, "client_id", None)) is not None:
+            return str(client)
+    return None
+
+
+def _first_event(stores: Stores, aggregate_id: UUID) -> DomainEvent:
+    for store in stores.all:
+        stored = store.recorder.select_events(aggregate_id, limit=1)
+        if stored:
+            return store.mapper.to_domain_event(stored[0])
+    msg = f"No aggregate {aggregate_id} is recorded in any store; check the id."
+    raise AggregateMissingError(msg)
+
+
 class HistoryEntry(BaseModel):
     version: int
     recorded: datetime

@@ -27,7 +27,8 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
 
     def auditor(principal: Principal, purpose: str | None) -> Auditor:
         api.require(principal, (Role.AUDITOR,), "use the audit functions")
-        return Auditor(api.care.settings, principal.actor, purpose)
+        # the token's clients only: a record out of scope is a 404 like a missing one (issue 13)
+        return Auditor(api.care.settings, principal.actor, purpose, principal.may_act_for)
 
     def history(aggregate_id: UUID, principal: Principal, purpose: str | None) -> dict[str, Any]:
         store, entries = auditor(principal, purpose).history(aggregate_id)
