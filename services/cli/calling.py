@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.cli.common import _settings, console
+from services.cli.common import _settings, console, print_problem
 
 ApiUrl = Annotated[str | None, typer.Option("--api", help="The API's address (default: the running `careplan up`'s, "
                                                            "from <data dir>/careplan-up.json, else CAREPLAN_API_URL).")]
@@ -65,12 +65,7 @@ class Caller:
                           highlight=False)
             raise typer.Exit(2) from e
         if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"title": response.reason_phrase, "detail": response.text}
-            console.print(f"[red]{response.status_code} {problem.get('title')}[/red]: {problem.get('detail', '')}",
-                          highlight=False)
+            print_problem(response)
             raise typer.Exit(1)
         return response
 

@@ -77,3 +77,14 @@ def _with_recovery(store: str, nats_url: str | None, data_dir: Path | None, work
             await nc.close()
 
     return asyncio.run(run())
+
+
+def print_problem(response: Any) -> dict[str, Any]:
+    """An API's RFC 9457 answer as one red line: status, title and detail."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {"title": response.reason_phrase, "detail": response.text}
+    console.print(f"[red]{response.status_code} {problem.get('title')}[/red]: {problem.get('detail', '')}",
+                  highlight=False)
+    return problem

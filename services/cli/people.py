@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.common import print_problem
+
 console = Console()
 
 Api = Annotated[str, typer.Option("--api", envvar="CAREPLAN_API_URL", help="The API's address (the ready line says it).")]
@@ -34,11 +36,7 @@ def _request(method: str, api: str, token: str, path: str, body: Any = None, hea
         console.print(f"[red]Cannot reach the API at {api}: {e}[/red]")
         raise typer.Exit(2) from e
     if response.status_code >= 400:
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {"title": response.reason_phrase, "detail": response.text}
-        console.print(f"[red]{response.status_code} {problem.get('title')}[/red]: {problem.get('detail', '')}")
+        problem = print_problem(response)
         for error in problem.get("errors", []):
             console.print(f"  {'.'.join(error['loc'])}: {error['msg']}")
         raise typer.Exit(1)

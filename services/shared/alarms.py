@@ -69,12 +69,7 @@ class Alarm:
         if self.since is None:
             return False
         took = time.monotonic() - self.since
-        self.since = None
-        with _lock:
-            if _raised.get((self.name, self.component)) is self:
-                del _raised[(self.name, self.component)]
-        if self.metric:
-            ALARM_ACTIVE.labels(self.name, self.component).set(0)
+        self.retire()
         log.info("alarm %s on %s cleared after %.0f s", self.name, self.component, took)
         return True
 
