@@ -12,12 +12,20 @@ The version is read before the history is searched for a first run and then requ
 the write, so a first run committed after the search makes this write conflict and is
 found on the next look.
 
+Within one process, writers of one aggregate take turns (a striped lock), so they never
+conflict with each other; conflicts with other processes (several API workers) are decided
+again after a short random pause that doubles with each try, so that the writers spread out
+instead of meeting again at once.
+
 Nothing here knows about HTTP: callers turn an :class:`Outcome` (or a raised
 :class:`ConcurrencyConflictError`) into whatever answer their transport gives.
 """
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID, uuid5
@@ -29,7 +37,11 @@ from services.shared.errors import AggregateMissingError, ConcurrencyConflictErr
 
 IDEMPOTENCY_NAMESPACE = UUID("8c7d6f3e-2b1a-4c5d-9e8f-7a6b5c4d3e2f")
 #: Tries of a command (without an expected version) while other writers keep moving its aggregate on.
-IDEMPOTENT_ATTEMPTS = 5
+IDEMPOTENT_ATTEMPTS = 8
+#: The first pause after a conflict with another process (seconds); doubled on each further try.
+CONFLICT_PAUSE = 0.002
+#: One process's writers of one aggregate take turns: a lock per stripe of aggregate ids.
+_TURNS = tuple(threading.Lock() for _ in range(64))
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,8 @@ def handle(
         return made[-1]
 
     try:
-        outcome = _handle(care, build, meta, key, aggregate_id=aggregate_id)
+        with _TURNS[aggregate_id.int % len(_TURNS)]:
+            outcome = _handle(care, build, meta, key, aggregate_id=aggregate_id)
     except Exception as e:
         if made:  # counted once, whatever the tries (a command that could not even be built is the API's 422)
             count_command(care, made[-1], e)
@@ -96,7 +109,9 @@ def _handle(
     command_id = command_id_for(meta.actor.id, key) if key else None
     if command_id is not None:
         meta = meta.model_copy(update={"command_id": command_id})
-    for _ in range(IDEMPOTENT_ATTEMPTS):
+    for attempt in range(IDEMPOTENT_ATTEMPTS):
+        if attempt:  # another process wrote first: spread out before deciding again
+            time.sleep(random.uniform(0, CONFLICT_PAUSE * 2**attempt))  # noqa: S311 - jitter, not a secret
         expected = named
         if command_id is not None:
             seen = _version(care, aggregate_id)
