@@ -123,7 +123,13 @@ async def test_clients_connect_only_over_tls_and_routes_form_over_mutual_tls(
         assert (await js.publish("tls.one", b"x")).seq == 1
         info = await js.stream_info("TLS_R3")
         assert info.cluster is not None and info.cluster.leader and len(info.cluster.replicas or []) == 2
-        assert all(r.current for r in info.cluster.replicas or []), info.cluster
+        # the replicas catch up over the TLS routes (under load not at once, but within seconds)
+        deadline = asyncio.get_running_loop().time() + 30
+        while not all(r.current for r in info.cluster.replicas or []):
+            assert asyncio.get_running_loop().time() < deadline, info.cluster
+            await asyncio.sleep(0.2)
+            info = await js.stream_info("TLS_R3")
+            assert info.cluster is not None
         await js.delete_stream("TLS_R3")
     finally:
         await nc.close()
