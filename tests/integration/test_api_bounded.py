@@ -80,6 +80,38 @@ def test_a_body_under_the_limit_is_served_as_before(api: Setup) -> None:
     assert made.status_code in (200, 201), made.text
 
 
+def test_a_refused_body_is_in_the_access_log_with_its_status_and_nothing_of_its_content(tmp_path: Path) -> None:
+    """The body limit sits outside routing; the access log sits outside the body limit, so a
+    413 is logged like any answer: who (nobody: refused before authentication), what, 413."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from services.api.server import build
+    from services.shared.settings import Settings
+
+    api, app = build(Settings(data_dir=tmp_path))
+    try:
+        sentinel = b"SENTINEL-" + b"x" * 64
+        declared = _drive(app, [(b"content-length", str(5 * 2**30).encode())], chunks=1, chunk=sentinel)
+        chunked = _drive(app, [(b"transfer-encoding", b"chunked")], chunks=40, chunk=sentinel + b" " * 65536)
+        assert declared[0] == chunked[0] == 413
+        served = TestClient(app).post("/courses/x/submit-questionnaire", content=b"{" + sentinel * 20000 + b"}",
+                                      headers={"Authorization": "Bearer not-a-token"})
+        assert served.status_code == 413
+        assert TestClient(app).get("/healthz").status_code == 200  # an answer of the routes, after them
+    finally:
+        for part in (api.care, api.escalation, api.assessment, api.dead_letters, api.readiness):
+            part.close()
+        api.access_log.close()
+    text = (tmp_path / "api-access.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(e["method"], e["path"], e["status"], e["actor"]) for e in lines] == [
+        ("POST", "/plans", 413, None), ("POST", "/plans", 413, None),
+        ("POST", "/courses/x/submit-questionnaire", 413, None), ("GET", "/healthz", 200, None)]
+    assert "SENTINEL" not in text
+
+
 @pytest.mark.parametrize(("path", "body", "field"), [
     ("/courses/{course}/submit-questionnaire",
      {"instrument": "PHQ-9", "answers": [0] * 101, "answered_at": "2026-01-01T00:00:00Z"}, "answers"),
