@@ -262,10 +262,14 @@ def audit_verify(
     nats_url: Annotated[str | None, typer.Option("--nats", help="The NATS server: its published chain heads anchor "
                                                  "the stores (default: CAREPLAN_NATS_URL; without it: not checked).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+    first_anchoring: Annotated[bool, typer.Option(
+        "--first-anchoring", help="Accept stores that hold events but have no published chain head (only the first "
+        "time, before the relays published any); without it such a store fails.")] = False,
 ) -> None:
     """Recompute every store's hash chain; exit 1 at the first edited, deleted, inserted or
-    reordered stored event, a chain that no longer matches a published head, or a store
-    that must exist and is missing; exit 2 if the NATS server named cannot be read."""
+    reordered stored event, a chain that no longer matches a published head, a store that
+    must exist and is missing, or (with --nats or --anchor) a store holding events of which
+    no head was published; exit 2 if the NATS server named cannot be read."""
     import json
 
     from rich.table import Table
@@ -277,7 +281,7 @@ def audit_verify(
     url = nats_url or settings.nats_url
     if url:
         anchors += _from_nats(url, published_heads)
-    reports = verify_all(settings, anchors)
+    reports = verify_all(settings, anchors, anchored=bool(url or anchor) and not first_anchoring)
     if url:
         reports = with_positions(reports, _from_nats(url, lambda js: check_positions(settings, js)))
     if as_json:
@@ -302,6 +306,8 @@ def audit_verify(
             console.print("No store exists here: nothing was ever recorded (a fresh install).")
         if not url:
             console.print("Published chain heads, relay and consumer positions: not checked (no --nats).")
+        if (url or anchor) and first_anchoring:
+            console.print("First anchoring: stores without a published chain head were accepted (--first-anchoring).")
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
 
