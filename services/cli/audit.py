@@ -3,6 +3,7 @@ and the hash-chain check; every read is recorded."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -219,12 +220,20 @@ def audit_export(
         raise typer.BadParameter("name either an aggregate id or --client")
     if output_format not in ("json", "html"):
         raise typer.BadParameter("--format must be json or html")
-    result = _audit(lambda: _auditor(data_dir, purpose, api, token, token_file, local).export(client_id=client, aggregate_id=aggregate_id))
-    text = result.model_dump_json(indent=2) if output_format == "json" else to_html(result)
-    if output is None:
-        print(text)
+    auditor = _auditor(data_dir, purpose, api, token, token_file, local)
+    if local:  # streamed from the stores a piece at a time, never held whole (issue 13)
+        pieces = _audit(lambda: auditor.export_text(client_id=client, aggregate_id=aggregate_id,
+                                                    output_format=output_format, indent=2))
     else:
-        output.write_text(text, encoding="utf-8")
+        result = _audit(lambda: auditor.export(client_id=client, aggregate_id=aggregate_id))
+        pieces = iter([result.model_dump_json(indent=2) if output_format == "json" else to_html(result)])
+    if output is None:
+        for piece in pieces:
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
+    else:
+        with output.open("w", encoding="utf-8") as out:
+            out.writelines(pieces)
         console.print(f"wrote {output}")
 
 

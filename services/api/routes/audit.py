@@ -23,7 +23,6 @@ Purpose = Annotated[str | None, Header(alias="X-Audit-Purpose", description="Why
 
 def include(router: APIRouter, api: Api, who: Any) -> None:
     from services.audit.auditor import Auditor
-    from services.audit.export import to_html
 
     def auditor(principal: Principal, purpose: str | None) -> Auditor:
         api.require(principal, (Role.AUDITOR,), "use the audit functions")
@@ -59,11 +58,9 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
         return auditor(principal, purpose).trace(event_id).model_dump(mode="json")
 
     def export(client_id: str, principal: Principal, purpose: str | None, output_format: str) -> Response:
-        if output_format == "html":
-            return Response(to_html(auditor(principal, purpose).export(client_id=client_id)), media_type="text/html")
-        # JSON is streamed a record at a time, never held whole in the API process (issue 13)
-        return StreamingResponse(auditor(principal, purpose).export_json(client_id=client_id),
-                                 media_type="application/json")
+        # streamed a piece at a time, never held whole in the API process (issue 13)
+        pieces = auditor(principal, purpose).export_text(client_id=client_id, output_format=output_format)
+        return StreamingResponse(pieces, media_type="text/html" if output_format == "html" else "application/json")
 
     def verify(principal: Principal, purpose: str | None) -> JSONResponse:
         reports = auditor(principal, purpose).verify()
