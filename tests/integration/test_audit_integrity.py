@@ -320,6 +320,50 @@ def test_a_store_holding_events_with_its_published_heads_gone_fails_unless_first
     assert "First anchoring" in first.stdout
 
 
+async def test_a_purged_care_audit_stream_does_not_make_a_rewritten_chain_verify_green(
+        backend_settings: Settings) -> None:
+    """The realistic way to remove the anchors: purge the published heads from CARE_AUDIT
+    (a server of our own here, without users) after rewriting the chain."""
+    import os
+
+    import nats
+
+    from services.shared.bus import AUDIT_STREAM, EmbeddedNats
+    from tests.support.bus import InProcessRelay, with_streams
+
+    settings = backend_settings.model_copy(update={"chain_head_interval": 0.2})
+    env = {**os.environ, **settings.as_environment(), "COLUMNS": "250"}
+    with EmbeddedNats(store_dir=settings.data_dir / "nats") as server:
+        with_streams(server)
+        fill(settings, notes=3)
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            async with InProcessRelay(settings, server.url) as relay:
+                await relay.wait_position(5)
+                for _ in range(100):
+                    if (await js.stream_info(AUDIT_STREAM)).state.messages:
+                        break
+                    await asyncio.sleep(0.1)
+            verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(settings.data_dir),
+                      "--nats", server.url]
+            anchored = await asyncio.to_thread(subprocess.run, verify, check=False, capture_output=True, text=True,
+                                               env=env)
+            assert anchored.returncode == 0, anchored.stdout + anchored.stderr
+            table = Table(settings)
+            try:
+                edit_a_byte_and_relink(table, 5)
+            finally:
+                table.close()
+            await js.purge_stream(AUDIT_STREAM)
+            refused = await asyncio.to_thread(subprocess.run, verify, check=False, capture_output=True, text=True,
+                                              env=env)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "unanchored" in refused.stdout and "care" in refused.stdout, refused.stdout
+        finally:
+            await nc.close()
+
+
 def test_a_fresh_install_verifies_green(tmp_path: Path) -> None:
     verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(tmp_path)]
     fresh = subprocess.run(verify, check=False, capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
