@@ -4,7 +4,7 @@ and the hash-chain check; every read is recorded."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -66,12 +66,13 @@ class _ThroughApi:
 
         return Trace.model_validate_json(self._get(f"/audit/events/{event_id}/trace").content)
 
-    def export(self, *, client_id: str | None = None, aggregate_id: UUID | None = None) -> Any:
-        from services.audit.export import Export
-
+    def export_text(self, *, client_id: str | None = None, aggregate_id: UUID | None = None,
+                    output_format: str = "json", indent: int | None = None) -> Iterator[str]:
+        """The API's export as it arrives (the same text as ``Auditor.export_text``)."""
         if client_id is None:
             raise typer.BadParameter("through the API, name the client (--client); an aggregate id needs --local")
-        return Export.model_validate_json(self._get(f"/audit/clients/{client_id}/export", format="json").content)
+        return self.caller.stream(f"/audit/clients/{client_id}/export", headers=self.headers,
+                                  params={"format": output_format, "indent": indent if output_format == "json" else None})
 
 
 def _auditor(data_dir: Path | None, purpose: str | None, api: str | None, token: str | None,
@@ -214,27 +215,30 @@ def audit_export(
 ) -> None:
     """A client's whole care history (all records, with the services' decisions) as JSON or a printable HTML report."""
     refuse_typed_identity(actor, role)
-    from services.audit.export import to_html
-
     if (aggregate_id is None) == (client is None):
         raise typer.BadParameter("name either an aggregate id or --client")
     if output_format not in ("json", "html"):
         raise typer.BadParameter("--format must be json or html")
+    # written a piece at a time as it is read (from the API, or from the stores), never held whole (issue 13)
     auditor = _auditor(data_dir, purpose, api, token, token_file, local)
-    if local:  # streamed from the stores a piece at a time, never held whole (issue 13)
-        pieces = _audit(lambda: auditor.export_text(client_id=client, aggregate_id=aggregate_id,
-                                                    output_format=output_format, indent=2))
-    else:
-        result = _audit(lambda: auditor.export(client_id=client, aggregate_id=aggregate_id))
-        pieces = iter([result.model_dump_json(indent=2) if output_format == "json" else to_html(result)])
+    pieces = _audit(lambda: auditor.export_text(client_id=client, aggregate_id=aggregate_id,
+                                                output_format=output_format, indent=2))
+    first = _audit(lambda: next(pieces, ""))  # a refusal is told before anything is written
     if output is None:
+        sys.stdout.write(first)
         for piece in pieces:
             sys.stdout.write(piece)
         sys.stdout.write("\n")
-    else:
-        with output.open("w", encoding="utf-8") as out:
+        return
+    partial = output.with_name(output.name + ".part")  # the report appears whole, or not at all
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            out.write(first)
             out.writelines(pieces)
-        console.print(f"wrote {output}")
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    console.print(f"wrote {output}")
 
 
 @app.command("access-log")

@@ -346,3 +346,19 @@ def test_the_html_export_and_the_local_cli_export_are_streamed_with_the_same_tex
     printed = CliRunner().invoke(audit_cli, ["export", "--client", CLIENT, "--local", "--purpose", "Bounded export",
                                              "--data-dir", str(api.care.settings.data_dir)])
     assert printed.exit_code == 0 and same(printed.stdout) == same(expected_json) + "\n"
+
+    # through `careplan api serve`: the API streams the same text, and the command writes it as it comes
+    from tests.support.served import add_token, environment, serving
+
+    data = api.care.settings.data_dir
+    token = add_token(environment(data), "governance-2", "auditor", "--all-clients")
+    with serving(data) as url:
+        for output_format, expected in (("html", expected_html), ("json", expected_json)):
+            written = data / f"served.{output_format}"
+            run = CliRunner().invoke(audit_cli, ["export", "--client", CLIENT, "--format", output_format, "--api", url,
+                                                 "--token", token, "--purpose", "Bounded export", "--output", str(written)])
+            assert run.exit_code == 0, run.output
+            assert same(written.read_text(encoding="utf-8")) == same(expected)
+        refused = CliRunner().invoke(audit_cli, ["export", "--client", "nobody", "--api", url, "--token", token,
+                                                 "--purpose", "Bounded export", "--output", str(data / "none.json")])
+        assert refused.exit_code == 1 and not (data / "none.json").exists() and not (data / "none.json.part").exists()

@@ -57,9 +57,11 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     def trace(event_id: UUID, principal: Principal, purpose: str | None) -> dict[str, Any]:
         return auditor(principal, purpose).trace(event_id).model_dump(mode="json")
 
-    def export(client_id: str, principal: Principal, purpose: str | None, output_format: str) -> Response:
+    def export(client_id: str, principal: Principal, purpose: str | None, output_format: str,
+               indent: int | None) -> Response:
         # streamed a piece at a time, never held whole in the API process (issue 13)
-        pieces = auditor(principal, purpose).export_text(client_id=client_id, output_format=output_format)
+        pieces = auditor(principal, purpose).export_text(client_id=client_id, output_format=output_format,
+                                                         indent=indent)
         return StreamingResponse(pieces, media_type="text/html" if output_format == "html" else "application/json")
 
     def verify(principal: Principal, purpose: str | None) -> JSONResponse:
@@ -77,7 +79,9 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
                      param("end", Annotated[str, Query(alias="to", description="Version or moment.")])])
     signature(trace, [param("event_id", UUID), *who_purpose])
     signature(export, [param("client_id", str), *who_purpose,
-                       param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")], "json")])
+                       param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")], "json"),
+                       param("indent", Annotated[int | None, Query(ge=0, le=8, description="JSON only: indent by this "
+                                                                   "many spaces (default: compact).")], None)])
     signature(verify, who_purpose)
     for path, endpoint, summary, name in (
         ("/audit/aggregates/{aggregate_id}/history", history, "Every event of an aggregate: who, what, why", "auditHistory"),
