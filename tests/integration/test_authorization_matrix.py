@@ -355,3 +355,20 @@ def test_the_route_answers_each_caller_as_declared(world: World, name: str) -> N
             assert unnamed(response.json(), world.of[B], B) == unnamed(missing.json(), absent, absent_client), \
                 "another client's record answers otherwise than a missing one"
         assert world.written() == before, f"{name} by {caller} on another client's record wrote something"
+
+
+@pytest.mark.parametrize("name", ["RecordCrisisResolved", "ActivateEmergencySupport"])
+def test_a_crisis_of_another_client_named_in_a_command_answers_as_a_missing_one(world: World, name: str) -> None:
+    """The crisis repairs on a plan name a crisis in their body: a supervisor of client A who
+    names client B's open crisis learns no more than from an id that does not exist."""
+    plan = world.client.post("/plans", json=body_of("DraftCarePlan", world.of[A], A),
+                             headers=world.headers("supervisor-all")).json()["aggregate_id"]
+    path = f"/plans/{plan}/{'record-crisis-resolved' if name == 'RecordCrisisResolved' else 'activate-emergency-support'}"
+    answers = []
+    for crisis in (world.of[B].listed, uuid4()):
+        before = world.written()
+        body = {"crisis_id": str(crisis), "outcome": "Safe"} if name == "RecordCrisisResolved" else {"crisis_id": str(crisis)}
+        response = world.client.post(path, json=body, headers=world.headers("supervisor-a"))
+        assert 400 <= response.status_code < 500 and world.written() == before, response.text
+        answers.append((response.status_code, json.loads(json.dumps(response.json()).replace(str(crisis), "<crisis>"))))
+    assert answers[0] == answers[1], "another client's open crisis answers otherwise than a missing one"
