@@ -113,9 +113,9 @@ def _timeline_of(store: Store, rank: dict[UUID, int], kinds: dict[UUID, str]) ->
 
 class StoredExport:
     """An export read from the stores as it is written (:func:`export_html`): each section
-    reads again what it shows, one aggregate (or one page per aggregate) at a time."""
+    reads again what it shows, one record (or a page of each store's log) at a time."""
 
-    def __init__(self, stores: Stores, client_id: str, found: list[tuple[Store, UUID]]) -> None:
+    def __init__(self, client_id: str, found: list[tuple[Store, UUID]]) -> None:
         self.client_id, self.exported_at, self._found = client_id, datetime.now(UTC), found
         #: each aggregate's type, from its first event
         self._kinds = {aid: type(AggregateRoot.created_by(store.mapper.to_domain_event(
@@ -206,7 +206,7 @@ def export_html(stores: Stores, client_id: str) -> Iterator[str]:
     """The HTML report of a client, a piece at a time, read from the stores as it is written
     (the same text as ``to_html(export_client(...))``). The client's records are found first
     (an unknown client raises here, before any text)."""
-    return html_pieces(StoredExport(stores, client_id, members(stores, client_id)))
+    return html_pieces(StoredExport(client_id, members(stores, client_id)))
 
 
 def html_pieces(export: Exported) -> Iterator[str]:
