@@ -34,8 +34,6 @@ def create_app(api: Api) -> FastAPI:
     install(app)
     app.state.api = api
     Who = who(api)
-    if api.access_log is not None:
-        access_log.install(app, api)
     http_metrics.install(app)
 
     # The application's own router, not included APIRouters: FastAPI (0.165) keeps an included
@@ -53,6 +51,9 @@ def create_app(api: Api) -> FastAPI:
     health.include(router, api)
     metrics.include(router, api)
     tracing.instrument_app(app)  # a server span per request, while tracing is on
-    # Added last, so outside every other middleware, routing and authentication.
+    # Outside every other middleware, routing and authentication.
     app.add_middleware(BodyLimit, limit=api.care.settings.api_max_body_bytes)  # type: ignore[arg-type]
+    if api.access_log is not None:
+        # Outermost (added after the body limit): a refused body's 413 is logged like any answer.
+        access_log.install(app, api)
     return app

@@ -15,7 +15,7 @@ from uuid import UUID
 from domain.base import Actor
 from services.audit import reading
 from services.audit.access import AccessLog
-from services.audit.export import Export, export_client, export_json
+from services.audit.export import Export, export_client, export_html, export_json
 from services.audit.integrity import Anchor, StoreReport, verify_all
 from services.shared.errors import AggregateMissingError
 from services.shared.settings import Settings
@@ -91,11 +91,7 @@ class Auditor:
 
     def export(self, *, client_id: str | None = None, aggregate_id: UUID | None = None) -> Export:
         def run(stores: reading.Stores) -> Export:
-            client = client_id
-            if client is None:
-                assert aggregate_id is not None
-                _, events = stores.events_of(aggregate_id)
-                client = str(getattr(events[0], "client_id", ""))
+            client = client_id if client_id is not None else self._client_of(stores, aggregate_id)
             self._client_in_scope(client)
             return export_client(stores, client)
 
@@ -103,18 +99,26 @@ class Auditor:
         return self._read("export", subject, run)
 
     def export_json(self, *, client_id: str, indent: int | None = None) -> Iterator[str]:
-        """:meth:`export` of a client as JSON text, streamed a record at a time (issue 13): the
-        read is logged and the client's records found at once (an unknown client raises
-        here); the stores stay open until the text is consumed or closed."""
+        """:meth:`export` of a client as JSON text, streamed a record at a time (issue 13)."""
+        return self.export_text(client_id=client_id, output_format="json", indent=indent)
+
+    def export_text(self, *, client_id: str | None = None, aggregate_id: UUID | None = None,
+                    output_format: str = "json", indent: int | None = None) -> Iterator[str]:
+        """:meth:`export` as JSON or the HTML report, streamed a piece at a time (issue 13): the
+        read is logged, the client found (from ``aggregate_id`` if not named) and checked, and
+        its records found at once (an unknown client raises here); the stores stay open until
+        the text is consumed or closed. The same text as ``export`` rendered whole."""
+        subject = f"client {client_id}" if client_id else f"the client of aggregate {aggregate_id}"
         log = AccessLog(self.settings)
         try:
-            log.record(self.actor, "export", f"client {client_id}", self.purpose)
+            log.record(self.actor, "export", subject, self.purpose)
         finally:
             log.close()
-        self._client_in_scope(client_id)
         stores = reading.Stores(self.settings)
         try:
-            pieces = export_json(stores, client_id, indent=indent)
+            client = client_id if client_id is not None else self._client_of(stores, aggregate_id)
+            self._client_in_scope(client)
+            pieces = export_json(stores, client, indent=indent) if output_format == "json" else export_html(stores, client)
         except BaseException:
             stores.close()
             raise
@@ -126,6 +130,12 @@ class Auditor:
                 stores.close()
 
         return streamed()
+
+    @staticmethod
+    def _client_of(stores: reading.Stores, aggregate_id: UUID | None) -> str:
+        assert aggregate_id is not None
+        _, events = stores.events_of(aggregate_id)
+        return str(getattr(events[0], "client_id", ""))
 
     def verify(self, anchors: list[Anchor] = ()) -> list[StoreReport]:  # type: ignore[assignment]
         return self._read("verify", "every store", lambda _: verify_all(self.settings, list(anchors)))

@@ -4,10 +4,11 @@ a person can read and print."""
 
 from __future__ import annotations
 
+import heapq
 import html
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -16,6 +17,9 @@ from domain.base import AggregateRoot, project
 from services.audit.reading import HistoryEntry, Store, Stores, entry
 from services.shared.errors import AggregateMissingError
 from services.shared.persistence import paged_notifications
+
+#: Notifications read from a store's log at once while a report is written.
+PAGE = 100
 
 
 class ExportedAggregate(BaseModel):
@@ -33,6 +37,10 @@ class Export(BaseModel):
 
     def timeline(self) -> list[tuple[str, HistoryEntry]]:
         return sorted(((a.aggregate_type, e) for a in self.aggregates for e in a.events), key=lambda pair: pair[1].recorded)
+
+    def totals(self) -> tuple[int, int]:
+        """(events, records)."""
+        return sum(len(a.events) for a in self.aggregates), len(self.aggregates)
 
     def of_type(self, aggregate_type: str) -> list[ExportedAggregate]:
         return [a for a in self.aggregates if a.aggregate_type == aggregate_type]
@@ -70,7 +78,7 @@ def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
     return [(firsts[aid].store, aid) for aid in sorted(mine, key=lambda a: firsts[a].timestamp)]
 
 
-def exported(found: list[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]:
+def exported(found: Iterable[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]:
     """Each aggregate with its state and events, read from its store as it is reached: only
     one aggregate's history is held at a time."""
     for store, aid in found:
@@ -83,6 +91,54 @@ def exported(found: list[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]:
         assert aggregate is not None
         yield ExportedAggregate(store=store.name, aggregate_type=type(aggregate).__name__, aggregate_id=aid,
                                 state=aggregate.model_dump(mode="json"), events=entries)
+
+
+def _timeline_of(store: Store, rank: dict[UUID, int], kinds: dict[UUID, str]) -> Iterator[tuple[Any, Any]]:
+    """The client's events in one store, in the order of its log (by the time recorded: events
+    are stamped as they are recorded), events stamped alike ordered as the aggregates are
+    listed (``rank``) and by version: (sort key, (aggregate type, entry)). Holds the events of
+    one moment at a time."""
+    moment: list[tuple[Any, Any]] = []
+    for notification in paged_notifications(store.recorder, PAGE):
+        aid = notification.originator_id
+        if aid not in rank:
+            continue
+        recorded = entry(store.mapper.to_domain_event(notification))
+        if moment and moment[0][0][0] != recorded.recorded:
+            yield from sorted(moment, key=lambda item: item[0])
+            moment = []
+        moment.append(((recorded.recorded, rank[aid], recorded.version), (kinds[aid], recorded)))
+    yield from sorted(moment, key=lambda item: item[0])
+
+
+class StoredExport:
+    """An export read from the stores as it is written (:func:`export_html`): each section
+    reads again what it shows, one record (or a page of each store's log) at a time."""
+
+    def __init__(self, client_id: str, found: list[tuple[Store, UUID]]) -> None:
+        self.client_id, self.exported_at, self._found = client_id, datetime.now(UTC), found
+        #: each aggregate's type, from its first event
+        self._kinds = {aid: type(AggregateRoot.created_by(store.mapper.to_domain_event(
+            store.recorder.select_events(aid, limit=1)[0]))).__name__ for store, aid in found}
+
+    def totals(self) -> tuple[int, int]:
+        """(events, records): an aggregate's last version is its number of events."""
+        events = sum(store.recorder.select_events(aid, desc=True, limit=1)[0].originator_version
+                     for store, aid in self._found)
+        return events, len(self._found)
+
+    def of_type(self, aggregate_type: str) -> Iterator[ExportedAggregate]:
+        return exported((store, aid) for store, aid in self._found if self._kinds[aid] == aggregate_type)
+
+    def timeline(self) -> Iterator[tuple[str, HistoryEntry]]:
+        """Every event of the client by the time recorded, as :meth:`Export.timeline` orders
+        them (ties: in the aggregates' order, then by version): the stores' logs, read a page at
+        a time, merged. Holds the client's aggregate ids and types, not their events."""
+        rank = {aid: i for i, (_, aid) in enumerate(self._found)}
+        stores = {store.name: store for store, _ in self._found}
+        merged = heapq.merge(*(_timeline_of(store, rank, self._kinds) for store in stores.values()),
+                             key=lambda item: item[0])
+        return (pair for _, pair in merged)
 
 
 def export_client(stores: Stores, client_id: str) -> Export:
@@ -123,19 +179,46 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _table(headers: list[str], rows: Iterable[list[Any]]) -> Iterator[str]:
+    """A table a row at a time."""
+    yield "<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>"
+    for row in rows:
+        yield "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>"
+    yield "</tbody></table>"
+
+
+class Exported(Protocol):
+    """What the HTML report reads: an :class:`Export` held whole, or a :class:`StoredExport`."""
+
+    client_id: str
+    exported_at: datetime
+
+    def totals(self) -> tuple[int, int]: ...
+    def of_type(self, aggregate_type: str) -> Iterable[ExportedAggregate]: ...
+    def timeline(self) -> Iterable[tuple[str, HistoryEntry]]: ...
 
 
 def to_html(export: Export) -> str:
-    parts = [f"<h1>Care history of client {_e(export.client_id)}</h1>",
-             f"<p class='muted'>Exported {_e(export.exported_at.isoformat())} from the careplan event stores; "
-             f"{sum(len(a.events) for a in export.aggregates)} recorded events in {len(export.aggregates)} records.</p>"]
+    return "".join(html_pieces(export))
 
-    parts.append("<h2>Expectation adjustments</h2>")
-    chains = []
+
+def export_html(stores: Stores, client_id: str) -> Iterator[str]:
+    """The HTML report of a client, a piece at a time, read from the stores as it is written
+    (the same text as ``to_html(export_client(...))``). The client's records are found first
+    (an unknown client raises here, before any text)."""
+    return html_pieces(StoredExport(client_id, members(stores, client_id)))
+
+
+def html_pieces(export: Exported) -> Iterator[str]:
+    events, records = export.totals()
+    yield (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Care history of {_e(export.client_id)}</title>"
+           f"<style>{_CSS}</style></head><body>")
+    yield f"<h1>Care history of client {_e(export.client_id)}</h1>"
+    yield (f"<p class='muted'>Exported {_e(export.exported_at.isoformat())} from the careplan event stores; "
+           f"{events} recorded events in {records} records.</p>")
+
+    yield "<h2>Expectation adjustments</h2>"
+    chains = 0
     for plan in export.of_type("CarePlan"):
         for expectation in plan.state.get("expectations", {}).values():
             links = "".join(
@@ -143,35 +226,38 @@ def to_html(export: Export) -> str:
                 f"{_e((a.get('actor') or {}).get('id'))}: {_e(a.get('reason'))})</span></li>"
                 for a in expectation.get("adjustments", [])
             )
-            chains.append(f"<p>“{_e(expectation.get('original_statement'))}”</p><ul class='chain'>{links}</ul>")
-    parts.append("".join(chains) or "<p class='muted'>None recorded.</p>")
+            chains += 1
+            yield f"<p>“{_e(expectation.get('original_statement'))}”</p><ul class='chain'>{links}</ul>"
+    if not chains:
+        yield "<p class='muted'>None recorded.</p>"
 
     strategy_events = ("StrategyChanged", "EmergencySupportActivated", "EmergencySupportEnded", "CarePlanDrafted")
-    parts.append("<h2>Strategy changes</h2>")
-    parts.append(_table(["recorded", "change", "who", "why"], [
+    yield "<h2>Strategy changes</h2>"
+    yield from _table(["recorded", "change", "who", "why"], (
         [e.recorded.isoformat(timespec="seconds"), e.summary, f"{e.actor} ({e.role})", e.reason]
         for _, e in export.timeline() if e.event_type in strategy_events
-    ]))
+    ))
 
-    parts.append("<h2>Assessments</h2>")
-    parts.append(_table(["recorded", "result", "by"], [
+    yield "<h2>Assessments</h2>"
+    yield from _table(["recorded", "result", "by"], (
         [e.recorded.isoformat(timespec="seconds"), e.summary, e.actor]
         for _, e in export.timeline() if e.event_type in ("AssessmentScored", "AssessmentRejected")
-    ]))
+    ))
 
-    parts.append("<h2>Escalations</h2>")
+    yield "<h2>Escalations</h2>"
+    crises = 0
     for crisis in export.of_type("Crisis"):
-        parts.append(f"<p><b>Crisis {_e(crisis.aggregate_id)}</b> — {_e(crisis.state.get('status'))}</p>")
-        parts.append(_table(["recorded", "step", "who", "why"], [
+        crises += 1
+        yield f"<p><b>Crisis {_e(crisis.aggregate_id)}</b> — {_e(crisis.state.get('status'))}</p>"
+        yield from _table(["recorded", "step", "who", "why"], (
             [e.recorded.isoformat(timespec="seconds"), e.summary, f"{e.actor} ({e.role})", e.reason] for e in crisis.events
-        ]))
-    if not export.of_type("Crisis"):
-        parts.append("<p class='muted'>None recorded.</p>")
+        ))
+    if not crises:
+        yield "<p class='muted'>None recorded.</p>"
 
-    parts.append("<h2>Timeline</h2>")
-    parts.append(_table(["recorded", "record", "v", "what", "who", "why"], [
+    yield "<h2>Timeline</h2>"
+    yield from _table(["recorded", "record", "v", "what", "who", "why"], (
         [e.recorded.isoformat(timespec="seconds"), kind, e.version, e.summary, f"{e.actor} ({e.role})", e.reason]
         for kind, e in export.timeline()
-    ]))
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Care history of {_e(export.client_id)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    ))
+    yield "</body></html>"

@@ -13,7 +13,10 @@ registry says which stores exist (:data:`RECORD_STORES`); once any of them exist
 has started), each one that is missing is a break (*missing*). A store with an anchor
 (a published head) must exist and hold it. With ``--nats`` the anchors are the heads on
 ``CARE_AUDIT`` themselves, so dropping every store (and the relay files) is caught too;
-without NATS, an empty data dir is a fresh install and verifies green.
+without NATS, an empty data dir is a fresh install and verifies green. When the heads are
+asked for (``--nats``, ``--anchor``), a store of the registry that holds events must have
+one (*unanchored* otherwise: the published heads were removed), unless the operator says
+this is the first anchoring (``--first-anchoring``: no head was published yet).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ RECORD_STORES = REGISTERED_STORES
 STORES = (*RECORD_STORES, "audit_access")
 PAGE = 5000
 
-BreakKind = Literal["edited", "deleted", "inserted", "reordered", "anchor-mismatch", "missing"]
+BreakKind = Literal["edited", "deleted", "inserted", "reordered", "anchor-mismatch", "missing", "unanchored"]
 
 
 class ChainBreak(BaseModel):
@@ -216,16 +219,23 @@ def _latest_snapshots(recorder: object) -> list[StoredEvent]:
                             state=bytes(r["state"])) for r in curs.fetchall()]
 
 
-def verify_all(settings: Settings, anchors: list[Anchor] = ()) -> list[StoreReport]:  # type: ignore[assignment]
+def verify_all(settings: Settings, anchors: list[Anchor] = (), *,  # type: ignore[assignment]
+               anchored: bool = False) -> list[StoreReport]:
     """Every store that exists (a SQLite file, or a PostgreSQL schema with events), and a
     *missing* report for each store that must exist and does not: a store of the registry
-    once the system has started (:func:`system_started`), or a store with an anchor."""
+    once the system has started (:func:`system_started`), or a store with an anchor.
+
+    ``anchored``: ``anchors`` are the heads read from outside (NATS, a file), so every store
+    of the registry that holds events must have one; one without is *unanchored*."""
     existing = {store for store in STORES if store_exists(settings, store)}
     started = system_started(settings, existing)
     reports = []
     for store in STORES:
         if store in existing:
-            reports.append(verify_store(settings, store, anchors))
+            report = verify_store(settings, store, anchors)
+            if anchored and store in RECORD_STORES:
+                report = unanchored(report, anchors)
+            reports.append(report)
             continue
         anchored = [a for a in anchors if a.store == store]
         if anchored:
@@ -235,6 +245,18 @@ def verify_all(settings: Settings, anchors: list[Anchor] = ()) -> list[StoreRepo
             reports.append(missing(store, 0, "the registry names this store and the system has started "
                                    f"({', '.join(sorted(started))} exist), but it is gone"))
     return reports
+
+
+def unanchored(report: StoreReport, anchors: list[Anchor]) -> StoreReport:
+    """A store that holds events, whose chain is whole, and of which no head is among the
+    anchors: they were removed (a purged ``CARE_AUDIT``, an edited anchor file), or none was
+    published yet. A rewritten chain with its heads gone would otherwise verify green."""
+    if not report.ok or report.head_position == 0 or any(a.store == report.store for a in anchors):
+        return report
+    return report.model_copy(update={"ok": False, "first_break": ChainBreak(
+        position=report.head_position, kind="unanchored",
+        detail=f"the store holds {report.events} events but no published chain head of it was found: the heads were "
+               "removed, or none was published yet (only on the first anchoring, pass --first-anchoring)")})
 
 
 def missing(store: str, position: int, detail: str) -> StoreReport:

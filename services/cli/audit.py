@@ -3,7 +3,8 @@ and the hash-chain check; every read is recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -65,12 +66,13 @@ class _ThroughApi:
 
         return Trace.model_validate_json(self._get(f"/audit/events/{event_id}/trace").content)
 
-    def export(self, *, client_id: str | None = None, aggregate_id: UUID | None = None) -> Any:
-        from services.audit.export import Export
-
+    def export_text(self, *, client_id: str | None = None, aggregate_id: UUID | None = None,
+                    output_format: str = "json", indent: int | None = None) -> Iterator[str]:
+        """The API's export as it arrives (the same text as ``Auditor.export_text``)."""
         if client_id is None:
             raise typer.BadParameter("through the API, name the client (--client); an aggregate id needs --local")
-        return Export.model_validate_json(self._get(f"/audit/clients/{client_id}/export", format="json").content)
+        return self.caller.stream(f"/audit/clients/{client_id}/export", headers=self.headers,
+                                  params={"format": output_format, "indent": indent if output_format == "json" else None})
 
 
 def _auditor(data_dir: Path | None, purpose: str | None, api: str | None, token: str | None,
@@ -213,19 +215,30 @@ def audit_export(
 ) -> None:
     """A client's whole care history (all records, with the services' decisions) as JSON or a printable HTML report."""
     refuse_typed_identity(actor, role)
-    from services.audit.export import to_html
-
     if (aggregate_id is None) == (client is None):
         raise typer.BadParameter("name either an aggregate id or --client")
     if output_format not in ("json", "html"):
         raise typer.BadParameter("--format must be json or html")
-    result = _audit(lambda: _auditor(data_dir, purpose, api, token, token_file, local).export(client_id=client, aggregate_id=aggregate_id))
-    text = result.model_dump_json(indent=2) if output_format == "json" else to_html(result)
+    # written a piece at a time as it is read (from the API, or from the stores), never held whole (issue 13)
+    auditor = _auditor(data_dir, purpose, api, token, token_file, local)
+    pieces = _audit(lambda: auditor.export_text(client_id=client, aggregate_id=aggregate_id,
+                                                output_format=output_format, indent=2))
+    first = _audit(lambda: next(pieces, ""))  # a refusal is told before anything is written
     if output is None:
-        print(text)
-    else:
-        output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output}")
+        sys.stdout.write(first)
+        for piece in pieces:
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
+        return
+    partial = output.with_name(output.name + ".part")  # the report appears whole, or not at all
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            out.write(first)
+            out.writelines(pieces)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    console.print(f"wrote {output}")
 
 
 @app.command("access-log")
@@ -262,10 +275,14 @@ def audit_verify(
     nats_url: Annotated[str | None, typer.Option("--nats", help="The NATS server: its published chain heads anchor "
                                                  "the stores (default: CAREPLAN_NATS_URL; without it: not checked).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+    first_anchoring: Annotated[bool, typer.Option(
+        "--first-anchoring", help="Accept stores that hold events but have no published chain head (only the first "
+        "time, before the relays published any); without it such a store fails.")] = False,
 ) -> None:
     """Recompute every store's hash chain; exit 1 at the first edited, deleted, inserted or
-    reordered stored event, a chain that no longer matches a published head, or a store
-    that must exist and is missing; exit 2 if the NATS server named cannot be read."""
+    reordered stored event, a chain that no longer matches a published head, a store that
+    must exist and is missing, or (with --nats or --anchor) a store holding events of which
+    no head was published; exit 2 if the NATS server named cannot be read."""
     import json
 
     from rich.table import Table
@@ -277,7 +294,7 @@ def audit_verify(
     url = nats_url or settings.nats_url
     if url:
         anchors += _from_nats(url, published_heads)
-    reports = verify_all(settings, anchors)
+    reports = verify_all(settings, anchors, anchored=bool(url or anchor) and not first_anchoring)
     if url:
         reports = with_positions(reports, _from_nats(url, lambda js: check_positions(settings, js)))
     if as_json:
@@ -302,6 +319,8 @@ def audit_verify(
             console.print("No store exists here: nothing was ever recorded (a fresh install).")
         if not url:
             console.print("Published chain heads, relay and consumer positions: not checked (no --nats).")
+        if (url or anchor) and first_anchoring:
+            console.print("First anchoring: stores without a published chain head were accepted (--first-anchoring).")
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
 

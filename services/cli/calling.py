@@ -6,6 +6,7 @@ or, with ``--local``, as the operator at this machine (the operating-system user
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +69,27 @@ class Caller:
             print_problem(response)
             raise typer.Exit(1)
         return response
+
+
+    def stream(self, path: str, *, params: dict[str, Any] | None = None,
+               headers: dict[str, str] | None = None) -> Iterator[str]:
+        """``GET path``'s body as text, a piece at a time as it arrives (a refusal: the problem
+        printed, exit 1, before any piece; the API unreachable or gone: exit 2)."""
+        import httpx
+
+        try:
+            with httpx.stream("GET", f"{self.api}{path}", timeout=120,
+                              params={k: v for k, v in (params or {}).items() if v is not None},
+                              headers={"Authorization": f"Bearer {self.token}", **(headers or {})}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    print_problem(response)
+                    raise typer.Exit(1)
+                yield from response.iter_text()
+        except httpx.HTTPError as e:
+            console.print(f"[red]Cannot read from the API at {self.api}: {e}[/red] (an operator at this machine: --local)",
+                          highlight=False)
+            raise typer.Exit(2) from e
 
 
 def _token(token: str | None, token_file: Path | None) -> str:

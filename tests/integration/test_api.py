@@ -1,4 +1,5 @@
-"""The HTTP API: who may do what, problem details, versions, idempotency, fuzzed bodies."""
+"""The HTTP API: scope of crisis and dead-letter decisions, problem details, versions, idempotency,
+fuzzed bodies (who may call which route: test_authorization_matrix.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.escalation.service import EscalationApplication
 from services.shared.settings import Settings
+from tests.support.bodies import example_body
 
 CLIENT = "client-1"
 #: name → (role, clients)
@@ -93,33 +95,6 @@ def api(tmp_path: Path) -> Iterator[Setup]:
 # --------------------------------------------------------------------------- bodies
 
 
-def example_value(annotation: Any) -> Any:
-    """A schema-valid value for a field's type (the first member of an enumeration)."""
-    import types
-    import typing
-    from datetime import UTC, datetime
-    from enum import Enum
-
-    from pydantic import AwareDatetime, BaseModel
-
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return example_value(next(a for a in typing.get_args(annotation) if a is not type(None)))
-    if origin is list:
-        return [example_value(typing.get_args(annotation)[0])]
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return next(iter(annotation)).value
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return {n: example_value(f.annotation) for n, f in annotation.model_fields.items() if f.is_required()}
-    moment = lambda: datetime(2026, 5, 4, 9, tzinfo=UTC).isoformat()
-    return {UUID: lambda: str(uuid4()), str: lambda: "Example", int: lambda: 1, float: lambda: 1.0, bool: lambda: True,
-            datetime: moment, AwareDatetime: moment}[annotation]()
-
-
-def example_body(command: type[Any], target: str) -> dict[str, Any]:
-    return {n: example_value(f.annotation) for n, f in command.model_fields.items() if f.is_required() and n != target}
-
-
 def body_for(route: APIRoute, setup: Setup) -> Any:
     if route.name == "DraftCarePlan":
         return {"client_id": CLIENT, "title": "T", "strategy": "short_term_moderate", "therapy_models": ["steady_progress"]}
@@ -155,74 +130,11 @@ FHIR_SEARCH = {
 }
 
 
-#: Routes anyone may read, without a token: what problem types mean, health probes, metrics.
-PUBLIC = ("/problems", "/healthz", "/readyz", "/metrics")
-
-
-def allowed(caller: str, route: APIRoute) -> bool:
-    role, clients = CALLERS[caller]
-    own = CLIENT in clients or "*" in clients
-    if route.path.startswith(PUBLIC):
-        return True
-    if route.path.startswith("/audit"):
-        return role is Role.AUDITOR
-    if route.name in ("acknowledgeCrisis", "resolveCrisis"):
-        return role is Role.SUPERVISOR
-    if route.name == "openCrises":
-        return role in (Role.CLINICIAN, Role.SUPERVISOR)
-    if "GET" in route.methods:
-        return role in (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION) and own
-    if route.name == "SubmitQuestionnaire":
-        return role in (Role.CLINICIAN, Role.SUPERVISOR, Role.INTEGRATION) and own
-    if route.name in ("LowerRisk", "ActivateEmergencySupport", "RecordCrisisResolved", "EndEmergencySupport"):
-        return role is Role.SUPERVISOR and own
-    return role in (Role.CLINICIAN, Role.SUPERVISOR) and own
-
-
 def api_routes(setup: Setup) -> list[APIRoute]:
     return [r for r in setup.client.app.routes if isinstance(r, APIRoute)]
 
 
 # --------------------------------------------------------------------------- tests
-
-
-def test_every_endpoint_for_every_role_and_without_a_token(api: Setup) -> None:
-    """Refused requests (no token, a wrong one, a role or client not allowed) answer
-    401/403 as problem details and write nothing; allowed ones get past authorization."""
-    routes = api_routes(api)
-    commands = {r.name for r in routes if "POST" in r.methods}
-    every_command = {cls.__name__ for base in (c.PlanCommand, c.CourseCommand, c.InventoryCommand)
-                     for cls in _all_subclasses(base) if "execute" in cls.__dict__}
-    assert every_command | {"DraftCarePlan", "StartCourse", "OpenInventory"} <= commands, "a command has no endpoint"
-    checked = 0
-    for route in routes:
-        method = next(iter(route.methods))
-        url, body = url_for(route, api), body_for(route, api)
-        for caller in (None, "wrong", *CALLERS):
-            before = api.written()
-            if caller == "wrong":
-                headers = {"Authorization": "Bearer not-a-token"}
-            else:
-                headers = api.headers(caller, **{"X-Audit-Purpose": "Authorization matrix"})
-            response = api.client.request(method, url, json=body, headers=headers)
-            if route.path.startswith(PUBLIC):
-                assert response.status_code == 200
-                continue
-            if caller in (None, "wrong"):
-                expected = {401}
-            elif not allowed(caller, route):
-                expected = {403}
-            else:
-                assert response.status_code not in (401, 403, 500), (route.name, caller, response.text)
-                checked += 1
-                continue
-            assert response.status_code in expected, (route.name, caller, response.status_code, response.text)
-            assert response.headers["content-type"] == "application/problem+json"
-            assert response.json()["type"] in ("/problems/unauthenticated", "/problems/forbidden")
-            assert api.written() == before, f"{route.name} by {caller} wrote something although refused"
-            if response.status_code == 401:
-                assert response.headers["www-authenticate"].startswith("Bearer")
-    assert checked > len(routes)
 
 
 def _all_subclasses(cls: type[Any]) -> list[type[Any]]:

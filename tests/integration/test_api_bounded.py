@@ -80,6 +80,38 @@ def test_a_body_under_the_limit_is_served_as_before(api: Setup) -> None:
     assert made.status_code in (200, 201), made.text
 
 
+def test_a_refused_body_is_in_the_access_log_with_its_status_and_nothing_of_its_content(tmp_path: Path) -> None:
+    """The body limit sits outside routing; the access log sits outside the body limit, so a
+    413 is logged like any answer: who (nobody: refused before authentication), what, 413."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from services.api.server import build
+    from services.shared.settings import Settings
+
+    api, app = build(Settings(data_dir=tmp_path))
+    try:
+        sentinel = b"SENTINEL-" + b"x" * 64
+        declared = _drive(app, [(b"content-length", str(5 * 2**30).encode())], chunks=1, chunk=sentinel)
+        chunked = _drive(app, [(b"transfer-encoding", b"chunked")], chunks=40, chunk=sentinel + b" " * 65536)
+        assert declared[0] == chunked[0] == 413
+        served = TestClient(app).post("/courses/x/submit-questionnaire", content=b"{" + sentinel * 20000 + b"}",
+                                      headers={"Authorization": "Bearer not-a-token"})
+        assert served.status_code == 413
+        assert TestClient(app).get("/healthz").status_code == 200  # an answer of the routes, after them
+    finally:
+        for part in (api.care, api.escalation, api.assessment, api.dead_letters, api.readiness):
+            part.close()
+        api.access_log.close()
+    text = (tmp_path / "api-access.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(e["method"], e["path"], e["status"], e["actor"]) for e in lines] == [
+        ("POST", "/plans", 413, None), ("POST", "/plans", 413, None),
+        ("POST", "/courses/x/submit-questionnaire", 413, None), ("GET", "/healthz", 200, None)]
+    assert "SENTINEL" not in text
+
+
 @pytest.mark.parametrize(("path", "body", "field"), [
     ("/courses/{course}/submit-questionnaire",
      {"instrument": "PHQ-9", "answers": [0] * 101, "answered_at": "2026-01-01T00:00:00Z"}, "answers"),
@@ -241,3 +273,92 @@ def test_the_audit_export_is_streamed_a_record_at_a_time_with_the_same_text(
     missing = api.client.get("/audit/clients/nobody/export",
                              headers=api.headers("auditor", **{"X-Audit-Purpose": "Bounded export"}))
     assert missing.status_code == 404, missing.text
+
+
+def test_the_html_export_and_the_local_cli_export_are_streamed_with_the_same_text(
+        api: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTML report is written from the stores as it is read (a page of each record at a
+    time), the same text as the report rendered from the whole export; `careplan audit export
+    --local` writes the pieces as they come, JSON or HTML, and never builds the whole export."""
+    import re
+    import tracemalloc
+    from collections.abc import Iterator
+
+    from typer.testing import CliRunner
+
+    from services.audit import auditor as auditing
+    from services.audit import export as exporting
+    from services.audit.reading import Stores
+    from services.cli.audit import app as audit_cli
+    from tests.integration.test_api import raise_crisis
+
+    def same(text: str) -> str:
+        return re.sub(r'Exported [^ ]+ from|"exported_at": "[^"]+"', "<moment>", text)
+
+    def streamed_report(crises: int) -> tuple[int, int]:
+        """(characters, memory peak) of the HTML report once ``crises`` more are recorded."""
+        for _ in range(crises):
+            raise_crisis(api, CLIENT)
+        with Stores(api.care.settings) as stores:
+            pieces = exporting.export_html(stores, CLIENT)
+            assert isinstance(pieces, Iterator) and not isinstance(pieces, (list, tuple, str))
+            tracemalloc.start()
+            try:
+                size = 0
+                for piece in pieces:
+                    assert len(piece) < 10_000  # a row, a heading: never a section at once
+                    size += len(piece)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        return size, peak
+
+    # past a few pages of the logs (PAGE notifications each), the memory a report needs stops
+    # growing with the client's history; held whole, it would grow with the report and exceed it
+    small, large = streamed_report(2 * exporting.PAGE), streamed_report(4 * exporting.PAGE)
+    assert large[0] > 2.5 * small[0] > 250_000
+    assert large[1] - small[1] < (large[0] - small[0]) / 4 and large[1] < large[0], (small, large)
+
+    with Stores(api.care.settings) as stores:
+        whole = exporting.export_client(stores, CLIENT)
+        expected_html, expected_json = exporting.to_html(whole), whole.model_dump_json(indent=2)
+        del whole
+        assert len(expected_html) == large[0]
+        assert same("".join(exporting.export_html(stores, CLIENT))) == same(expected_html)
+
+    served = api.client.get(f"/audit/clients/{CLIENT}/export?format=html",
+                            headers=api.headers("auditor", **{"X-Audit-Purpose": "Bounded export"}))
+    assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
+    assert same(served.text) == same(expected_html)
+
+    def whole_export(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the whole export was built")
+
+    monkeypatch.setattr(exporting, "export_client", whole_export)
+    monkeypatch.setattr(auditing, "export_client", whole_export)
+    for output_format, expected in (("html", expected_html), ("json", expected_json)):
+        written = api.care.settings.data_dir / f"report.{output_format}"
+        run = CliRunner().invoke(audit_cli, ["export", "--client", CLIENT, "--format", output_format, "--local",
+                                             "--purpose", "Bounded export", "--data-dir", str(api.care.settings.data_dir),
+                                             "--output", str(written)])
+        assert run.exit_code == 0, run.output
+        assert same(written.read_text(encoding="utf-8")) == same(expected)
+    printed = CliRunner().invoke(audit_cli, ["export", "--client", CLIENT, "--local", "--purpose", "Bounded export",
+                                             "--data-dir", str(api.care.settings.data_dir)])
+    assert printed.exit_code == 0 and same(printed.stdout) == same(expected_json) + "\n"
+
+    # through `careplan api serve`: the API streams the same text, and the command writes it as it comes
+    from tests.support.served import add_token, environment, serving
+
+    data = api.care.settings.data_dir
+    token = add_token(environment(data), "governance-2", "auditor", "--all-clients")
+    with serving(data) as url:
+        for output_format, expected in (("html", expected_html), ("json", expected_json)):
+            written = data / f"served.{output_format}"
+            run = CliRunner().invoke(audit_cli, ["export", "--client", CLIENT, "--format", output_format, "--api", url,
+                                                 "--token", token, "--purpose", "Bounded export", "--output", str(written)])
+            assert run.exit_code == 0, run.output
+            assert same(written.read_text(encoding="utf-8")) == same(expected)
+        refused = CliRunner().invoke(audit_cli, ["export", "--client", "nobody", "--api", url, "--token", token,
+                                                 "--purpose", "Bounded export", "--output", str(data / "none.json")])
+        assert refused.exit_code == 1 and not (data / "none.json").exists() and not (data / "none.json.part").exists()

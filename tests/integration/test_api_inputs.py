@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from domain.base import Actor, CommandContext, Role
 from domain.events.therapy_course import SessionScheduled
-from tests.integration.test_api import Setup, api_routes, body_for, example_body, make_setup, url_for
+from tests.integration.test_api import Setup, api_routes, body_for, make_setup, url_for
+from tests.support.bodies import example_body
 
 
 @pytest.fixture

@@ -222,8 +222,9 @@ def edit_a_byte_and_relink(t: Table, position: int) -> None:
     changed = bytearray(state)
     changed[len(changed) // 2] ^= 0x01
     t.run("UPDATE {t} SET state = {m} WHERE {id} = {m}", bytes(changed), position)
-    ((previous,),) = t.run("SELECT link FROM stored_events_chain WHERE notification_id = {m}", position - 1)
-    t.run("UPDATE stored_events_chain SET link = {m} WHERE notification_id = {m}",
+    chain = "stored_events_chain" if t.settings.database == "sqlite" else f"{t.events}_chain"
+    ((previous,),) = t.run(f"SELECT link FROM {chain} WHERE notification_id = {{m}}", position - 1)
+    t.run(f"UPDATE {chain} SET link = {{m}} WHERE notification_id = {{m}}",
           link_of(bytes(previous), position, originator, version, topic, bytes(changed)), position)
 
 
@@ -281,6 +282,86 @@ def test_an_emptied_store_fails_against_its_published_head(backend_settings: Set
     report = verify_store(backend_settings, "care", [head])  # ...the published head is not there
     assert not report.ok and report.first_break.kind == "anchor-mismatch" and "before the published head" in \
         report.first_break.detail
+
+
+def test_a_store_holding_events_with_its_published_heads_gone_fails_unless_first_anchoring(
+        backend_settings: Settings) -> None:
+    """A chain rewritten by someone who also removed its published heads (a purged
+    CARE_AUDIT, an emptied anchor file) is consistent; asked to check against the heads,
+    verify must not take "no head" for "nothing to check"."""
+    import os
+
+    fill(backend_settings, notes=3)
+    care = by_store(verify_all(backend_settings))["care"]
+    head = Anchor(store="care", position=care.head_position, link=care.head_link)
+    assert all(r.ok for r in verify_all(backend_settings, [head], anchored=True))
+    table = Table(backend_settings)
+    try:
+        edit_a_byte_and_relink(table, care.head_position)
+    finally:
+        table.close()
+    assert all(r.ok for r in verify_all(backend_settings, []))  # the chain alone is consistent again
+    reports = by_store(verify_all(backend_settings, [], anchored=True))
+    assert not reports["care"].ok and reports["care"].first_break.kind == "unanchored", reports["care"]
+    assert "no published chain head" in reports["care"].first_break.detail
+    # stores without events need no head; nor does the auditors' log, whose head is never published
+    assert all(r.ok for store, r in reports.items() if store != "care")
+
+    anchors = backend_settings.data_dir / "heads.json"
+    anchors.write_text("[]")
+    env = {**os.environ, **backend_settings.as_environment(), "COLUMNS": "250"}
+    verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(backend_settings.data_dir),
+              "--anchor", str(anchors)]
+    refused = subprocess.run(verify, check=False, capture_output=True, text=True, env=env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "unanchored" in refused.stdout and "--first-anchoring" in refused.stdout, refused.stdout
+    first = subprocess.run([*verify, "--first-anchoring"], check=False, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "First anchoring" in first.stdout
+
+
+async def test_a_purged_care_audit_stream_does_not_make_a_rewritten_chain_verify_green(
+        backend_settings: Settings) -> None:
+    """The realistic way to remove the anchors: purge the published heads from CARE_AUDIT
+    (a server of our own here, without users) after rewriting the chain."""
+    import os
+
+    import nats
+
+    from services.shared.bus import AUDIT_STREAM, EmbeddedNats
+    from tests.support.bus import InProcessRelay, with_streams
+
+    settings = backend_settings.model_copy(update={"chain_head_interval": 0.2})
+    env = {**os.environ, **settings.as_environment(), "COLUMNS": "250"}
+    with EmbeddedNats(store_dir=settings.data_dir / "nats") as server:
+        with_streams(server)
+        fill(settings, notes=3)
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            async with InProcessRelay(settings, server.url) as relay:
+                await relay.wait_position(5)
+                for _ in range(100):
+                    if (await js.stream_info(AUDIT_STREAM)).state.messages:
+                        break
+                    await asyncio.sleep(0.1)
+            verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(settings.data_dir),
+                      "--nats", server.url]
+            anchored = await asyncio.to_thread(subprocess.run, verify, check=False, capture_output=True, text=True,
+                                               env=env)
+            assert anchored.returncode == 0, anchored.stdout + anchored.stderr
+            table = Table(settings)
+            try:
+                edit_a_byte_and_relink(table, 5)
+            finally:
+                table.close()
+            await js.purge_stream(AUDIT_STREAM)
+            refused = await asyncio.to_thread(subprocess.run, verify, check=False, capture_output=True, text=True,
+                                              env=env)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "unanchored" in refused.stdout and "care" in refused.stdout, refused.stdout
+        finally:
+            await nc.close()
 
 
 def test_a_fresh_install_verifies_green(tmp_path: Path) -> None:

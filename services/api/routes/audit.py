@@ -23,7 +23,6 @@ Purpose = Annotated[str | None, Header(alias="X-Audit-Purpose", description="Why
 
 def include(router: APIRouter, api: Api, who: Any) -> None:
     from services.audit.auditor import Auditor
-    from services.audit.export import to_html
 
     def auditor(principal: Principal, purpose: str | None) -> Auditor:
         api.require(principal, (Role.AUDITOR,), "use the audit functions")
@@ -58,12 +57,12 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     def trace(event_id: UUID, principal: Principal, purpose: str | None) -> dict[str, Any]:
         return auditor(principal, purpose).trace(event_id).model_dump(mode="json")
 
-    def export(client_id: str, principal: Principal, purpose: str | None, output_format: str) -> Response:
-        if output_format == "html":
-            return Response(to_html(auditor(principal, purpose).export(client_id=client_id)), media_type="text/html")
-        # JSON is streamed a record at a time, never held whole in the API process (issue 13)
-        return StreamingResponse(auditor(principal, purpose).export_json(client_id=client_id),
-                                 media_type="application/json")
+    def export(client_id: str, principal: Principal, purpose: str | None, output_format: str,
+               indent: int | None) -> Response:
+        # streamed a piece at a time, never held whole in the API process (issue 13)
+        pieces = auditor(principal, purpose).export_text(client_id=client_id, output_format=output_format,
+                                                         indent=indent)
+        return StreamingResponse(pieces, media_type="text/html" if output_format == "html" else "application/json")
 
     def verify(principal: Principal, purpose: str | None) -> JSONResponse:
         reports = auditor(principal, purpose).verify()
@@ -80,7 +79,9 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
                      param("end", Annotated[str, Query(alias="to", description="Version or moment.")])])
     signature(trace, [param("event_id", UUID), *who_purpose])
     signature(export, [param("client_id", str), *who_purpose,
-                       param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")], "json")])
+                       param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")], "json"),
+                       param("indent", Annotated[int | None, Query(ge=0, le=8, description="JSON only: indent by this "
+                                                                   "many spaces (default: compact).")], None)])
     signature(verify, who_purpose)
     for path, endpoint, summary, name in (
         ("/audit/aggregates/{aggregate_id}/history", history, "Every event of an aggregate: who, what, why", "auditHistory"),

@@ -224,13 +224,15 @@ class RaiseCrisis(PlanCommand):
 
 class RecordCrisisResolved(PlanCommand):
     """Recorded by the care policies when escalation resolves a crisis; a supervisor may
-    record it only for a crisis the escalation service does not hold open (a repair)."""
+    record it only for a crisis the escalation service does not hold open (a repair). A
+    crisis held open for another plan is not this plan's: the plan answers as for any crisis
+    it does not have (telling it apart would confirm another client's open crisis)."""
 
     crisis_id: UUID
     outcome: str
 
     def execute(self, plan: CarePlan, ctx: CommandContext, lookup: Lookup) -> None:
-        if ctx.actor.role is not Role.SERVICE and lookup.crisis_held_open(self.crisis_id) is not None:
+        if ctx.actor.role is not Role.SERVICE and lookup.crisis_held_open(self.crisis_id) == plan.id:
             msg = (f"The escalation service still holds crisis {self.crisis_id} open; resolve it there "
                    f"(POST /escalations/{self.crisis_id}/resolve), and the plan records it.")
             raise CrisisNotHeldError(msg)
