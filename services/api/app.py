@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.api import access_log
+from services.api import access_log, docs, ui
 from services.api import metrics as http_metrics
 from services.api.body_limit import BodyLimit
 from services.api.dependencies import Api, who
@@ -30,6 +30,7 @@ def create_app(api: Api) -> FastAPI:
         "Errors are RFC 9457 problem details; every write is an event with who, when and why.",
         responses={401: {"description": "No valid token"}, 403: {"description": "Role or client not allowed"}},
         lifespan=lifespan(api),  # the risk-signal watchdog (services/api/watchdog.py)
+        docs_url=None, redoc_url=None,  # served from the package by services.api.docs (offline)
     )
     install(app)
     app.state.api = api
@@ -52,6 +53,8 @@ def create_app(api: Api) -> FastAPI:
     problems.include(router)
     health.include(router, api)
     metrics.include(router, api)
+    docs.install(app)
+    ui.install(app, api)  # the web pages under /ui/ (a mounted application, not in the OpenAPI document)
     tracing.instrument_app(app)  # a server span per request, while tracing is on
     # Added last, so outside every other middleware, routing and authentication.
     app.add_middleware(BodyLimit, limit=api.care.settings.api_max_body_bytes)  # type: ignore[arg-type]
