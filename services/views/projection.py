@@ -229,6 +229,9 @@ class Projection:
         """Applies at most one batch of ``name``'s log after its recorded position, with the
         new position, in one transaction. Returns the notifications read (0: caught up)."""
         source = self.sources[name]
+        # Nothing new (the usual case for a read): no write lock taken.
+        if (source.recorder.max_notification_id() or 0) <= self.store.positions()[name]:
+            return 0
         with self.store.transaction():
             position = self.store.lock_positions()[name]
             max_id = source.recorder.max_notification_id() or 0
