@@ -15,7 +15,18 @@ from services.api import metrics as http_metrics
 from services.api.body_limit import BodyLimit
 from services.api.dependencies import Api, who
 from services.api.problems import install
-from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, metrics, problems, reads
+from services.api.routes import (
+    audit,
+    commands,
+    dead_letters,
+    escalations,
+    fhir,
+    health,
+    metrics,
+    problems,
+    reads,
+    views,
+)
 from services.api.watchdog import lifespan
 from services.shared import tracing
 
@@ -48,6 +59,8 @@ def create_app(api: Api) -> FastAPI:
     escalations.include(router, api, Who)
     if api.dead_letters is not None:
         dead_letters.include(router, api, Who)
+    if api.views is not None:
+        views.include(router, api, Who)
     fhir.include(router, api, Who)
     audit.include(router, api, Who)
     problems.include(router)

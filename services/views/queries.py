@@ -1,0 +1,508 @@
+"""What people read at scale, from the read models: caseloads, plan lists, outcomes, a
+client's progress. The API's routes and the web pages call :class:`Views` only.
+
+``clients`` is the caller's client scope (``None``: every client); filters narrow it.
+:meth:`Views.catch_up` applies what the stores recorded since the last call (bounded:
+only what is new), so a read right after a write sees it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.assessment.instruments import instrument_named
+from domain.catalogues.risk import RiskLevel
+from services.escalation.open_view import OpenCrises
+from services.shared.clock import Clock, system_clock
+from services.shared.settings import Settings
+from services.views import outcomes as oc
+from services.views.projection import Projection
+from services.views.store import moment, parse_moment
+
+T = TypeVar("T")
+
+PLAN_STATUSES = ("draft", "active", "on-hold", "completed", "revoked")
+RISK_LEVELS = tuple(level.value for level in RiskLevel)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a longer list."""
+
+    items: list[T]
+    #: how many items match, on every page
+    total: int
+    #: this page's number, from 1
+    page: int
+    #: items per page asked for
+    size: int
+
+
+class LastScore(BaseModel):
+    """The latest scored questionnaire of one instrument."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: the total (PHQ-9 0–27, GAD-7 0–21)
+    score: int
+    #: the severity band of the total (minimal, mild, moderate, moderately_severe, severe)
+    severity: str | None
+    #: when the client answered it
+    answered_at: datetime
+
+
+class CaseloadRow(BaseModel):
+    """One care plan as a caseload lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: UUID
+    client_id: str
+    #: the actor who drafted the plan (the domain has no other assigned clinician)
+    clinician: str
+    title: str
+    #: draft, active, on-hold, completed, revoked
+    status: str
+    #: the strategy format in force (emergency_support during a crisis)
+    strategy: str
+    #: none, low, moderate, high, imminent
+    risk_level: str
+    #: crises raised for this plan and not resolved
+    open_crises: int
+    #: the plan's current course: its latest active one, else its latest
+    course_id: UUID | None
+    #: initial, middle, termination
+    course_phase: str | None
+    #: active, completed, discontinued
+    course_status: str | None
+    #: the earliest scheduled session (or check-in) still to come, of any of the plan's courses
+    next_session_at: datetime | None
+    last_phq9: LastScore | None
+    last_gad7: LastScore | None
+    #: an active course and no PHQ-9/GAD-7 answered for CAREPLAN_VIEWS_OVERDUE_WEEKS weeks
+    #: (counted from the course's start when it has none yet)
+    questionnaires_overdue: bool
+    #: when the plan's listed fields last changed
+    updated_at: datetime
+
+
+class MeasureNorms(BaseModel):
+    """The numbers an outcome was judged by, per measure."""
+
+    instrument: str
+    #: a case at or above this total
+    caseness_at_or_above: int
+    #: reliable change in points
+    reliable_change: int
+    #: Jacobson–Truax: standard deviation of a clinical sample and test–retest reliability
+    sd1: float
+    retest_r: float
+
+
+class CourseOutcome(BaseModel):
+    """One course in an outcome report."""
+
+    course_id: UUID
+    plan_id: UUID
+    client_id: str
+    modality: str
+    #: active, completed, discontinued
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    #: ended (completed or discontinued) within the report's period
+    finished: bool
+    result: oc.CourseResult
+
+
+class OutcomeSummary(BaseModel):
+    """NHS Talking Therapies figures over a set of courses; rates are fractions (None: no denominator)."""
+
+    courses: int
+    #: courses with paired scores on at least one measure
+    paired: int
+    #: paired and a case at the first score
+    at_caseness: int
+    recovered: int
+    #: recovered / at_caseness
+    recovery_rate: float | None
+    reliable_improvement: int
+    #: reliable_improvement / paired
+    reliable_improvement_rate: float | None
+    reliable_deterioration: int
+    #: reliable_deterioration / paired
+    reliable_deterioration_rate: float | None
+    reliable_recovery: int
+    #: reliable_recovery / at_caseness
+    reliable_recovery_rate: float | None
+
+
+class OutcomeReport(BaseModel):
+    """Outcomes per course and across the service for a period."""
+
+    #: the period asked for (None: open-ended); a course is in it when it ended in it, or,
+    #: still open, had a PHQ-9 or GAD-7 answered in it
+    start: datetime | None
+    end: datetime | None
+    courses: list[CourseOutcome]
+    #: over the courses that finished in the period (the NHS Talking Therapies figures)
+    finished: OutcomeSummary
+    #: over every listed course, open ones judged on their scores so far
+    all: OutcomeSummary
+    norms: list[MeasureNorms]
+
+
+class ProgressPoint(BaseModel):
+    """One PHQ-9 or GAD-7 score, with its change against its course's first of that instrument."""
+
+    instrument: str
+    course_id: UUID
+    answered_at: datetime
+    total: int
+    severity: str | None
+    #: total − the course's first total of this instrument (0 for the first)
+    change: int
+    #: Jacobson–Truax index of that change
+    rci: float
+    reliable_improvement: bool
+    reliable_deterioration: bool
+    #: a case at this total (PHQ-9 ≥ 10, GAD-7 ≥ 8)
+    caseness: bool
+
+
+class RiskFlag(BaseModel):
+    """A questionnaire that carried a risk signal."""
+
+    instrument: str
+    course_id: UUID
+    answered_at: datetime
+    #: phq9_item9 (item 9 above 0), cssrs (C-SSRS ideation or behaviour), or suicide_item (another instrument's)
+    kind: Literal["phq9_item9", "cssrs", "suicide_item"]
+    #: C-SSRS triage (none, low, moderate, high) when scored
+    suicide_risk: str | None
+    #: False when the submission was rejected (still a signal)
+    scored: bool
+
+
+class SessionMark(BaseModel):
+    """A session or check-in on the time axis."""
+
+    course_id: UUID
+    starts_at: datetime
+    #: scheduled, held, missed, cancelled
+    state: str
+    #: session or check_in
+    kind: str
+    #: course (scheduled by a clinician on the course) or schedule (the scheduling service's timetable)
+    source: str
+    number: int
+
+
+class SeverityBand(BaseModel):
+    """A band to shade: totals from ``low`` to ``high`` inclusive."""
+
+    instrument: str
+    severity: str
+    low: int
+    high: int
+
+
+class Progress(BaseModel):
+    """What a progress chart needs for one plan (all its courses) or one course."""
+
+    #: the id asked for, and whether it named a plan or a course
+    id: UUID
+    kind: Literal["plan", "course"]
+    plan_id: UUID
+    client_id: str
+    course_ids: list[UUID]
+    #: PHQ-9 and GAD-7 scores, oldest first
+    points: list[ProgressPoint]
+    flags: list[RiskFlag]
+    sessions: list[SessionMark]
+    bands: list[SeverityBand]
+    #: the instruments' caseness thresholds and reliable-change points
+    norms: list[MeasureNorms]
+
+
+class NotInViewsError(LookupError):
+    """No plan or course of that id in the views."""
+
+
+def measure_norms() -> list[MeasureNorms]:
+    found = []
+    for name in oc.MEASURES:
+        norms = oc.norms_of(name)
+        assert norms is not None
+        found.append(MeasureNorms(instrument=name, caseness_at_or_above=norms.caseness_above + 1,
+                                  reliable_change=int(norms.reliable_change), sd1=norms.sd1, retest_r=norms.retest_r))
+    return found
+
+
+def severity_bands() -> list[SeverityBand]:
+    bands = []
+    for name in oc.MEASURES:
+        definition = instrument_named(name)
+        assert definition is not None
+        low = 0
+        for high, severity in definition.bands:
+            bands.append(SeverityBand(instrument=name, severity=severity.value, low=low, high=high))
+            low = high + 1
+    return bands
+
+
+def _in(column: str, values: Sequence[Any]) -> str:
+    return f"{column} IN ({', '.join('?' for _ in values)})" if values else "1 = 0"
+
+
+_CASELOAD_COLUMNS = ("plan_id, client_id, clinician, title, status, strategy, risk_level, risk_rank, created_at, "
+                     "updated_at")
+
+
+class Views:
+    """The read models' queries. Thread-safe; one per process."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = system_clock, projection: Projection | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.projection = projection if projection is not None else Projection(settings)
+        self.store = self.projection.store
+        escalation = self.projection.sources["escalation"]
+        #: open crises: the escalation store's own view, reused (services/escalation/open_view.py)
+        self.crises = OpenCrises(escalation.recorder, escalation.mapper)
+
+    def close(self) -> None:
+        self.projection.close()
+
+    # ----------------------------------------------------------------- keeping up
+
+    def catch_up(self) -> None:
+        """Applies what the stores recorded since the last call (only what is new)."""
+        self.projection.catch_up()
+        self.crises.refresh()
+
+    # ----------------------------------------------------------------- lists
+
+    def caseload(self, clients: frozenset[str] | None, *, clinician: str | None = None, status: str | None = None,
+                 risk: str | None = None, page: int = 1, size: int = 50) -> Page[CaseloadRow]:
+        """Plans that need attention first: highest risk level, then the oldest plan."""
+        return self._list(clients, clinician=clinician, status=status, risk=risk, page=page, size=size,
+                          order="risk_rank DESC, created_at, plan_id")
+
+    def plans(self, clients: frozenset[str] | None, *, clinician: str | None = None, status: str | None = None,
+              risk: str | None = None, page: int = 1, size: int = 50) -> Page[CaseloadRow]:
+        """Plans in the order they were drafted."""
+        return self._list(clients, clinician=clinician, status=status, risk=risk, page=page, size=size,
+                          order="created_at, plan_id")
+
+    def _list(self, clients: frozenset[str] | None, *, clinician: str | None, status: str | None, risk: str | None,
+              page: int, size: int, order: str) -> Page[CaseloadRow]:
+        if page < 1 or size < 1:
+            raise ValueError("page and size start at 1")
+        where, params = self._filters(clients, clinician=clinician, status=status, risk=risk)
+        total = int(self.store.rows(f"SELECT COUNT(*) FROM view_plans WHERE {where}", params)[0][0])
+        plans = self.store.rows(
+            f"SELECT {_CASELOAD_COLUMNS} FROM view_plans WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, size, (page - 1) * size],
+        )
+        return Page[CaseloadRow](items=self._rows(plans), total=total, page=page, size=size)
+
+    @staticmethod
+    def _filters(clients: frozenset[str] | None, *, clinician: str | None, status: str | None,
+                 risk: str | None) -> tuple[str, list[Any]]:
+        where, params = ["1 = 1"], []
+        if clients is not None:
+            ordered = sorted(clients)
+            where.append(_in("client_id", ordered))
+            params += ordered
+        for column, value in (("clinician", clinician), ("status", status), ("risk_level", risk)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return " AND ".join(where), params
+
+    def _rows(self, plans: list[tuple[Any, ...]]) -> list[CaseloadRow]:
+        ids = [p[0] for p in plans]
+        if not ids:
+            return []
+        now = self.clock()
+        courses: dict[str, tuple[Any, ...]] = {}
+        for row in self.store.rows(
+            f"SELECT plan_id, course_id, phase, status, started_at FROM view_courses WHERE {_in('plan_id', ids)} "
+            "ORDER BY started_at, course_id", ids,
+        ):
+            current = courses.get(row[0])
+            # the latest active course; else the latest
+            if current is None or row[3] == "active" or current[3] != "active":
+                courses[row[0]] = row
+        last: dict[tuple[str, str], LastScore] = {}
+        for plan_id, instrument, total, severity, answered_at in self.store.rows(
+            "SELECT plan_id, instrument, total, severity, answered_at FROM ("
+            "SELECT plan_id, instrument, total, severity, answered_at, ROW_NUMBER() OVER ("
+            "PARTITION BY plan_id, instrument ORDER BY answered_at DESC, submission_id DESC) AS n FROM view_scores "
+            f"WHERE {_in('plan_id', ids)} AND instrument IN (?, ?) AND scored = 1) AS latest WHERE n = 1",
+            [*ids, oc.PHQ9, oc.GAD7],
+        ):
+            last[(plan_id, instrument)] = LastScore(score=total, severity=severity, answered_at=parse_moment(answered_at))
+        course_ids = [c[1] for c in courses.values()]
+        answered = dict(self.store.rows(
+            f"SELECT course_id, MAX(answered_at) FROM view_scores WHERE {_in('course_id', course_ids)} "
+            "AND instrument IN (?, ?) GROUP BY course_id", [*course_ids, oc.PHQ9, oc.GAD7],
+        )) if course_ids else {}
+        upcoming = dict(self.store.rows(
+            "SELECT c.plan_id, MIN(s.starts_at) FROM view_sessions s JOIN view_courses c ON s.course_id = c.course_id "
+            f"WHERE {_in('c.plan_id', ids)} AND s.state = 'scheduled' AND s.starts_at > ? GROUP BY c.plan_id",
+            [*ids, moment(now)],
+        ))
+        open_crises: dict[str, int] = defaultdict(int)
+        for crisis_plan in self.crises.plans_open().values():
+            if crisis_plan is not None:
+                open_crises[str(crisis_plan)] += 1
+        overdue_before = moment(now - timedelta(weeks=self.settings.views_overdue_weeks))
+        rows = []
+        for plan_id, client_id, clinician, title, status, strategy, risk_level, _, _, updated_at in plans:
+            course = courses.get(plan_id)
+            overdue = False
+            if course is not None and course[3] == "active":
+                since = answered.get(course[1]) or course[4]
+                overdue = since < overdue_before
+            rows.append(CaseloadRow(
+                plan_id=UUID(plan_id), client_id=client_id, clinician=clinician, title=title, status=status,
+                strategy=strategy, risk_level=risk_level, open_crises=open_crises.get(plan_id, 0),
+                course_id=UUID(course[1]) if course else None, course_phase=course[2] if course else None,
+                course_status=course[3] if course else None,
+                next_session_at=parse_moment(upcoming.get(plan_id)),
+                last_phq9=last.get((plan_id, oc.PHQ9)), last_gad7=last.get((plan_id, oc.GAD7)),
+                questionnaires_overdue=overdue, updated_at=parse_moment(updated_at),
+            ))
+        return rows
+
+    # ----------------------------------------------------------------- outcomes
+
+    def outcomes(self, clients: frozenset[str] | None, *, start: datetime | None = None,
+                 end: datetime | None = None) -> OutcomeReport:
+        """Per course and across the service for ``[start, end)``; see :class:`OutcomeReport`."""
+        lo = moment(start) if start is not None else ""
+        hi = moment(end) if end is not None else "~"  # after every stored moment
+        where, params = ["1 = 1"], []
+        if clients is not None:
+            ordered = sorted(clients)
+            where.append(_in("c.client_id", ordered))
+            params += ordered
+        courses = self.store.rows(
+            "SELECT c.course_id, c.plan_id, c.client_id, c.modality, c.status, c.started_at, c.ended_at "
+            f"FROM view_courses c WHERE {' AND '.join(where)} AND ("
+            "(c.ended_at IS NOT NULL AND c.ended_at >= ? AND c.ended_at < ?) OR (c.ended_at IS NULL AND EXISTS ("
+            "SELECT 1 FROM view_scores s WHERE s.course_id = c.course_id AND s.scored = 1 AND s.instrument IN (?, ?) "
+            "AND s.answered_at >= ? AND s.answered_at < ?))) ORDER BY c.started_at, c.course_id",
+            [*params, lo, hi, oc.PHQ9, oc.GAD7, lo, hi],
+        )
+        totals: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        ids = [c[0] for c in courses]
+        if ids:
+            for course_id, instrument, total in self.store.rows(
+                f"SELECT course_id, instrument, total FROM view_scores WHERE {_in('course_id', ids)} "
+                "AND scored = 1 AND total IS NOT NULL AND instrument IN (?, ?) ORDER BY answered_at, submission_id",
+                [*ids, oc.PHQ9, oc.GAD7],
+            ):
+                totals[course_id][instrument].append(total)
+        listed = [
+            CourseOutcome(
+                course_id=UUID(cid), plan_id=UUID(pid), client_id=client, modality=modality, status=status,
+                started_at=parse_moment(started), ended_at=parse_moment(ended), finished=ended is not None,
+                result=oc.course_result(totals.get(cid, {})),
+            )
+            for cid, pid, client, modality, status, started, ended in courses
+        ]
+        return OutcomeReport(start=start, end=end, courses=listed, finished=summarise([c for c in listed if c.finished]),
+                             all=summarise(listed), norms=measure_norms())
+
+    # ----------------------------------------------------------------- progress
+
+    def progress(self, plan_or_course_id: UUID) -> Progress:
+        """The chart of one course, or of every course of one plan (NotInViewsError: neither)."""
+        key = str(plan_or_course_id)
+        course = self.store.rows("SELECT plan_id, client_id FROM view_courses WHERE course_id = ?", [key])
+        if course:
+            kind: Literal["plan", "course"] = "course"
+            plan_id, client_id = course[0]
+            course_ids = [key]
+        else:
+            plan = self.store.rows("SELECT client_id FROM view_plans WHERE plan_id = ?", [key])
+            if not plan:
+                raise NotInViewsError(f"No plan or course {key} in the views.")
+            kind, plan_id, client_id = "plan", key, plan[0][0]
+            course_ids = [r[0] for r in self.store.rows(
+                "SELECT course_id FROM view_courses WHERE plan_id = ? ORDER BY started_at, course_id", [key])]
+        points: list[ProgressPoint] = []
+        flags: list[RiskFlag] = []
+        sessions: list[SessionMark] = []
+        if course_ids:
+            first: dict[tuple[str, str], int] = {}
+            for cid, instrument, total, severity, answered_at, positive, risk, scored in self.store.rows(
+                "SELECT course_id, instrument, total, severity, answered_at, suicide_item_positive, suicide_risk, scored "
+                f"FROM view_scores WHERE {_in('course_id', course_ids)} ORDER BY answered_at, submission_id", course_ids,
+            ):
+                at = parse_moment(answered_at)
+                if positive or (risk is not None and risk != "none"):
+                    flag_kind = "phq9_item9" if instrument == oc.PHQ9 else "cssrs" if instrument.startswith("C-SSRS") \
+                        else "suicide_item"
+                    flags.append(RiskFlag(instrument=instrument, course_id=UUID(cid), answered_at=at, kind=flag_kind,
+                                          suicide_risk=risk, scored=bool(scored)))
+                if instrument not in oc.MEASURES or total is None:
+                    continue
+                baseline = first.setdefault((cid, instrument), total)
+                points_needed = oc.reliable_change_points(instrument)
+                points.append(ProgressPoint(
+                    instrument=instrument, course_id=UUID(cid), answered_at=at, total=total, severity=severity,
+                    change=total - baseline, rci=round(oc.rci(instrument, baseline, total), 3),
+                    reliable_improvement=baseline - total >= points_needed,
+                    reliable_deterioration=total - baseline >= points_needed, caseness=oc.is_case(instrument, total),
+                ))
+            sessions = [
+                SessionMark(course_id=UUID(cid), starts_at=parse_moment(starts), state=state, kind=kind_, source=source,
+                            number=number)
+                for cid, starts, state, kind_, source, number in self.store.rows(
+                    "SELECT course_id, starts_at, state, kind, source, number FROM view_sessions "
+                    f"WHERE {_in('course_id', course_ids)} ORDER BY starts_at, session_key", course_ids,
+                )
+            ]
+        return Progress(id=plan_or_course_id, kind=kind, plan_id=UUID(plan_id), client_id=client_id,
+                        course_ids=[UUID(c) for c in course_ids], points=points, flags=flags, sessions=sessions,
+                        bands=severity_bands(), norms=measure_norms())
+
+    # ----------------------------------------------------------------- for tests and rebuild checks
+
+    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every view table, sorted (comparing a rebuild with the kept state)."""
+        from services.views.store import VIEW_TABLES
+
+        return {table: sorted(self.store.rows(f"SELECT * FROM {table}")) for table in VIEW_TABLES}
+
+
+def summarise(courses: Sequence[CourseOutcome]) -> OutcomeSummary:
+    results = [c.result for c in courses]
+    paired = sum(r.paired for r in results)
+    cases = sum(r.case_at_first for r in results)
+    recovered = sum(r.recovered for r in results)
+    improved = sum(r.reliable_improvement for r in results)
+    deteriorated = sum(r.reliable_deterioration for r in results)
+    reliably_recovered = sum(r.reliable_recovery for r in results)
+    return OutcomeSummary(
+        courses=len(results), paired=paired, at_caseness=cases, recovered=recovered,
+        recovery_rate=oc.rate(recovered, cases), reliable_improvement=improved,
+        reliable_improvement_rate=oc.rate(improved, paired), reliable_deterioration=deteriorated,
+        reliable_deterioration_rate=oc.rate(deteriorated, paired), reliable_recovery=reliably_recovered,
+        reliable_recovery_rate=oc.rate(reliably_recovered, cases),
+    )
+
+
+__all__ = [
+    "CaseloadRow", "CourseOutcome", "LastScore", "MeasureNorms", "NotInViewsError", "OutcomeReport",
+    "OutcomeSummary", "Page", "Progress", "ProgressPoint", "RiskFlag", "SessionMark", "SeverityBand", "Views",
+]

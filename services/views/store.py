@@ -1,0 +1,154 @@
+"""The view store: the read models' tables and the positions they were built to, in one
+database (``views.sqlite`` in the data folder, or the schema ``<prefix>_views`` on
+PostgreSQL), so rows and positions change in one transaction.
+
+One SQL dialect serves both databases: ``?`` placeholders (turned into ``%s`` for
+psycopg), ``INSERT ... ON CONFLICT ... DO UPDATE``, window functions, and moments stored as
+fixed-width UTC text (``2026-03-02T09:00:00.000000Z``) so that text order is time order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from services.shared.settings import Settings
+
+#: The stores the views follow, in the order a catch-up reads them.
+SOURCES: tuple[str, ...] = ("care", "assessment", "scheduling", "escalation")
+
+TABLES: dict[str, str] = {
+    "view_positions": "source TEXT PRIMARY KEY, position BIGINT NOT NULL",
+    "view_plans": (
+        "plan_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, clinician TEXT NOT NULL, title TEXT NOT NULL, "
+        "status TEXT NOT NULL, strategy TEXT NOT NULL, risk_level TEXT NOT NULL, risk_rank INTEGER NOT NULL, "
+        "created_at TEXT NOT NULL, updated_at TEXT NOT NULL"
+    ),
+    "view_courses": (
+        "course_id TEXT PRIMARY KEY, plan_id TEXT NOT NULL, client_id TEXT NOT NULL, modality TEXT NOT NULL, "
+        "phase TEXT NOT NULL, status TEXT NOT NULL, planned_sessions INTEGER NOT NULL, "
+        "started_at TEXT NOT NULL, ended_at TEXT"
+    ),
+    "view_scores": (
+        "submission_id TEXT PRIMARY KEY, course_id TEXT NOT NULL, plan_id TEXT NOT NULL, client_id TEXT NOT NULL, "
+        "instrument TEXT NOT NULL, total INTEGER, severity TEXT, answered_at TEXT NOT NULL, "
+        "suicide_item_positive INTEGER NOT NULL, suicide_risk TEXT, scored INTEGER NOT NULL"
+    ),
+    "view_sessions": (
+        "session_key TEXT PRIMARY KEY, course_id TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL, "
+        "number INTEGER NOT NULL, starts_at TEXT NOT NULL, state TEXT NOT NULL"
+    ),
+}
+#: The read models proper (what a rebuild empties and a comparison reads), not the positions.
+VIEW_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "view_positions")
+INDEXES: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS view_plans_client ON view_plans (client_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS view_plans_clinician ON view_plans (clinician, created_at)",
+    "CREATE INDEX IF NOT EXISTS view_plans_created ON view_plans (created_at, plan_id)",
+    "CREATE INDEX IF NOT EXISTS view_plans_attention ON view_plans (risk_rank, created_at)",
+    "CREATE INDEX IF NOT EXISTS view_courses_plan ON view_courses (plan_id, started_at)",
+    "CREATE INDEX IF NOT EXISTS view_scores_plan ON view_scores (plan_id, instrument, answered_at)",
+    "CREATE INDEX IF NOT EXISTS view_scores_course ON view_scores (course_id, answered_at)",
+    "CREATE INDEX IF NOT EXISTS view_sessions_course ON view_sessions (course_id, starts_at)",
+)
+
+
+def moment(value: datetime) -> str:
+    """A moment as stored: UTC, fixed width, so text order is time order."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+class ViewStore:
+    """One connection to the view database, used by one thread at a time (a lock)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.postgres = settings.database == "postgres"
+        self._lock = threading.RLock()
+        if self.postgres:
+            import psycopg
+
+            from services.shared.persistence import ensure_postgres_schema
+
+            self.schema = settings.postgres_schema("views")
+            ensure_postgres_schema(settings, self.schema)
+            self.conn: Any = psycopg.connect(
+                host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+                password=settings.postgres_password.get_secret_value() or None, dbname=settings.postgres_dbname,
+                autocommit=True, options=f"-c search_path={self.schema}",
+            )
+        else:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.path = settings.sqlite_path("views")
+            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        self._create()
+
+    def _create(self) -> None:
+        with self.transaction():
+            for table, columns in TABLES.items():
+                self.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+            for statement in INDEXES:
+                self.execute(statement)
+            for source in SOURCES:
+                self.execute("INSERT INTO view_positions (source, position) VALUES (?, 0) "
+                             "ON CONFLICT (source) DO NOTHING", (source,))
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.postgres else statement
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One writer at a time across processes: SQLite's ``BEGIN IMMEDIATE`` takes the
+        write lock; on PostgreSQL the positions are read ``FOR UPDATE`` (:meth:`lock_positions`)."""
+        with self._lock:
+            if self.postgres:
+                with self.conn.transaction():
+                    yield
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        self.conn.execute(self._sql(statement), tuple(params))
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.postgres:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(self._sql(statement), [tuple(r) for r in rows])
+        else:
+            self.conn.executemany(statement, [tuple(r) for r in rows])
+
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self.conn.execute(self._sql(statement), tuple(params)).fetchall())
+
+    def lock_positions(self) -> dict[str, int]:
+        """The positions, locked until the transaction ends (call inside :meth:`transaction`)."""
+        suffix = " FOR UPDATE" if self.postgres else ""
+        return {s: int(p) for s, p in self.conn.execute(f"SELECT source, position FROM view_positions{suffix}").fetchall()}
+
+    def positions(self) -> dict[str, int]:
+        return {s: int(p) for s, p in self.rows("SELECT source, position FROM view_positions")}
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
