@@ -25,8 +25,12 @@ VERSION = re.compile(r'name="version" value="(\d+)"')
 
 @pytest.fixture
 def ui(backend_settings: Settings) -> Iterator[Setup]:
+    from services.views.queries import Views
+
     setup = make_setup(backend_settings.data_dir, backend_settings)
+    views = setup.client.app.state.api.views = Views(setup.care.settings)
     yield setup
+    views.close()
     setup.close()
 
 
@@ -310,3 +314,36 @@ def test_no_next_address_leads_off_the_site(ui: Setup) -> None:
     signed = web.post("/ui/login", data={"token": ui.tokens["clinician"], "csrf": csrf_of(page.text),
                                          "next": "https://evil.example/"}, follow_redirects=False)
     assert signed.headers["location"] == "/ui/"
+
+
+def test_the_caseload_lists_the_tokens_plans_with_badges_and_sorts_on_the_server(ui: Setup) -> None:
+    second = ui.post("/plans", {"client_id": "client-1", "title": "Worry", "strategy": "short_term_moderate",
+                                "therapy_models": ["steady_progress"]}, "clinician").json()["aggregate_id"]
+    ui.post(f"/plans/{second}/raise-risk", {"level": "high", "reason": "disclosed plans"}, "clinician")
+    web = sign_in(ui, "clinician")
+    page = web.get("/ui/")
+    assert page.status_code == 200, page.text
+    assert "<h1>Caseload</h1>" in page.text and "2 plans you drafted" in page.text
+    assert f'href="/ui/plans/{ui.plan}"' in page.text and f'href="/ui/plans/{second}"' in page.text
+    assert page.text.index("Worry") < page.text.index("Low mood")  # highest risk first
+    assert '<span class="badge risk-high">high</span>' in page.text
+    by_title = web.get("/ui/caseload?sort=title&order=asc")
+    assert by_title.text.index("Low mood") < by_title.text.index("Worry")
+    assert 'aria-sort="ascending"' in by_title.text
+    desc = web.get("/ui/caseload?sort=title&order=desc").text
+    assert desc.index("Worry") < desc.index("Low mood")
+    assert "Worry" in web.get("/ui/caseload?risk=high").text and "Low mood" not in web.get("/ui/caseload?risk=high").text
+    assert web.get("/ui/caseload?sort=nonsense").status_code == 422
+    assert web.get("/ui/caseload?risk=nonsense").status_code == 422
+    # another clinician's token (another client) lists none of them
+    other = sign_in(ui, "other-clinician").get("/ui/caseload")
+    assert other.status_code == 200 and "Low mood" not in other.text and "No plans" in other.text
+    # a supervisor sees every clinician's plans of their clients
+    assert "Low mood" in sign_in(ui, "supervisor").get("/ui/caseload").text
+
+
+def test_the_progress_page_without_scores_says_so(ui: Setup) -> None:
+    web = sign_in(ui, "clinician")
+    page = web.get(f"/ui/plans/{ui.plan}/progress")
+    assert page.status_code == 200, page.text
+    assert "No PHQ-9 or GAD-7 has been scored for this plan yet." in page.text

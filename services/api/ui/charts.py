@@ -18,14 +18,13 @@ from datetime import datetime, timedelta
 
 SVG_NS = "http://www.w3.org/2000/svg"
 
-#: Score bands shared by both measures' cut-offs (PHQ-9: 5/10/15/20; GAD-7: 5/10/15).
-BANDS: tuple[tuple[int, int, str, str], ...] = (
-    (0, 5, "minimal", "#ffffff"),
-    (5, 10, "mild", "#f3f6e4"),
-    (10, 15, "moderate", "#fdf1d6"),
-    (15, 20, "moderately severe (PHQ-9) / severe (GAD-7)", "#fbe0cf"),
-    (20, 27, "severe (PHQ-9)", "#f6cfcf"),
+#: (low, high inclusive, name): the score bands shaded, PHQ-9's cut-offs (5/10/15/20), which
+#: GAD-7's (5/10/15) share; :func:`shared_bands` makes them from the read models' bands.
+BANDS: tuple[tuple[int, int, str], ...] = (
+    (0, 4, "minimal"), (5, 9, "mild"), (10, 14, "moderate"),
+    (15, 19, "moderately severe (PHQ-9) / severe (GAD-7)"), (20, 27, "severe (PHQ-9)"),
 )
+BAND_COLOURS = ("#ffffff", "#f3f6e4", "#fdf1d6", "#fbe0cf", "#f6cfcf", "#f0c0c0")
 Y_MAX = 27
 #: measure → (colour, dash pattern, marker shape)
 STYLES = {"PHQ-9": ("#1f4e9c", "", "circle"), "GAD-7": ("#8a3b00", "6 4", "square")}
@@ -51,7 +50,23 @@ class Flag:
 class Progress:
     series: dict[str, list[Score]] = field(default_factory=dict)
     flags: list[Flag] = field(default_factory=list)
-    sessions: list[datetime] = field(default_factory=list)
+    #: (when, what: e.g. "session 3, held")
+    sessions: list[tuple[datetime, str]] = field(default_factory=list)
+    bands: tuple[tuple[int, int, str], ...] = BANDS
+
+
+def shared_bands(bands: dict[str, list[tuple[int, int, str]]], first: str = "PHQ-9") -> tuple[tuple[int, int, str], ...]:
+    """One set of bands for both measures: the first measure's, each named for every measure
+    whose band starts at the same score (by name alone when they agree)."""
+    shared = []
+    for low, high, name in bands.get(first, []):
+        names = {m: n for m, found in bands.items() for lo, _, n in found if lo == low}
+        if len(set(names.values())) <= 1 and len(names) == len(bands):
+            label = name
+        else:
+            label = " / ".join(f"{n} ({m})" for m, n in names.items())
+        shared.append((low, high, label.replace("_", " ")))
+    return tuple(shared) or BANDS
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,7 @@ def _el(parent: ET.Element, tag: str, text: str | None = None, **attributes: obj
 
 def frame_for(progress: Progress) -> Frame:
     moments = [s.at for scores in progress.series.values() for s in scores]
-    moments += [f.at for f in progress.flags] + list(progress.sessions)
+    moments += [f.at for f in progress.flags] + [at for at, _ in progress.sessions]
     if not moments:
         now = datetime.now().astimezone()
         return Frame(now - timedelta(days=7), now)
@@ -100,11 +115,12 @@ def progress_chart(progress: Progress, *, title: str = "PHQ-9 and GAD-7 over tim
     _el(svg, "desc", "Scores over time against the severity bands; the table below gives the same figures.",
         id="chart-desc")
     # severity bands
-    for low, high, name, colour in BANDS:
-        band = _el(svg, "rect", x=frame.left, y=frame.y(high), width=frame.width, height=frame.y(low) - frame.y(high),
+    for (low, high, name), colour in zip(progress.bands, BAND_COLOURS, strict=False):
+        top = min(high + 1, Y_MAX)
+        band = _el(svg, "rect", x=frame.left, y=frame.y(top), width=frame.width, height=round(frame.y(low) - frame.y(top), 2),
                    fill=colour, class_="band")
         band.set("data-band", name)
-        _el(svg, "text", name, x=frame.left + frame.width + 8, y=(frame.y(low) + frame.y(high)) / 2 + 4,
+        _el(svg, "text", name, x=frame.left + frame.width + 8, y=(frame.y(low) + frame.y(top)) / 2 + 4,
             class_="band-label", font_size=11)
     # score axis
     _el(svg, "line", x1=frame.left, y1=frame.top, x2=frame.left, y2=frame.top + frame.height, stroke="#333")
@@ -118,10 +134,10 @@ def progress_chart(progress: Progress, *, title: str = "PHQ-9 and GAD-7 over tim
     _el(svg, "line", x1=frame.left, y1=bottom, x2=frame.left + frame.width, y2=bottom, stroke="#333")
     for when in _date_ticks(frame):
         _el(svg, "text", when.strftime("%d %b %Y"), x=frame.x(when), y=bottom + 32, text_anchor="middle", font_size=11)
-    for session in sorted(progress.sessions):
+    for session, what in sorted(progress.sessions):
         tick = _el(svg, "line", x1=frame.x(session), y1=bottom, x2=frame.x(session), y2=bottom + 10, stroke="#333",
                    stroke_width=2, class_="session")
-        _el(tick, "title", f"session {session:%d %b %Y %H:%M}")
+        _el(tick, "title", f"{what} {session:%d %b %Y %H:%M}")
     _el(svg, "text", "▮ sessions", x=frame.left, y=bottom + 52, font_size=11)
     # the series
     legend_y = frame.top - 22

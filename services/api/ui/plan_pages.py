@@ -10,11 +10,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from domain.base import Role
 from domain.care_plan import CarePlan
 from domain.catalogues.strategies import Strategy
 from domain.errors import DomainError
 from services.api.problems import ApiProblem, status_of
 from services.api.ui import CLINICAL, PREFIX, PageProblem, Ui, not_found, parse_uuid
+from services.api.ui.charts import Flag, Score, progress_chart, shared_bands
+from services.api.ui.charts import Progress as ChartProgress
 from services.care import commands as c
 from services.care import handling
 from services.shared.commands import CommandMeta
@@ -61,6 +64,8 @@ ACTIONS: dict[str, tuple[type[c.PlanCommand], tuple[str, ...], str]] = {
 
 
 def include(app: FastAPI, ui: Ui) -> None:
+    include_lists(app, ui)
+
     def plan_page(request: Request, plan: CarePlan, *, status: int = 200, problem: str | None = None,
                   failed: str | None = None, sent: dict[str, str] | None = None) -> Response:
         events = timeline(ui, plan.id)
@@ -113,3 +118,104 @@ def include(app: FastAPI, ui: Ui) -> None:
             return plan_page(request, current, status=422, failed=action, sent=sent,
                              problem=f"{invalid} Nothing was written.")
         return RedirectResponse(f"{PREFIX}/plans/{current.id}#timeline", status_code=303)
+
+
+# --------------------------------------------------------------------- caseload and progress
+
+#: column → how a caseload row sorts by it (None last whatever the direction)
+SORTS: dict[str, Callable[[Any], Any]] = {
+    "client": lambda r: r.client_id,
+    "title": lambda r: r.title.lower(),
+    "status": lambda r: r.status,
+    "strategy": lambda r: r.strategy,
+    "risk": lambda r: RISK_ORDER.index(r.risk_level) if r.risk_level in RISK_ORDER else -1,
+    "crises": lambda r: r.open_crises,
+    "next_session": lambda r: r.next_session_at,
+    "phq9": lambda r: r.last_phq9.score if r.last_phq9 else None,
+    "gad7": lambda r: r.last_gad7.score if r.last_gad7 else None,
+    "overdue": lambda r: r.questionnaires_overdue,
+}
+RISK_ORDER = ("none", "low", "moderate", "high", "imminent")
+#: rows per page of the caseload page (sorting is within a page; the views order risk first)
+PAGE_SIZE = 200
+
+
+def views_of(ui: Ui) -> Any:
+    if ui.api.views is None:
+        raise PageProblem(503, "Read models not running", "This API runs without the read models (services/views); "
+                          "the caseload and progress pages need them.")
+    ui.api.views.catch_up()
+    return ui.api.views
+
+
+def sorted_rows(rows: list[Any], column: str, descending: bool) -> list[Any]:
+    key = SORTS[column]
+    present = [r for r in rows if key(r) is not None]
+    absent = [r for r in rows if key(r) is None]
+    return sorted(present, key=key, reverse=descending) + absent
+
+
+def include_lists(app: FastAPI, ui: Ui) -> None:
+    from services.api.routes.views import scope
+    from services.views.queries import PLAN_STATUSES, RISK_LEVELS
+
+    @app.get("/")
+    @app.get("/caseload")
+    async def caseload(request: Request, sort: str | None = None, order: str = "desc", status: str | None = None,
+                       risk: str | None = None, page: int = 1) -> Response:
+        principal = ui.signed_in(request, CLINICAL)
+        if sort is not None and sort not in SORTS:
+            raise PageProblem(422, "Unknown column", f"The caseload sorts by one of: {', '.join(SORTS)}.")
+        if order not in ("asc", "desc") or (status and status not in PLAN_STATUSES) or (
+                risk and risk not in RISK_LEVELS) or page < 1:
+            raise PageProblem(422, "Unknown filter", "Choose the status, risk and order from the lists offered.")
+        # as GET /caseload: a clinician's caseload is the plans they drafted; a supervisor sees every clinician's
+        clinician = principal.actor_id if principal.role is Role.CLINICIAN else None
+        found = views_of(ui).caseload(scope(principal), clinician=clinician, status=status or None, risk=risk or None,
+                                      page=page, size=PAGE_SIZE)
+        rows = sorted_rows(found.items, sort, order == "desc") if sort else found.items
+        return ui.render(request, "caseload.html", rows=rows, found=found, sort=sort, order=order,
+                         status_filter=status or "", risk_filter=risk or "", statuses=PLAN_STATUSES, risks=RISK_LEVELS, columns=CASELOAD_COLUMNS,
+                         pages=-(-found.total // PAGE_SIZE), title="Caseload")
+
+    @app.get("/plans/{plan_id}/progress")
+    async def progress(request: Request, plan_id: str) -> Response:
+        from services.views.queries import NotInViewsError
+
+        plan = plan_in_scope(ui, request, plan_id)
+        try:
+            found = views_of(ui).progress(plan.id)
+        except NotInViewsError:
+            found = None
+        chart = progress_chart(chart_data(found), title=f"PHQ-9 and GAD-7 over time: {plan.title}") if found else None
+        return ui.render(request, "progress.html", plan=plan, progress=found, chart=chart,
+                         title=f"Progress: {plan.title}")
+
+
+#: (sort key, heading) of the caseload table, in order
+CASELOAD_COLUMNS = (
+    ("client", "Client"), ("title", "Plan"), ("status", "Status"), ("strategy", "Strategy"), ("risk", "Risk"),
+    ("crises", "Open crises"), ("next_session", "Next session"), ("phq9", "Last PHQ-9"), ("gad7", "Last GAD-7"),
+    ("overdue", "Questionnaires"),
+)
+
+
+def chart_data(found: Any) -> Any:
+    """The read model's progress as the chart draws it."""
+    bands: dict[str, list[tuple[int, int, str]]] = {}
+    for band in found.bands:
+        bands.setdefault(band.instrument, []).append((band.low, band.high, band.severity))
+    series: dict[str, list[Score]] = {}
+    flags: list[Flag] = []
+    for p in found.points:
+        series.setdefault(p.instrument, []).append(Score(p.answered_at, p.total, (p.severity or "").replace("_", " ")))
+        if p.reliable_improvement:
+            flags.append(Flag(p.answered_at, "improvement", f"{p.instrument} reliable improvement ({p.change:+d})"))
+        if p.reliable_deterioration:
+            flags.append(Flag(p.answered_at, "deterioration", f"{p.instrument} reliable deterioration ({p.change:+d})"))
+    for f in found.flags:
+        what = {"phq9_item9": "PHQ-9 item 9 above 0", "cssrs": "C-SSRS ideation or behaviour"}.get(
+            f.kind, f"{f.instrument} suicide item")
+        flags.append(Flag(f.answered_at, "risk", f"Risk flag: {what}" + (f" ({f.suicide_risk})" if f.suicide_risk else "")))
+    sessions = [(s.starts_at, f"{s.kind.replace('_', '-')} {s.number}, {s.state}") for s in found.sessions]
+    return ChartProgress(series=series, flags=flags, sessions=sessions, bands=shared_bands(bands))
