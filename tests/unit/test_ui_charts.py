@@ -117,3 +117,37 @@ def test_the_causation_graph_puts_each_service_in_its_column_with_an_arrow_per_c
     assert boxes[ids[3]].get("stroke-width") == "3"  # type: ignore[union-attr]  # the event asked about
     drawn = [(e.get("data-from"), e.get("data-to")) for e in root.iter() if e.get("class") == "edge"]
     assert drawn == edges[:3]  # an edge to a node not shown is left out
+
+
+def test_the_read_models_progress_becomes_the_charts_series_flags_and_sessions() -> None:
+    from services.api.ui.plan_pages import chart_data
+    from services.views.queries import Progress as ViewsProgress
+    from services.views.queries import ProgressPoint, RiskFlag, SessionMark, severity_bands
+
+    course = uuid4()
+
+    def point(instrument: str, at: datetime, total: int, change: int, *, better: bool = False,
+              worse: bool = False) -> ProgressPoint:
+        return ProgressPoint(instrument=instrument, course_id=course, answered_at=at, total=total, severity="mild",
+                             change=change, rci=0.0, reliable_improvement=better, reliable_deterioration=worse,
+                             caseness=total >= 10)
+
+    found = ViewsProgress(
+        id=course, kind="course", plan_id=uuid4(), client_id="client-1", course_ids=[course],
+        points=[point("PHQ-9", week(0), 19, 0), point("GAD-7", week(0), 6, 0), point("PHQ-9", week(6), 9, -10, better=True),
+                point("GAD-7", week(6), 11, 5, worse=True)],
+        flags=[RiskFlag(instrument="PHQ-9", course_id=course, answered_at=week(0), kind="phq9_item9", suicide_risk=None,
+                        scored=True)],
+        sessions=[SessionMark(course_id=course, starts_at=week(n), state="held" if n < 6 else "scheduled",
+                              kind="session", source="course", number=n) for n in range(1, 20)],
+        bands=severity_bands(), norms=[],
+    )
+    chart = chart_data(found)
+    assert [s.score for s in chart.series["PHQ-9"]] == [19, 9] and [s.score for s in chart.series["GAD-7"]] == [6, 11]
+    assert [(f.at, f.kind) for f in chart.flags] == [(week(6), "improvement"), (week(6), "deterioration"),
+                                                     (week(0), "risk")]
+    assert chart.flags[0].label == "PHQ-9 reliable improvement (-10)"
+    assert chart.flags[2].label == "Risk flag: PHQ-9 item 9 above 0"
+    # held sessions all; scheduled ones up to two weeks after the last score
+    assert [at for at, _ in chart.sessions] == [week(n) for n in range(1, 9)]
+    assert chart.bands[0][:2] == (0, 4) and chart.bands[-1][1] == 27

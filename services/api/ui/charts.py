@@ -108,7 +108,7 @@ def frame_for(progress: Progress) -> Frame:
 
 def progress_chart(progress: Progress, *, title: str = "PHQ-9 and GAD-7 over time") -> str:
     frame = frame_for(progress)
-    total_w, total_h = frame.left + frame.width + 250, frame.top + frame.height + 70
+    total_w, total_h = frame.left + frame.width + 330, frame.top + frame.height + 70
     svg = ET.Element("svg", {"xmlns": SVG_NS, "viewBox": f"0 0 {total_w:g} {total_h:g}", "role": "img",
                              "aria-labelledby": "chart-title chart-desc", "class": "chart"})
     _el(svg, "title", title, id="chart-title")
@@ -205,7 +205,7 @@ def trace_graph(nodes: Sequence[Node], edges: Sequence[tuple[str, str]], *, titl
     for node in nodes:
         if node.store not in stores:
             stores.append(node.store)
-    col_w, row_h, box_w, box_h, top = 230, 64, 200, 44, 40
+    col_w, row_h, box_w, box_h, top = 250, 64, 225, 44, 40
     where = {n.id: (20 + stores.index(n.store) * col_w, top + i * row_h) for i, n in enumerate(nodes)}
     width, height = 40 + max(len(stores), 1) * col_w, top + max(len(nodes), 1) * row_h + 20
     svg = ET.Element("svg", {"xmlns": SVG_NS, "viewBox": f"0 0 {width} {height}", "role": "img",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -136,6 +137,8 @@ SORTS: dict[str, Callable[[Any], Any]] = {
     "overdue": lambda r: r.questionnaires_overdue,
 }
 RISK_ORDER = ("none", "low", "moderate", "high", "imminent")
+#: scheduled sessions drawn on the chart: up to this long after the last score
+UPCOMING_SHOWN = timedelta(weeks=2)
 #: rows per page of the caseload page (sorting is within a page; the views order risk first)
 PAGE_SIZE = 200
 
@@ -217,5 +220,8 @@ def chart_data(found: Any) -> Any:
         what = {"phq9_item9": "PHQ-9 item 9 above 0", "cssrs": "C-SSRS ideation or behaviour"}.get(
             f.kind, f"{f.instrument} suicide item")
         flags.append(Flag(f.answered_at, "risk", f"Risk flag: {what}" + (f" ({f.suicide_risk})" if f.suicide_risk else "")))
-    sessions = [(s.starts_at, f"{s.kind.replace('_', '-')} {s.number}, {s.state}") for s in found.sessions]
+    # sessions still to come after the last score would only stretch the time axis (the page lists them all)
+    last = max([p.answered_at for p in found.points], default=None)
+    sessions = [(s.starts_at, f"{s.kind.replace('_', '-')} {s.number}, {s.state}") for s in found.sessions
+                if s.state != "scheduled" or last is None or s.starts_at <= last + UPCOMING_SHOWN]
     return ChartProgress(series=series, flags=flags, sessions=sessions, bands=shared_bands(bands))
