@@ -78,6 +78,33 @@ def test_signing_in_sets_an_httponly_strict_cookie_scoped_to_ui(ui: Setup) -> No
     assert web.get(f"/ui/plans/{ui.plan}").status_code == 200
 
 
+def test_over_https_the_cookie_is_secure_too(ui: Setup) -> None:
+    web = TestClient(ui.client.app, raise_server_exceptions=False, base_url="https://testserver")
+    page = web.get("/ui/login")
+    signed = web.post("/ui/login", data={"token": ui.tokens["clinician"], "csrf": csrf_of(page.text)},
+                      follow_redirects=False)
+    assert "Secure" in signed.headers["set-cookie"] and "HttpOnly" in signed.headers["set-cookie"]
+
+
+def test_an_expired_token_is_refused_at_sign_in(ui: Setup) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from domain.base import Role
+    from services.api.auth import add_token
+
+    soon = datetime.now(tz=UTC) + timedelta(seconds=1)
+    token = add_token(ui.care.settings.data_dir / "tokens.json", actor_id="brief-1", role=Role.CLINICIAN,
+                      clients=("client-1",), expires_at=soon, now=soon - timedelta(seconds=2))
+    ui.client.app.state.api.tokens.reload()
+    import time
+
+    time.sleep(max(0.0, (soon - datetime.now(tz=UTC)).total_seconds()) + 0.05)
+    web = browser(ui)
+    page = web.get("/ui/login")
+    refused = web.post("/ui/login", data={"token": token, "csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert refused.status_code == 401 and "not valid" in refused.text
+
+
 def test_a_wrong_token_or_a_sign_in_without_csrf_is_refused(ui: Setup) -> None:
     web = browser(ui)
     page = web.get("/ui/login")
@@ -224,6 +251,14 @@ def test_roles_each_page_allows(ui: Setup) -> None:
     for path in (f"/ui/plans/{ui.plan}", f"/ui/plans/{ui.plan}/progress", "/ui/caseload"):
         assert auditor.get(path).status_code == 403, path
         assert integration.get(path).status_code == 403, path
+    supervisor = sign_in(ui, "supervisor")
+    assert supervisor.get(f"/ui/plans/{ui.plan}").status_code == 200
+    assert supervisor.get(f"/ui/plans/{ui.plan}/progress").status_code == 200
+    assert supervisor.get("/ui/audit").status_code == 403
+    assert supervisor.get(f"/ui/audit/events/{ui.plan}/trace").status_code == 403
+    assert integration.get("/ui/audit").status_code == 403
+    start = auditor.get("/ui/", follow_redirects=False)
+    assert start.status_code == 303 and start.headers["location"] == "/ui/audit"
     assert clinician.get("/ui/audit").status_code == 403
     assert clinician.get(f"/ui/audit/aggregates/{ui.plan}").status_code == 403
     assert auditor.get("/ui/audit").status_code == 200

@@ -163,6 +163,12 @@ def include_lists(app: FastAPI, ui: Ui) -> None:
     from services.views.queries import PLAN_STATUSES, RISK_LEVELS
 
     @app.get("/")
+    async def start(request: Request) -> Response:
+        """An auditor's start is the audit page; everyone else's the caseload."""
+        if ui.signed_in(request).role is Role.AUDITOR:
+            return RedirectResponse(f"{PREFIX}/audit", status_code=303)
+        return await caseload(request)
+
     @app.get("/caseload")
     async def caseload(request: Request, sort: str | None = None, order: str = "desc", status: str | None = None,
                        risk: str | None = None, page: int = 1) -> Response:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from services.api.auth import Principal, TokenRegistry
+from services.api.auth import Principal, TokenRegistry, digest
 
 COOKIE = "careplan_session"
 #: A session lasts at most this long after sign-in (seconds); then the token is asked for again.
@@ -91,7 +91,7 @@ class Sessions:
     def sign_in(self, token: str) -> tuple[Session, str] | None:
         """A new session for a valid token (a new nonce: no CSRF token from before signing
         in is good after it), or None when the registry refuses the token."""
-        token_digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        token_digest = digest(token.strip())
         principal = self._tokens.principal_of_digest(token_digest)
         if principal is None:
             return None
