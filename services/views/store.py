@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -96,6 +97,24 @@ class ViewStore:
         self._create()
 
     def _create(self) -> None:
+        """Tables made with ``IF NOT EXISTS``; on PostgreSQL two processes starting together
+        (the views process and the API) can still collide in the catalogue: the next try sees
+        the tables (as services.shared.persistence.surviving_catalog_races does)."""
+        if not self.postgres:
+            self._create_once()
+            return
+        import psycopg
+
+        for attempt in range(8):
+            try:
+                self._create_once()
+                return
+            except (psycopg.errors.UniqueViolation, psycopg.errors.InternalError):
+                if attempt == 7:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _create_once(self) -> None:
         with self.transaction():
             for table, columns in TABLES.items():
                 self.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
