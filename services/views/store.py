@@ -50,7 +50,7 @@ INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS view_plans_client ON view_plans (client_id, created_at)",
     "CREATE INDEX IF NOT EXISTS view_plans_clinician ON view_plans (clinician, created_at)",
     "CREATE INDEX IF NOT EXISTS view_plans_created ON view_plans (created_at, plan_id)",
-    "CREATE INDEX IF NOT EXISTS view_plans_attention ON view_plans (risk_rank, created_at)",
+    "CREATE INDEX IF NOT EXISTS view_plans_attention ON view_plans (risk_rank DESC, created_at, plan_id)",
     "CREATE INDEX IF NOT EXISTS view_courses_plan ON view_courses (plan_id, started_at)",
     "CREATE INDEX IF NOT EXISTS view_scores_plan ON view_scores (plan_id, instrument, answered_at)",
     "CREATE INDEX IF NOT EXISTS view_scores_course ON view_scores (course_id, answered_at)",
@@ -66,7 +66,7 @@ def moment(value: datetime) -> str:
 def parse_moment(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)  # the trailing Z is UTC (Python 3.11)
 
 
 class ViewStore:
