@@ -92,7 +92,17 @@ class ViewStore:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             self.path = settings.sqlite_path("views")
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            # The switch to WAL does not wait out the busy timeout: the views process and the
+            # API open the file together at `careplan up` (docs/decisions.md, stores created
+            # one process at a time), so the loser tries again.
+            for attempt in range(40):
+                try:
+                    self.conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 39:
+                        raise
+                    time.sleep(0.05)
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self._create()
 
