@@ -53,23 +53,23 @@ def rci(instrument: str, first: int, last: int) -> float:
 class MeasureOutcome(BaseModel):
     """One measure's first and last scores in a course and what their change means."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     instrument: str
-    #: how many scores the course has on this measure
     count: int
+    """How many scores the course has on this measure"""
     first: int
     last: int
-    #: last − first (negative: fewer symptoms)
     change: int
+    """Last − first (negative: fewer symptoms)"""
     case_at_first: bool
     case_at_last: bool
     reliable_improvement: bool
     reliable_deterioration: bool
-    #: Jacobson–Truax reliable change index, rounded to 3 places
     rci: float
-    #: |RCI| > 1.96
+    """Jacobson–Truax reliable change index, rounded to 3 places"""
     rci_reliable: bool
+    """|RCI| > 1.96"""
 
 
 def measure_outcome(instrument: str, totals: Sequence[int]) -> MeasureOutcome | None:
@@ -90,12 +90,12 @@ def measure_outcome(instrument: str, totals: Sequence[int]) -> MeasureOutcome | 
 class CourseResult(BaseModel):
     """A course's outcome from its paired measures (all False when it has none)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
-    #: at least one measure has two or more scores
     paired: bool
-    #: per measure, only the paired ones
+    """At least one measure has two or more scores"""
     measures: dict[str, MeasureOutcome] = Field(default_factory=dict)
+    """Per measure, only the paired ones"""
     case_at_first: bool = False
     recovered: bool = False
     reliable_improvement: bool = False

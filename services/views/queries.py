@@ -34,177 +34,201 @@ RISK_LEVELS = tuple(level.value for level in RiskLevel)
 class Page(BaseModel, Generic[T]):
     """One page of a longer list."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[T]
-    #: how many items match, on every page
+    """This page's items"""
     total: int
-    #: this page's number, from 1
+    """How many items match, on every page"""
     page: int
-    #: items per page asked for
+    """This page's number, from 1"""
     size: int
+    """Items per page asked for"""
 
 
 class LastScore(BaseModel):
     """The latest scored questionnaire of one instrument."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
-    #: the total (PHQ-9 0–27, GAD-7 0–21)
     score: int
-    #: the severity band of the total (minimal, mild, moderate, moderately_severe, severe)
+    """The total (PHQ-9 0–27, GAD-7 0–21)"""
     severity: str | None
-    #: when the client answered it
+    """The severity band of the total (minimal, mild, moderate, moderately_severe, severe)"""
     answered_at: datetime
+    """When the client answered it"""
 
 
 class CaseloadRow(BaseModel):
     """One care plan as a caseload lists it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     plan_id: UUID
+    """The care plan"""
     client_id: str
-    #: the actor who drafted the plan (the domain has no other assigned clinician)
+    """The client's pseudonymous id"""
     clinician: str
+    """The actor who drafted the plan (the domain has no other assigned clinician)"""
     title: str
-    #: draft, active, on-hold, completed, revoked
+    """The plan's title"""
     status: str
-    #: the strategy format in force (emergency_support during a crisis)
+    """One of draft, active, on-hold, completed, revoked"""
     strategy: str
-    #: none, low, moderate, high, imminent
+    """The strategy format in force (emergency_support during a crisis)"""
     risk_level: str
-    #: crises raised for this plan and not resolved
+    """One of none, low, moderate, high, imminent"""
     open_crises: int
-    #: the plan's current course: its latest active one, else its latest
+    """Crises raised for this plan and not resolved"""
     course_id: UUID | None
-    #: initial, middle, termination
+    """The plan's current course: its latest active one, else its latest"""
     course_phase: str | None
-    #: active, completed, discontinued
+    """One of initial, middle, termination"""
     course_status: str | None
-    #: the earliest scheduled session (or check-in) still to come, of any of the plan's courses
+    """One of active, completed, discontinued"""
     next_session_at: datetime | None
+    """The earliest scheduled session (or check-in) still to come, of any of the plan's courses"""
     last_phq9: LastScore | None
     last_gad7: LastScore | None
-    #: an active course and no PHQ-9/GAD-7 answered for CAREPLAN_VIEWS_OVERDUE_WEEKS weeks
-    #: (counted from the course's start when it has none yet)
     questionnaires_overdue: bool
-    #: when the plan's listed fields last changed
+    """An active course and no PHQ-9/GAD-7 answered for CAREPLAN_VIEWS_OVERDUE_WEEKS weeks (counted from the course's start when it has none yet)"""
     updated_at: datetime
+    """When the plan's listed fields last changed"""
 
 
 class MeasureNorms(BaseModel):
     """The numbers an outcome was judged by, per measure."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     instrument: str
-    #: a case at or above this total
+    """PHQ-9 or GAD-7"""
     caseness_at_or_above: int
-    #: reliable change in points
+    """A case at or above this total"""
     reliable_change: int
-    #: Jacobson–Truax: standard deviation of a clinical sample and test–retest reliability
+    """Reliable change in points"""
     sd1: float
+    """Jacobson–Truax: the standard deviation SD1 (docs/outcomes.md says where it comes from)"""
     retest_r: float
+    """Jacobson–Truax: the published test–retest reliability r"""
 
 
 class CourseOutcome(BaseModel):
     """One course in an outcome report."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     course_id: UUID
     plan_id: UUID
     client_id: str
     modality: str
-    #: active, completed, discontinued
     status: str
+    """One of active, completed, discontinued"""
     started_at: datetime
     ended_at: datetime | None
-    #: ended (completed or discontinued) within the report's period
     finished: bool
+    """Ended (completed or discontinued) within the report's period"""
     result: oc.CourseResult
 
 
 class OutcomeSummary(BaseModel):
     """NHS Talking Therapies figures over a set of courses; rates are fractions (None: no denominator)."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     courses: int
-    #: courses with paired scores on at least one measure
     paired: int
-    #: paired and a case at the first score
+    """Courses with paired scores on at least one measure"""
     at_caseness: int
+    """Paired and a case at the first score"""
     recovered: int
-    #: recovered / at_caseness
     recovery_rate: float | None
+    """recovered / at_caseness"""
     reliable_improvement: int
-    #: reliable_improvement / paired
     reliable_improvement_rate: float | None
+    """reliable_improvement / paired"""
     reliable_deterioration: int
-    #: reliable_deterioration / paired
     reliable_deterioration_rate: float | None
+    """reliable_deterioration / paired"""
     reliable_recovery: int
-    #: reliable_recovery / at_caseness
     reliable_recovery_rate: float | None
+    """reliable_recovery / at_caseness"""
 
 
 class OutcomeReport(BaseModel):
     """Outcomes per course and across the service for a period."""
 
-    #: the period asked for (None: open-ended); a course is in it when it ended in it, or,
-    #: still open, had a PHQ-9 or GAD-7 answered in it
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     start: datetime | None
+    """Start of the period asked for, inclusive (None: open-ended). A course is in the report
+    when it ended in the period or, still open, had a PHQ-9 or GAD-7 answered in it."""
     end: datetime | None
+    """End of the period, exclusive (None: open-ended)"""
     courses: list[CourseOutcome]
-    #: over the courses that finished in the period (the NHS Talking Therapies figures)
     finished: OutcomeSummary
-    #: over every listed course, open ones judged on their scores so far
+    """Over the courses that finished in the period (the NHS Talking Therapies figures)"""
     all: OutcomeSummary
+    """Over every listed course, open ones judged on their scores so far"""
     norms: list[MeasureNorms]
 
 
 class ProgressPoint(BaseModel):
     """One PHQ-9 or GAD-7 score, with its change against its course's first of that instrument."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     instrument: str
     course_id: UUID
     answered_at: datetime
     total: int
     severity: str | None
-    #: total − the course's first total of this instrument (0 for the first)
     change: int
-    #: Jacobson–Truax index of that change
+    """Total − the course's first total of this instrument (0 for the first)"""
     rci: float
+    """Jacobson–Truax index of that change"""
     reliable_improvement: bool
     reliable_deterioration: bool
-    #: a case at this total (PHQ-9 ≥ 10, GAD-7 ≥ 8)
     caseness: bool
+    """A case at this total (PHQ-9 ≥ 10, GAD-7 ≥ 8)"""
 
 
 class RiskFlag(BaseModel):
     """A questionnaire that carried a risk signal."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     instrument: str
     course_id: UUID
     answered_at: datetime
-    #: phq9_item9 (item 9 above 0), cssrs (C-SSRS ideation or behaviour), or suicide_item (another instrument's)
     kind: Literal["phq9_item9", "cssrs", "suicide_item"]
-    #: C-SSRS triage (none, low, moderate, high) when scored
+    """phq9_item9 (item 9 above 0), cssrs (C-SSRS ideation or behaviour), or suicide_item (another instrument's)"""
     suicide_risk: str | None
-    #: False when the submission was rejected (still a signal)
+    """C-SSRS triage (none, low, moderate, high) when scored"""
     scored: bool
+    """False when the submission was rejected (still a signal)"""
 
 
 class SessionMark(BaseModel):
     """A session or check-in on the time axis."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     course_id: UUID
     starts_at: datetime
-    #: scheduled, held, missed, cancelled
     state: str
-    #: session or check_in
+    """One of scheduled, held, missed, cancelled"""
     kind: str
-    #: course (scheduled by a clinician on the course) or schedule (the scheduling service's timetable)
+    """One of session, check_in"""
     source: str
+    """course (scheduled by a clinician on the course) or schedule (the scheduling service's timetable)"""
     number: int
 
 
 class SeverityBand(BaseModel):
     """A band to shade: totals from ``low`` to ``high`` inclusive."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     instrument: str
     severity: str
@@ -215,19 +239,21 @@ class SeverityBand(BaseModel):
 class Progress(BaseModel):
     """What a progress chart needs for one plan (all its courses) or one course."""
 
-    #: the id asked for, and whether it named a plan or a course
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     id: UUID
+    """The id asked for, and whether it named a plan or a course"""
     kind: Literal["plan", "course"]
     plan_id: UUID
     client_id: str
     course_ids: list[UUID]
-    #: PHQ-9 and GAD-7 scores, oldest first
     points: list[ProgressPoint]
+    """PHQ-9 and GAD-7 scores, oldest first"""
     flags: list[RiskFlag]
     sessions: list[SessionMark]
     bands: list[SeverityBand]
-    #: the instruments' caseness thresholds and reliable-change points
     norms: list[MeasureNorms]
+    """The instruments' caseness thresholds and reliable-change points"""
 
 
 class NotInViewsError(LookupError):

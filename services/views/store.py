@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS view_plans_client ON view_plans (client_id, created_at)",
     "CREATE INDEX IF NOT EXISTS view_plans_clinician ON view_plans (clinician, created_at)",
     "CREATE INDEX IF NOT EXISTS view_plans_created ON view_plans (created_at, plan_id)",
-    "CREATE INDEX IF NOT EXISTS view_plans_attention ON view_plans (risk_rank, created_at)",
+    "CREATE INDEX IF NOT EXISTS view_plans_attention ON view_plans (risk_rank DESC, created_at, plan_id)",
     "CREATE INDEX IF NOT EXISTS view_courses_plan ON view_courses (plan_id, started_at)",
     "CREATE INDEX IF NOT EXISTS view_scores_plan ON view_scores (plan_id, instrument, answered_at)",
     "CREATE INDEX IF NOT EXISTS view_scores_course ON view_scores (course_id, answered_at)",
@@ -65,7 +66,7 @@ def moment(value: datetime) -> str:
 def parse_moment(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)  # the trailing Z is UTC (Python 3.11)
 
 
 class ViewStore:
@@ -91,11 +92,39 @@ class ViewStore:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             self.path = settings.sqlite_path("views")
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            # The switch to WAL does not wait out the busy timeout: the views process and the
+            # API open the file together at `careplan up` (docs/decisions.md, stores created
+            # one process at a time), so the loser tries again.
+            for attempt in range(40):
+                try:
+                    self.conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 39:
+                        raise
+                    time.sleep(0.05)
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self._create()
 
     def _create(self) -> None:
+        """Tables made with ``IF NOT EXISTS``; on PostgreSQL two processes starting together
+        (the views process and the API) can still collide in the catalogue: the next try sees
+        the tables (as services.shared.persistence.surviving_catalog_races does)."""
+        if not self.postgres:
+            self._create_once()
+            return
+        import psycopg
+
+        for attempt in range(8):
+            try:
+                self._create_once()
+                return
+            except (psycopg.errors.UniqueViolation, psycopg.errors.InternalError):
+                if attempt == 7:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _create_once(self) -> None:
         with self.transaction():
             for table, columns in TABLES.items():
                 self.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")

@@ -28,7 +28,7 @@ from services.api.dependencies import CLINICAL, READERS, Api
 from services.api.problems import ApiProblem
 from services.api.routes import param, signature
 from services.views.outcomes import MEASURES
-from services.views.queries import PLAN_STATUSES, RISK_LEVELS, OutcomeReport, Page
+from services.views.queries import PLAN_STATUSES, RISK_LEVELS, CaseloadRow, OutcomeReport, Page
 
 STATUS = f"^({'|'.join(PLAN_STATUSES)})$"
 RISK = f"^({'|'.join(RISK_LEVELS)})$"
@@ -117,7 +117,7 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
         *filters,
     ])
     router.get("/caseload", tags=["views"], summary="The caseload: plans needing attention first",
-               name="caseload")(caseload)
+               name="caseload", responses={200: {"model": Page[CaseloadRow]}})(caseload)
 
     def plans(principal: Principal, client: str | None, status: str | None, risk: str | None, page: int,
               size: int) -> JSONResponse:
@@ -135,7 +135,8 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
         param("client", Annotated[str | None, Query(pattern=ID, description="Only this client's plans.")], None),
         *filters,
     ])
-    router.get("/plans", tags=["views"], summary="Care plans, filtered and paged", name="listPlans")(plans)
+    router.get("/plans", tags=["views"], summary="Care plans, filtered and paged", name="listPlans",
+               responses={200: {"model": Page[CaseloadRow]}})(plans)
 
     def outcomes(principal: Principal, start: datetime | None, end: datetime | None, accept: str | None) -> Response:
         api.require(principal, CLINICAL, "read outcomes")
@@ -158,4 +159,4 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     ])
     router.get("/outcomes", tags=["views"], summary="Outcomes per course and across the service (NHS Talking "
                "Therapies definitions); CSV with Accept: text/csv", name="outcomes",
-               responses={200: {"content": {"text/csv": {}}}})(outcomes)
+               responses={200: {"model": OutcomeReport, "content": {"text/csv": {}}}})(outcomes)
