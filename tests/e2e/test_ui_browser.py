@@ -43,6 +43,7 @@ class Site:
         page.goto(self.origin + path)
         assert "/ui/login" in page.url
         assert page.locator("h1").inner_text() == "Sign in"
+        shot(page, "login")
         page.get_by_label("API token").fill(self.tokens[who])
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_load_state()
@@ -136,6 +137,12 @@ def test_a_clinician_signs_in_reads_the_caseload_plan_and_progress_and_sends_a_f
     assert chart.is_visible()
     shot(page, "progress-print")
     page.emulate_media(media="screen")
+    page.get_by_role("navigation", name="Courses").get_by_role("link", name="course 1").click()
+    assert page.locator("h1").inner_text().endswith("(one course)") and chart.is_visible()
+    shot(page, "progress-course")
+    page.goto(site.origin + "/ui/audit")  # not for a clinician: a readable refusal
+    assert page.locator("h1").inner_text() == "Not for your role"
+    shot(page, "refused")
     # the keyboard: the first Tab reaches the skip link
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"

@@ -377,8 +377,15 @@ def test_the_caseload_lists_the_tokens_plans_with_badges_and_sorts_on_the_server
     assert "Low mood" in sign_in(ui, "supervisor").get("/ui/caseload").text
 
 
-def test_the_progress_page_without_scores_says_so(ui: Setup) -> None:
+def test_the_progress_page_without_scores_says_so_per_plan_and_per_course(ui: Setup) -> None:
     web = sign_in(ui, "clinician")
-    page = web.get(f"/ui/plans/{ui.plan}/progress")
-    assert page.status_code == 200, page.text
-    assert "No PHQ-9 or GAD-7 has been scored for this plan yet." in page.text
+    for path in (f"/ui/plans/{ui.plan}/progress", f"/ui/courses/{ui.course}/progress"):
+        page = web.get(path)
+        assert page.status_code == 200, page.text
+        assert "No PHQ-9 or GAD-7 has been scored for this plan yet." in page.text
+    assert f'href="/ui/plans/{ui.plan}/progress">every course of the plan' in web.get(
+        f"/ui/courses/{ui.course}/progress").text
+    other = sign_in(ui, "other-clinician")
+    assert other.get(f"/ui/courses/{ui.course}/progress").status_code == 404
+    assert other.get(f"/ui/courses/{uuid4()}/progress").status_code == 404
+    assert sign_in(ui, "auditor").get(f"/ui/courses/{ui.course}/progress").status_code == 403

@@ -18,6 +18,7 @@ GET/POST /ui/login, POST /ui/logout    anyone                      —
 GET /ui/static/*                       anyone                      —
 GET /ui/, /ui/caseload                 clinician, supervisor       the token's clients only
 GET /ui/plans/{id}, .../progress       clinician, supervisor       another client's: 404 as missing
+GET /ui/courses/{id}/progress          clinician, supervisor       another client's: 404 as missing
 POST /ui/plans/{id}/<action>           as the command's JSON route another client's: 404 as missing
 GET /ui/audit, GET/POST /ui/audit/...  auditor                     another client's: 404 as missing
 =====================================  ==========================  =================================

@@ -187,18 +187,41 @@ def include_lists(app: FastAPI, ui: Ui) -> None:
                          status_filter=status or "", risk_filter=risk or "", statuses=PLAN_STATUSES, risks=RISK_LEVELS, columns=CASELOAD_COLUMNS,
                          pages=-(-found.total // PAGE_SIZE), title="Caseload")
 
-    @app.get("/plans/{plan_id}/progress")
-    async def progress(request: Request, plan_id: str) -> Response:
+    def progress_page(request: Request, plan: CarePlan, of: UUID, course: UUID | None) -> Response:
         from services.views.queries import NotInViewsError
 
+        views = views_of(ui)
+
+        def read(of: UUID) -> Any:
+            try:
+                return views.progress(of)
+            except NotInViewsError:
+                return None
+
+        found = read(of)
+        whole = read(plan.id) if course else found
+        what = f"{plan.title}" + (" (one course)" if course else "")
+        chart = progress_chart(chart_data(found), title=f"PHQ-9 and GAD-7 over time: {what}") if found else None
+        courses = whole.course_ids if whole else []
+        return ui.render(request, "progress.html", plan=plan, progress=found, chart=chart, course=course,
+                         courses=courses, title=f"Progress: {what}")
+
+    @app.get("/plans/{plan_id}/progress")
+    async def progress(request: Request, plan_id: str) -> Response:
         plan = plan_in_scope(ui, request, plan_id)
+        return progress_page(request, plan, plan.id, None)
+
+    @app.get("/courses/{course_id}/progress")
+    async def course_progress(request: Request, course_id: str) -> Response:
+        """One course's chart; a course of another client's plan is the same 404 as a missing one."""
+        ui.signed_in(request, CLINICAL)
+        found = parse_uuid(course_id, "course")
         try:
-            found = views_of(ui).progress(plan.id)
-        except NotInViewsError:
-            found = None
-        chart = progress_chart(chart_data(found), title=f"PHQ-9 and GAD-7 over time: {plan.title}") if found else None
-        return ui.render(request, "progress.html", plan=plan, progress=found, chart=chart,
-                         title=f"Progress: {plan.title}")
+            course = ui.api.care.get_course(found)
+        except AggregateMissingError:
+            raise not_found("course") from None
+        plan = plan_in_scope(ui, request, str(course.plan_id))
+        return progress_page(request, plan, course.id, course.id)
 
 
 #: (sort key, heading) of the caseload table, in order
