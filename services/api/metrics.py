@@ -65,6 +65,7 @@ class HttpMetrics:
             return
         started = time.perf_counter()
         status = 500
+        root = str(scope.get("root_path", ""))
 
         async def sending(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -76,11 +77,14 @@ class HttpMetrics:
             await self.app(scope, receive, sending)
         finally:
             elapsed = time.perf_counter() - started
-            metrics.guarded("http", lambda: self._observe(scope, status, elapsed))
+            metrics.guarded("http", lambda: self._observe(scope, status, elapsed, root))
 
-    def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
+    def _observe(self, scope: Scope, status: int, elapsed: float, root: str = "") -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or UNMATCHED
+        # a route of a mounted application (the web pages at /ui) is named with its mount's
+        # prefix, so /ui/plans/{plan_id} is not counted as the API's /plans/{plan_id}
+        path = getattr(route, "path", None)
+        template = str(scope.get("root_path", ""))[len(root):] + path if path else UNMATCHED
         method = str(scope.get("method", ""))
         counted = self._counted.get((method, template, status))
         if counted is None:

@@ -389,3 +389,12 @@ def test_the_progress_page_without_scores_says_so_per_plan_and_per_course(ui: Se
     assert other.get(f"/ui/courses/{ui.course}/progress").status_code == 404
     assert other.get(f"/ui/courses/{uuid4()}/progress").status_code == 404
     assert sign_in(ui, "auditor").get(f"/ui/courses/{ui.course}/progress").status_code == 403
+
+
+def test_metrics_name_the_pages_by_their_templates_under_ui(ui: Setup) -> None:
+    web = sign_in(ui, "clinician")
+    assert web.get(f"/ui/plans/{ui.plan}").status_code == 200
+    scraped = ui.client.get("/metrics").text
+    assert 'route="/ui/plans/{plan_id}",status="200"' in scraped
+    assert str(ui.plan) not in scraped  # a template, never an id
+    assert 'method="GET",route="/plans/{plan_id}"' not in scraped  # not counted as the JSON API's read
