@@ -398,3 +398,14 @@ def test_metrics_name_the_pages_by_their_templates_under_ui(ui: Setup) -> None:
     assert 'route="/ui/plans/{plan_id}",status="200"' in scraped
     assert str(ui.plan) not in scraped  # a template, never an id
     assert 'method="GET",route="/plans/{plan_id}"' not in scraped  # not counted as the JSON API's read
+
+
+def test_a_form_sent_twice_adds_once(ui: Setup) -> None:
+    web = sign_in(ui, "clinician")
+    html, csrf, version = plan_page(ui, web)
+    key = re.search(r'name="key" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    form = {"csrf": csrf, "version": str(version), "key": key, "description": "Sleep before midnight"}
+    first = web.post(f"/ui/plans/{ui.plan}/add-goal", data=form, follow_redirects=False)
+    again = web.post(f"/ui/plans/{ui.plan}/add-goal", data=form, follow_redirects=False)
+    assert first.status_code == again.status_code == 303
+    assert [g.description for g in ui.care.get_plan(ui.plan).goals.values()] == ["Sleep before midnight"]
