@@ -56,7 +56,7 @@ def _drafted(db: ViewStore, e: pe.CarePlanDrafted) -> None:
     db.execute(
         "INSERT INTO view_plans (plan_id, client_id, clinician, title, status, strategy, risk_level, risk_rank, "
         "created_at, updated_at) VALUES (?, ?, ?, ?, 'draft', ?, 'none', 0, ?, ?) ON CONFLICT (plan_id) DO NOTHING",
-        (str(e.originator_id), e.client_id, e.actor.id, e.title, _value(e.strategy), at, at),
+        (str(e.originator_id), e.client_id, e.actor.id, db.seal(e.title), _value(e.strategy), at, at),
     )
 
 

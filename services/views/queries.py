@@ -398,7 +398,8 @@ class Views:
                 since = answered.get(course[1]) or course[4]
                 overdue = since < overdue_before
             rows.append(CaseloadRow(
-                plan_id=UUID(plan_id), client_id=client_id, clinician=clinician, title=title, status=status,
+                plan_id=UUID(plan_id), client_id=client_id, clinician=clinician, title=self.store.unseal(title),
+                status=status,
                 strategy=strategy, risk_level=risk_level, open_crises=open_crises.get(plan_id, 0),
                 course_id=UUID(course[1]) if course else None, course_phase=course[2] if course else None,
                 course_status=course[3] if course else None,

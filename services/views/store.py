@@ -9,6 +9,7 @@ fixed-width UTC text (``2026-03-02T09:00:00.000000Z``) so that text order is tim
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import threading
 import time
@@ -70,11 +71,22 @@ def parse_moment(text: str | None) -> datetime | None:
 
 
 class ViewStore:
-    """One connection to the view database, used by one thread at a time (a lock)."""
+    """One connection to the view database, used by one thread at a time (a lock).
+
+    With ``CAREPLAN_CIPHER_KEY`` set, free text kept in the views (a plan's title) is stored
+    encrypted with the stores' cipher (:meth:`seal`, :meth:`unseal`), as the events are: the
+    views hold no clinical text readable at rest. Ids, statuses and numbers stay plain, since
+    the queries filter and sort by them."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.postgres = settings.database == "postgres"
+        self.cipher: Any | None = None
+        if settings.cipher_key is not None:
+            from eventsourcing.cipher import AESCipher
+            from eventsourcing.utils import Environment
+
+            self.cipher = AESCipher(Environment("views", {"CIPHER_KEY": settings.cipher_key.get_secret_value()}))
         self._lock = threading.RLock()
         if self.postgres:
             import psycopg
@@ -133,6 +145,20 @@ class ViewStore:
             for source in SOURCES:
                 self.execute("INSERT INTO view_positions (source, position) VALUES (?, 0) "
                              "ON CONFLICT (source) DO NOTHING", (source,))
+
+    def seal(self, text: str) -> str:
+        """Text as the views store it: encrypted (base64) when a cipher key is set."""
+        if self.cipher is None:
+            return text
+        return "enc:" + base64.b64encode(self.cipher.encrypt(text.encode())).decode()
+
+    def unseal(self, stored: str) -> str:
+        if not stored.startswith("enc:"):
+            return stored
+        if self.cipher is None:
+            msg = "the views hold encrypted text and no CAREPLAN_CIPHER_KEY is set"
+            raise RuntimeError(msg)
+        return self.cipher.decrypt(base64.b64decode(stored[4:])).decode()  # type: ignore[no-any-return]
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.postgres else statement

@@ -372,3 +372,21 @@ def test_outcomes_as_json_and_csv_within_the_tokens_clients(pipeline: Pipeline, 
         assert answer.headers["content-type"].startswith("application/problem+json")
     for role in ("auditor", "integration"):
         assert client.get("/outcomes", headers=h[role]).status_code == 403
+
+
+def test_with_a_cipher_key_a_plans_title_is_not_readable_in_the_view_store(tmp_path: Path) -> None:
+    from eventsourcing.cipher import AESCipher
+
+    s = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32))
+    p = Pipeline(s, ManualClock(T0))
+    views = Views(s, clock=p.clock)
+    try:
+        sentinel = "SENTINEL-views-title"
+        draft(p, title=sentinel)
+        views.catch_up()
+        assert views.caseload(None).items[0].title == sentinel
+        files = [f for f in tmp_path.glob("views.sqlite*") if f.is_file()]
+        assert files and not any(sentinel.encode() in f.read_bytes() for f in files)
+    finally:
+        views.close()
+        p.close()
