@@ -229,9 +229,6 @@ class Projection:
         """Applies at most one batch of ``name``'s log after its recorded position, with the
         new position, in one transaction. Returns the notifications read (0: caught up)."""
         source = self.sources[name]
-        # Nothing new (the usual case for a read): no write lock taken.
-        if (source.recorder.max_notification_id() or 0) <= self.store.positions()[name]:
-            return 0
         with self.store.transaction():
             position = self.store.lock_positions()[name]
             max_id = source.recorder.max_notification_id() or 0
@@ -253,7 +250,11 @@ class Projection:
     def catch_up(self) -> int:
         """Everything recorded up to now, every log; returns the events applied."""
         before = self.applied
+        positions = self.store.positions()
         for name in SOURCES:
+            # Nothing new (the usual case before a read): no write lock taken.
+            if (self.sources[name].recorder.max_notification_id() or 0) <= positions[name]:
+                continue
             while self.step(name):
                 pass
         return self.applied - before
