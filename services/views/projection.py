@@ -259,6 +259,12 @@ class Projection:
                 pass
         return self.applied - before
 
+    def lag(self) -> dict[str, int]:
+        """Per log: notifications after the recorded position (what a catch-up has left to read)."""
+        positions = self.store.positions()
+        return {name: max(0, (source.recorder.max_notification_id() or 0) - positions[name])
+                for name, source in self.sources.items()}
+
     def rebuild(self) -> int:
         """Empties the views and their positions in one transaction, then applies every log
         from its start. Readers during a rebuild see the views filling up again."""

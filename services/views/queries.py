@@ -327,6 +327,10 @@ class Views:
         self.projection.catch_up()
         self.crises.refresh()
 
+    def lag(self) -> dict[str, int]:
+        """Per followed store: events in its log beyond the views' position (0: caught up)."""
+        return self.projection.lag()
+
     # ----------------------------------------------------------------- lists
 
     def caseload(self, clients: frozenset[str] | None, *, clinician: str | None = None, status: str | None = None,
