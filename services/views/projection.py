@@ -251,9 +251,19 @@ class Projection:
         """Everything recorded up to now, every log; returns the events applied."""
         before = self.applied
         positions = self.store.positions()
+        ends = {name: self.sources[name].recorder.max_notification_id() or 0 for name in SOURCES}
+        behind = [name for name in SOURCES if ends[name] < positions[name]]
+        if behind:
+            # A log that ends before the views' position was restored or replaced: what the
+            # views hold of it may no longer be true, and waiting for it to grow past the
+            # position would skip its new events. The views are derived: build them again.
+            for name in behind:
+                log.warning("views: the %s store's log ends at %d, before the views' position %d (a restored "
+                            "store?); rebuilding the views", name, ends[name], positions[name])
+            return self.rebuild()
         for name in SOURCES:
             # Nothing new (the usual case before a read): no write lock taken.
-            if (self.sources[name].recorder.max_notification_id() or 0) <= positions[name]:
+            if ends[name] <= positions[name]:
                 continue
             while self.step(name):
                 pass
@@ -273,7 +283,11 @@ class Projection:
             for table in VIEW_TABLES:
                 self.store.execute(f"DELETE FROM {table}")
             self.store.execute("UPDATE view_positions SET position = 0")
-        return self.catch_up()
+        before = self.applied
+        for name in SOURCES:
+            while self.step(name):
+                pass
+        return self.applied - before
 
     def close(self) -> None:
         for source in self.sources.values():

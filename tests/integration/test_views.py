@@ -390,3 +390,20 @@ def test_with_a_cipher_key_a_plans_title_is_not_readable_in_the_view_store(tmp_p
     finally:
         views.close()
         p.close()
+
+
+def test_a_store_whose_log_ends_before_the_views_position_makes_the_views_rebuild(pipeline: Pipeline,
+                                                                                   views: Views) -> None:
+    p = pipeline
+    plan, _ = draft(p)
+    views.catch_up()
+    kept = snapshot(views.projection)
+    end = p.care.recorder.max_notification_id()
+    # as after a store restored from an older backup: the views were further than its log now ends
+    with views.store.transaction():
+        views.store.execute("UPDATE view_positions SET position = ? WHERE source = 'care'", (end + 5,))
+        views.store.execute("DELETE FROM view_courses")
+    views.catch_up()
+    assert views.store.positions()["care"] == end
+    assert snapshot(views.projection) == kept
+    assert views.caseload(None).items[0].plan_id == plan
