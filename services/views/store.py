@@ -10,6 +10,7 @@ fixed-width UTC text (``2026-03-02T09:00:00.000000Z``) so that text order is tim
 from __future__ import annotations
 
 import base64
+import logging
 import sqlite3
 import threading
 import time
@@ -19,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: The stores the views follow, in the order a catch-up reads them.
 SOURCES: tuple[str, ...] = ("care", "assessment", "scheduling", "escalation")
@@ -89,17 +92,12 @@ class ViewStore:
             self.cipher = AESCipher(Environment("views", {"CIPHER_KEY": settings.cipher_key.get_secret_value()}))
         self._lock = threading.RLock()
         if self.postgres:
-            import psycopg
 
             from services.shared.persistence import ensure_postgres_schema
 
             self.schema = settings.postgres_schema("views")
             ensure_postgres_schema(settings, self.schema)
-            self.conn: Any = psycopg.connect(
-                host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
-                password=settings.postgres_password.get_secret_value() or None, dbname=settings.postgres_dbname,
-                autocommit=True, options=f"-c search_path={self.schema}",
-            )
+            self.conn: Any = self._connect()
         else:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             self.path = settings.sqlite_path("views")
@@ -160,6 +158,23 @@ class ViewStore:
             raise RuntimeError(msg)
         return self.cipher.decrypt(base64.b64decode(stored[4:])).decode()  # type: ignore[no-any-return]
 
+    def _connect(self) -> Any:
+        import psycopg
+
+        settings = self.settings
+        return psycopg.connect(
+            host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+            password=settings.postgres_password.get_secret_value() or None, dbname=settings.postgres_dbname,
+            autocommit=True, options=f"-c search_path={self.schema}", connect_timeout=10,
+        )
+
+    def _usable(self) -> None:
+        """A PostgreSQL connection lost (a server restart, a failover) is replaced at the next
+        use: the call that met the loss failed, the next one works."""
+        if self.postgres and (self.conn.closed or self.conn.broken):
+            log.warning("views: the PostgreSQL connection was lost; connecting again")
+            self.conn = self._connect()
+
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.postgres else statement
 
@@ -168,6 +183,7 @@ class ViewStore:
         """One writer at a time across processes: SQLite's ``BEGIN IMMEDIATE`` takes the
         write lock; on PostgreSQL the positions are read ``FOR UPDATE`` (:meth:`lock_positions`)."""
         with self._lock:
+            self._usable()
             if self.postgres:
                 with self.conn.transaction():
                     yield
@@ -194,6 +210,7 @@ class ViewStore:
 
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
+            self._usable()
             return list(self.conn.execute(self._sql(statement), tuple(params)).fetchall())
 
     def lock_positions(self) -> dict[str, int]:

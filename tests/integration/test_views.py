@@ -407,3 +407,30 @@ def test_a_store_whose_log_ends_before_the_views_position_makes_the_views_rebuil
     assert views.store.positions()["care"] == end
     assert snapshot(views.projection) == kept
     assert views.caseload(None).items[0].plan_id == plan
+
+
+@pytest.mark.postgres
+def test_a_lost_postgresql_connection_is_replaced_at_the_next_use(tmp_path: Path, postgres_available: None) -> None:
+    import psycopg
+
+    from tests.conftest import PG, drop_schemas, postgres_settings
+
+    s = postgres_settings(tmp_path)
+    p = Pipeline(s, ManualClock(T0))
+    views = Views(s, clock=p.clock)
+    try:
+        draft(p)
+        views.catch_up()
+        pid = views.store.conn.info.backend_pid
+        with psycopg.connect(host=PG["host"], port=PG["port"], user=PG["user"], password=PG["password"] or None,
+                             dbname=PG["dbname"], autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        draft(p, "client-2")
+        with pytest.raises(psycopg.OperationalError):
+            views.catch_up()  # the call that meets the loss fails ...
+        views.catch_up()  # ... the next one connects again
+        assert views.caseload(None).total == 2
+    finally:
+        views.close()
+        p.close()
+        drop_schemas(s)
