@@ -434,3 +434,20 @@ def test_a_lost_postgresql_connection_is_replaced_at_the_next_use(tmp_path: Path
         views.close()
         p.close()
         drop_schemas(s)
+
+
+def test_views_that_cannot_be_read_answer_503_and_retry_after(api: Any, views: Views,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    client, h = api
+
+    def locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(views.projection, "catch_up", locked)
+    for path in ("/caseload", "/plans", "/outcomes"):
+        answer = client.get(path, headers=h["supervisor"])
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.json()["type"] == "/problems/views-unavailable" and answer.headers["Retry-After"] == "5"
+    assert client.get("/problems/views-unavailable").status_code == 200
