@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
@@ -248,7 +248,7 @@ def run_step(p: Pipeline, kept: Projection, plans: list[tuple[UUID, UUID]], sess
 def test_rebuild_from_zero_equals_the_incrementally_kept_views(backend_settings: Settings, tmp_path: Path,
                                                                steps: list[tuple[Any, ...]]) -> None:
     # each example on stores of its own: a fresh data folder (SQLite) or schema prefix (PostgreSQL)
-    example = tmp_path / UUID(int=abs(hash(repr(steps))) % 2**128).hex
+    example = tmp_path / uuid4().hex  # never reused, even when hypothesis runs an example again
     s = backend_settings.model_copy(update={"data_dir": example})
     if s.database == "postgres":
         s = s.model_copy(update={"postgres_schema_prefix": f"{backend_settings.postgres_schema_prefix}x{example.name[:8]}"})
