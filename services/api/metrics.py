@@ -164,6 +164,14 @@ def dead_letter_family(desk: Any, services: tuple[str, ...] = SERVICE_NAMES) -> 
     return family
 
 
+def views_lag_family(views: Any) -> Metric:
+    """Per followed store, the events its log holds beyond the read models' position."""
+    family = _family("careplan_views_lag_events")
+    for store, lag in views.lag().items():
+        family.add_metric([store], lag)
+    return family
+
+
 def escalation_families(escalation: Any, now: datetime | None = None) -> list[Metric]:
     """Open escalations by severity (each severity, 0 when none) and the oldest unacknowledged one's age."""
     from domain.catalogues.escalation import EscalationSeverity
@@ -227,6 +235,8 @@ class ScrapedFigures:
             found.append(dead_letter_family(self.api.dead_letters))
         if self.api.escalation is not None:
             found += escalation_families(self.api.escalation)
+        if self.api.views is not None:
+            found.append(views_lag_family(self.api.views))
         return found
 
 

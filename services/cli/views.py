@@ -49,9 +49,8 @@ def views_status(data_dir: DataDir = None) -> None:
 
     projection = Projection(_settings(data_dir))
     try:
-        positions = projection.store.positions()
-        for name, source in projection.sources.items():
-            end = source.recorder.max_notification_id() or 0
-            console.print(f"{name}: {positions[name]} of {end} ({end - positions[name]} behind)")
+        positions, lag = projection.store.positions(), projection.lag()
+        for name in projection.sources:
+            console.print(f"{name}: {positions[name]} of {positions[name] + lag[name]} ({lag[name]} behind)")
     finally:
         projection.close()

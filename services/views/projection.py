@@ -56,7 +56,7 @@ def _drafted(db: ViewStore, e: pe.CarePlanDrafted) -> None:
     db.execute(
         "INSERT INTO view_plans (plan_id, client_id, clinician, title, status, strategy, risk_level, risk_rank, "
         "created_at, updated_at) VALUES (?, ?, ?, ?, 'draft', ?, 'none', 0, ?, ?) ON CONFLICT (plan_id) DO NOTHING",
-        (str(e.originator_id), e.client_id, e.actor.id, e.title, _value(e.strategy), at, at),
+        (str(e.originator_id), e.client_id, e.actor.id, db.seal(e.title), _value(e.strategy), at, at),
     )
 
 
@@ -229,9 +229,6 @@ class Projection:
         """Applies at most one batch of ``name``'s log after its recorded position, with the
         new position, in one transaction. Returns the notifications read (0: caught up)."""
         source = self.sources[name]
-        # Nothing new (the usual case for a read): no write lock taken.
-        if (source.recorder.max_notification_id() or 0) <= self.store.positions()[name]:
-            return 0
         with self.store.transaction():
             position = self.store.lock_positions()[name]
             max_id = source.recorder.max_notification_id() or 0
@@ -253,10 +250,30 @@ class Projection:
     def catch_up(self) -> int:
         """Everything recorded up to now, every log; returns the events applied."""
         before = self.applied
+        positions = self.store.positions()
+        ends = {name: self.sources[name].recorder.max_notification_id() or 0 for name in SOURCES}
+        behind = [name for name in SOURCES if ends[name] < positions[name]]
+        if behind:
+            # A log that ends before the views' position was restored or replaced: what the
+            # views hold of it may no longer be true, and waiting for it to grow past the
+            # position would skip its new events. The views are derived: build them again.
+            for name in behind:
+                log.warning("views: the %s store's log ends at %d, before the views' position %d (a restored "
+                            "store?); rebuilding the views", name, ends[name], positions[name])
+            return self.rebuild()
         for name in SOURCES:
+            # Nothing new (the usual case before a read): no write lock taken.
+            if ends[name] <= positions[name]:
+                continue
             while self.step(name):
                 pass
         return self.applied - before
+
+    def lag(self) -> dict[str, int]:
+        """Per log: notifications after the recorded position (what a catch-up has left to read)."""
+        positions = self.store.positions()
+        return {name: max(0, (source.recorder.max_notification_id() or 0) - positions[name])
+                for name, source in self.sources.items()}
 
     def rebuild(self) -> int:
         """Empties the views and their positions in one transaction, then applies every log
@@ -266,7 +283,11 @@ class Projection:
             for table in VIEW_TABLES:
                 self.store.execute(f"DELETE FROM {table}")
             self.store.execute("UPDATE view_positions SET position = 0")
-        return self.catch_up()
+        before = self.applied
+        for name in SOURCES:
+            while self.step(name):
+                pass
+        return self.applied - before
 
     def close(self) -> None:
         for source in self.sources.values():

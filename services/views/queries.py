@@ -288,6 +288,21 @@ def _in(column: str, values: Sequence[Any]) -> str:
 
 _CASELOAD_COLUMNS = ("plan_id, client_id, clinician, title, status, strategy, risk_level, risk_rank, created_at, "
                      "updated_at")
+#: A plan's current course: its latest active one, else its latest (``fields`` of it).
+_CURRENT_COURSE = ("SELECT {fields} FROM view_courses c WHERE c.plan_id = p.plan_id ORDER BY "
+                   "CASE WHEN c.status = 'active' THEN 0 ELSE 1 END, c.started_at DESC, c.course_id DESC LIMIT 1")
+_COURSE_FIELDS = "c.course_id || '|' || c.phase || '|' || c.status || '|' || c.started_at"
+#: A plan's last scored total of one instrument (a parameter) as "total|severity|answered_at".
+_LAST_SCORE = ("SELECT s.total || '|' || COALESCE(s.severity, '') || '|' || s.answered_at FROM view_scores s "
+               "WHERE s.plan_id = p.plan_id AND s.instrument = ? AND s.scored = 1 "
+               "ORDER BY s.answered_at DESC, s.submission_id DESC LIMIT 1")
+
+
+def _last_score(packed: str | None) -> LastScore | None:
+    if packed is None:
+        return None
+    total, severity, answered_at = packed.split("|")
+    return LastScore(score=int(total), severity=severity or None, answered_at=parse_moment(answered_at))
 
 
 class Views:
@@ -312,6 +327,10 @@ class Views:
         self.projection.catch_up()
         self.crises.refresh()
 
+    def lag(self) -> dict[str, int]:
+        """Per followed store: events in its log beyond the views' position (0: caught up)."""
+        return self.projection.lag()
+
     # ----------------------------------------------------------------- lists
 
     def caseload(self, clients: frozenset[str] | None, *, clinician: str | None = None, status: str | None = None,
@@ -332,9 +351,20 @@ class Views:
             raise ValueError("page and size start at 1")
         where, params = self._filters(clients, clinician=clinician, status=status, risk=risk)
         total = int(self.store.rows(f"SELECT COUNT(*) FROM view_plans WHERE {where}", params)[0][0])
+        now = moment(self.clock())
+        # One statement: the page of plans, then per plan (correlated subqueries, each on an
+        # index) its current course, last scores, last questionnaire and next session.
         plans = self.store.rows(
-            f"SELECT {_CASELOAD_COLUMNS} FROM view_plans WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-            [*params, size, (page - 1) * size],
+            f"SELECT p.plan_id, p.client_id, p.clinician, p.title, p.status, p.strategy, p.risk_level, p.updated_at, "
+            f"({_CURRENT_COURSE.format(fields=_COURSE_FIELDS)}) AS course, "
+            f"({_LAST_SCORE}) AS last_phq9, ({_LAST_SCORE}) AS last_gad7, "
+            "(SELECT MAX(s.answered_at) FROM view_scores s WHERE s.instrument IN (?, ?) AND s.course_id = "
+            f"({_CURRENT_COURSE.format(fields='c.course_id')})) AS answered, "
+            "(SELECT MIN(s.starts_at) FROM view_sessions s JOIN view_courses c ON s.course_id = c.course_id "
+            "WHERE c.plan_id = p.plan_id AND s.state = 'scheduled' AND s.starts_at > ?) AS next_session "
+            f"FROM (SELECT {_CASELOAD_COLUMNS} FROM view_plans WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?) AS p "
+            f"ORDER BY {order}",
+            [oc.PHQ9, oc.GAD7, oc.PHQ9, oc.GAD7, now, *params, size, (page - 1) * size],
         )
         return Page[CaseloadRow](items=self._rows(plans), total=total, page=page, size=size)
 
@@ -353,57 +383,22 @@ class Views:
         return " AND ".join(where), params
 
     def _rows(self, plans: list[tuple[Any, ...]]) -> list[CaseloadRow]:
-        ids = [p[0] for p in plans]
-        if not ids:
-            return []
         now = self.clock()
-        courses: dict[str, tuple[Any, ...]] = {}
-        for row in self.store.rows(
-            f"SELECT plan_id, course_id, phase, status, started_at FROM view_courses WHERE {_in('plan_id', ids)} "
-            "ORDER BY started_at, course_id", ids,
-        ):
-            current = courses.get(row[0])
-            # the latest active course; else the latest
-            if current is None or row[3] == "active" or current[3] != "active":
-                courses[row[0]] = row
-        last: dict[tuple[str, str], LastScore] = {}
-        for plan_id, instrument, total, severity, answered_at in self.store.rows(
-            "SELECT plan_id, instrument, total, severity, answered_at FROM ("
-            "SELECT plan_id, instrument, total, severity, answered_at, ROW_NUMBER() OVER ("
-            "PARTITION BY plan_id, instrument ORDER BY answered_at DESC, submission_id DESC) AS n FROM view_scores "
-            f"WHERE {_in('plan_id', ids)} AND instrument IN (?, ?) AND scored = 1) AS latest WHERE n = 1",
-            [*ids, oc.PHQ9, oc.GAD7],
-        ):
-            last[(plan_id, instrument)] = LastScore(score=total, severity=severity, answered_at=parse_moment(answered_at))
-        course_ids = [c[1] for c in courses.values()]
-        answered = dict(self.store.rows(
-            f"SELECT course_id, MAX(answered_at) FROM view_scores WHERE {_in('course_id', course_ids)} "
-            "AND instrument IN (?, ?) GROUP BY course_id", [*course_ids, oc.PHQ9, oc.GAD7],
-        )) if course_ids else {}
-        upcoming = dict(self.store.rows(
-            "SELECT c.plan_id, MIN(s.starts_at) FROM view_sessions s JOIN view_courses c ON s.course_id = c.course_id "
-            f"WHERE {_in('c.plan_id', ids)} AND s.state = 'scheduled' AND s.starts_at > ? GROUP BY c.plan_id",
-            [*ids, moment(now)],
-        ))
         open_crises: dict[str, int] = defaultdict(int)
         for crisis_plan in self.crises.plans_open().values():
             if crisis_plan is not None:
                 open_crises[str(crisis_plan)] += 1
         overdue_before = moment(now - timedelta(weeks=self.settings.views_overdue_weeks))
         rows = []
-        for plan_id, client_id, clinician, title, status, strategy, risk_level, _, _, updated_at in plans:
-            course = courses.get(plan_id)
-            overdue = False
-            if course is not None and course[3] == "active":
-                since = answered.get(course[1]) or course[4]
-                overdue = since < overdue_before
+        for (plan_id, client_id, clinician, title, status, strategy, risk_level, updated_at, course, phq9, gad7,
+             answered, next_session) in plans:
+            course_id, phase, course_status, started_at = course.split("|") if course else (None,) * 4
+            overdue = course_status == "active" and (answered or started_at) < overdue_before
             rows.append(CaseloadRow(
-                plan_id=UUID(plan_id), client_id=client_id, clinician=clinician, title=title, status=status,
-                strategy=strategy, risk_level=risk_level, open_crises=open_crises.get(plan_id, 0),
-                course_id=UUID(course[1]) if course else None, course_phase=course[2] if course else None,
-                course_status=course[3] if course else None,
-                next_session_at=parse_moment(upcoming.get(plan_id)),
-                last_phq9=last.get((plan_id, oc.PHQ9)), last_gad7=last.get((plan_id, oc.GAD7)),
+                plan_id=UUID(plan_id), client_id=client_id, clinician=clinician, title=self.store.unseal(title),
+                status=status, strategy=strategy, risk_level=risk_level, open_crises=open_crises.get(plan_id, 0),
+                course_id=UUID(course_id) if course_id else None, course_phase=phase, course_status=course_status,
+                next_session_at=parse_moment(next_session), last_phq9=_last_score(phq9), last_gad7=_last_score(gad7),
                 questionnaires_overdue=overdue, updated_at=parse_moment(updated_at),
             ))
         return rows

@@ -9,6 +9,8 @@ fixed-width UTC text (``2026-03-02T09:00:00.000000Z``) so that text order is tim
 
 from __future__ import annotations
 
+import base64
+import logging
 import sqlite3
 import threading
 import time
@@ -18,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: The stores the views follow, in the order a catch-up reads them.
 SOURCES: tuple[str, ...] = ("care", "assessment", "scheduling", "escalation")
@@ -70,24 +74,30 @@ def parse_moment(text: str | None) -> datetime | None:
 
 
 class ViewStore:
-    """One connection to the view database, used by one thread at a time (a lock)."""
+    """One connection to the view database, used by one thread at a time (a lock).
+
+    With ``CAREPLAN_CIPHER_KEY`` set, free text kept in the views (a plan's title) is stored
+    encrypted with the stores' cipher (:meth:`seal`, :meth:`unseal`), as the events are: the
+    views hold no clinical text readable at rest. Ids, statuses and numbers stay plain, since
+    the queries filter and sort by them."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.postgres = settings.database == "postgres"
+        self.cipher: Any | None = None
+        if settings.cipher_key is not None:
+            from eventsourcing.cipher import AESCipher
+            from eventsourcing.utils import Environment
+
+            self.cipher = AESCipher(Environment("views", {"CIPHER_KEY": settings.cipher_key.get_secret_value()}))
         self._lock = threading.RLock()
         if self.postgres:
-            import psycopg
 
             from services.shared.persistence import ensure_postgres_schema
 
             self.schema = settings.postgres_schema("views")
             ensure_postgres_schema(settings, self.schema)
-            self.conn: Any = psycopg.connect(
-                host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
-                password=settings.postgres_password.get_secret_value() or None, dbname=settings.postgres_dbname,
-                autocommit=True, options=f"-c search_path={self.schema}",
-            )
+            self.conn: Any = self._connect()
         else:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             self.path = settings.sqlite_path("views")
@@ -134,6 +144,37 @@ class ViewStore:
                 self.execute("INSERT INTO view_positions (source, position) VALUES (?, 0) "
                              "ON CONFLICT (source) DO NOTHING", (source,))
 
+    def seal(self, text: str) -> str:
+        """Text as the views store it: encrypted (base64) when a cipher key is set."""
+        if self.cipher is None:
+            return text
+        return "enc:" + base64.b64encode(self.cipher.encrypt(text.encode())).decode()
+
+    def unseal(self, stored: str) -> str:
+        if not stored.startswith("enc:"):
+            return stored
+        if self.cipher is None:
+            msg = "the views hold encrypted text and no CAREPLAN_CIPHER_KEY is set"
+            raise RuntimeError(msg)
+        return self.cipher.decrypt(base64.b64decode(stored[4:])).decode()  # type: ignore[no-any-return]
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        settings = self.settings
+        return psycopg.connect(
+            host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+            password=settings.postgres_password.get_secret_value() or None, dbname=settings.postgres_dbname,
+            autocommit=True, options=f"-c search_path={self.schema}", connect_timeout=10,
+        )
+
+    def _usable(self) -> None:
+        """A PostgreSQL connection lost (a server restart, a failover) is replaced at the next
+        use: the call that met the loss failed, the next one works."""
+        if self.postgres and (self.conn.closed or self.conn.broken):
+            log.warning("views: the PostgreSQL connection was lost; connecting again")
+            self.conn = self._connect()
+
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self.postgres else statement
 
@@ -142,6 +183,7 @@ class ViewStore:
         """One writer at a time across processes: SQLite's ``BEGIN IMMEDIATE`` takes the
         write lock; on PostgreSQL the positions are read ``FOR UPDATE`` (:meth:`lock_positions`)."""
         with self._lock:
+            self._usable()
             if self.postgres:
                 with self.conn.transaction():
                     yield
@@ -168,6 +210,7 @@ class ViewStore:
 
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
+            self._usable()
             return list(self.conn.execute(self._sql(statement), tuple(params)).fetchall())
 
     def lock_positions(self) -> dict[str, int]:

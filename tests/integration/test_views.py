@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
@@ -248,7 +248,7 @@ def run_step(p: Pipeline, kept: Projection, plans: list[tuple[UUID, UUID]], sess
 def test_rebuild_from_zero_equals_the_incrementally_kept_views(backend_settings: Settings, tmp_path: Path,
                                                                steps: list[tuple[Any, ...]]) -> None:
     # each example on stores of its own: a fresh data folder (SQLite) or schema prefix (PostgreSQL)
-    example = tmp_path / UUID(int=abs(hash(repr(steps))) % 2**128).hex
+    example = tmp_path / uuid4().hex  # never reused, even when hypothesis runs an example again
     s = backend_settings.model_copy(update={"data_dir": example})
     if s.database == "postgres":
         s = s.model_copy(update={"postgres_schema_prefix": f"{backend_settings.postgres_schema_prefix}x{example.name[:8]}"})
@@ -372,3 +372,82 @@ def test_outcomes_as_json_and_csv_within_the_tokens_clients(pipeline: Pipeline, 
         assert answer.headers["content-type"].startswith("application/problem+json")
     for role in ("auditor", "integration"):
         assert client.get("/outcomes", headers=h[role]).status_code == 403
+
+
+def test_with_a_cipher_key_a_plans_title_is_not_readable_in_the_view_store(tmp_path: Path) -> None:
+    from eventsourcing.cipher import AESCipher
+
+    s = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32))
+    p = Pipeline(s, ManualClock(T0))
+    views = Views(s, clock=p.clock)
+    try:
+        sentinel = "SENTINEL-views-title"
+        draft(p, title=sentinel)
+        views.catch_up()
+        assert views.caseload(None).items[0].title == sentinel
+        files = [f for f in tmp_path.glob("views.sqlite*") if f.is_file()]
+        assert files and not any(sentinel.encode() in f.read_bytes() for f in files)
+    finally:
+        views.close()
+        p.close()
+
+
+def test_a_store_whose_log_ends_before_the_views_position_makes_the_views_rebuild(pipeline: Pipeline,
+                                                                                   views: Views) -> None:
+    p = pipeline
+    plan, _ = draft(p)
+    views.catch_up()
+    kept = snapshot(views.projection)
+    end = p.care.recorder.max_notification_id()
+    # as after a store restored from an older backup: the views were further than its log now ends
+    with views.store.transaction():
+        views.store.execute("UPDATE view_positions SET position = ? WHERE source = 'care'", (end + 5,))
+        views.store.execute("DELETE FROM view_courses")
+    views.catch_up()
+    assert views.store.positions()["care"] == end
+    assert snapshot(views.projection) == kept
+    assert views.caseload(None).items[0].plan_id == plan
+
+
+@pytest.mark.postgres
+def test_a_lost_postgresql_connection_is_replaced_at_the_next_use(tmp_path: Path, postgres_available: None) -> None:
+    import psycopg
+
+    from tests.conftest import PG, drop_schemas, postgres_settings
+
+    s = postgres_settings(tmp_path)
+    p = Pipeline(s, ManualClock(T0))
+    views = Views(s, clock=p.clock)
+    try:
+        draft(p)
+        views.catch_up()
+        pid = views.store.conn.info.backend_pid
+        with psycopg.connect(host=PG["host"], port=PG["port"], user=PG["user"], password=PG["password"] or None,
+                             dbname=PG["dbname"], autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        draft(p, "client-2")
+        with pytest.raises(psycopg.OperationalError):
+            views.catch_up()  # the call that meets the loss fails ...
+        views.catch_up()  # ... the next one connects again
+        assert views.caseload(None).total == 2
+    finally:
+        views.close()
+        p.close()
+        drop_schemas(s)
+
+
+def test_views_that_cannot_be_read_answer_503_and_retry_after(api: Any, views: Views,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    client, h = api
+
+    def locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(views.projection, "catch_up", locked)
+    for path in ("/caseload", "/plans", "/outcomes"):
+        answer = client.get(path, headers=h["supervisor"])
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.json()["type"] == "/problems/views-unavailable" and answer.headers["Retry-After"] == "5"
+    assert client.get("/problems/views-unavailable").status_code == 200

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import sqlite3
 from datetime import datetime
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
@@ -29,6 +32,8 @@ from services.api.problems import ApiProblem
 from services.api.routes import param, signature
 from services.views.outcomes import MEASURES
 from services.views.queries import PLAN_STATUSES, RISK_LEVELS, CaseloadRow, OutcomeReport, Page
+
+log = logging.getLogger(__name__)
 
 STATUS = f"^({'|'.join(PLAN_STATUSES)})$"
 RISK = f"^({'|'.join(RISK_LEVELS)})$"
@@ -88,8 +93,29 @@ def wants_csv(accept: str | None) -> bool:
         "application/json" not in kinds or kinds.index("text/csv") < kinds.index("application/json"))
 
 
+class Reading:
+    """The views for one request: caught up first; their database unavailable is a 503."""
+
+    def __init__(self, api: Api) -> None:
+        self.views = api.views
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.views, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except (sqlite3.OperationalError, sqlite3.DatabaseError, psycopg.OperationalError) as e:
+                log.warning("views unavailable: %s", type(e).__name__)
+                raise ApiProblem(503, "views-unavailable", "Views unavailable",
+                                 "The caseload, plan lists and outcomes cannot be read just now; retry shortly.",
+                                 {"Retry-After": "5"}) from e
+
+        return call
+
+
 def include(router: APIRouter, api: Api, who: Any) -> None:
-    views = api.views
+    views = Reading(api)
 
     def caseload(principal: Principal, clinician: str | None, status: str | None, risk: str | None, page: int,
                  size: int) -> JSONResponse:
@@ -141,7 +167,7 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     def outcomes(principal: Principal, start: datetime | None, end: datetime | None, accept: str | None) -> Response:
         api.require(principal, CLINICAL, "read outcomes")
         if start is not None and end is not None and start >= end:
-            raise ApiProblem(400, "invalid-period", "Invalid period", "'from' must be before 'to'.")
+            raise ApiProblem(400, "invalid-request", "Invalid request", "'from' must be before 'to'.")
         views.catch_up()
         report = views.outcomes(scope(principal), start=start, end=end)
         if wants_csv(accept):
