@@ -409,3 +409,16 @@ def test_a_form_sent_twice_adds_once(ui: Setup) -> None:
     again = web.post(f"/ui/plans/{ui.plan}/add-goal", data=form, follow_redirects=False)
     assert first.status_code == again.status_code == 303
     assert [g.description for g in ui.care.get_plan(ui.plan).goals.values()] == ["Sleep before midnight"]
+
+
+def test_read_models_that_cannot_be_read_are_a_503_page(ui: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    views = ui.client.app.state.api.views
+
+    def locked(*_: object, **__: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(views, "caseload", locked)
+    page = sign_in(ui, "clinician").get("/ui/caseload")
+    assert page.status_code == 503 and page.headers["retry-after"] == "5" and "Retry shortly" in page.text

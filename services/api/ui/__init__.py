@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -203,6 +205,17 @@ def create_ui(api: Api) -> FastAPI:
             problem = not_found()
             return ui.render(request, "error.html", 404, title=problem.title, detail=problem.detail)
         return ui.render(request, "error.html", exc.status_code, title="Refused", detail=str(exc.detail))
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # a database that cannot be read just now (the read models' or a store's), as GET /caseload's 503
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        response = ui.render(request, "error.html", 503, title="Not available just now",
+                             detail="The records cannot be read at the moment; nothing was changed. Retry shortly.")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    for unreadable in (sqlite3.OperationalError, sqlite3.DatabaseError, psycopg.OperationalError):
+        app.add_exception_handler(unreadable, unavailable)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
