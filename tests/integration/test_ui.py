@@ -317,6 +317,8 @@ def test_an_auditor_out_of_scope_gets_404_and_a_bad_moment_a_422(ui: Setup, tmp_
     web = sign_in(ui, "narrow-auditor")
     csrf = csrf_of(web.get(f"/ui/audit/aggregates/{ui.plan}").text)
     assert web.post(f"/ui/audit/aggregates/{ui.plan}", data={"csrf": csrf, "purpose": "p"}).status_code == 404
+    event = next(iter(ui.care.history(ui.plan))).event_id
+    assert web.post(f"/ui/audit/events/{event}/trace", data={"csrf": csrf, "purpose": "p"}).status_code == 404
     wide = sign_in(ui, "auditor")
     csrf = csrf_of(wide.get(f"/ui/audit/aggregates/{ui.plan}").text)
     bad = wide.post(f"/ui/audit/aggregates/{ui.plan}", data={"csrf": csrf, "purpose": "p", "at": "yesterday"})
@@ -422,3 +424,14 @@ def test_read_models_that_cannot_be_read_are_a_503_page(ui: Setup, monkeypatch: 
     monkeypatch.setattr(views, "caseload", locked)
     page = sign_in(ui, "clinician").get("/ui/caseload")
     assert page.status_code == 503 and page.headers["retry-after"] == "5" and "Retry shortly" in page.text
+
+
+def test_the_session_key_is_made_once_0600_and_shared_by_every_worker(tmp_path: Path) -> None:
+    import stat
+
+    from services.api.ui.sessions import KEY_FILE, session_key
+
+    first, second = session_key(tmp_path), session_key(tmp_path)
+    assert first == second and len(first) == 32
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no temporary file left
