@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/careplan bench crisis
 	$(BIN)/careplan bench api
 	$(BIN)/careplan bench audit
+	$(BIN)/careplan bench views --backend sqlite
+	$(BIN)/careplan bench views --backend postgres
 
 clean:
 	rm -rf $(VENV) careplan-data .pytest_cache .hypothesis

@@ -121,6 +121,8 @@ def relay_process(store: str) -> Process:
 PROCESSES: tuple[Process, ...] = (
     *(relay_process(store) for store in RELAYED_STORES),
     *(Process(s.process, ("service", s.name), s.nats_user) for s in SERVICES),
+    # The read models (services/views): reads the stores, writes views.sqlite, needs no NATS.
+    Process("views", ("views", "run"), None),
     Process("api", ("api", "serve"), None),
 )
 

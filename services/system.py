@@ -252,7 +252,7 @@ class System:
         parts = [f"NATS {self.nats_url} ({where}, stream {self.settings.stream_name})"]
         parts += [f"{c.name} pid {c.process.pid if c.process else '-'}" for c in self.children]
         parts.append(f"store {self.settings.database} in {self.settings.data_dir.resolve()}")
-        parts.append(f"HTTP API {self.api_url} (docs {self.api_url}/docs)")
+        parts.append(f"HTTP API {self.api_url} (docs {self.api_url}/docs, web pages {self.api_url}/ui/)")
         return "careplan ready: " + "; ".join(parts)
 
     def write_ready_file(self, path: Path) -> None:

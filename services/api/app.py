@@ -10,12 +10,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.api import access_log
+from services.api import access_log, docs, ui
 from services.api import metrics as http_metrics
 from services.api.body_limit import BodyLimit
 from services.api.dependencies import Api, who
 from services.api.problems import install
-from services.api.routes import audit, commands, dead_letters, escalations, fhir, health, metrics, problems, reads
+from services.api.routes import (
+    audit,
+    commands,
+    dead_letters,
+    escalations,
+    fhir,
+    health,
+    metrics,
+    problems,
+    reads,
+    views,
+)
 from services.api.watchdog import lifespan
 from services.shared import tracing
 
@@ -30,6 +41,7 @@ def create_app(api: Api) -> FastAPI:
         "Errors are RFC 9457 problem details; every write is an event with who, when and why.",
         responses={401: {"description": "No valid token"}, 403: {"description": "Role or client not allowed"}},
         lifespan=lifespan(api),  # the risk-signal watchdog (services/api/watchdog.py)
+        docs_url=None, redoc_url=None,  # served from the package by services.api.docs (offline)
     )
     install(app)
     app.state.api = api
@@ -45,11 +57,15 @@ def create_app(api: Api) -> FastAPI:
     escalations.include(router, api, Who)
     if api.dead_letters is not None:
         dead_letters.include(router, api, Who)
+    if api.views is not None:
+        views.include(router, api, Who)
     fhir.include(router, api, Who)
     audit.include(router, api, Who)
     problems.include(router)
     health.include(router, api)
     metrics.include(router, api)
+    docs.install(app)
+    ui.install(app, api)  # the web pages under /ui/ (a mounted application, not in the OpenAPI document)
     tracing.instrument_app(app)  # a server span per request, while tracing is on
     # Outside every other middleware, routing and authentication.
     app.add_middleware(BodyLimit, limit=api.care.settings.api_max_body_bytes)  # type: ignore[arg-type]

@@ -189,10 +189,16 @@ class TokenRegistry:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        self._maybe_reload()
         # Looking up the digest, not the token, leaks nothing through timing: an
         # attacker cannot steer which digest a guess produces.
-        found = self._by_digest.get(digest(token.strip()))
+        return self.principal_of_digest(digest(token.strip()))
+
+    def principal_of_digest(self, sha256: str) -> Principal | None:
+        """The principal of the token with this digest, or None (no such token, revoked, or
+        expired): the web pages' sessions keep the digest, never the token, and ask again on
+        every request, so a token revoked later ends its sessions too."""
+        self._maybe_reload()
+        found = self._by_digest.get(sha256)
         if found is None:
             return None
         principal, expires_at = found

@@ -59,6 +59,8 @@ class Api:
         self.readiness: Any | None = None
         #: What /metrics computes when scraped (services.api.metrics.ScrapedFigures); None: the processes' only.
         self.metrics: Any | None = None
+        #: The read models (services.views.queries.Views); None: no /caseload, /plans, /outcomes.
+        self.views: Any | None = None
 
     # ----------------------------------------------------------------- who
 

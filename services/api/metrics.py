@@ -65,6 +65,7 @@ class HttpMetrics:
             return
         started = time.perf_counter()
         status = 500
+        root = str(scope.get("root_path", ""))
 
         async def sending(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -76,11 +77,14 @@ class HttpMetrics:
             await self.app(scope, receive, sending)
         finally:
             elapsed = time.perf_counter() - started
-            metrics.guarded("http", lambda: self._observe(scope, status, elapsed))
+            metrics.guarded("http", lambda: self._observe(scope, status, elapsed, root))
 
-    def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
+    def _observe(self, scope: Scope, status: int, elapsed: float, root: str = "") -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or UNMATCHED
+        # a route of a mounted application (the web pages at /ui) is named with its mount's
+        # prefix, so /ui/plans/{plan_id} is not counted as the API's /plans/{plan_id}
+        path = getattr(route, "path", None)
+        template = str(scope.get("root_path", ""))[len(root):] + path if path else UNMATCHED
         method = str(scope.get("method", ""))
         counted = self._counted.get((method, template, status))
         if counted is None:
@@ -160,6 +164,14 @@ def dead_letter_family(desk: Any, services: tuple[str, ...] = SERVICE_NAMES) -> 
     return family
 
 
+def views_lag_family(views: Any) -> Metric:
+    """Per followed store, the events its log holds beyond the read models' position."""
+    family = _family("careplan_views_lag_events")
+    for store, lag in views.lag().items():
+        family.add_metric([store], lag)
+    return family
+
+
 def escalation_families(escalation: Any, now: datetime | None = None) -> list[Metric]:
     """Open escalations by severity (each severity, 0 when none) and the oldest unacknowledged one's age."""
     from domain.catalogues.escalation import EscalationSeverity
@@ -223,6 +235,8 @@ class ScrapedFigures:
             found.append(dead_letter_family(self.api.dead_letters))
         if self.api.escalation is not None:
             found += escalation_families(self.api.escalation)
+        if self.api.views is not None:
+            found.append(views_lag_family(self.api.views))
         return found
 
 

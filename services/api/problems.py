@@ -70,6 +70,7 @@ def known_codes() -> dict[str, str]:
         "invalid-value": "A value is outside what the care record accepts; nothing was written.",
         "precondition-required": "If-Match must name one version, e.g. \"3\".",
         "internal-error": "Something failed on our side; nothing was written. It is logged.",
+        "views-unavailable": "The read models (caseload, plan lists, outcomes) cannot be read just now; retry shortly.",
     }
     return found
 

@@ -76,3 +76,15 @@ def bench_api(
     settings = _settings().model_copy(update={"database": backend})
     run_api_benchmark(settings, commands=commands, rate=rate, seconds=seconds, clients=clients, workers=workers,
                       console=console)
+
+
+@app.command("views")
+def bench_views(
+    backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Store of the events and the views.")] = "sqlite",
+    plans: Annotated[int, typer.Option(help="Plans (each with a course) in the store and the caseload.")] = 10_000,
+    rounds: Annotated[int, typer.Option(help="Reads of each kind in the latency measurement.")] = 200,
+) -> None:
+    """Views catch-up from zero vs. the library's replay of the same events; caseload read p99."""
+    from services.bench.views import run_views_benchmark
+
+    run_views_benchmark(_settings(), backend=backend, plans=plans, rounds=rounds, console=console)

@@ -35,6 +35,8 @@ class OpenCrises:
         #: open crisis id → its client (None: a fail-safe crisis whose client is unknown), oldest first
         self.position = 0
         self.open: dict[UUID, str | None] = {}
+        #: open crisis id → its plan (None: raised with no plan), for the caseload's counts per plan
+        self.plan_of: dict[UUID, UUID | None] = {}
         #: notifications read so far (for tests and figures: what a call costs)
         self.read = 0
 
@@ -49,7 +51,14 @@ class OpenCrises:
                     if notification.topic == self.topics[0]:
                         event = self.mapper.to_domain_event(notification)
                         self.open[notification.originator_id] = event.client_id
+                        self.plan_of[notification.originator_id] = event.plan_id
                     else:
                         self.open.pop(notification.originator_id, None)
+                        self.plan_of.pop(notification.originator_id, None)
                 self.position = batch[-1].id
             return dict(self.open)
+
+    def plans_open(self) -> dict[UUID, UUID | None]:
+        """Each open crisis's plan, as of the last :meth:`refresh`."""
+        with self._lock:
+            return dict(self.plan_of)

@@ -138,6 +138,9 @@ SCRAPED: dict[str, tuple[str, str, tuple[str, ...]]] = {
                   "consumer info, read by the API when scraped: it grows while the service is down)."), ("service",)),
     "careplan_consumer_ack_pending_messages": (
         "gauge", "Messages given to the service and not yet acknowledged (JetStream consumer info).", ("service",)),
+    "careplan_views_lag_events": (
+        "gauge", ("Events in a store's log the read models (services/views) have not applied yet, read by the API "
+                  "(the views process keeps it near 0; it grows while that process is down)."), ("store",)),
     "careplan_dead_letters_open": (
         "gauge", ("Dead letters not yet redriven (open, redrive requested or redrive failed), per service, "
                   "read from the stores by the API."), ("service",)),

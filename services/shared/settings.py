@@ -77,6 +77,12 @@ class Settings(BaseSettings):
                                       "CAREPLAN_ESCALATION_TICK_SECONDS"),
     )
 
+    #: The caseload marks questionnaires overdue when an active course has had no PHQ-9 or
+    #: GAD-7 answered for this many weeks (counted from the course's start before the first).
+    views_overdue_weeks: float = Field(default=2, gt=0, le=520)
+    #: Seconds between the views process's catch-ups when idle (`careplan views run`).
+    views_poll_interval: float = Field(default=0.5, gt=0)
+
     #: JSON file of API tokens (their SHA-256 digests and roles); `careplan api add-token` writes it.
     #: Unset: ``<data_dir>/api-tokens.json``.
     api_tokens_file: Path | None = None

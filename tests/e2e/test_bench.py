@@ -29,3 +29,12 @@ def test_bench_relay_and_crisis_print_their_result_lines() -> None:
     assert crisis.exit_code == 0, crisis.output
     assert re.search(r"^RESULT crisis_latency_p99 ratio=\d+\.\d+ target=3\.0", crisis.output, re.MULTILINE)
     assert re.search(r"^RESULT scoring_throughput ratio=\d+\.\d+ target=0\.5$", crisis.output, re.MULTILINE)
+
+
+def test_bench_views_prints_its_result_and_latency_lines() -> None:
+    views = CliRunner().invoke(cli, ["bench", "views", "--plans", "120", "--rounds", "5"])
+    assert views.exit_code == 0, views.output
+    found = re.search(r"^RESULT views_catch_up_sqlite ratio=(\d+\.\d+) target=0\.5$", views.output, re.MULTILINE)
+    assert found and float(found.group(1)) > 0
+    assert re.search(r"^LATENCY views_caseload_sqlite plans=120 p50_ms=\d+\.\d+ p99_ms=\d+\.\d+$", views.output,
+                     re.MULTILINE)

@@ -58,6 +58,16 @@ def stream_count(url: str, data_dir: Path) -> int:
     return asyncio.run(count())
 
 
+def _views_position(data: Path) -> int:
+    import sqlite3
+
+    if not (data / "views.sqlite").exists():
+        return 0
+    with sqlite3.connect(data / "views.sqlite") as db:
+        row = db.execute("SELECT position FROM view_positions WHERE source = 'care'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path: Path) -> None:
     data, ready = tmp_path / "data", tmp_path / "ready.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")}
@@ -93,6 +103,11 @@ def test_up_runs_the_system_restarts_a_crashed_relay_and_stops_cleanly(tmp_path:
             assert app.get_plan(plan).version == 1
             assert next(iter(app.history(plan))).actor.id == "clinician-17"
             wait_for(lambda: stream_count(info["nats"], data) == 1, what="the first event on the stream")
+            # the views process (services/views) keeps the read models without any read asking
+            assert "views" in info["processes"]
+            wait_for(lambda: _views_position(data) >= 1, what="the views process to apply the plan")
+            caseload = httpx.get(f"{info['api']}/caseload", headers={"Authorization": f"Bearer {token}"})
+            assert caseload.status_code == 200 and [r["plan_id"] for r in caseload.json()["items"]] == [str(plan)]
 
             relay_pid = info["processes"]["relay:care"]
             os.kill(relay_pid, signal.SIGKILL)
