@@ -102,9 +102,16 @@ EXPECTED: dict[str, Rule] = {
     # the auditors' reads
     **{name: Rule((AU,), "hidden") for name in ("auditHistory", "auditReplay", "auditDiff", "auditTrace", "auditExport")},
     "auditVerify": Rule((AU,), "none"),
+    # the read models (issue 15): lists of the token's clients only; a clinician's caseload is their own plans
+    "caseload": Rule(CLINICAL, "filtered"),
+    "listPlans": Rule(CLINICAL_OR_INTEGRATION, "filtered"),
+    "outcomes": Rule(CLINICAL, "filtered"),
     # public
-    **{name: PUBLIC for name in ("problem_type", "healthz", "readyz", "metrics_text", "openapi", "swagger_ui_html",
-                                 "swagger_ui_redirect", "redoc_html")},
+    **{name: PUBLIC for name in ("problem_type", "healthz", "readyz", "metrics_text", "openapi", "swagger", "redoc",
+                                 "docs-assets")},
+    # the web pages: a mounted app of their own, signed in by a session cookie, never by a bearer token
+    # (their roles and scope page by page: tests/integration/test_ui.py)
+    "ui": Rule((), "session"),
 }
 
 #: Callers that hold no valid token: every protected route answers them 401.
@@ -130,6 +137,8 @@ class World:
     api: Any
     tokens: dict[str, str]
     of: dict[str, Records] = field(default_factory=dict)
+    #: each client's course that ended (the outcomes report's)
+    ended: dict[str, UUID] = field(default_factory=dict)
 
     def headers(self, caller: str) -> dict[str, str]:
         if caller == "none":
@@ -194,6 +203,12 @@ def records_of(world: World, client_id: str) -> Records:
                                risk_signal=False, plan_id=plan, client_id=client_id)
     assessment.save(letter)
     drafted = UUID(made[0]["event_ids"][0])
+    # a course that ended, so that the outcomes report lists one course of the client
+    ended = post("/courses", {"plan_id": str(plan), "modality": "interpersonal", "planned_sessions": 12})
+    stopped = world.client.post(f"/courses/{ended}/discontinue-course", headers=world.headers("supervisor-all"),
+                                json={"reason": "Moved away"})
+    assert stopped.status_code == 200, stopped.text
+    world.ended[client_id] = ended
     return Records(plan, course, inventory, crisis.id, letter.id, drafted, listed.id)
 
 
@@ -212,8 +227,14 @@ def nowhere() -> tuple[Records, str]:
     return Records(uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4()), f"client-{uuid4().hex[:8]}"
 
 
+#: What a mounted route's request is (a mount has no methods of its own).
+MOUNTED = {"docs-assets": Call("GET", "/docs/assets/swagger-ui.css", None), "ui": Call("GET", "/ui/caseload", None)}
+
+
 def call(route: Any, r: Records, client_id: str) -> Call:
     """The route's request on ``client_id``'s records ``r``."""
+    if route.name in MOUNTED:
+        return MOUNTED[route.name]
     plan, course = r.plan, r.course
     url = (route.path.replace("{plan_id}", str(plan)).replace("{course_id}", str(course))
            .replace("{inventory_id}", str(r.inventory)).replace("{crisis_id}", str(r.crisis))
@@ -305,6 +326,13 @@ def test_the_route_answers_each_caller_as_declared(world: World, name: str) -> N
     rule = EXPECTED[name]
     own, other = call(route, world.of[A], A), call(route, world.of[B], B)
 
+    if rule.scope == "session":  # a bearer token, valid or not, signs nobody in: the page asks for a sign-in
+        for caller in ("none", "unknown", "revoked", "clinician-a", "supervisor-all", "auditor-all"):
+            response = world.client.request(own.method, own.url, headers=world.headers(caller), follow_redirects=False)
+            assert response.status_code == 303, (name, caller, response.status_code)
+            assert response.headers["location"].startswith("/ui/login"), (name, caller, response.headers)
+        return
+
     if rule.scope == "public":
         for caller in ("none", "unknown", "revoked", "clinician-a", "auditor-all"):
             response = send(world, own, caller)
@@ -334,9 +362,10 @@ def test_the_route_answers_each_caller_as_declared(world: World, name: str) -> N
             if response.status_code == 404:
                 assert response.json()["type"] != "/problems/not-found", (name, caller, response.text)
             if rule.scope == "filtered":
-                listed = {item["id"] for item in response.json()}
-                mine = {str(world.of[A].listed), str(world.of[A].dead_letter)}
-                theirs = {str(world.of[B].listed), str(world.of[B].dead_letter)}
+                listed, mine, theirs = listing(name, response.json(), world)
+                if name == "caseload" and role is C:  # a clinician's caseload: the plans they drafted, no other
+                    assert not listed & (mine | theirs), (name, caller, "another clinician's plan in a caseload")
+                    continue
                 assert listed & mine, (name, caller, "the token's own client's record is not listed")
                 assert bool(listed & theirs) is caller.endswith("-all"), (name, caller, "another client's record")
         if rule.scope in ("none", "filtered"):
@@ -355,6 +384,16 @@ def test_the_route_answers_each_caller_as_declared(world: World, name: str) -> N
             assert unnamed(response.json(), world.of[B], B) == unnamed(missing.json(), absent, absent_client), \
                 "another client's record answers otherwise than a missing one"
         assert world.written() == before, f"{name} by {caller} on another client's record wrote something"
+
+
+def listing(name: str, answer: Any, world: World) -> tuple[set[str], set[str], set[str]]:
+    """The ids a list route answered, and those of client A's and client B's records it may hold."""
+    if name in ("caseload", "listPlans"):
+        return ({item["plan_id"] for item in answer["items"]}, {str(world.of[A].plan)}, {str(world.of[B].plan)})
+    if name == "outcomes":
+        return ({item["course_id"] for item in answer["courses"]}, {str(world.ended[A])}, {str(world.ended[B])})
+    return ({item["id"] for item in answer}, {str(world.of[A].listed), str(world.of[A].dead_letter)},
+            {str(world.of[B].listed), str(world.of[B].dead_letter)})
 
 
 @pytest.mark.parametrize("name", ["RecordCrisisResolved", "ActivateEmergencySupport"])
