@@ -349,6 +349,10 @@ class Views:
               page: int, size: int, order: str) -> Page[CaseloadRow]:
         if page < 1 or size < 1:
             raise ValueError("page and size start at 1")
+        if status is not None and status not in PLAN_STATUSES:
+            raise ValueError(f"status is one of {', '.join(PLAN_STATUSES)}")
+        if risk is not None and risk not in RISK_LEVELS:
+            raise ValueError(f"risk is one of {', '.join(RISK_LEVELS)}")
         where, params = self._filters(clients, clinician=clinician, status=status, risk=risk)
         total = int(self.store.rows(f"SELECT COUNT(*) FROM view_plans WHERE {where}", params)[0][0])
         now = moment(self.clock())
