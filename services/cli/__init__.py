@@ -11,7 +11,20 @@ import os
 
 import typer
 
-from services.cli import api, audit, bench, contracts, deadletter, escalation, nats, people, status, store, system, views
+from services.cli import (
+    api,
+    audit,
+    bench,
+    contracts,
+    deadletter,
+    escalation,
+    nats,
+    people,
+    status,
+    store,
+    system,
+    views,
+)
 
 app = typer.Typer(help="careplan: an event-sourced care-plan engine for psychotherapy services.", no_args_is_help=True)
 for _command in system.COMMANDS:

@@ -1,5 +1,5 @@
 """``careplan status [--json] [--api URL]``: the API's /readyz as a table, one row per
-component, and under it the figures of its /metrics (relay lag per store, consumer backlog
+component, and under it the figures of its /metrics (relay and views lag per store, consumer backlog
 per service, open dead letters, open escalations, the oldest unacknowledged one's age);
 exit 0 (ok), 1 (degraded) or 2 (down, or the API cannot be asked), from readiness only."""
 
@@ -65,6 +65,7 @@ def figures_of(text: str) -> dict[str, Any]:
             service: {"pending": int(pending.get(service, 0)), "ack_pending": int(ack_pending.get(service, 0))}
             for service in sorted({*pending, *ack_pending})
         },
+        "views_lag_events": {k: int(v) for k, v in by("careplan_views_lag_events", "store").items()},
         "dead_letters_open": {k: int(v) for k, v in by("careplan_dead_letters_open", "service").items()},
         "escalations_open": {k: int(v) for k, v in by("careplan_escalations_open", "severity").items()},
         "oldest_unacknowledged_escalation_seconds": oldest[0][1] if oldest else None,
@@ -95,6 +96,8 @@ def _show_figures(figures: dict[str, Any] | None) -> None:
     for service, lag in figures["consumer_lag_messages"].items():
         table.add_row("consumer lag (pending + ack pending)", service,
                       f"{lag['pending'] + lag['ack_pending']} ({lag['pending']} + {lag['ack_pending']})")
+    for store, lag in sorted(figures["views_lag_events"].items()):
+        table.add_row("views lag (events)", store, str(lag))
     for service, count in sorted(figures["dead_letters_open"].items()):
         table.add_row("open dead letters", service, str(count))
     for severity, count in sorted(figures["escalations_open"].items()):

@@ -287,6 +287,7 @@ class Projection:
         for name in SOURCES:
             while self.step(name):
                 pass
+        self.store.analyze()
         return self.applied - before
 
     def close(self) -> None:

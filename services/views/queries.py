@@ -349,6 +349,10 @@ class Views:
               page: int, size: int, order: str) -> Page[CaseloadRow]:
         if page < 1 or size < 1:
             raise ValueError("page and size start at 1")
+        if status is not None and status not in PLAN_STATUSES:
+            raise ValueError(f"status is one of {', '.join(PLAN_STATUSES)}")
+        if risk is not None and risk not in RISK_LEVELS:
+            raise ValueError(f"risk is one of {', '.join(RISK_LEVELS)}")
         where, params = self._filters(clients, clinician=clinician, status=status, risk=risk)
         total = int(self.store.rows(f"SELECT COUNT(*) FROM view_plans WHERE {where}", params)[0][0])
         now = moment(self.clock())
@@ -360,8 +364,11 @@ class Views:
             f"({_LAST_SCORE}) AS last_phq9, ({_LAST_SCORE}) AS last_gad7, "
             "(SELECT MAX(s.answered_at) FROM view_scores s WHERE s.instrument IN (?, ?) AND s.course_id = "
             f"({_CURRENT_COURSE.format(fields='c.course_id')})) AS answered, "
-            "(SELECT MIN(s.starts_at) FROM view_sessions s JOIN view_courses c ON s.course_id = c.course_id "
-            "WHERE c.plan_id = p.plan_id AND s.state = 'scheduled' AND s.starts_at > ?) AS next_session "
+            # per course of the plan, its first session to come (nested, so that each is an
+            # index lookup by course whatever the planner knows of the tables)
+            "(SELECT MIN((SELECT MIN(s.starts_at) FROM view_sessions s WHERE s.course_id = c.course_id "
+            "AND s.state = 'scheduled' AND s.starts_at > ?)) FROM view_courses c WHERE c.plan_id = p.plan_id) "
+            "AS next_session "
             f"FROM (SELECT {_CASELOAD_COLUMNS} FROM view_plans WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?) AS p "
             f"ORDER BY {order}",
             [oc.PHQ9, oc.GAD7, oc.PHQ9, oc.GAD7, now, *params, size, (page - 1) * size],

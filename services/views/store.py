@@ -165,7 +165,9 @@ class ViewStore:
         return psycopg.connect(
             host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
             password=settings.postgres_password.get_secret_value() or None, dbname=settings.postgres_dbname,
-            autocommit=True, options=f"-c search_path={self.schema}", connect_timeout=10,
+            # jit off: the caseload's correlated subqueries look costly to a planner without
+            # statistics, and compiling them (most of a second) cost far more than running them
+            autocommit=True, options=f"-c search_path={self.schema} -c jit=off", connect_timeout=10,
         )
 
     def _usable(self) -> None:
@@ -220,6 +222,13 @@ class ViewStore:
 
     def positions(self) -> dict[str, int]:
         return {s: int(p) for s, p in self.rows("SELECT source, position FROM view_positions")}
+
+    def analyze(self) -> None:
+        """Fresh planner statistics after the tables were filled at once (a rebuild)."""
+        with self._lock:
+            self._usable()
+            for table in VIEW_TABLES:
+                self.conn.execute(f"ANALYZE {table}")
 
     def close(self) -> None:
         with self._lock:

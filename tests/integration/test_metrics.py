@@ -217,6 +217,7 @@ def test_one_scrape_shows_every_metric_of_the_system_after_the_demo_story_with_n
     shown = status_cli(url, "--json")
     figures = json.loads(shown.stdout)["figures"]
     assert figures["relay_lag_events"]["care"] == 0
+    assert set(figures["views_lag_events"]) == {"care", "assessment", "scheduling", "escalation"}
     assert set(figures["consumer_lag_messages"]) == set(SERVICE_NAMES)
     assert figures["dead_letters_open"]["assessment"] >= 1
     assert figures["escalations_open"]["immediate"] >= 1

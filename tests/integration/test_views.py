@@ -116,6 +116,9 @@ def test_a_caseload_row_holds_status_risk_crises_course_scores_next_session_and_
     assert views.caseload(None, status="draft").total == 1
     assert views.caseload(None, status="active").total == 0
     assert views.caseload(None, risk="none").total == 0
+    for bad in ({"status": "open"}, {"risk": "extreme"}, {"page": 0}, {"size": 0}):
+        with pytest.raises(ValueError):
+            views.plans(None, **bad)  # type: ignore[arg-type]
 
 
 def test_progress_shows_scores_bands_flags_reliable_change_and_sessions(pipeline: Pipeline, views: Views) -> None:
