@@ -162,7 +162,7 @@ def test_verify_command_exits_non_zero_on_a_break(tmp_path: Path) -> None:
         delete_a_row(table)
     finally:
         table.close()
-    broken = subprocess.run(verify[:-1], capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
+    broken = subprocess.run(verify[:-1], capture_output=True, text=True, env={**__import__("os").environ, "COLUMNS": "200"})
     assert broken.returncode == 1
     assert "deleted" in broken.stdout and "12" in broken.stdout
 
@@ -366,7 +366,7 @@ async def test_a_purged_care_audit_stream_does_not_make_a_rewritten_chain_verify
 
 def test_a_fresh_install_verifies_green(tmp_path: Path) -> None:
     verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(tmp_path)]
-    fresh = subprocess.run(verify, check=False, capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
+    fresh = subprocess.run(verify, check=False, capture_output=True, text=True, env={**__import__("os").environ, "COLUMNS": "200"})
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert "fresh install" in fresh.stdout and "not checked" in fresh.stdout
 
@@ -535,6 +535,6 @@ async def test_positions_moved_forward_by_hand_are_caught_against_the_stream(bac
             verify = [sys.executable, "-m", "services.cli", "audit", "verify", "--data-dir", str(settings.data_dir),
                       "--nats", server.url]
             cli = subprocess.run(verify, check=False, capture_output=True, text=True,
-                                 env={"COLUMNS": "250", **__import__("os").environ})
+                                 env={**__import__("os").environ, "COLUMNS": "250"})
             assert cli.returncode == 1, cli.stdout + cli.stderr
             assert "relay:care position of care 8 is ahead of the stream (5)" in cli.stdout, cli.stdout
