@@ -16,23 +16,34 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
+from contracts.generate import CONTRACTS_DIR, schema_path
+from contracts.subjects import event_token
 from domain.base import CommandContext, DomainEvent
 from domain.catalogues.escalation import EscalationTrigger
 from domain.escalation.crisis import Crisis
+from domain.events import public_event_classes
 from domain.events.escalation import (
     EscalationLevelNotified,
     EscalationNotificationDelivered,
     EscalationNotificationFailed,
 )
+from services.assessment.service import SUBJECTS as ASSESSMENT_SUBJECTS
+from services.assessment.service import AssessmentApplication
+from services.care.application import CareApplication
 from services.escalation.commands import AcknowledgeEscalation
-from services.escalation.service import EscalationApplication
+from services.escalation.service import SUBJECTS, EscalationApplication
 from services.shared import alarms
+from services.shared.bus import EmbeddedNats
 from services.shared.clock import ManualClock
 from services.shared.commands import CommandMeta
+from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.conftest import ESCALATION, SUPERVISOR, T0
+from tests.integration.test_assessment_service import start_course, submit, wait_for_messages
+from tests.support.bus import InProcessRelay, with_streams
 from tests.support.receivers import Inbox, WebhookReceiver, free_port, smtp_server, webhook_receiver
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -231,3 +242,43 @@ def test_a_policy_with_a_bad_contact_is_refused_at_start(tmp_path: Path) -> None
         settings = configured(Settings(data_dir=tmp_path / "data"), tmp_path, levels, 25)
         with pytest.raises(ValueError, match=expected):
             EscalationApplication(settings)
+
+
+async def test_the_running_service_tells_the_next_level_when_the_first_cannot_be_reached(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """The whole path on a real nats-server: a questionnaire with item 9 positive, scored,
+    escalated; the service's own timer tick delivers; level 1's pager answers 500, so level
+    2 is told at once; every outcome is published and validates against its contract."""
+    receiver.answers = {"/pager": [500], "/rota": [200]}
+    with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
+        settings = configured(Settings(data_dir=tmp_path / "data", nats_url=server.url), tmp_path, [
+            {"name": "primary clinician", "contacts": [{"id": "primary-clinician", "channels": [webhook(f"{receiver.url}/pager")]}]},
+            {"name": "on-call clinician", "contacts": [{"id": "on-call-rota", "channels": [webhook(f"{receiver.url}/rota")]}]},
+        ], free_port())
+        care = CareApplication(settings)
+        try:
+            _, course = start_course(care)
+            submit(care, course, "PHQ-9", [1, 1, 1, 1, 1, 1, 1, 1, 2])
+            app = EscalationApplication(settings, clock=ManualClock(T0))
+            async with (
+                InProcessRelay(settings, server.url),
+                RunningService(settings, AssessmentApplication(settings), ASSESSMENT_SUBJECTS),
+                RunningService(settings, app, SUBJECTS, tick=app.fire_due_timers, tick_interval=0.05),
+            ):
+                published = await wait_for_messages(server.url, "care.escalation.v1.", 5)
+        finally:
+            care.close()
+    assert [m.subject.rsplit(".", 1)[1] for m in published] == [
+        "escalation_raised", "escalation_level_notified", "escalation_notification_failed",
+        "escalation_level_notified", "escalation_notification_delivered"]
+    bodies = [json.loads(m.body) for m in published]
+    for message, body in zip(published, bodies, strict=True):
+        event_class = next(c for c in public_event_classes()["crisis"] if event_token(c) == message.subject.rsplit(".", 1)[1])
+        jsonschema.validate(body, json.loads((CONTRACTS_DIR / schema_path(event_class)).read_text()))
+    assert (bodies[2]["error_class"], bodies[2]["channel"], bodies[2]["contact"]) == ("http_500", "webhook", "primary-clinician")
+    assert (bodies[3]["level"], bodies[4]["contact"], bodies[4]["status"]) == (2, "on-call-rota", 200)
+    assert [r.path for r in receiver.verified()] == ["/pager", "/pager", "/rota"]
+    assert receiver.verified("/rota")[0].headers["webhook-id"] == bodies[4]["notification_id"]
+    assert all(body.get("reason") is None for body in bodies[1:])  # only the raised crisis says why
