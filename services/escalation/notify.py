@@ -20,6 +20,7 @@ tells a person at the console meanwhile.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, ProcessRecorder
 from eventsourcing.utils import get_topic
 
-from domain.base import Actor, AggregateRoot, CommandContext
+from domain.base import Actor, AggregateRoot, CommandContext, quote
 from domain.escalation.crisis import Crisis, CrisisStatus
 from domain.escalation.policy import EmailChannel, EscalationPolicy, WebhookChannel
 from domain.events.escalation import (
@@ -190,7 +191,12 @@ class Notifier:
 
     def _send(self, due: tuple[Delivery, str]) -> tuple[Delivery, Outcome]:
         delivery, severity = due
-        return delivery, self.send(delivery.channel, self._notice(delivery, severity), self.app.settings)
+        started = time.monotonic()
+        try:
+            return delivery, self.send(delivery.channel, self._notice(delivery, severity), self.app.settings)
+        except Exception as e:  # noqa: BLE001 - recorded as this delivery's failure; the others go on
+            return delivery, Outcome(ok=False, status=None, error_class=quote(type(e).__name__, 100), attempts=1,
+                                     latency_ms=(time.monotonic() - started) * 1000)
 
     def _due(self) -> list[tuple[Delivery, str]]:
         """Pending deliveries of crises still waiting for acknowledgement at that
