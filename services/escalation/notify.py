@@ -32,6 +32,7 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder
 from eventsourcing.utils import get_topic
 
 from domain.base import Actor, AggregateRoot, CommandContext, quote
+from domain.catalogues.escalation import DeliveryChannel
 from domain.escalation.crisis import Crisis, CrisisStatus
 from domain.escalation.policy import EmailChannel, EscalationPolicy, WebhookChannel
 from domain.events.escalation import (
@@ -42,6 +43,7 @@ from domain.events.escalation import (
     EscalationNotificationFailed,
 )
 from services.escalation.channels import Notice, Outcome, deliver, notification_id
+from services.shared import metrics
 from services.shared.alarms import ESCALATION_NOT_DELIVERED, Alarm
 from services.shared.settings import Settings
 from services.shared.timers import Timers
@@ -111,9 +113,18 @@ class Notifier:
         self.unreached: set[UUID] = set()
         self.alarm = Alarm(ESCALATION_NOT_DELIVERED, COMPONENT)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="escalation-notify")
+        metrics.guarded("escalation notifications", self._show_figures)
         if not any(level.deliveries() for level in app.policy.levels):
             log.warning("the escalation policy names no delivery channel: notifications reach no one by themselves "
                         "(docs/operations.md, Contacts and channels)")
+
+    @staticmethod
+    def _show_figures() -> None:
+        """Every channel's figures, at 0 from the start (a scrape shows them before the first crisis)."""
+        for channel in DeliveryChannel:
+            metrics.ESCALATION_NOTIFICATION_LATENCY.labels(channel.value)
+            for outcome in ("delivered", "failed"):
+                metrics.ESCALATION_NOTIFICATIONS.labels(channel.value, outcome)
 
     def reset(self) -> None:
         """The store was mended under the service: read it again from the start."""
@@ -246,6 +257,10 @@ class Notifier:
                 continue
             break
         self.pending.pop(delivery.id, None)
+        kind = delivery.channel.kind.value
+        metrics.guarded("escalation notifications", lambda: (
+            metrics.ESCALATION_NOTIFICATIONS.labels(kind, "delivered" if outcome.ok else "failed").inc(),
+            metrics.ESCALATION_NOTIFICATION_LATENCY.labels(kind).observe(outcome.latency_ms / 1000)))
         log.log(logging.INFO if outcome.ok else logging.WARNING,
                 "crisis %s level %d: %s delivery to contact %s %s", delivery.crisis_id, delivery.level,
                 delivery.channel.kind.value, delivery.contact,

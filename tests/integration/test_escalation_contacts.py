@@ -35,7 +35,7 @@ from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
 from services.escalation.commands import AcknowledgeEscalation
 from services.escalation.service import SUBJECTS, EscalationApplication
-from services.shared import alarms
+from services.shared import alarms, metrics
 from services.shared.bus import EmbeddedNats
 from services.shared.clock import ManualClock
 from services.shared.commands import CommandMeta
@@ -156,9 +156,13 @@ def test_a_level_nobody_could_be_told_calls_the_next_at_once_and_the_last_raises
     ], refused)
     clock = ManualClock(T0)
     app = EscalationApplication(settings, clock=clock)
+    counted = {(c, o): metrics.ESCALATION_NOTIFICATIONS.labels(c, o)._value.get()
+               for c in ("webhook", "email") for o in ("delivered", "failed")}
     try:
         crisis = raise_crisis(app)
         app.fire_due_timers()  # no time passes: level 1 fails, level 2 is told in the same tick
+        assert {k: metrics.ESCALATION_NOTIFICATIONS.labels(*k)._value.get() - v for k, v in counted.items()} == {
+            ("webhook", "delivered"): 1, ("webhook", "failed"): 1, ("email", "delivered"): 0, ("email", "failed"): 1}
         events = history(app, crisis.id)
         kinds = [type(e).__name__ for e in events]
         assert kinds == ["EscalationRaised", "EscalationLevelNotified", "EscalationNotificationFailed",
