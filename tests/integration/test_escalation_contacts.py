@@ -10,6 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -286,3 +290,46 @@ async def test_the_running_service_tells_the_next_level_when_the_first_cannot_be
     assert [r.path for r in receiver.verified()] == ["/pager", "/pager", "/rota"]
     assert receiver.verified("/rota")[0].headers["webhook-id"] == bodies[4]["notification_id"]
     assert all(body.get("reason") is None for body in bodies[1:])  # only the raised crisis says why
+
+
+def test_a_service_killed_while_delivering_sends_the_same_notification_after_its_restart(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """kill -9 of a process in the middle of a webhook delivery (the receiver holds the
+    request): the restarted service delivers it again with the same webhook-id, and records
+    it once."""
+    settings = configured(Settings(data_dir=tmp_path / "data"), tmp_path, [
+        {"name": "primary clinician", "contacts": [{"id": "primary-clinician", "channels": [webhook(f"{receiver.url}/pager")]}]},
+    ], free_port())
+    app = EscalationApplication(settings, clock=ManualClock(T0))
+    try:
+        crisis = raise_crisis(app)
+    finally:
+        app.close()
+    receiver.delays = [60.0]  # the first request is held until the process is gone
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREPLAN_")} | settings.as_environment()
+    child = subprocess.Popen([sys.executable, "-c", (
+        "from services.escalation.service import EscalationApplication\n"
+        "from services.shared.settings import Settings\n"
+        "EscalationApplication(Settings()).fire_due_timers()\n")], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not receiver.in_flight:
+            assert time.monotonic() < deadline and child.poll() is None, "the delivery did not start"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+    restarted = EscalationApplication(settings, clock=ManualClock(T0 + timedelta(minutes=1)))
+    try:
+        assert not [e for e in history(restarted, crisis.id) if isinstance(e, EscalationNotificationDelivered)]
+        assert restarted.fire_due_timers() == 1
+        delivered = [e for e in history(restarted, crisis.id) if isinstance(e, EscalationNotificationDelivered)]
+    finally:
+        restarted.close()
+    first, again = receiver.verified()
+    assert first.headers["webhook-id"] == again.headers["webhook-id"] == str(delivered[0].notification_id)
+    assert len(delivered) == 1

@@ -8,6 +8,7 @@ import email
 import email.policy
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class WebhookReceiver:
     answers: dict[str, list[int]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     url: str = ""
+    #: Seconds to wait before answering, per request in turn (a receiver that hangs).
+    delays: list[float] = field(default_factory=list)
+    #: Requests being answered now (their bodies read).
+    in_flight: int = 0
 
     def verified(self, path: str | None = None) -> list[Received]:
         return [r for r in self.received if r.payload is not None and (path is None or r.path == path)]
@@ -68,6 +73,10 @@ def webhook_receiver(secret: str, answers: dict[str, list[int]] | None = None) -
                 payload = None
             status = receiver._answer(self.path) if payload is not None else 401
             receiver.received.append(Received(self.path, headers, body, payload, status))
+            if receiver.delays:
+                receiver.in_flight += 1
+                time.sleep(receiver.delays.pop(0))
+                receiver.in_flight -= 1
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -76,6 +85,7 @@ def webhook_receiver(secret: str, answers: dict[str, list[int]] | None = None) -
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True  # a held request does not hold the test when it ends
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
