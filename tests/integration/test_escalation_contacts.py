@@ -28,6 +28,7 @@ from contracts.subjects import event_token
 from domain.base import CommandContext, DomainEvent
 from domain.catalogues.escalation import EscalationTrigger
 from domain.escalation.crisis import Crisis
+from domain.escalation.policy import EmailChannel, WebhookChannel
 from domain.events import public_event_classes
 from domain.events.escalation import (
     EscalationLevelNotified,
@@ -37,6 +38,7 @@ from domain.events.escalation import (
 from services.assessment.service import SUBJECTS as ASSESSMENT_SUBJECTS
 from services.assessment.service import AssessmentApplication
 from services.care.application import CareApplication
+from services.escalation.channels import Notice, Outcome, deliver
 from services.escalation.commands import AcknowledgeEscalation
 from services.escalation.service import SUBJECTS, EscalationApplication
 from services.shared import alarms, metrics
@@ -333,3 +335,42 @@ def test_a_service_killed_while_delivering_sends_the_same_notification_after_its
     first, again = receiver.verified()
     assert first.headers["webhook-id"] == again.headers["webhook-id"] == str(delivered[0].notification_id)
     assert len(delivered) == 1
+
+
+def test_each_channel_error_is_classed_and_retried_only_when_another_try_may_help(
+    tmp_path: Path, receiver: WebhookReceiver, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    settings = Settings(data_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_from="careplan@hospital.example",
+                        smtp_starttls=False, escalation_delivery_attempts=3, escalation_delivery_backoff_seconds=0.1)
+    notice = Notice(notification_id=uuid.uuid4(), crisis_id=uuid.uuid4(), severity="immediate", level=1,
+                    level_name="primary", round=1, acknowledge_by=T0, contact="dr-a", link=None)
+    mail = EmailChannel(to="dr.a@hospital.example")
+
+    def hook(path: str) -> WebhookChannel:
+        return WebhookChannel(url=f"{receiver.url}{path}", secret=SECRET)  # type: ignore[arg-type]
+
+    def run(channel: WebhookChannel | EmailChannel, on: Settings = settings) -> tuple[Outcome, list[float]]:
+        pauses: list[float] = []
+        return deliver(channel, notice, on, sleep=pauses.append), pauses
+
+    receiver.answers = {"/busy": [429, 200], "/gone": [410], "/down": [503]}
+    receiver.retry_after = {"/busy": "7"}
+    outcome, pauses = run(hook("/busy"))
+    assert (outcome.ok, outcome.attempts, outcome.status) == (True, 2, 200) and pauses == [7.0]  # Retry-After honoured
+    outcome, pauses = run(hook("/gone"))
+    assert (outcome.ok, outcome.error_class, outcome.attempts, pauses) == (False, "http_410", 1, [])
+    outcome, pauses = run(hook("/down"))
+    assert (outcome.error_class, outcome.attempts, len(pauses)) == ("http_503", 3, 2)
+    assert 0.05 <= pauses[0] <= 0.1 and 0.1 <= pauses[1] <= 0.2  # doubled, with jitter
+
+    inbox.rcpt_replies = ["451 4.3.0 try again later"]
+    outcome, pauses = run(mail)
+    assert (outcome.ok, outcome.attempts, outcome.status, len(inbox.messages)) == (True, 2, 250, 1)
+    inbox.rcpt_replies = ["550 5.1.1 no such mailbox"]
+    outcome, pauses = run(mail)
+    assert (outcome.ok, outcome.error_class, outcome.status, outcome.attempts) == (False, "smtp_550", 550, 1)
+    outcome, _ = run(mail, settings.model_copy(update={"smtp_starttls": True}))  # aiosmtpd here offers no TLS
+    assert (outcome.ok, outcome.error_class, outcome.attempts) == (False, "smtp_starttls_unsupported", 1)
+    outcome, _ = run(mail, settings.model_copy(update={"smtp_host": None}))
+    assert (outcome.ok, outcome.error_class) == (False, "smtp_not_configured")

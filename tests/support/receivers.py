@@ -49,6 +49,8 @@ class WebhookReceiver:
     delays: list[float] = field(default_factory=list)
     #: Requests being answered now (their bodies read).
     in_flight: int = 0
+    #: A Retry-After header to answer with, per path.
+    retry_after: dict[str, str] = field(default_factory=dict)
 
     def verified(self, path: str | None = None) -> list[Received]:
         return [r for r in self.received if r.payload is not None and (path is None or r.path == path)]
@@ -78,6 +80,8 @@ def webhook_receiver(secret: str, answers: dict[str, list[int]] | None = None) -
                 time.sleep(receiver.delays.pop(0))
                 receiver.in_flight -= 1
             self.send_response(status)
+            if self.path in receiver.retry_after:
+                self.send_header("retry-after", receiver.retry_after[self.path])
             self.send_header("content-length", "0")
             self.end_headers()
 
@@ -102,6 +106,16 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.recipients: list[list[str]] = []
+        #: Replies to RCPT TO in turn ("550 ..." refuses a recipient); then every one is accepted.
+        self.rcpt_replies: list[str] = []
+        self.rcpt_attempts = 0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        self.rcpt_attempts += 1
+        if self.rcpt_replies:
+            return self.rcpt_replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
