@@ -14,6 +14,13 @@ class EscalationSeverity(str, Enum):
     OUTREACH = "outreach"  # a missed session while risk is high or imminent
 
 
+class DeliveryChannel(str, Enum):
+    """How a contact of the escalation policy is told (issue 14)."""
+
+    WEBHOOK = "webhook"  # a Standard Webhooks signed POST: a pager, an EHR in-basket
+    EMAIL = "email"  # e-mail over SMTP (CAREPLAN_SMTP_*)
+
+
 class EscalationTrigger(str, Enum):
     PHQ9_SUICIDE_ITEM = "phq9_suicide_item"
     CSSRS_HIGH_RISK = "cssrs_high_risk"

@@ -6,19 +6,24 @@ so after a restart the service re-arms them from the stored state."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from enum import Enum
-from typing import Self
+from typing import Literal, Self
 from uuid import UUID, uuid5
 
+from pydantic import Field
+
 from domain.base import Actor, AggregateRoot, CommandContext, Role, require_reason, when
-from domain.catalogues.escalation import SEVERITY_OF, EscalationSeverity, EscalationTrigger
+from domain.catalogues.escalation import SEVERITY_OF, DeliveryChannel, EscalationSeverity, EscalationTrigger
 from domain.errors import DomainError, NotAuthorisedError
 from domain.escalation.policy import EscalationPolicy
 from domain.events.escalation import (
     CrisisResolved,
     EscalationAcknowledged,
     EscalationLevelNotified,
+    EscalationNotificationDelivered,
+    EscalationNotificationFailed,
     EscalationRaised,
     EscalationTimedOut,
 )
@@ -68,6 +73,10 @@ class Crisis(AggregateRoot):
     #: The story this crisis belongs to, and the notification whose timer is running.
     correlation_id: UUID
     notified_event_id: UUID | None = None
+    #: Deliveries (notification ids) of the current notification that reached their channel,
+    #: and those that failed.
+    delivered: list[UUID] = Field(default_factory=list)
+    failed: list[UUID] = Field(default_factory=list)
 
     @classmethod
     def raise_(
@@ -122,6 +131,60 @@ class Crisis(AggregateRoot):
     def _notified(self, event: EscalationLevelNotified) -> None:
         self.level, self.round, self.ack_due = event.level, event.round, event.ack_due
         self.notified_event_id = event.event_id
+        self.delivered, self.failed = [], []
+
+    def record_delivery(
+        self,
+        *,
+        notification_id: UUID,
+        notified_event_id: UUID,
+        level: int,
+        round_: int,
+        contact: str,
+        channel: DeliveryChannel,
+        attempts: int,
+        latency_ms: float,
+        status: int | None,
+        error_class: str | None,
+        expected: Collection[UUID],
+        policy: EscalationPolicy,
+        ctx: CommandContext,
+    ) -> Literal["delivered", "failed", "escalated", "unreached"]:
+        """The outcome of one delivery of a notification (``error_class`` None: delivered).
+        When every delivery (``expected``) of the current notification has failed, nobody at
+        this level was told: the next level is notified at once, without waiting for the
+        acknowledgement timeout ("escalated"); at the last level there is no next one before
+        the timeout loops back ("unreached": the service raises an alarm)."""
+        common = {"notification_id": notification_id, "notified_event_id": notified_event_id, "level": level,
+                  "round": round_, "contact": contact,
+                  "channel": channel, "attempts": attempts, "latency_ms": round(latency_ms, 1), "status": status}
+        if error_class is None:
+            self._trigger(EscalationNotificationDelivered, ctx, **common)
+            return "delivered"
+        failed = self._trigger(EscalationNotificationFailed, ctx, error_class=error_class, **common)
+        if not self.level_unreached(expected) or notified_event_id != self.notified_event_id:
+            return "failed"
+        if self.level >= len(policy.levels):
+            return "unreached"
+        then = ctx.model_copy(update={"causation_id": str(failed.event_id)})
+        self._notify(policy, self.level + 1, self.round, then)
+        return "escalated"
+
+    def level_unreached(self, expected: Collection[UUID]) -> bool:
+        """Whether the current notification, still awaiting acknowledgement, failed on every
+        one of its deliveries ``expected`` (and there were some)."""
+        return (self.status is CrisisStatus.ESCALATING and bool(expected) and not self.delivered
+                and set(expected) <= set(self.failed))
+
+    @when(EscalationNotificationDelivered)
+    def _delivered(self, event: EscalationNotificationDelivered) -> None:
+        if event.notified_event_id == self.notified_event_id:
+            self.delivered = [*self.delivered, event.notification_id]
+
+    @when(EscalationNotificationFailed)
+    def _failed(self, event: EscalationNotificationFailed) -> None:
+        if event.notified_event_id == self.notified_event_id:
+            self.failed = [*self.failed, event.notification_id]
 
     def time_out(self, *, policy: EscalationPolicy, ctx: CommandContext) -> bool:
         """At or after the due time with no acknowledgement: escalate to the next level,

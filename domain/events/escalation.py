@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import Field
 
 from domain.base import DomainEvent, RequiresReason, ShortText, Text
-from domain.catalogues.escalation import EscalationSeverity, EscalationTrigger
+from domain.catalogues.escalation import DeliveryChannel, EscalationSeverity, EscalationTrigger
 
 #: Where these events are published: care.<CONTEXT>.v1.<AGGREGATE>.<id>.<event>
 CONTEXT = "escalation"
@@ -35,6 +35,38 @@ class EscalationLevelNotified(DomainEvent):
     contact: ShortText
     round: int = Field(ge=1)
     ack_due: datetime
+
+
+class _NotificationOutcome(DomainEvent):
+    """One delivery of a level's notification to one channel of one contact. Ids, kinds
+    and figures only: never what the crisis is about."""
+
+    #: The delivery's id, stable across retries and restarts: the webhook's ``webhook-id``,
+    #: the mail's ``Message-ID``. A receiver that sees it twice has the same notification.
+    notification_id: UUID
+    #: The ``EscalationLevelNotified`` event this delivery carried.
+    notified_event_id: UUID
+    level: int = Field(ge=1)
+    round: int = Field(ge=1)
+    #: The policy's pseudonymous contact id.
+    contact: ShortText
+    channel: DeliveryChannel
+    #: Attempts made (the short bounded retry), and the time from the first to the outcome.
+    attempts: int = Field(ge=1)
+    latency_ms: float = Field(ge=0)
+    #: The HTTP status (webhook) or the SMTP reply code (e-mail) of the last attempt, if any.
+    status: int | None = None
+
+
+class EscalationNotificationDelivered(_NotificationOutcome):
+    summary_template: ClassVar[str] = "Level {level} notification delivered to {contact} by {channel}"
+
+
+class EscalationNotificationFailed(_NotificationOutcome):
+    summary_template: ClassVar[str] = "Level {level} notification to {contact} by {channel} failed: {error_class}"
+    #: What went wrong, as a class: ``http_500``, ``timeout``, ``connection_error``,
+    #: ``smtp_550``, ``smtp_not_configured``, ...
+    error_class: ShortText
 
 
 class EscalationTimedOut(DomainEvent):

@@ -26,13 +26,14 @@ from domain.base import (
 from domain.catalogues.escalation import SEVERITY_OF, EscalationSeverity, EscalationTrigger
 from domain.escalation.crisis import Crisis, CrisisStatus, crisis_id
 from domain.escalation.plan_risk import OUTREACH_LEVELS, MissedSlot, PlanRisk, plan_risk_id
-from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
+from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy, WebhookChannel
 from domain.events.assessment import AssessmentRejected, AssessmentScored
 from domain.events.care_plan import CrisisRaisedByClinician, RiskLevelLowered, RiskLevelRaised
 from domain.events.dead_letters import MessageDeadLettered
 from domain.events.escalation import CrisisResolved, EscalationAcknowledged, EscalationLevelNotified
 from domain.events.scheduling import SessionAttendanceCorrected, SessionMissed
 from domain.operations.dead_letter import DeadLetter
+from services.escalation.notify import Notifier
 from services.escalation.open_view import OpenCrises
 from services.shared import metrics
 from services.shared.clock import Clock
@@ -50,7 +51,25 @@ _ORDER = [EscalationSeverity.IMMEDIATE, EscalationSeverity.URGENT, EscalationSev
 def load_policy(settings: Settings) -> EscalationPolicy:
     if settings.escalation_policy_file is None:
         return DEFAULT_POLICY
-    return EscalationPolicy.model_validate_json(settings.escalation_policy_file.read_text())
+    policy = EscalationPolicy.model_validate_json(settings.escalation_policy_file.read_text())
+    check_channels(policy)
+    return policy
+
+
+def check_channels(policy: EscalationPolicy) -> None:
+    """Every webhook secret is one the Standard Webhooks library can sign with (a bad one
+    is found at start, not at the first crisis). Raises ValueError naming the contact."""
+    from standardwebhooks import Webhook
+
+    for level in policy.levels:
+        for contact, channel in level.deliveries():
+            if isinstance(channel, WebhookChannel):
+                try:
+                    Webhook(channel.secret.get_secret_value())
+                except Exception as e:  # noqa: BLE001 - any refusal is the same mistake
+                    msg = (f"the webhook secret of contact {contact.id!r} (level {level.name!r}) is not a Standard "
+                           f"Webhooks secret (whsec_ followed by base64): {type(e).__name__}")
+                    raise ValueError(msg) from None
 
 
 Decision = CrisisRaisedByClinician | AssessmentScored | AssessmentRejected
@@ -122,6 +141,9 @@ class EscalationApplication(CommandHandling, ServiceApplication):
         #: crisis id → when its acknowledgement is due; rebuilt from the stored events at start.
         self.timers = self._armed_timers()
         self.open_view = OpenCrises(self.recorder, self.mapper)
+        #: Deliveries to the policy's contacts (services/escalation/notify.py): made by the
+        #: first timer tick, so only the service's process delivers (the API's copy never does).
+        self._notifier: Notifier | None = None
         self.figures: metrics.EscalationFigures | None = None
         metrics.guarded("escalation figures", self._make_figures)
 
@@ -255,6 +277,8 @@ class EscalationApplication(CommandHandling, ServiceApplication):
         super().reread_after_recovery()
         self.timers = self._armed_timers()
         self.open_view.reset()
+        if self._notifier is not None:
+            self._notifier.reset()
 
     def _armed_timers(self) -> Timers:
         timers = Timers()
@@ -267,9 +291,23 @@ class EscalationApplication(CommandHandling, ServiceApplication):
         return timers
 
     def fire_due_timers(self) -> int:
-        """Escalates every crisis whose acknowledgement is overdue; returns how many."""
+        """Escalates every crisis whose acknowledgement is overdue, then delivers every
+        notification not yet delivered (services/escalation/notify.py); returns how many
+        events were recorded."""
         now = self.clock()
-        return self.timers.fire(now, lambda cid: self._time_out(cid, now))
+        fired = self.timers.fire(now, lambda cid: self._time_out(cid, now))
+        return fired + self.notifier.run()
+
+    @property
+    def notifier(self) -> Notifier:
+        if self._notifier is None:
+            self._notifier = Notifier(self)
+        return self._notifier
+
+    def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()
+        super().close()
 
     def _time_out(self, cid: UUID, now: datetime) -> Fired:
         crisis: Crisis | None = self.find(Crisis, cid)

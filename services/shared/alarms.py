@@ -1,7 +1,8 @@
 """Alarms: a condition a person must act on, raised by the process that sees it.
 
 An alarm has a name (``risk_signal_not_escalated``, ``relay_not_publishing``,
-``consumer_not_advancing``, ``crash_looping``, ``stream_drift``) and a component
+``consumer_not_advancing``, ``crash_looping``, ``stream_drift``,
+``escalation_not_delivered``) and a component
 (``relay:care``, ``service:assessment``, ``risk-signals``, ...). Raising it logs one ERROR
 line when it starts; clearing it logs one INFO line; while it is raised the gauge
 ``careplan_alarm_active{alarm,component}`` is 1, else 0, and the component's status record
@@ -27,7 +28,10 @@ RELAY_NOT_PUBLISHING = "relay_not_publishing"
 CONSUMER_NOT_ADVANCING = "consumer_not_advancing"
 CRASH_LOOPING = "crash_looping"
 STREAM_DRIFT = "stream_drift"
-NAMES = (RISK_SIGNAL_NOT_ESCALATED, RELAY_NOT_PUBLISHING, CONSUMER_NOT_ADVANCING, CRASH_LOOPING, STREAM_DRIFT)
+#: Every channel of every contact of an escalation's last level failed: nobody was told.
+ESCALATION_NOT_DELIVERED = "escalation_not_delivered"
+NAMES = (RISK_SIGNAL_NOT_ESCALATED, RELAY_NOT_PUBLISHING, CONSUMER_NOT_ADVANCING, CRASH_LOOPING, STREAM_DRIFT,
+         ESCALATION_NOT_DELIVERED)
 
 _RANK = {OK: 0, DEGRADED: 1, DOWN: 2}
 _lock = threading.Lock()

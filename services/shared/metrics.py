@@ -114,6 +114,16 @@ ESCALATION_TIMEOUTS = Counter(
     "careplan_escalation_timeouts_total",
     "Acknowledgement deadlines that passed (the escalation went to the next level).", ["severity"],
 )
+ESCALATION_NOTIFICATIONS = Counter(
+    "careplan_escalation_notifications_total",
+    "Deliveries of escalation notifications to the policy's contacts, by channel and outcome (delivered, failed).",
+    ["channel", "outcome"],
+)
+ESCALATION_NOTIFICATION_LATENCY = Histogram(
+    "careplan_escalation_notification_seconds",
+    "Time a delivery of an escalation notification took, its retries included.", ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 RISK_TO_ESCALATION = Histogram(
     "careplan_risk_signal_escalation_seconds",
     "Time from a risk signal's recording (a positive suicide item, a crisis raised, a fail-safe) to its "

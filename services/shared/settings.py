@@ -77,6 +77,27 @@ class Settings(BaseSettings):
                                       "CAREPLAN_ESCALATION_TICK_SECONDS"),
     )
 
+    #: Escalation notifications to the policy's contacts (docs/operations.md, "Contacts and
+    #: channels"): attempts per delivery (a short bounded retry, then the next level is
+    #: notified at once), the wait of one attempt, and the first pause between attempts
+    #: (doubled each time, with jitter).
+    escalation_delivery_attempts: int = Field(default=3, ge=1, le=10)
+    escalation_delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    escalation_delivery_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    #: Where people open a crisis, as a URL with ``{crisis_id}`` in it (e.g. the hospital
+    #: portal's page for it): every notification carries it filled in. Unset: ids only.
+    escalation_link_template: str | None = Field(default=None, pattern=r"^https?://\S*\{crisis_id\}\S*$")
+
+    #: E-mail to escalation contacts: the SMTP server (unset: e-mail channels fail, and the
+    #: next level is notified), its port, the account (optional), the sender, and whether
+    #: the connection is upgraded with STARTTLS (refused when the server cannot).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+
     #: The caseload marks questionnaires overdue when an active course has had no PHQ-9 or
     #: GAD-7 answered for this many weeks (counted from the course's start before the first).
     views_overdue_weeks: float = Field(default=2, gt=0, le=520)

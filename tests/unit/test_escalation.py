@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from domain.base import Actor, Role, project
-from domain.catalogues.escalation import EscalationSeverity, EscalationTrigger
+from domain.catalogues.escalation import DeliveryChannel, EscalationSeverity, EscalationTrigger
 from domain.errors import NotAuthorisedError, ReasonRequiredError
 from domain.escalation.crisis import Crisis, CrisisStatus, EscalationStateError, crisis_id
 from domain.escalation.policy import DEFAULT_POLICY, EscalationPolicy
@@ -99,3 +99,62 @@ def test_the_policy_is_configuration_and_is_checked() -> None:
         EscalationPolicy.model_validate({"levels": [{"name": "a", "contact": "b"}], "ack_timeouts": {"immediate": 60, "urgent": 60}})
     with pytest.raises(ValidationError):
         EscalationPolicy.model_validate({"levels": [], "ack_timeouts": {}})
+
+
+def _deliver(crisis: Crisis, nid: object, *, failed: bool, expected: set, at: timedelta = timedelta(0)) -> str:  # type: ignore[type-arg]
+    assert crisis.notified_event_id is not None
+    return crisis.record_delivery(
+        notification_id=nid, notified_event_id=crisis.notified_event_id, level=crisis.level, round_=crisis.round,  # type: ignore[arg-type]
+        contact="someone", channel=DeliveryChannel.WEBHOOK, attempts=3 if failed else 1, latency_ms=12.3,
+        status=500 if failed else 200, error_class="http_500" if failed else None, expected=expected,
+        policy=DEFAULT_POLICY, ctx=ctx(SERVICE, T0 + at),
+    )
+
+
+def test_a_level_is_passed_at_once_only_when_every_delivery_of_it_failed() -> None:
+    crisis = raised()
+    a, b = uuid4(), uuid4()
+    assert _deliver(crisis, a, failed=True, expected={a, b}) == "failed"  # b may still reach someone
+    assert _deliver(crisis, b, failed=False, expected={a, b}) == "delivered"
+    assert crisis.level == 1  # somebody was told: the acknowledgement timeout decides
+
+    crisis = raised()
+    assert _deliver(crisis, a, failed=True, expected={a, b}) == "failed"
+    assert _deliver(crisis, b, failed=True, expected={a, b}, at=timedelta(seconds=3)) == "escalated"
+    assert (crisis.level, crisis.round, crisis.ack_due) == (2, 1, T0 + timedelta(seconds=3) + FIVE_MINUTES)
+    assert crisis.delivered == crisis.failed == []  # the new notification starts afresh
+    c = uuid4()
+    assert _deliver(crisis, c, failed=True, expected={c}) == "escalated"
+    d = uuid4()
+    assert _deliver(crisis, d, failed=True, expected={d}) == "unreached"  # the last level: no next one
+    assert crisis.level == 3 and notified_levels(crisis) == [(1, 1), (2, 1), (3, 1)]
+
+
+def test_a_level_without_channels_waits_for_its_timeout() -> None:
+    crisis = raised()
+    assert not crisis.level_unreached(set())
+
+
+def test_an_acknowledged_crisis_is_not_escalated_by_a_late_failure() -> None:
+    crisis = raised()
+    crisis.acknowledge(reason="Seen", ctx=ctx(SUPERVISOR))
+    a = uuid4()
+    assert _deliver(crisis, a, failed=True, expected={a}) == "failed"
+    assert crisis.status is CrisisStatus.ACKNOWLEDGED and crisis.level == 1
+
+
+def test_contacts_in_the_policy_name_their_channels() -> None:
+    level = {"name": "primary", "contacts": [
+        {"id": "dr-a", "channels": [{"kind": "email", "to": "a@h.example"},
+                                    {"kind": "webhook", "url": "https://pager.example/x", "secret": "whsec_abc="}]},
+        {"id": "dr-b", "channels": []}]}
+    policy = EscalationPolicy.model_validate({"levels": [level, {"name": "old style", "contact": "rota"}],
+                                              "ack_timeouts": {s.value: "PT5M" for s in EscalationSeverity}})
+    first, second = policy.levels
+    assert first.contact == "dr-a" and [(c.id, ch.kind.value) for c, ch in first.deliveries()] == [
+        ("dr-a", "email"), ("dr-a", "webhook")]
+    assert "abc" not in repr(policy)  # the secret never prints
+    assert second.contact == "rota" and second.deliveries() == []
+    with pytest.raises(ValidationError):
+        EscalationPolicy.model_validate({"levels": [{"name": "x", "contacts": [{"id": "a b"}]}],
+                                         "ack_timeouts": {s.value: "PT5M" for s in EscalationSeverity}})
