@@ -99,6 +99,8 @@ EXPECTED: dict[str, Rule] = {
     **{name: Rule(CLINICAL_OR_INTEGRATION, "forbidden") for name in (
         "fhirCarePlan", "fhirCarePlanHistory", "fhirCarePlanVersion", "fhirGoal", "fhirRiskAssessment", "fhirFlag",
         "fhirAppointment", "fhirQuestionnaireResponse", "fhirObservation", "fhirProvenance")},
+    # FHIR subscriptions (issue 14): the topics name no client
+    "fhirSubscriptionTopic": Rule(CLINICAL_OR_INTEGRATION, "none"),
     # the auditors' reads
     **{name: Rule((AU,), "hidden") for name in ("auditHistory", "auditReplay", "auditDiff", "auditTrace", "auditExport")},
     "auditVerify": Rule((AU,), "none"),

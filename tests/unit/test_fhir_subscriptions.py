@@ -22,7 +22,7 @@ from domain.events.assessment import AssessmentScored
 from domain.events.care_plan import RiskLevelRaised
 from domain.events.therapy_course import SessionScheduled
 from services.subscriptions.fhir import subscription as backport
-from services.subscriptions.fhir.kind import FHIR_REST_HOOK
+from services.subscriptions.fhir.kind import FHIR_REST_HOOK, events_response, status_response
 from services.subscriptions.fhir.notifications import EventEntry, notification_bundle, status_bundle, status_parameters
 from services.subscriptions.fhir.subscription import parse_subscription, subscription_resource
 from services.subscriptions.fhir.topics import TOPIC_BASE, TOPICS, subscription_topic
@@ -298,3 +298,31 @@ def test_events_status_and_errors_build_from_the_same_numbers() -> None:
     assert searchset.type == "searchset" and searchset.total == 1
     status = status_of(searchset)
     assert status["status"] == ["error"] and status["error"][0]["text"] == "receiver answered 410 Gone"
+
+
+def test_events_over_a_range_show_exactly_what_was_delivered_and_status_says_why_in_error() -> None:
+    spec = FHIR_REST_HOOK.accept(backport_subscription(content="full-resource"), Scope(("*",))).spec
+    numbered = [NumberedEvent(n, stream_event(scored("c-1"), "c-1")) for n in (1, 2, 3, 4)]
+    delivered = [sent(FHIR_REST_HOOK.notification(state(spec, since=n.number), [n])) for n in numbered]
+
+    def shown(bundle: Bundle) -> list[tuple[Any, ...]]:
+        events = [p for p in bundle.entry[0].resource.parameter if p.name == "notification-event"]
+        return [tuple(part.model_dump_json(exclude_none=True) for part in e.part) for e in events]
+
+    fetched = Bundle.model_validate_json(
+        events_response(state(spec, since=4), numbered[1:3], at=WHEN).model_dump_json(exclude_none=True))
+    assert status_of(fetched)["type"] == ["query-event"]
+    assert shown(fetched) == shown(delivered[1]) + shown(delivered[2])
+    assert [e.model_dump_json(exclude_none=True) for e in fetched.entry[1:]] == [
+        e.model_dump_json(exclude_none=True) for bundle in delivered[1:3] for e in bundle.entry[1:]]
+    # the same range asked with id-only content names the same focus without the resources
+    lean = events_response(state(spec, since=4), numbered[1:3], content="id-only", at=WHEN)
+    assert [e.fullUrl for e in lean.entry[1:]] == [e.fullUrl for e in fetched.entry[1:]]
+    assert all(e.resource is None for e in lean.entry[1:])
+
+    failed = Bundle.model_validate_json(status_response(
+        state(spec, status="error", since=4, error="the receiver answered 410 Gone")).model_dump_json(exclude_none=True))
+    status = status_of(failed)
+    assert failed.type == "searchset" and status["type"] == ["query-status"] and status["status"] == ["error"]
+    assert status["error"][0]["text"] == "the receiver answered 410 Gone"
+    assert status["events-since-subscription-start"] == ["4"]

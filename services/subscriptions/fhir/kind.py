@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.subscriptions.fhir.notifications import EventEntry, NotificationType, notification_bundle
+from services.subscriptions.fhir.notifications import (
+    EventEntry,
+    NotificationType,
+    notification_bundle,
+    stable_id,
+    status_bundle,
+    status_parameters,
+)
 from services.subscriptions.fhir.subscription import FhirSubscriptionRequest, parse_subscription
 from services.subscriptions.fhir.topics import TOPICS, matches, scope_of, topic_at
 from services.subscriptions.kinds import (
@@ -104,6 +111,28 @@ class FhirRestHook(SubscriptionKind):
 
     def heartbeat(self, state: SubscriptionState, at: datetime) -> Notification | None:
         return self._notification(state, f"{state.id}:heartbeat:{_instant(at)}", "heartbeat", _instant(at))
+
+
+def status_response(state: SubscriptionState) -> Any:
+    """``GET /fhir/Subscription/{id}/$status``: a searchset of its status (``query-status``),
+    with the reason when it is in ``error``."""
+    return status_bundle([status_parameters(
+        subscription_id=state.id, topic_url=state.spec["topic"], status=state.status, type="query-status",
+        events_since_start=state.events_since_start, error=state.error,
+        parameters_id=stable_id(state.id, "status", state.status, state.events_since_start))])
+
+
+def events_response(state: SubscriptionState, events: Sequence[NumberedEvent], *, content: str | None = None,
+                    at: datetime) -> Any:
+    """``$events?eventsSinceNumber=&eventsUntilNumber=``: the events of that range (from the
+    service's own store) as one ``query-event`` Bundle, each as its notification showed it."""
+    spec = {**state.spec, "content": content or state.spec["content"]}
+    entries = [event_entry(spec, numbered) for numbered in events]
+    span = f"{entries[0].number}-{entries[-1].number}" if entries else "none"
+    return notification_bundle(
+        notification_id=f"{state.id}:events:{span}", subscription_id=state.id, topic_url=spec["topic"],
+        status=state.status, type="query-event", events_since_start=state.events_since_start, timestamp=_instant(at),
+        events=entries, content=spec["content"], error=state.error)
 
 
 def _instant(moment: datetime) -> str:
