@@ -22,7 +22,6 @@ from services.subscriptions.fhir.subscription import IG
 
 STATUS_PROFILE = IG + "backport-subscription-status-r4"
 NOTIFICATION_PROFILE = IG + "backport-subscription-notification-r4"
-ERROR_SYSTEM = "http://terminology.hl7.org/CodeSystem/subscription-error"
 
 NotificationType = Literal["handshake", "heartbeat", "event-notification", "query-status", "query-event"]
 
@@ -67,8 +66,9 @@ def status_parameters(*, subscription_id: str, topic_url: str | None, status: st
             *([{"name": "focus", "valueReference": {"reference": event.focus}}] if content != "empty" else []),
         ]})
     if error:
-        parameter.append({"name": "error", "valueCodeableConcept": {
-            "coding": [{"system": ERROR_SYSTEM, "code": "no-response"}], "text": error}})
+        # the engine's reason as text: which code of the IG's (unbound) error system applies
+        # is the engine's to say, and it says it in words
+        parameter.append({"name": "error", "valueCodeableConcept": {"text": error}})
     return Parameters.model_validate({
         "resourceType": "Parameters",
         **({"id": parameters_id} if parameters_id else {}),
