@@ -1,7 +1,7 @@
 """Alarms: a condition a person must act on, raised by the process that sees it.
 
 An alarm has a name (``risk_signal_not_escalated``, ``relay_not_publishing``,
-``consumer_not_advancing``, ``crash_looping``, ``stream_drift``) and a component
+``consumer_not_advancing``, ``crash_looping``, ``stream_drift``, ``subscription_not_delivering``) and a component
 (``relay:care``, ``service:assessment``, ``risk-signals``, ...). Raising it logs one ERROR
 line when it starts; clearing it logs one INFO line; while it is raised the gauge
 ``careplan_alarm_active{alarm,component}`` is 1, else 0, and the component's status record
@@ -27,7 +27,10 @@ RELAY_NOT_PUBLISHING = "relay_not_publishing"
 CONSUMER_NOT_ADVANCING = "consumer_not_advancing"
 CRASH_LOOPING = "crash_looping"
 STREAM_DRIFT = "stream_drift"
-NAMES = (RISK_SIGNAL_NOT_ESCALATED, RELAY_NOT_PUBLISHING, CONSUMER_NOT_ADVANCING, CRASH_LOOPING, STREAM_DRIFT)
+#: A subscription in ``error``, or with events waiting and no successful delivery for long.
+SUBSCRIPTION_NOT_DELIVERING = "subscription_not_delivering"
+NAMES = (RISK_SIGNAL_NOT_ESCALATED, RELAY_NOT_PUBLISHING, CONSUMER_NOT_ADVANCING, CRASH_LOOPING, STREAM_DRIFT,
+         SUBSCRIPTION_NOT_DELIVERING)
 
 _RANK = {OK: 0, DEGRADED: 1, DOWN: 2}
 _lock = threading.Lock()
