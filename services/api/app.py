@@ -21,6 +21,7 @@ from services.api.routes import (
     dead_letters,
     escalations,
     fhir,
+    fhir_subscriptions,
     health,
     metrics,
     problems,
@@ -60,6 +61,8 @@ def create_app(api: Api) -> FastAPI:
     if api.views is not None:
         views.include(router, api, Who)
     fhir.include(router, api, Who)
+    if api.subscriptions is not None:
+        fhir_subscriptions.include(router, api, Who)
     audit.include(router, api, Who)
     problems.include(router)
     health.include(router, api)

@@ -61,6 +61,8 @@ class Api:
         self.metrics: Any | None = None
         #: The read models (services.views.queries.Views); None: no /caseload, /plans, /outcomes.
         self.views: Any | None = None
+        #: The subscriptions service's store (services.subscriptions.service); None: no /fhir/Subscription.
+        self.subscriptions: Any | None = None
 
     # ----------------------------------------------------------------- who
 
