@@ -25,6 +25,7 @@ from services.api.routes import (
     metrics,
     problems,
     reads,
+    subscriptions,
     views,
 )
 from services.api.watchdog import lifespan
@@ -59,6 +60,8 @@ def create_app(api: Api) -> FastAPI:
         dead_letters.include(router, api, Who)
     if api.views is not None:
         views.include(router, api, Who)
+    if api.subscriptions is not None:
+        subscriptions.include(router, api, Who)
     fhir.include(router, api, Who)
     audit.include(router, api, Who)
     problems.include(router)

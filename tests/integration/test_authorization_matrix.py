@@ -106,6 +106,12 @@ EXPECTED: dict[str, Rule] = {
     "caseload": Rule(CLINICAL, "filtered"),
     "listPlans": Rule(CLINICAL_OR_INTEGRATION, "filtered"),
     "outcomes": Rule(CLINICAL, "filtered"),
+    # webhook subscriptions (issue 14): integration engines and supervisors, within the token's clients
+    "createSubscription": Rule((I, S), "forbidden"),
+    "listSubscriptions": Rule((I, S), "filtered"),
+    **{name: Rule((I, S), "hidden") for name in (
+        "readSubscription", "deleteSubscription", "rotateSubscriptionSecret", "resendSubscription",
+        "subscriptionEvents")},
     # public
     **{name: PUBLIC for name in ("problem_type", "healthz", "readyz", "metrics_text", "openapi", "swagger", "redoc",
                                  "docs-assets")},
@@ -129,6 +135,7 @@ class Records:
     dead_letter: UUID
     event: UUID  # the plan's first event (for the causation trace)
     listed: UUID  # a crisis nobody decides, so the list always has one
+    subscription: UUID  # a webhook subscription to the client's events
 
 
 @dataclass
@@ -147,7 +154,7 @@ class World:
         return {"Authorization": f"Bearer {token}", "X-Audit-Purpose": "Authorization matrix"}
 
     def written(self) -> tuple[int, ...]:
-        stores = (self.api.care, self.api.escalation, self.api.assessment)
+        stores = (self.api.care, self.api.escalation, self.api.assessment, self.api.subscriptions)
         return tuple(s.recorder.max_notification_id() or 0 for s in stores)
 
 
@@ -172,7 +179,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for client_id in (A, B):
         world.of[client_id] = records_of(world, client_id)
     yield world
-    for part in (api.care, api.escalation, api.assessment, api.dead_letters, api.readiness):
+    for part in (api.care, api.escalation, api.assessment, api.dead_letters, api.readiness, api.subscriptions):
         part.close()
     api.access_log.close()
 
@@ -209,7 +216,10 @@ def records_of(world: World, client_id: str) -> Records:
                                 json={"reason": "Moved away"})
     assert stopped.status_code == 200, stopped.text
     world.ended[client_id] = ended
-    return Records(plan, course, inventory, crisis.id, letter.id, drafted, listed.id)
+    subscribed = world.client.post("/subscriptions", headers=world.headers("supervisor-all"), json={
+        "endpoint": "https://ehr.example/hook", "filter": "care.clinical.>", "clients": [client_id]})
+    assert subscribed.status_code == 201, subscribed.text
+    return Records(plan, course, inventory, crisis.id, letter.id, drafted, listed.id, UUID(subscribed.json()["id"]))
 
 
 # ------------------------------------------------------------------- requests
@@ -224,7 +234,7 @@ class Call:
 
 def nowhere() -> tuple[Records, str]:
     """Ids of records, and a client, that do not exist."""
-    return Records(uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4()), f"client-{uuid4().hex[:8]}"
+    return Records(uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4()), f"client-{uuid4().hex[:8]}"
 
 
 #: What a mounted route's request is (a mount has no methods of its own).
@@ -239,6 +249,7 @@ def call(route: Any, r: Records, client_id: str) -> Call:
     url = (route.path.replace("{plan_id}", str(plan)).replace("{course_id}", str(course))
            .replace("{inventory_id}", str(r.inventory)).replace("{crisis_id}", str(r.crisis))
            .replace("{dead_letter_id}", str(r.dead_letter)).replace("{aggregate_id}", str(plan))
+           .replace("{subscription_id}", str(r.subscription))
            .replace("{event_id}", str(r.event)).replace("{client_id}", client_id)
            .replace("{version}", "1").replace("{code}", "not-found"))
     url += {
@@ -246,7 +257,7 @@ def call(route: Any, r: Records, client_id: str) -> Call:
         "fhirAppointment": f"?course={course}", "fhirQuestionnaireResponse": f"?course={course}",
         "fhirObservation": f"?course={course}", "fhirProvenance": f"?target=CarePlan/{plan}", "auditDiff": "?from=1&to=1",
     }.get(route.name, "")
-    method = "POST" if "POST" in route.methods else "GET"
+    method = next(m for m in ("POST", "DELETE", "GET") if m in route.methods)
     return Call(method, url, body_of(route.name, r, client_id) if method == "POST" else None)
 
 
@@ -264,6 +275,12 @@ def body_of(name: str, records: Records, client_id: str) -> Any:
         return {"outcome": "Safe", "reason": "Reassessed"}
     if name == "redriveDeadLetter":
         return {"reason": "Fixed"}
+    if name == "createSubscription":
+        return {"endpoint": "https://ehr.example/hook", "filter": "care.>", "clients": [client_id]}
+    if name == "resendSubscription":
+        return {"from_number": 1}
+    if name == "rotateSubscriptionSecret":
+        return None
     command = getattr(c, name)
     body = example_body(command, next(f for f in ("plan_id", "course_id", "inventory_id") if f in command.model_fields))
     # a command naming another record of the client (EnterMiddlePhase: the inventory) names the real one
@@ -390,6 +407,8 @@ def listing(name: str, answer: Any, world: World) -> tuple[set[str], set[str], s
     """The ids a list route answered, and those of client A's and client B's records it may hold."""
     if name in ("caseload", "listPlans"):
         return ({item["plan_id"] for item in answer["items"]}, {str(world.of[A].plan)}, {str(world.of[B].plan)})
+    if name == "listSubscriptions":
+        return ({item["id"] for item in answer}, {str(world.of[A].subscription)}, {str(world.of[B].subscription)})
     if name == "outcomes":
         return ({item["course_id"] for item in answer["courses"]}, {str(world.ended[A])}, {str(world.ended[B])})
     return ({item["id"] for item in answer}, {str(world.of[A].listed), str(world.of[A].dead_letter)},
