@@ -26,6 +26,7 @@ from services.api.routes import (
     metrics,
     problems,
     reads,
+    subscriptions,
     views,
 )
 from services.api.watchdog import lifespan
@@ -60,6 +61,8 @@ def create_app(api: Api) -> FastAPI:
         dead_letters.include(router, api, Who)
     if api.views is not None:
         views.include(router, api, Who)
+    if api.subscriptions is not None:
+        subscriptions.include(router, api, Who)
     fhir.include(router, api, Who)
     if api.subscriptions is not None:
         fhir_subscriptions.include(router, api, Who)

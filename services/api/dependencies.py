@@ -61,7 +61,7 @@ class Api:
         self.metrics: Any | None = None
         #: The read models (services.views.queries.Views); None: no /caseload, /plans, /outcomes.
         self.views: Any | None = None
-        #: The subscriptions service's store (services.subscriptions.service); None: no /fhir/Subscription.
+        #: The subscriptions store (services.subscriptions.service); None: no /subscriptions, /fhir/Subscription.
         self.subscriptions: Any | None = None
 
     # ----------------------------------------------------------------- who

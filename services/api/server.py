@@ -72,7 +72,7 @@ def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
         api.care.close()
         if api.access_log is not None:
             api.access_log.close()
-        for service in (api.escalation, api.assessment, api.dead_letters, api.readiness):
+        for service in (api.escalation, api.assessment, api.dead_letters, api.readiness, api.subscriptions):
             if service is not None:
                 service.close()
 

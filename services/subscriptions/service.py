@@ -16,7 +16,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -92,6 +92,7 @@ class Indexed:
     kind: str
     spec: dict[str, Any]
     clients: tuple[str, ...]
+    off: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,10 @@ class SubscriptionsApplication(ServiceApplication):
 
     # ----------------------------------------------------------------- the index
 
-    def subscriptions(self) -> list[Indexed]:
-        """The subscriptions not deleted, oldest first: read from the log's creations and
-        deletions since the last look (a query of new notifications of two topics)."""
+    def subscriptions(self, *, with_off: bool = False) -> list[Indexed]:
+        """The subscriptions (not deleted, unless ``with_off``), oldest first: read from the
+        log's creations and deletions since the last look (a query of new notifications of
+        two topics)."""
         topics = [get_topic(SubscriptionCreated), get_topic(SubscriptionDeleted)]
         with self._index_lock:
             while True:
@@ -141,11 +143,11 @@ class SubscriptionsApplication(ServiceApplication):
                     if isinstance(event, SubscriptionCreated):
                         self._index[event.originator_id] = Indexed(
                             event.originator_id, event.kind, dict(event.spec), tuple(event.clients))
-                    else:
-                        self._index.pop(event.originator_id, None)
+                    elif event.originator_id in self._index:
+                        self._index[event.originator_id] = replace(self._index[event.originator_id], off=True)
                     self._indexed_up_to = notification.id
                 if len(found) < 500:
-                    return list(self._index.values())
+                    return [s for s in self._index.values() if with_off or not s.off]
 
     # ----------------------------------------------------------------- consuming
 
@@ -321,7 +323,7 @@ class SubscriptionsApplication(ServiceApplication):
         }
 
     def visible(self, scope: Scope) -> list[Subscription]:
-        found = [self.find(Subscription, indexed.id) for indexed in self.subscriptions()]
+        found = [self.find(Subscription, indexed.id) for indexed in self.subscriptions(with_off=True)]
         return [s for s in found if s is not None and _within(s.clients, scope)]
 
 

@@ -112,6 +112,12 @@ EXPECTED: dict[str, Rule] = {
     "caseload": Rule(CLINICAL, "filtered"),
     "listPlans": Rule(CLINICAL_OR_INTEGRATION, "filtered"),
     "outcomes": Rule(CLINICAL, "filtered"),
+    # webhook subscriptions (issue 14): integration engines and supervisors, within the token's clients
+    "createSubscription": Rule((I, S), "forbidden"),
+    "listSubscriptions": Rule((I, S), "filtered"),
+    **{name: Rule((I, S), "hidden") for name in (
+        "readSubscription", "deleteSubscription", "rotateSubscriptionSecret", "resendSubscription",
+        "subscriptionEvents")},
     # public
     **{name: PUBLIC for name in ("problem_type", "healthz", "readyz", "metrics_text", "openapi", "swagger", "redoc",
                                  "docs-assets")},
@@ -135,8 +141,9 @@ class Records:
     dead_letter: UUID
     event: UUID  # the plan's first event (for the causation trace)
     listed: UUID  # a crisis nobody decides, so the list always has one
-    subscription: UUID  # a FHIR subscription covering the client (the matrix deletes it: off)
-    listed_subscription: UUID  # one nobody deletes, so the search always has one
+    subscription: UUID  # a webhook subscription to the client's events
+    fhir_subscription: UUID  # a FHIR subscription covering the client (the matrix deletes it: off)
+    listed_fhir_subscription: UUID  # one nobody deletes, so the search always has one
 
 
 @dataclass
@@ -217,13 +224,17 @@ def records_of(world: World, client_id: str) -> Records:
                                 json={"reason": "Moved away"})
     assert stopped.status_code == 200, stopped.text
     world.ended[client_id] = ended
-    subscribed = []
+    subscribed = world.client.post("/subscriptions", headers=world.headers("supervisor-all"), json={
+        "endpoint": "https://ehr.example/hook", "filter": "care.clinical.>", "clients": [client_id]})
+    assert subscribed.status_code == 201, subscribed.text
+    fhir_subscribed = []
     for _ in range(2):
         response = world.client.post("/fhir/Subscription", json=body_of("fhirSubscriptionCreate", None, client_id),
                                      headers=world.headers("supervisor-all"))
         assert response.status_code == 201, response.text
-        subscribed.append(UUID(response.json()["id"]))
-    return Records(plan, course, inventory, crisis.id, letter.id, drafted, listed.id, *subscribed)
+        fhir_subscribed.append(UUID(response.json()["id"]))
+    return Records(plan, course, inventory, crisis.id, letter.id, drafted, listed.id, UUID(subscribed.json()["id"]),
+                   *fhir_subscribed)
 
 
 # ------------------------------------------------------------------- requests
@@ -238,7 +249,7 @@ class Call:
 
 def nowhere() -> tuple[Records, str]:
     """Ids of records, and a client, that do not exist."""
-    return Records(*(uuid4() for _ in range(9))), f"client-{uuid4().hex[:8]}"
+    return Records(*(uuid4() for _ in range(10))), f"client-{uuid4().hex[:8]}"
 
 
 #: What a mounted route's request is (a mount has no methods of its own).
@@ -253,9 +264,10 @@ def call(route: Any, r: Records, client_id: str) -> Call:
     url = (route.path.replace("{plan_id}", str(plan)).replace("{course_id}", str(course))
            .replace("{inventory_id}", str(r.inventory)).replace("{crisis_id}", str(r.crisis))
            .replace("{dead_letter_id}", str(r.dead_letter)).replace("{aggregate_id}", str(plan))
+           .replace("{subscription_id}", str(r.subscription))
            .replace("{event_id}", str(r.event)).replace("{client_id}", client_id)
            .replace("{version}", "1").replace("{code}", "not-found")
-           .replace("{subscription_id}", str(r.subscription)))
+           .replace("{fhir_subscription_id}", str(r.fhir_subscription)))
     url += {
         "fhirGoal": f"?careplan={plan}", "fhirRiskAssessment": f"?careplan={plan}", "fhirFlag": f"?careplan={plan}",
         "fhirAppointment": f"?course={course}", "fhirQuestionnaireResponse": f"?course={course}",
@@ -289,6 +301,12 @@ def body_of(name: str, records: Records | None, client_id: str) -> Any:
         return {"outcome": "Safe", "reason": "Reassessed"}
     if name == "redriveDeadLetter":
         return {"reason": "Fixed"}
+    if name == "createSubscription":
+        return {"endpoint": "https://ehr.example/hook", "filter": "care.>", "clients": [client_id]}
+    if name == "resendSubscription":
+        return {"from_number": 1}
+    if name == "rotateSubscriptionSecret":
+        return None
     command = getattr(c, name)
     body = example_body(command, next(f for f in ("plan_id", "course_id", "inventory_id") if f in command.model_fields))
     # a command naming another record of the client (EnterMiddlePhase: the inventory) names the real one
@@ -415,11 +433,13 @@ def listing(name: str, answer: Any, world: World) -> tuple[set[str], set[str], s
     """The ids a list route answered, and those of client A's and client B's records it may hold."""
     if name in ("caseload", "listPlans"):
         return ({item["plan_id"] for item in answer["items"]}, {str(world.of[A].plan)}, {str(world.of[B].plan)})
+    if name == "listSubscriptions":
+        return ({item["id"] for item in answer}, {str(world.of[A].subscription)}, {str(world.of[B].subscription)})
     if name == "outcomes":
         return ({item["course_id"] for item in answer["courses"]}, {str(world.ended[A])}, {str(world.ended[B])})
     if name == "fhirSubscriptionSearch":
-        return ({entry["resource"]["id"] for entry in answer.get("entry", [])}, {str(world.of[A].listed_subscription)},
-                {str(world.of[B].listed_subscription)})
+        return ({entry["resource"]["id"] for entry in answer.get("entry", [])}, {str(world.of[A].listed_fhir_subscription)},
+                {str(world.of[B].listed_fhir_subscription)})
     return ({item["id"] for item in answer}, {str(world.of[A].listed), str(world.of[A].dead_letter)},
             {str(world.of[B].listed), str(world.of[B].dead_letter)})
 

@@ -87,11 +87,11 @@ def include(router: APIRouter, api: Any, who: Any) -> None:
                         status_code=201, media_type=FHIR_JSON,
                         headers={"Location": f"/fhir/Subscription/{made.subscription.id}"})
 
-    def read(subscription_id: UUID, principal: Principal) -> Response:
-        return fhir_response(resource_of(subscription_for(principal, subscription_id)))
+    def read(fhir_subscription_id: UUID, principal: Principal) -> Response:
+        return fhir_response(resource_of(subscription_for(principal, fhir_subscription_id)))
 
-    def delete(subscription_id: UUID, principal: Principal) -> Response:
-        found = subscription_for(principal, subscription_id)
+    def delete(fhir_subscription_id: UUID, principal: Principal) -> Response:
+        found = subscription_for(principal, fhir_subscription_id)
         return fhir_response(resource_of(service.delete(found.id, scope_of(principal), principal.actor)))
 
     def search(principal: Principal, status: str | None = None) -> Response:
@@ -101,13 +101,13 @@ def include(router: APIRouter, api: Any, who: Any) -> None:
         shown = [resource_of(s) for s in service.visible(scope_of(principal)) if s.kind == FHIR_REST_HOOK.name]
         return fhir_response(fhir.searchset([s for s in shown if status is None or s.status == status]))
 
-    def status_operation(subscription_id: UUID, principal: Principal) -> Response:
-        found = subscription_for(principal, subscription_id)
+    def status_operation(fhir_subscription_id: UUID, principal: Principal) -> Response:
+        found = subscription_for(principal, fhir_subscription_id)
         return fhir_response(status_response(service.state(found)))
 
-    def events_operation(subscription_id: UUID, principal: Principal, eventsSinceNumber: int | None = None,
+    def events_operation(fhir_subscription_id: UUID, principal: Principal, eventsSinceNumber: int | None = None,
                          eventsUntilNumber: int | None = None, content: str | None = None) -> Response:
-        found = subscription_for(principal, subscription_id)
+        found = subscription_for(principal, fhir_subscription_id)
         state = service.state(found)
         first = eventsSinceNumber or 1
         last = eventsUntilNumber if eventsUntilNumber is not None else state.events_since_start
@@ -131,22 +131,22 @@ def include(router: APIRouter, api: Any, who: Any) -> None:
     router.get("/fhir/Subscription", tags=["fhir"], name="fhirSubscriptionSearch", response_class=Response,
                summary="Your FHIR subscriptions, optionally by status")(search)
     for path, endpoint, method, name, summary in (
-        ("/fhir/Subscription/{subscription_id}", read, "get", "fhirSubscription", "One FHIR subscription"),
-        ("/fhir/Subscription/{subscription_id}", delete, "delete", "fhirSubscriptionDelete",
+        ("/fhir/Subscription/{fhir_subscription_id}", read, "get", "fhirSubscription", "One FHIR subscription"),
+        ("/fhir/Subscription/{fhir_subscription_id}", delete, "delete", "fhirSubscriptionDelete",
          "End a FHIR subscription (status off)"),
-        ("/fhir/Subscription/{subscription_id}/$status", status_operation, "get", "fhirSubscriptionStatus",
+        ("/fhir/Subscription/{fhir_subscription_id}/$status", status_operation, "get", "fhirSubscriptionStatus",
          "The subscription's status ($status)"),
     ):
-        signature(endpoint, [param("subscription_id", subscription_id), param("principal", who)])
+        signature(endpoint, [param("fhir_subscription_id", subscription_id), param("principal", who)])
         getattr(router, method)(path, tags=["fhir"], name=name, response_class=Response, summary=summary)(endpoint)
     signature(events_operation, [
-        param("subscription_id", subscription_id), param("principal", who),
+        param("fhir_subscription_id", subscription_id), param("principal", who),
         param("eventsSinceNumber", Annotated[int | None, Query(ge=1, description="The first event number (inclusive)")],
               None),
         param("eventsUntilNumber", Annotated[int | None, Query(ge=1, description="The last event number (inclusive)")],
               None),
         param("content", Annotated[str | None, Query(description="empty, id-only or full-resource")], None),
     ])
-    router.get("/fhir/Subscription/{subscription_id}/$events", tags=["fhir"], name="fhirSubscriptionEvents",
+    router.get("/fhir/Subscription/{fhir_subscription_id}/$events", tags=["fhir"], name="fhirSubscriptionEvents",
                response_class=Response, summary="Events of a range since the start ($events)")(events_operation)
 
