@@ -326,6 +326,3 @@ class CloudEventsWebhook(SubscriptionKind):
 
 
 WEBHOOK = register(CloudEventsWebhook())
-
-# the other kinds register themselves on import (after the interface above is complete)
-from services.subscriptions.fhir import kind as _fhir_kind  # noqa: F401

@@ -43,6 +43,7 @@ from services.shared.cloudevents import Inbound
 from services.shared.reactions import Reactions
 from services.shared.settings import Settings
 from services.shared.tracking import ServiceApplication
+from services.subscriptions.fhir import kind as _fhir_kind  # noqa: F401  (registers the FHIR kind)
 from services.subscriptions.kinds import (
     ALL_CLIENTS,
     NumberedEvent,
