@@ -167,7 +167,7 @@ class SubscriptionsApplication(ServiceApplication):
             if feed is None:
                 feed = SubscriptionFeed.open(indexed.id, ctx=ctx)
             feed.match(
-                ctx=ctx, matched_event_id=event.matched_event_id, source=event.source, sequence=event.sequence, type=event.type,
+                ctx=ctx, matched_event_id=event.event_id, source=event.source, sequence=event.sequence, type=event.type,
                 subject=event.subject, aggregate_id=event.aggregate_id, time=event.time or "unknown",
                 dataschema=event.dataschema or self._dataschema(inbound), client_id=client_id,
                 body=event.body.decode(),
