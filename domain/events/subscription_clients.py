@@ -13,6 +13,6 @@ AGGREGATE = "client_link"
 
 
 class ClientLinkNoted(DomainEvent):
-    summary_template: ClassVar[str] = "{aggregate_id} belongs to client {client_id}"
-    aggregate_id: ShortText
+    summary_template: ClassVar[str] = "{linked_aggregate_id} belongs to client {client_id}"
+    linked_aggregate_id: ShortText
     client_id: ShortText

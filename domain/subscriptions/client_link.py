@@ -17,14 +17,14 @@ def client_link_id(aggregate_id: str) -> UUID:
 class ClientLink(AggregateRoot):
     created_event = ClientLinkNoted
 
-    aggregate_id: str
+    linked_aggregate_id: str
     client_id: str
 
     @classmethod
     def note(cls, aggregate_id: str, client_id: str, *, ctx: CommandContext) -> Self:
-        return cls._start(ClientLinkNoted, ctx, client_link_id(aggregate_id), aggregate_id=aggregate_id,
+        return cls._start(ClientLinkNoted, ctx, client_link_id(aggregate_id), linked_aggregate_id=aggregate_id,
                           client_id=client_id)
 
     @classmethod
     def _from_created(cls, event: ClientLinkNoted) -> Self:  # type: ignore[override]
-        return cls._created(event, aggregate_id=event.aggregate_id, client_id=event.client_id)
+        return cls._created(event, linked_aggregate_id=event.linked_aggregate_id, client_id=event.client_id)
