@@ -102,6 +102,13 @@ async def test_a_fhir_subscription_is_handshaken_notified_heartbeaten_and_answer
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/fhir-hook"
     try:
+        # outside the profile: an OperationOutcome naming the element, nothing stored
+        websocket = subscription_body(endpoint, "client-a")
+        websocket["channel"]["type"] = "websocket"
+        invalid = client.post("/fhir/Subscription", json=websocket, headers=own)
+        assert invalid.status_code == 422 and invalid.headers["content-type"].startswith("application/fhir+json")
+        assert invalid.json()["issue"][0]["expression"] == ["Subscription.channel.type"]
+        assert client.get("/fhir/Subscription", headers=own).json()["total"] == 0
         # another client's token cannot subscribe to client-a's events; nothing is stored
         refused = client.post("/fhir/Subscription", json=subscription_body(endpoint, "client-a"), headers=other)
         assert refused.status_code == 403, refused.text
@@ -149,6 +156,10 @@ async def test_a_fhir_subscription_is_handshaken_notified_heartbeaten_and_answer
         assert status["type"] == ["query-event"]
         assert [int(e["event-number"].valueString) for e in status["notification-event"]] == received.numbers
         assert [e["focus"].valueReference.reference for e in status["notification-event"]] == received.focus
+        backwards = client.get(f"/fhir/Subscription/{sid}/$events", headers=own,
+                               params={"eventsSinceNumber": 3, "eventsUntilNumber": 1})
+        assert backwards.status_code == 422, backwards.text
+        assert client.get("/fhir/Subscription", params={"status": "on"}, headers=own).status_code == 422
         later = client.get(f"/fhir/Subscription/{sid}/$events", headers=own, params={"eventsSinceNumber": 2})
         assert [int(e["event-number"].valueString)
                 for e in example.status_of(Bundle.model_validate_json(later.content))["notification-event"]] == [2, 3]
