@@ -91,8 +91,8 @@ async def until(condition: Any, timeout: float, what: str) -> None:
 
 
 async def test_a_fhir_subscription_is_handshaken_notified_heartbeaten_and_answers_its_events(
-        tmp_path: Path, nats_server: EmbeddedNats) -> None:
-    settings = Settings(data_dir=tmp_path / "data", nats_url=nats_server.url, subscription_backoff_seconds=0.2)
+        backend_settings: Settings, nats_server: EmbeddedNats) -> None:
+    settings = backend_settings.model_copy(update={"nats_url": nats_server.url, "subscription_backoff_seconds": 0.2})
     tokens = settings.tokens_path()
     own = {"Authorization": "Bearer " + add_token(tokens, actor_id="ehr-a", role=Role.INTEGRATION, clients=("client-a",))}
     other = {"Authorization": "Bearer " + add_token(tokens, actor_id="ehr-b", role=Role.INTEGRATION,
