@@ -6,7 +6,8 @@ on a free port, verifying every signature and validating every Bundle with fhir.
 One test proves several things (CI time): a client-scoped token cannot subscribe to, see
 or read another client's subscription; the handshake comes first and makes it active; the
 client's session events arrive numbered 1, 2, 3 (the other client's never); a heartbeat
-follows; ``$events`` over the range answers what was delivered; ``$status``; DELETE → off.
+follows; ``$events`` over the range answers what was delivered; ``$status``; a
+subscription whose endpoint answers 404 is in ``error`` with the reason; DELETE → off.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ async def test_a_fhir_subscription_is_handshaken_notified_heartbeaten_and_answer
         assert "entry" not in client.get("/fhir/Subscription", headers=other).json()
         assert client.get(f"/fhir/Subscription/{sid}/$events", headers=other).status_code == 404
 
+        # one whose endpoint answers 404: its handshake fails, so it is in error at once
+        wrong = client.post("/fhir/Subscription", json=subscription_body(endpoint.replace("fhir-hook", "nowhere"),
+                                                                         "client-a"), headers=own)
+        assert wrong.status_code == 201, wrong.text
+        broken = wrong.json()["id"]
+
         schedule_sessions(api.care, "client-a", 3)
         schedule_sessions(api.care, "client-b", 2)  # never delivered to client-a's subscriber
 
@@ -136,6 +143,8 @@ async def test_a_fhir_subscription_is_handshaken_notified_heartbeaten_and_answer
                     settings, subscriptions, SUBJECTS, background=subscriptions.run_background):
                 await until(lambda: len(received.numbers) >= 3, 60, "three notifications")
                 await until(lambda: "heartbeat" in received.types, HEARTBEAT + 20, "a heartbeat")
+                await until(lambda: client.get(f"/fhir/Subscription/{broken}", headers=own).json()["status"] == "error",
+                            20, "the failed handshake's error")
         finally:
             server.should_exit = True
             await serving
@@ -167,6 +176,16 @@ async def test_a_fhir_subscription_is_handshaken_notified_heartbeaten_and_answer
             client.get(f"/fhir/Subscription/{sid}/$status", headers=own).content))
         assert state["status"] == ["active"] and state["events-since-subscription-start"] == ["3"]
         assert client.get("/fhir/Subscription", params={"status": "active"}, headers=own).json()["total"] == 1
+        # the failed one says why, on the resource and in $status
+        failed = client.get(f"/fhir/Subscription/{broken}", headers=own).json()
+        assert "404" in failed["error"], failed
+        why = example.status_of(Bundle.model_validate_json(
+            client.get(f"/fhir/Subscription/{broken}/$status", headers=own).content))
+        assert why["status"] == ["error"] and why["type"] == ["query-status"]
+        assert [p for p in Bundle.model_validate_json(client.get(
+            f"/fhir/Subscription/{broken}/$status", headers=own).content).entry[0].resource.parameter
+            if p.name == "error" and "404" in p.valueCodeableConcept.text]
+        assert client.get("/fhir/Subscription", params={"status": "error"}, headers=own).json()["total"] == 1
 
         ended = client.delete(f"/fhir/Subscription/{sid}", headers=own)
         assert ended.status_code == 200 and ended.json()["status"] == "off"
