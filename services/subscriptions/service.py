@@ -27,6 +27,7 @@ from contracts.generate import SCHEMA_BASE_URI, schema_path
 from contracts.subjects import APPLICATION_CONTEXTS, context_of
 from domain.base import ANY_CONTEXT, Actor, AggregateRoot, CommandContext, DomainEvent, Role, quote
 from domain.events import public_event_classes
+from domain.events.subscription_deliveries import SubscriptionDeliveryAttempted
 from domain.events.subscription_feeds import SubscriptionEventMatched
 from domain.events.subscriptions import SubscriptionCreated, SubscriptionDeleted
 from domain.subscriptions.client_link import ClientLink, client_link_id
@@ -321,6 +322,21 @@ class SubscriptionsApplication(ServiceApplication):
             "created_at": _iso(subscription.created_on), "created_by": subscription.creator,
             "version": subscription.version,
         }
+
+    def attempts(self, sid: UUID, latest: int = 20) -> list[dict[str, Any]]:
+        """The latest delivery attempts, newest first: numbers, status, latency, outcome."""
+        stored = self.recorder.select_events(delivery_id(sid), desc=True, limit=max(1, min(latest, 1000)) * 2)
+        found = []
+        for item in stored:
+            event = self.mapper.to_domain_event(item)
+            if isinstance(event, SubscriptionDeliveryAttempted):
+                found.append({
+                    "at": event.timestamp.isoformat(), "attempt_kind": event.attempt_kind.value,
+                    "first_number": event.first_number, "last_number": event.last_number,
+                    "message_id": event.message_id, "status_code": event.status_code,
+                    "latency_ms": event.latency_ms, "outcome": event.outcome.value, "error_class": event.error_class,
+                })
+        return found[:latest]
 
     def visible(self, scope: Scope) -> list[Subscription]:
         found = [self.find(Subscription, indexed.id) for indexed in self.subscriptions(with_off=True)]
