@@ -152,6 +152,14 @@ class SubscriptionsApplication(ServiceApplication):
 
     # ----------------------------------------------------------------- consuming
 
+    def record_run(self, handle: Any, messages: Any, trackings: Any, **options: Any) -> int:
+        """The subscriptions are read once per run of messages, not once per message."""
+        self._unit_of_work.subscriptions = self.subscriptions()
+        try:
+            return super().record_run(handle, messages, trackings, **options)
+        finally:
+            self._unit_of_work.subscriptions = None
+
     def _event(self, _: DomainEvent, inbound: Inbound) -> Sequence[AggregateRoot]:
         ctx = self.context_for(inbound)
         changed: list[AggregateRoot] = []
@@ -161,7 +169,8 @@ class SubscriptionsApplication(ServiceApplication):
             subject=inbound.subject, aggregate_id=inbound.aggregate_id, time=inbound.time or str(inbound.body.get("timestamp", "")),
             dataschema=inbound.dataschema, client_id=client_id, body=inbound.data,
         )
-        for indexed in self.subscriptions():
+        current = getattr(self._unit_of_work, "subscriptions", None)
+        for indexed in current if current is not None else self.subscriptions():
             if not _may_receive(indexed.clients, client_id) or not kind(indexed.kind).matches(indexed.spec, event):
                 continue
             feed: SubscriptionFeed | None = self.find(SubscriptionFeed, feed_id(indexed.id))
