@@ -47,8 +47,8 @@ IDLE_LOOK_SECONDS = 1.0
 #: A run of consecutive events is sent one request at a time, in order, and its attempts
 #: recorded together (one transaction) when it ends: after this many events or seconds,
 #: or at the first answer that is not a 2xx.
-RUN_EVENTS = 50
-RUN_SECONDS = 0.25
+RUN_EVENTS = 200
+RUN_SECONDS = 0.5
 
 
 @dataclass(frozen=True)

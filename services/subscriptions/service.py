@@ -114,6 +114,7 @@ class SubscriptionsApplication(ServiceApplication):
         self._index: dict[UUID, Indexed] = {}
         self._indexed_up_to = 0
         self._index_lock = threading.Lock()
+        self._links: dict[str, str] = {}
         #: The delivery engine, in the service's process only (``run_background``).
         self.engine: Any = None
 
@@ -160,7 +161,7 @@ class SubscriptionsApplication(ServiceApplication):
         finally:
             self._unit_of_work.subscriptions = None
 
-    def _event(self, _: DomainEvent, inbound: Inbound) -> Sequence[AggregateRoot]:
+    def _event(self, _: DomainEvent | None, inbound: Inbound) -> Sequence[AggregateRoot]:
         ctx = self.context_for(inbound)
         changed: list[AggregateRoot] = []
         client_id = self._client_of(inbound, ctx, changed)
@@ -185,6 +186,13 @@ class SubscriptionsApplication(ServiceApplication):
             changed.append(feed)
         return changed
 
+    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+        """Every event of the table is passed on as published: its body is not decoded into
+        its class (the consumer has checked its subject, headers and JSON)."""
+        if self.reactions.event_class_of(inbound) is None:
+            return []
+        return self._event(None, inbound)
+
     def _dataschema(self, inbound: Inbound) -> str:
         cls = self.reactions.event_class_of(inbound)
         return f"{SCHEMA_BASE_URI}/{schema_path(cls)}" if cls is not None else ""
@@ -194,15 +202,26 @@ class SubscriptionsApplication(ServiceApplication):
         noted for its aggregate, else for the plan it names; None: unknown."""
         named = inbound.body.get("client_id")
         if isinstance(named, str) and named:
-            if self.find(ClientLink, client_link_id(inbound.aggregate_id)) is None:
+            if self._linked(inbound.aggregate_id) is None:
                 changed.append(ClientLink.note(inbound.aggregate_id, quote(named, 200), ctx=ctx))
             return named
         for aggregate_id in (inbound.aggregate_id, inbound.body.get("plan_id"), inbound.body.get("course_id")):
-            if isinstance(aggregate_id, str) and aggregate_id:
-                link: ClientLink | None = self.find(ClientLink, client_link_id(aggregate_id))
-                if link is not None:
-                    return link.client_id
+            if isinstance(aggregate_id, str) and aggregate_id and (client := self._linked(aggregate_id)) is not None:
+                return client
         return None
+
+    def _linked(self, aggregate_id: str) -> str | None:
+        """The client noted for an aggregate; a link never changes, so a found one is kept
+        in memory (bounded), and only an unknown one is looked up again."""
+        if (client := self._links.get(aggregate_id)) is not None:
+            return client
+        link: ClientLink | None = self.find(ClientLink, client_link_id(aggregate_id))
+        if link is None:
+            return None
+        if len(self._links) >= 100_000:
+            self._links.clear()
+        self._links[aggregate_id] = link.client_id
+        return link.client_id
 
     reactions = Reactions(dict.fromkeys(_CONSUMED, _event), contexts=_CONTEXTS)
 
