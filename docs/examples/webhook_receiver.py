@@ -36,7 +36,7 @@ class Receiver:
         self.last_number = 0
         self.missed: list[tuple[int, int]] = []
 
-    async def __call__(self, request: Request) -> Response:
+    async def receive(self, request: Request) -> Response:
         body = await request.body()  # the raw bytes: the signature covers exactly these
         headers = dict(request.headers)
         try:
@@ -54,7 +54,7 @@ class Receiver:
 
 
 def create_app(secret: str, handle: Callable[[int, dict[str, str], dict[str, Any]], None]) -> Starlette:
-    return Starlette(routes=[Route("/careplan", Receiver(secret, handle), methods=["POST"])])
+    return Starlette(routes=[Route("/careplan", Receiver(secret, handle).receive, methods=["POST"])])
 
 
 def show(number: int, headers: dict[str, str], event: dict[str, Any]) -> None:

@@ -11,7 +11,21 @@ import os
 
 import typer
 
-from services.cli import api, audit, bench, contracts, deadletter, escalation, nats, people, status, store, system, views
+from services.cli import (
+    api,
+    audit,
+    bench,
+    contracts,
+    deadletter,
+    escalation,
+    nats,
+    people,
+    status,
+    store,
+    subscriptions,
+    system,
+    views,
+)
 
 app = typer.Typer(help="careplan: an event-sourced care-plan engine for psychotherapy services.", no_args_is_help=True)
 for _command in system.COMMANDS:
@@ -26,6 +40,7 @@ app.add_typer(store.app, name="store")
 app.add_typer(nats.app, name="nats")
 app.add_typer(status.app, name="status")
 app.add_typer(views.app, name="views")
+app.add_typer(subscriptions.app, name="subscriptions")
 app.add_typer(people.collection_app("plans", "care plan"), name="plan")
 app.add_typer(people.collection_app("courses", "therapy course"), name="course")
 app.add_typer(people.collection_app("inventories", "interpersonal inventory"), name="inventory")

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 #: Seconds a task waits before it looks again when nothing is due (a resend or deletion
 #: made by the API process reaches it then; this process's own writes wake it at once).
 IDLE_LOOK_SECONDS = 1.0
+#: A run of consecutive events is sent one request at a time, in order, and its attempts
+#: recorded together (one transaction) when it ends: after this many events or seconds,
+#: or at the first answer that is not a 2xx.
+RUN_EVENTS = 200
+RUN_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,13 @@ class Send:
     headers: dict[str, str]
     generations: list[int]
     timeout: float
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive events, one request each, to be sent in this order."""
+
+    sends: list[Send]
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,7 @@ class Deliveries:
         return CommandContext(actor=self.app.actor, at=at, correlation_id=delivery.subscription_id,
                               causation_id=None)
 
-    def next_step(self, sid: UUID) -> Send | Wait | None:
+    def next_step(self, sid: UUID) -> Run | Send | Wait | None:
         """None: the subscription is gone or off (its task ends)."""
         subscription: Subscription | None = self.app.find(Subscription, sid)
         if subscription is None or subscription.off:
@@ -138,12 +150,17 @@ class Deliveries:
                 self.app.save(delivery)
                 return self.next_step(sid)
             return self._send(subscription, AttemptKind.HANDSHAKE, 0, 0, handshake, now)
-        feed = self.app.feed(sid)
-        if feed is not None and feed.last_number > delivery.delivered_up_to:
-            events = self.app.numbered_events(sid, delivery.delivered_up_to, delivery.delivered_up_to + the_kind.max_batch)
+        if state.events_since_start > delivery.delivered_up_to:
+            batch = the_kind.max_batch
+            events = self.app.numbered_events(sid, delivery.delivered_up_to, delivery.delivered_up_to + batch * RUN_EVENTS)
             if events:
-                notification = the_kind.notification(state, events)
-                return self._send(subscription, AttemptKind.EVENTS, events[0].number, events[-1].number, notification, now)
+                template = self._send(subscription, AttemptKind.EVENTS, 0, 0, Notification("", b"", ""), now)
+                sends = []
+                for start in range(0, len(events), batch):
+                    chunk = events[start:start + batch]
+                    sends.append(replace(template, first_number=chunk[0].number, last_number=chunk[-1].number,
+                                         notification=the_kind.notification(state, chunk)))
+                return Run(sends)
         if subscription.heartbeat_seconds:
             due = (delivery.last_attempt_at or subscription.created_on) + timedelta(seconds=subscription.heartbeat_seconds)
             if due > now:
@@ -172,8 +189,17 @@ class Deliveries:
         return ceiling / 2 + self.rng() * ceiling / 2
 
     def record(self, send: Send, answer: Answer) -> AttemptOutcome:
+        return self.record_all([(send, answer)])[-1]
+
+    def record_all(self, attempts: list[tuple[Send, Answer]]) -> list[AttemptOutcome]:
+        """Attempts of one subscription, in the order made, as events in one transaction."""
+        delivery: SubscriptionDelivery = self.app.delivery(attempts[0][0].subscription_id)
+        outcomes = [self._attempted(delivery, send, answer) for send, answer in attempts]
+        self.app.save(delivery)
+        return outcomes
+
+    def _attempted(self, delivery: SubscriptionDelivery, send: Send, answer: Answer) -> AttemptOutcome:
         """The attempt as an event; ``error`` when it failed for good."""
-        delivery: SubscriptionDelivery = self.app.delivery(send.subscription_id)
         now = self.app.clock()
         ctx = self._ctx(delivery, now)
         retry_at: datetime | None = None
@@ -205,9 +231,9 @@ class Deliveries:
             assert reason is not None
             delivery.fail(reason, ctx=ctx)
             log.error("subscription %s is in error: %s", send.subscription_id, reason)
-        elif send.attempt_kind is AttemptKind.HANDSHAKE and delivery.status is SubscriptionStatus.REQUESTED:
+        elif send.attempt_kind is AttemptKind.HANDSHAKE and delivery.status is SubscriptionStatus.REQUESTED \
+                and outcome is AttemptOutcome.DELIVERED:
             delivery.handshake_passed(ctx=ctx)
-        self.app.save(delivery)
         return outcome
 
     def alarm_reason(self) -> str | None:
@@ -309,6 +335,9 @@ class DeliveryEngine:
                         answer = await self.send(http, step)
                         await asyncio.to_thread(self.deliveries.record, step, answer)
                         continue
+                    if isinstance(step, Run):
+                        await self._run(http, step)
+                        continue
                     wait = IDLE_LOOK_SECONDS
                     if step.until is not None:
                         wait = min(wait, max(0.0, (step.until - self.app.clock()).total_seconds()))
@@ -322,6 +351,19 @@ class DeliveryEngine:
                     pass
         finally:
             self._wakes.pop(sid, None)
+
+    async def _run(self, http: httpx.AsyncClient, run: Run) -> None:
+        """Sends a run in order until its end, its time is up or an answer is not a 2xx;
+        then records every attempt made. A crash before the record repeats those events
+        (the same ids and bytes), recorded then."""
+        made: list[tuple[Send, Answer]] = []
+        ends = time.monotonic() + RUN_SECONDS
+        for send in run.sends:
+            answer = await self.send(http, send)
+            made.append((send, answer))
+            if answer.error_class is not None or time.monotonic() >= ends:
+                break
+        await asyncio.to_thread(self.deliveries.record_all, made)
 
     async def send(self, http: httpx.AsyncClient, send: Send) -> Answer:
         """One signed request; the answer's status and latency (its body is not read)."""

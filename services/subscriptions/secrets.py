@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from uuid import UUID
 
 from eventsourcing.cipher import AESCipher
@@ -47,7 +48,11 @@ class SubscriptionKeys:
                   body: bytes) -> str:
         """``webhook-signature``: one ``v1,<base64>`` per valid secret, the current first."""
         text = body.decode()
-        return " ".join(Webhook(self.secret(subscription_id, g)).sign(message_id, at, text) for g in generations)
+        return " ".join(self._signer(subscription_id, g).sign(message_id, at, text) for g in generations)
+
+    @lru_cache(maxsize=1024)  # noqa: B019 - one key object per process, its secrets derived once each
+    def _signer(self, subscription_id: UUID, generation: int) -> Webhook:
+        return Webhook(self.secret(subscription_id, generation))
 
     def seal(self, headers: Mapping[str, str]) -> str:
         if not headers:

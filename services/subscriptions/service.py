@@ -27,6 +27,7 @@ from contracts.generate import SCHEMA_BASE_URI, schema_path
 from contracts.subjects import APPLICATION_CONTEXTS, context_of
 from domain.base import ANY_CONTEXT, Actor, AggregateRoot, CommandContext, DomainEvent, Role, quote
 from domain.events import public_event_classes
+from domain.events.subscription_deliveries import SubscriptionDeliveryAttempted
 from domain.events.subscription_feeds import SubscriptionEventMatched
 from domain.events.subscriptions import SubscriptionCreated, SubscriptionDeleted
 from domain.subscriptions.client_link import ClientLink, client_link_id
@@ -114,6 +115,7 @@ class SubscriptionsApplication(ServiceApplication):
         self._index: dict[UUID, Indexed] = {}
         self._indexed_up_to = 0
         self._index_lock = threading.Lock()
+        self._links: dict[str, str] = {}
         #: The delivery engine, in the service's process only (``run_background``).
         self.engine: Any = None
 
@@ -152,7 +154,15 @@ class SubscriptionsApplication(ServiceApplication):
 
     # ----------------------------------------------------------------- consuming
 
-    def _event(self, _: DomainEvent, inbound: Inbound) -> Sequence[AggregateRoot]:
+    def record_run(self, handle: Any, messages: Any, trackings: Any, **options: Any) -> int:
+        """The subscriptions are read once per run of messages, not once per message."""
+        self._unit_of_work.subscriptions = self.subscriptions()
+        try:
+            return super().record_run(handle, messages, trackings, **options)
+        finally:
+            self._unit_of_work.subscriptions = None
+
+    def _event(self, _: DomainEvent | None, inbound: Inbound) -> Sequence[AggregateRoot]:
         ctx = self.context_for(inbound)
         changed: list[AggregateRoot] = []
         client_id = self._client_of(inbound, ctx, changed)
@@ -161,7 +171,8 @@ class SubscriptionsApplication(ServiceApplication):
             subject=inbound.subject, aggregate_id=inbound.aggregate_id, time=inbound.time or str(inbound.body.get("timestamp", "")),
             dataschema=inbound.dataschema, client_id=client_id, body=inbound.data,
         )
-        for indexed in self.subscriptions():
+        current = getattr(self._unit_of_work, "subscriptions", None)
+        for indexed in current if current is not None else self.subscriptions():
             if not _may_receive(indexed.clients, client_id) or not kind(indexed.kind).matches(indexed.spec, event):
                 continue
             feed: SubscriptionFeed | None = self.find(SubscriptionFeed, feed_id(indexed.id))
@@ -176,6 +187,13 @@ class SubscriptionsApplication(ServiceApplication):
             changed.append(feed)
         return changed
 
+    def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
+        """Every event of the table is passed on as published: its body is not decoded into
+        its class (the consumer has checked its subject, headers and JSON)."""
+        if self.reactions.event_class_of(inbound) is None:
+            return []
+        return self._event(None, inbound)
+
     def _dataschema(self, inbound: Inbound) -> str:
         cls = self.reactions.event_class_of(inbound)
         return f"{SCHEMA_BASE_URI}/{schema_path(cls)}" if cls is not None else ""
@@ -185,15 +203,26 @@ class SubscriptionsApplication(ServiceApplication):
         noted for its aggregate, else for the plan it names; None: unknown."""
         named = inbound.body.get("client_id")
         if isinstance(named, str) and named:
-            if self.find(ClientLink, client_link_id(inbound.aggregate_id)) is None:
+            if self._linked(inbound.aggregate_id) is None:
                 changed.append(ClientLink.note(inbound.aggregate_id, quote(named, 200), ctx=ctx))
             return named
         for aggregate_id in (inbound.aggregate_id, inbound.body.get("plan_id"), inbound.body.get("course_id")):
-            if isinstance(aggregate_id, str) and aggregate_id:
-                link: ClientLink | None = self.find(ClientLink, client_link_id(aggregate_id))
-                if link is not None:
-                    return link.client_id
+            if isinstance(aggregate_id, str) and aggregate_id and (client := self._linked(aggregate_id)) is not None:
+                return client
         return None
+
+    def _linked(self, aggregate_id: str) -> str | None:
+        """The client noted for an aggregate; a link never changes, so a found one is kept
+        in memory (bounded), and only an unknown one is looked up again."""
+        if (client := self._links.get(aggregate_id)) is not None:
+            return client
+        link: ClientLink | None = self.find(ClientLink, client_link_id(aggregate_id))
+        if link is None:
+            return None
+        if len(self._links) >= 100_000:
+            self._links.clear()
+        self._links[aggregate_id] = link.client_id
+        return link.client_id
 
     reactions = Reactions(dict.fromkeys(_CONSUMED, _event), contexts=_CONTEXTS)
 
@@ -322,6 +351,21 @@ class SubscriptionsApplication(ServiceApplication):
             "created_at": _iso(subscription.created_on), "created_by": subscription.creator,
             "version": subscription.version,
         }
+
+    def attempts(self, sid: UUID, latest: int = 20) -> list[dict[str, Any]]:
+        """The latest delivery attempts, newest first: numbers, status, latency, outcome."""
+        stored = self.recorder.select_events(delivery_id(sid), desc=True, limit=max(1, min(latest, 1000)) * 2)
+        found = []
+        for item in stored:
+            event = self.mapper.to_domain_event(item)
+            if isinstance(event, SubscriptionDeliveryAttempted):
+                found.append({
+                    "at": event.timestamp.isoformat(), "attempt_kind": event.attempt_kind.value,
+                    "first_number": event.first_number, "last_number": event.last_number,
+                    "message_id": event.message_id, "status_code": event.status_code,
+                    "latency_ms": event.latency_ms, "outcome": event.outcome.value, "error_class": event.error_class,
+                })
+        return found[:latest]
 
     def visible(self, scope: Scope) -> list[Subscription]:
         found = [self.find(Subscription, indexed.id) for indexed in self.subscriptions(with_off=True)]
