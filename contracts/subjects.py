@@ -28,6 +28,7 @@ APPLICATION_CONTEXTS: dict[str, str] = {
     "assessment": "assessment",
     "escalation": "escalation",
     "scheduling": "scheduling",
+    "subscriptions": "subscriptions",
 }
 _APPLICATION_OF_CONTEXT = {context: application for application, context in APPLICATION_CONTEXTS.items()}
 

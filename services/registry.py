@@ -72,6 +72,8 @@ class Service:
         app = app if app is not None else self.application(settings)
         if self.has_timers:
             options = {"tick": app.fire_due_timers, "tick_interval": settings.timer_tick_seconds, **options}
+        if hasattr(app, "run_background"):
+            options = {"background": app.run_background, **options}
         return RunningService(settings, app, self.subjects, name=self.name, with_relay=self.relays, **options)
 
 
@@ -84,6 +86,8 @@ SERVICES: tuple[Service, ...] = (
             "raises crises and escalates them until acknowledged"),
     Service("scheduling", "services.scheduling.service:SchedulingApplication", "scheduling",
             "plans sessions and marks them missed"),
+    Service("subscriptions", "services.subscriptions.service:SubscriptionsApplication", "subscriptions",
+            "numbers the events each subscription matches and delivers them over HTTP, signed"),
 )
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 

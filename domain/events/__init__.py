@@ -13,6 +13,10 @@ from domain.events import (
     inventory,
     scheduling,
     scheduling_plans,
+    subscription_clients,
+    subscription_deliveries,
+    subscription_feeds,
+    subscriptions,
     therapy_course,
 )
 
@@ -29,6 +33,10 @@ def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
         "course_schedule": _classes_of(scheduling),
         "plan_strategy": _classes_of(scheduling_plans),
         "dead_letter": _classes_of(dead_letters),
+        "subscription": _classes_of(subscriptions),
+        "subscription_feed": _classes_of(subscription_feeds),
+        "subscription_delivery": _classes_of(subscription_deliveries),
+        "client_link": _classes_of(subscription_clients),
     }
 
 

@@ -21,10 +21,12 @@ from services.api.routes import (
     dead_letters,
     escalations,
     fhir,
+    fhir_subscriptions,
     health,
     metrics,
     problems,
     reads,
+    subscriptions,
     views,
 )
 from services.api.watchdog import lifespan
@@ -59,7 +61,11 @@ def create_app(api: Api) -> FastAPI:
         dead_letters.include(router, api, Who)
     if api.views is not None:
         views.include(router, api, Who)
+    if api.subscriptions is not None:
+        subscriptions.include(router, api, Who)
     fhir.include(router, api, Who)
+    if api.subscriptions is not None:
+        fhir_subscriptions.include(router, api, Who)
     audit.include(router, api, Who)
     problems.include(router)
     health.include(router, api)

@@ -61,6 +61,8 @@ class Api:
         self.metrics: Any | None = None
         #: The read models (services.views.queries.Views); None: no /caseload, /plans, /outcomes.
         self.views: Any | None = None
+        #: The subscriptions store (services.subscriptions.service); None: no /subscriptions, /fhir/Subscription.
+        self.subscriptions: Any | None = None
 
     # ----------------------------------------------------------------- who
 

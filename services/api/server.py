@@ -19,6 +19,7 @@ from services.operations.dead_letters import DeadLetterDesk
 from services.shared import tracing
 from services.shared.bus import free_port
 from services.shared.settings import Settings
+from services.subscriptions.service import SubscriptionsApplication
 from services.views.queries import Views
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def build(settings: Settings) -> tuple[Api, object]:
     api.readiness = Readiness(settings)
     api.metrics = ScrapedFigures(settings, api)
     api.views = Views(settings)
+    api.subscriptions = SubscriptionsApplication(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api.access_log = (settings.data_dir / "api-access.log").open("a", encoding="utf-8")
     return api, create_app(api)
@@ -70,7 +72,7 @@ def serve(settings: Settings, *, ready_file: Path | None = None) -> None:
         api.care.close()
         if api.access_log is not None:
             api.access_log.close()
-        for service in (api.escalation, api.assessment, api.dead_letters, api.readiness):
+        for service in (api.escalation, api.assessment, api.dead_letters, api.readiness, api.subscriptions):
             if service is not None:
                 service.close()
 

@@ -154,10 +154,16 @@ class RiskMatcher:
         return found
 
 
+#: The stores that may hold a risk signal or its escalation. The subscriptions store holds
+#: neither: it passes events on, and its dead letters never carry a risk signal (the
+#: escalation service has its own consumer of every signal).
+WATCHED_STORES: tuple[str, ...] = tuple(store for store in STORES if store != "subscriptions")
+
+
 class RiskWatchdog:
     """Follows the stores and keeps the ``risk_signal_not_escalated`` alarm; one per API process."""
 
-    def __init__(self, settings: Settings, *, stores: tuple[str, ...] = STORES) -> None:
+    def __init__(self, settings: Settings, *, stores: tuple[str, ...] = WATCHED_STORES) -> None:
         self.settings = settings
         self.store_names = stores
         self.matcher = RiskMatcher(observe_from=datetime.now(UTC))

@@ -48,6 +48,18 @@ def bench_crisis(
     run_crisis_benchmark(_settings(), rate=rate, seconds=seconds, share=share, submissions=submissions, console=console)
 
 
+@app.command("webhook")
+def bench_webhook(
+    events: Annotated[int, typer.Option(help="Events delivered in the throughput measurement.")] = 2000,
+    rate: Annotated[float, typer.Option(help="Commands per second in the latency measurement.")] = 100,
+    seconds: Annotated[float, typer.Option(help="Length of the latency measurement.")] = 10,
+) -> None:
+    """Webhook deliveries/s vs. a raw httpx POST loop to the same receiver; commit → delivered latency."""
+    from services.bench.webhook import run_webhook_benchmark
+
+    run_webhook_benchmark(_settings(), events=events, rate=rate, seconds=seconds, console=console)
+
+
 @app.command("audit")
 def bench_audit(
     backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Store for both paths.")] = "sqlite",

@@ -2,7 +2,7 @@
 
 An alarm has a name (``risk_signal_not_escalated``, ``relay_not_publishing``,
 ``consumer_not_advancing``, ``crash_looping``, ``stream_drift``,
-``escalation_not_delivered``) and a component
+``escalation_not_delivered``, ``subscription_not_delivering``) and a component
 (``relay:care``, ``service:assessment``, ``risk-signals``, ...). Raising it logs one ERROR
 line when it starts; clearing it logs one INFO line; while it is raised the gauge
 ``careplan_alarm_active{alarm,component}`` is 1, else 0, and the component's status record
@@ -30,8 +30,10 @@ CRASH_LOOPING = "crash_looping"
 STREAM_DRIFT = "stream_drift"
 #: Every channel of every contact of an escalation's last level failed: nobody was told.
 ESCALATION_NOT_DELIVERED = "escalation_not_delivered"
+#: A subscription in ``error``, or with events waiting and no successful delivery for long.
+SUBSCRIPTION_NOT_DELIVERING = "subscription_not_delivering"
 NAMES = (RISK_SIGNAL_NOT_ESCALATED, RELAY_NOT_PUBLISHING, CONSUMER_NOT_ADVANCING, CRASH_LOOPING, STREAM_DRIFT,
-         ESCALATION_NOT_DELIVERED)
+         ESCALATION_NOT_DELIVERED, SUBSCRIPTION_NOT_DELIVERING)
 
 _RANK = {OK: 0, DEGRADED: 1, DOWN: 2}
 _lock = threading.Lock()

@@ -115,6 +115,11 @@ class Inbound:
     stream_sequence: int = 0
     #: The message's W3C trace context (its ``traceparent`` header), for the consumer's span.
     traceparent: str = ""
+    #: The body exactly as published (a subscriber's signature covers these bytes), and the
+    #: ``ce-time`` and ``ce-dataschema`` headers, for those who pass the event on.
+    data: bytes = b""
+    time: str = ""
+    dataschema: str = ""
 
     @property
     def event_name(self) -> str:
@@ -164,7 +169,8 @@ def parse_inbound(subject: str, headers: dict[str, str] | None, data: bytes, str
     return Inbound(
         source=source, sequence=sequence, event_id=event_id, type=expected_type, subject=subject,
         aggregate_id=parts.aggregate_id, body=body, stream_sequence=stream_sequence,
-        traceparent=headers.get("traceparent", ""),
+        traceparent=headers.get("traceparent", ""), data=data,
+        time=headers.get("ce-time", "")[:64], dataschema=headers.get("ce-dataschema", "")[:500],
     )
 
 

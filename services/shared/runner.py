@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,14 @@ class RunningService:
         tick_interval: float = 0.5,
         lease_ttl: float = 15.0,
         relay_clock: Clock | None = None,
+        background: Callable[[asyncio.Event, asyncio.Event], Awaitable[None]] | None = None,
         **consumer_options: object,
     ) -> None:
         """``app`` is a ServiceApplication, or another Tracked application (the care
         application's policies); ``with_relay`` is off where another process relays the
-        application's log (the care application's relay runs on its own)."""
+        application's log (the care application's relay runs on its own). ``background``:
+        work of the application's own that runs while this instance holds the lease (the
+        subscriptions' deliveries), told of each commit by the app's ``wake_background``."""
         if not settings.nats_url:
             msg = "A service needs a NATS server: set CAREPLAN_NATS_URL (careplan up sets it for its children)."
             raise SystemExit(msg)
@@ -71,9 +74,10 @@ class RunningService:
             if self.stores is not None
             else None
         )
+        self.background = background
         self.consumer = DurableConsumer(
             settings, service=self.name, app=app, subjects=subjects, handle=app.decide,
-            on_recorded=self.relay.wake if self.relay is not None else lambda: None,
+            on_recorded=self._recorded,
             **consumer_options,  # type: ignore[arg-type]
         )
         self.consumer.attach(self.broker)
@@ -91,6 +95,14 @@ class RunningService:
         #: the lease, halted at start, consuming, lease lost.
         self.phase = "starting"
         self._reporter: asyncio.Task[None] | None = None
+
+    def _recorded(self) -> None:
+        """After each commit of the consumer (in its worker thread)."""
+        if self.relay is not None:
+            self.relay.wake()
+        wake = getattr(self.app, "wake_background", None)
+        if wake is not None:
+            wake()
 
     def statuses(self) -> list[Callable[[], Status]]:
         """The status records this process puts: its consumer's, and its relay's."""
@@ -131,6 +143,8 @@ class RunningService:
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
         if self.tick is not None:
             self._tasks.append(asyncio.create_task(self._every(self.tick_interval, self._timers)))
+        if self.background is not None:
+            self._tasks.append(asyncio.create_task(self.background(self._stop, self.lost)))
         self._tasks.append(asyncio.create_task(self._every(REDRIVE_CHECK_SECONDS, self.consumer.redrive_pending)))
         self._tasks.append(asyncio.create_task(self._watch_progress(js)))
         return True

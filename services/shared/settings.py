@@ -119,6 +119,23 @@ class Settings(BaseSettings):
     #: crash-looping, restarts); it sets this for its children, and the API's /readyz reads it.
     supervisor_file: Path | None = None
 
+    #: Subscriptions (issue 14, docs/integration.md): the key file from which every
+    #: subscription's signing secret is derived and its headers sealed (made on first use;
+    #: unset: ``<data_dir>/subscriptions.key``; give every API and service process the same).
+    subscriptions_key_file: Path | None = None
+    #: How long a subscription's deliveries are retried before it goes to ``error`` (hours).
+    subscription_retry_hours: float = Field(default=24.0, gt=0)
+    #: Seconds one delivery may take (a kind's subscription may ask for less).
+    subscription_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    #: Backoff between retries: the first wait, doubled each time up to the cap (seconds), with full jitter.
+    subscription_backoff_seconds: float = Field(default=1.0, gt=0)
+    subscription_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    #: After a secret is rotated, the previous one still signs for this long (hours).
+    subscription_secret_grace_hours: float = Field(default=24.0, ge=0)
+    #: The silent-failure alarm: a subscription with events waiting and no successful
+    #: delivery for this long (seconds), or one in ``error``.
+    alarm_subscription_seconds: float = Field(default=900.0, gt=0)
+
     #: Alarms (docs/operations.md, Alarms): a risk signal recorded and not escalated within
     #: this many seconds (watched by the API process) ...
     alarm_risk_signal_seconds: float = Field(default=60.0, gt=0)
@@ -142,6 +159,9 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[f"CAREPLAN_{name.upper()}"] = str(value)
         return env
+
+    def subscriptions_key_path(self) -> Path:
+        return self.subscriptions_key_file or self.data_dir / "subscriptions.key"
 
     def tokens_path(self) -> Path:
         return self.api_tokens_file or self.data_dir / "api-tokens.json"

@@ -99,6 +99,12 @@ EXPECTED: dict[str, Rule] = {
     **{name: Rule(CLINICAL_OR_INTEGRATION, "forbidden") for name in (
         "fhirCarePlan", "fhirCarePlanHistory", "fhirCarePlanVersion", "fhirGoal", "fhirRiskAssessment", "fhirFlag",
         "fhirAppointment", "fhirQuestionnaireResponse", "fhirObservation", "fhirProvenance")},
+    # FHIR subscriptions (issue 14): the topics name no client; a subscription is its clients'
+    "fhirSubscriptionTopic": Rule(CLINICAL_OR_INTEGRATION, "none"),
+    "fhirSubscriptionCreate": Rule((S, I), "forbidden"),
+    "fhirSubscriptionSearch": Rule((S, I), "filtered"),
+    **{name: Rule((S, I), "hidden") for name in (
+        "fhirSubscription", "fhirSubscriptionDelete", "fhirSubscriptionStatus", "fhirSubscriptionEvents")},
     # the auditors' reads
     **{name: Rule((AU,), "hidden") for name in ("auditHistory", "auditReplay", "auditDiff", "auditTrace", "auditExport")},
     "auditVerify": Rule((AU,), "none"),
@@ -106,6 +112,12 @@ EXPECTED: dict[str, Rule] = {
     "caseload": Rule(CLINICAL, "filtered"),
     "listPlans": Rule(CLINICAL_OR_INTEGRATION, "filtered"),
     "outcomes": Rule(CLINICAL, "filtered"),
+    # webhook subscriptions (issue 14): integration engines and supervisors, within the token's clients
+    "createSubscription": Rule((I, S), "forbidden"),
+    "listSubscriptions": Rule((I, S), "filtered"),
+    **{name: Rule((I, S), "hidden") for name in (
+        "readSubscription", "deleteSubscription", "rotateSubscriptionSecret", "resendSubscription",
+        "subscriptionEvents")},
     # public
     **{name: PUBLIC for name in ("problem_type", "healthz", "readyz", "metrics_text", "openapi", "swagger", "redoc",
                                  "docs-assets")},
@@ -129,6 +141,9 @@ class Records:
     dead_letter: UUID
     event: UUID  # the plan's first event (for the causation trace)
     listed: UUID  # a crisis nobody decides, so the list always has one
+    subscription: UUID  # a webhook subscription to the client's events
+    fhir_subscription: UUID  # a FHIR subscription covering the client (the matrix deletes it: off)
+    listed_fhir_subscription: UUID  # one nobody deletes, so the search always has one
 
 
 @dataclass
@@ -147,7 +162,7 @@ class World:
         return {"Authorization": f"Bearer {token}", "X-Audit-Purpose": "Authorization matrix"}
 
     def written(self) -> tuple[int, ...]:
-        stores = (self.api.care, self.api.escalation, self.api.assessment)
+        stores = (self.api.care, self.api.escalation, self.api.assessment, self.api.subscriptions)
         return tuple(s.recorder.max_notification_id() or 0 for s in stores)
 
 
@@ -172,7 +187,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for client_id in (A, B):
         world.of[client_id] = records_of(world, client_id)
     yield world
-    for part in (api.care, api.escalation, api.assessment, api.dead_letters, api.readiness):
+    for part in (api.care, api.escalation, api.assessment, api.dead_letters, api.readiness, api.subscriptions):
         part.close()
     api.access_log.close()
 
@@ -209,7 +224,17 @@ def records_of(world: World, client_id: str) -> Records:
                                 json={"reason": "Moved away"})
     assert stopped.status_code == 200, stopped.text
     world.ended[client_id] = ended
-    return Records(plan, course, inventory, crisis.id, letter.id, drafted, listed.id)
+    subscribed = world.client.post("/subscriptions", headers=world.headers("supervisor-all"), json={
+        "endpoint": "https://ehr.example/hook", "filter": "care.clinical.>", "clients": [client_id]})
+    assert subscribed.status_code == 201, subscribed.text
+    fhir_subscribed = []
+    for _ in range(2):
+        response = world.client.post("/fhir/Subscription", json=body_of("fhirSubscriptionCreate", None, client_id),
+                                     headers=world.headers("supervisor-all"))
+        assert response.status_code == 201, response.text
+        fhir_subscribed.append(UUID(response.json()["id"]))
+    return Records(plan, course, inventory, crisis.id, letter.id, drafted, listed.id, UUID(subscribed.json()["id"]),
+                   *fhir_subscribed)
 
 
 # ------------------------------------------------------------------- requests
@@ -224,7 +249,7 @@ class Call:
 
 def nowhere() -> tuple[Records, str]:
     """Ids of records, and a client, that do not exist."""
-    return Records(uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4(), uuid4()), f"client-{uuid4().hex[:8]}"
+    return Records(*(uuid4() for _ in range(10))), f"client-{uuid4().hex[:8]}"
 
 
 #: What a mounted route's request is (a mount has no methods of its own).
@@ -239,18 +264,30 @@ def call(route: Any, r: Records, client_id: str) -> Call:
     url = (route.path.replace("{plan_id}", str(plan)).replace("{course_id}", str(course))
            .replace("{inventory_id}", str(r.inventory)).replace("{crisis_id}", str(r.crisis))
            .replace("{dead_letter_id}", str(r.dead_letter)).replace("{aggregate_id}", str(plan))
+           .replace("{subscription_id}", str(r.subscription))
            .replace("{event_id}", str(r.event)).replace("{client_id}", client_id)
-           .replace("{version}", "1").replace("{code}", "not-found"))
+           .replace("{version}", "1").replace("{code}", "not-found")
+           .replace("{fhir_subscription_id}", str(r.fhir_subscription)))
     url += {
         "fhirGoal": f"?careplan={plan}", "fhirRiskAssessment": f"?careplan={plan}", "fhirFlag": f"?careplan={plan}",
         "fhirAppointment": f"?course={course}", "fhirQuestionnaireResponse": f"?course={course}",
         "fhirObservation": f"?course={course}", "fhirProvenance": f"?target=CarePlan/{plan}", "auditDiff": "?from=1&to=1",
     }.get(route.name, "")
-    method = "POST" if "POST" in route.methods else "GET"
+    method = next(m for m in ("POST", "DELETE", "GET") if m in route.methods)
     return Call(method, url, body_of(route.name, r, client_id) if method == "POST" else None)
 
 
-def body_of(name: str, records: Records, client_id: str) -> Any:
+def body_of(name: str, records: Records | None, client_id: str) -> Any:
+    if name == "fhirSubscriptionCreate":  # a backport-profile Subscription to the client's scores
+        backport = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+        return {"resourceType": "Subscription", "status": "requested", "reason": "In-basket",
+                "criteria": "http://careplan.local/fhir/SubscriptionTopic/questionnaire-scored",
+                "_criteria": {"extension": [{"url": backport + "backport-filter-criteria",
+                                             "valueString": f"Observation?patient=Patient/{client_id}"}]},
+                "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook", "payload": "application/fhir+json",
+                            "_payload": {"extension": [{"url": backport + "backport-payload-content",
+                                                        "valueCode": "id-only"}]}}}
+    assert records is not None
     plan = records.plan
     if name == "DraftCarePlan":
         return {"client_id": client_id, "title": "T", "strategy": "short_term_moderate",
@@ -264,6 +301,12 @@ def body_of(name: str, records: Records, client_id: str) -> Any:
         return {"outcome": "Safe", "reason": "Reassessed"}
     if name == "redriveDeadLetter":
         return {"reason": "Fixed"}
+    if name == "createSubscription":
+        return {"endpoint": "https://ehr.example/hook", "filter": "care.>", "clients": [client_id]}
+    if name == "resendSubscription":
+        return {"from_number": 1}
+    if name == "rotateSubscriptionSecret":
+        return None
     command = getattr(c, name)
     body = example_body(command, next(f for f in ("plan_id", "course_id", "inventory_id") if f in command.model_fields))
     # a command naming another record of the client (EnterMiddlePhase: the inventory) names the real one
@@ -390,8 +433,13 @@ def listing(name: str, answer: Any, world: World) -> tuple[set[str], set[str], s
     """The ids a list route answered, and those of client A's and client B's records it may hold."""
     if name in ("caseload", "listPlans"):
         return ({item["plan_id"] for item in answer["items"]}, {str(world.of[A].plan)}, {str(world.of[B].plan)})
+    if name == "listSubscriptions":
+        return ({item["id"] for item in answer}, {str(world.of[A].subscription)}, {str(world.of[B].subscription)})
     if name == "outcomes":
         return ({item["course_id"] for item in answer["courses"]}, {str(world.ended[A])}, {str(world.ended[B])})
+    if name == "fhirSubscriptionSearch":
+        return ({entry["resource"]["id"] for entry in answer.get("entry", [])}, {str(world.of[A].listed_fhir_subscription)},
+                {str(world.of[B].listed_fhir_subscription)})
     return ({item["id"] for item in answer}, {str(world.of[A].listed), str(world.of[A].dead_letter)},
             {str(world.of[B].listed), str(world.of[B].dead_letter)})
 

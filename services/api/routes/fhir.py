@@ -126,6 +126,15 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
         signature(endpoint, [param(first, query), param("principal", who)])
         router.get(f"/fhir/{path}", tags=["fhir"], summary=summary, name=f"fhir{path}",
                    response_class=Response)(endpoint)
+    def subscription_topics(principal: Principal) -> Response:
+        from services.subscriptions.fhir.topics import TOPICS, subscription_topic
+
+        api.require(principal, READERS, "read the subscription topics")
+        return fhir_response(fhir.searchset([subscription_topic(topic) for topic in TOPICS]))
+
+    signature(subscription_topics, [param("principal", who)])
+    router.get("/fhir/SubscriptionTopic", tags=["fhir"], name="fhirSubscriptionTopic", response_class=Response,
+               summary="The topics a FHIR R4 Backport Subscription can name (R4B SubscriptionTopic)")(subscription_topics)
     signature(provenance, [
         param("target", Annotated[str, Query(description="CarePlan/<id>, TherapyCourse/<id> or Inventory/<id>")]),
         param("principal", who),

@@ -14,18 +14,16 @@ CSRF token too.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from services.api.auth import Principal, TokenRegistry, digest
+from services.shared.keys import key_in_file
 
 COOKIE = "careplan_session"
 #: A session lasts at most this long after sign-in (seconds); then the token is asked for again.
@@ -34,23 +32,8 @@ KEY_FILE = "ui-session.key"
 
 
 def session_key(data_dir: Path) -> bytes:
-    """The signing key, made on first use: written to a unique 0600 file, then linked into
-    place (``link`` fails if another process got there first, and then its key is read)."""
-    path = data_dir / KEY_FILE
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{KEY_FILE}.")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-            out.flush()
-            os.fsync(out.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
-    return bytes.fromhex(path.read_text().strip())
+    """The signing key, made on first use (services.shared.keys)."""
+    return key_in_file(data_dir / KEY_FILE)
 
 
 @dataclass(frozen=True)

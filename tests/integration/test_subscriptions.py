@@ -1,0 +1,270 @@
+"""Webhook subscriptions end to end (issue 14): the care relay, NATS, the subscriptions
+service and a local receiver that verifies every request's signature with
+``standardwebhooks``.
+
+- The receiver answering 410: ``error`` at once, with the reason; 429 with ``Retry-After``:
+  the next attempt waits that long (in-process service, seconds).
+- The receiver down for 30 s under load, then back, and the service killed with SIGKILL
+  while delivering: every event delivered, in order, numbers without gaps, repeats only
+  with the same ids; a client-scoped subscription gets its client's events only; the
+  documented receiver (docs/examples/webhook_receiver.py) handles every number once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from domain.base import Actor, Role
+from domain.events.subscription_deliveries import AttemptOutcome
+from domain.subscriptions.subscription import SubscriptionStatus
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta
+from services.registry import service
+from services.shared.bus import EmbeddedNats
+from services.shared.settings import Settings
+from services.subscriptions.delivery import Deliveries
+from services.subscriptions.kinds import Scope
+from services.subscriptions.service import SubscriptionsApplication
+from tests.conftest import CLINICIAN
+from tests.support.bus import InProcessRelay, settings_env, with_streams
+from tests.support.receiver import LocalReceiver
+
+META = CommandMeta(actor=CLINICIAN)
+HOSPITAL = Actor(id="ehr-integration", role=Role.INTEGRATION)
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "webhook_receiver.py"
+A, B = "client-a", "client-b"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(store_dir=tmp_path / "nats") as server:
+        with_streams(server)
+        yield server
+
+
+def fast(settings: Settings, nats: EmbeddedNats, data: Path) -> Settings:
+    """Retries in fractions of seconds instead of minutes."""
+    return settings.model_copy(update={
+        "data_dir": data, "nats_url": nats.url, "subscription_backoff_seconds": 0.05,
+        "subscription_backoff_max_seconds": 1.0, "subscription_timeout_seconds": 5.0, "alarm_check_seconds": 0.2,
+    })
+
+
+def draft(app: CareApplication, client_id: str) -> UUID:
+    return app.handle(c.DraftCarePlan(client_id=client_id, title="Low mood", strategy="short_term_moderate",
+                                      therapy_models=["steady_progress"]), META).aggregate_id
+
+
+def change(app: CareApplication, plan: UUID, i: int) -> None:
+    app.handle(c.AddGoal(plan_id=plan, description=f"Goal {i}"), META)
+
+
+async def until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_410_is_an_error_at_once_and_429_retry_after_is_honoured(
+    tmp_path: Path, nats_server: EmbeddedNats, backend_settings: Settings,
+) -> None:
+    settings = fast(backend_settings, nats_server, tmp_path / "data")
+    care = CareApplication(settings)
+    subs = SubscriptionsApplication(settings)
+    async with LocalReceiver() as receiver:
+        gone = subs.subscribe("webhook", {"endpoint": receiver.url("/gone"), "filter": "care.clinical.>"},
+                              Scope((A,)), HOSPITAL)
+        busy = subs.subscribe("webhook", {"endpoint": receiver.url("/busy"), "filter": "care.clinical.>"},
+                              Scope((A,)), HOSPITAL)
+        assert gone.subscription.clients == [A]  # the token's clients by default
+        receiver.endpoints["/gone"] = receiver_endpoint(gone.secret, 410)
+        receiver.endpoints["/busy"] = receiver_endpoint(busy.secret, 429, {"Retry-After": "2"})
+        running = service("subscriptions").running(settings)
+        try:
+            async with InProcessRelay(settings, nats_server.url):
+                await running.start()
+                plan = draft(care, A)
+                draft(care, B)  # another client's: neither subscription matches it
+                change(care, plan, 1)
+                await until(lambda: len(receiver.of("/busy")) >= 2, 30, "two attempts at the busy receiver")
+                receiver.endpoints["/busy"].status = 204
+                await until(lambda: (subs.delivery(busy.subscription.id).delivered_up_to == 2), 30, "busy delivered")
+                gone_state = subs.delivery(gone.subscription.id)
+                alarm = running.app.engine.alarm
+                await until(lambda: alarm.active, 10, "the silent-failure alarm")
+        finally:
+            await running.stop()
+    try:
+        # 410: one attempt, then error with the reason; nothing more was tried
+        assert [r.number for r in receiver.of("/gone")] == [1]
+        assert gone_state.status is SubscriptionStatus.ERROR and "410" in (gone_state.error or "")
+        assert gone_state.attempts == 1 and gone_state.delivered_up_to == 0
+        shown = subs.summary(subs.subscription(gone.subscription.id, Scope((A,))), subs.clock())
+        assert shown["status"] == "error" and shown["alarm"] is True and "410" in shown["error"]
+        assert "1 subscription(s) in error" in alarm.reason
+        # 429 with Retry-After: 2 — the retry came no sooner (the backoff alone would be 0.05 s)
+        busy_received = receiver.of("/busy")
+        assert busy_received[1].at - busy_received[0].at >= 1.9
+        assert [r.number for r in busy_received][:2] == [1, 1]
+        assert {r.webhook_id for r in busy_received if r.number == 1} == {busy_received[0].headers["ce-id"]}
+        busy_state = subs.delivery(busy.subscription.id)
+        assert busy_state.status is SubscriptionStatus.ACTIVE and busy_state.delivered_up_to == 2
+        assert subs.feed(busy.subscription.id).last_number == 2  # client B's plan never matched
+        assert receiver.unverified == []
+        # resend from 1 takes the 410 subscription out of error; the receiver now accepts
+        receiver.endpoints["/gone"].status = 204
+    finally:
+        care.close()
+        subs.close()
+
+
+def receiver_endpoint(secret: str, status: int, headers: dict[str, str] | None = None) -> Any:
+    from tests.support.receiver import Endpoint
+
+    return Endpoint(secret, status, headers or {})
+
+
+class ServiceProcess:
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings, self.log = settings, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.settings.nats_url is not None
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "service", "subscriptions"],
+                                            env=settings_env(self.settings, self.settings.nats_url),
+                                            stdout=out, stderr=out)
+
+    def kill(self) -> None:
+        assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def load_example() -> Any:
+    spec = importlib.util.spec_from_file_location("webhook_receiver", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+async def test_an_outage_of_30_s_under_load_and_a_kill_lose_nothing_and_keep_order(
+    tmp_path: Path, nats_server: EmbeddedNats, backend_settings: Settings,
+) -> None:
+    settings = fast(backend_settings, nats_server, tmp_path / "data")
+    care = CareApplication(settings)
+    subs = SubscriptionsApplication(settings)
+    process = ServiceProcess(settings, tmp_path / "subscriptions.log")
+    receiver = LocalReceiver()
+    everything = Scope(("*",))
+    only_a = subs.subscribe("webhook", {"endpoint": receiver.url("/a"), "filter": "care.clinical.v1.care_plan.>"},
+                            Scope((A,)), HOSPITAL)
+    all_plans = subs.subscribe("webhook", {"endpoint": receiver.url("/all"), "filters": ["care.clinical.v1.care_plan.>"]},
+                               everything, HOSPITAL)
+    documented = subs.subscribe("webhook", {"endpoint": receiver.url("/example/careplan"),
+                                            "filter": "care.clinical.v1.care_plan.>"}, everything, HOSPITAL)
+    handled: list[int] = []
+    example = load_example()
+    receiver.mounts["/example"] = example.create_app(documented.secret, lambda n, _h, _e: handled.append(n))
+    receiver.endpoints["/a"] = receiver_endpoint(only_a.secret, 204)
+    receiver.endpoints["/all"] = receiver_endpoint(all_plans.secret, 204)
+    plans = {A: [draft(care, A) for _ in range(3)], B: [draft(care, B) for _ in range(3)]}
+    try:
+        async with InProcessRelay(settings, nats_server.url):
+            await receiver.start()
+            process.start()
+            await until(lambda: subs.delivery(all_plans.subscription.id).delivered_up_to >= 6, 60, "first deliveries")
+            # the receiver goes away for 30 s while events keep coming (3 a second)
+            await receiver.stop()
+            down_until = time.monotonic() + 30
+            i = 0
+            while time.monotonic() < down_until:
+                for client_id in (A, B):
+                    await asyncio.to_thread(change, care, plans[client_id][i % 3], i)
+                i += 1
+                await asyncio.sleep(0.6)
+            failing = subs.delivery(all_plans.subscription.id)
+            assert failing.failures >= 3 and failing.status is SubscriptionStatus.ACTIVE  # retrying, not in error
+            await receiver.start()
+            # killed while delivering the backlog, then started again
+            await until(lambda: subs.delivery(all_plans.subscription.id).delivered_up_to > failing.delivered_up_to,
+                        30, "delivery resumed")
+            process.kill()
+            for _ in range(20):  # more events while it is down
+                await asyncio.to_thread(change, care, plans[A][0], 1000 + _)
+            process.start()
+            total_a = sum(care.get_plan(p).version for p in plans[A])
+            total = total_a + sum(care.get_plan(p).version for p in plans[B])
+            expected = {only_a.subscription.id: total_a, all_plans.subscription.id: total,
+                        documented.subscription.id: total}
+            for sid, count in expected.items():
+                await until(lambda sid=sid, count=count: subs.delivery(sid).delivered_up_to >= count, 120,
+                            f"all {count} events delivered to {sid}")
+            await receiver.stop()
+    finally:
+        process.stop()
+        await receiver.stop()
+    try:
+        assert receiver.unverified == [], "a request whose signature did not verify"
+        for path, made, count in (("/a", only_a, total_a), ("/all", all_plans, total)):
+            got = receiver.of(path)
+            first_seen: dict[int, Any] = {}
+            for r in got:
+                first_seen.setdefault(r.number, r)
+                # a repeat is the same message: same id, same bytes
+                assert (r.webhook_id, r.body) == (first_seen[r.number].webhook_id, first_seen[r.number].body)
+            assert sorted(first_seen) == list(range(1, count + 1)), f"{path}: numbers with gaps"
+            assert [r.number for r in got if r is first_seen[r.number]] == sorted(first_seen), f"{path}: out of order"
+            # what was sent is what the store answers for the same range ($events)
+            stored = subs.numbered_events(made.subscription.id, 0, count)
+            assert [e.event.event_id for e in stored] == [first_seen[n].webhook_id for n in range(1, count + 1)]
+            assert [e.event.body for e in stored] == [first_seen[n].body for n in range(1, count + 1)]
+        clients = {json.loads(r.body).get("client_id") for r in receiver.of("/a")} - {None}
+        assert clients == {A}, "a client-scoped subscription received another client's event"
+        plans_a = {str(p) for p in plans[A]}
+        assert {r.headers["ce-subject"] for r in receiver.of("/a")} == plans_a
+        assert handled == list(range(1, total + 1)), "the documented receiver handled each number once, in order"
+        # every attempt recorded: failures while the receiver was down, then deliveries
+        delivery = subs.delivery(all_plans.subscription.id)
+        assert delivery.attempts >= len(receiver.of("/all")) + 3
+        outcomes = [subs.mapper.to_domain_event(e) for e in subs.recorder.select_events(delivery.id)]
+        kinds = {getattr(o, "outcome", None) for o in outcomes}
+        assert {AttemptOutcome.RETRY, AttemptOutcome.DELIVERED} <= kinds
+        assert all(o.error_class == "connection" for o in outcomes if getattr(o, "outcome", None) is AttemptOutcome.RETRY)
+    finally:
+        care.close()
+        subs.close()
+
+
+def test_the_backoff_doubles_to_its_cap_with_the_second_half_random(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, subscription_backoff_seconds=1.0, subscription_backoff_max_seconds=60.0)
+
+    class App:
+        pass
+
+    app = App()
+    app.settings = settings  # type: ignore[attr-defined]
+    low, high = Deliveries(app, rng=lambda: 0.0), Deliveries(app, rng=lambda: 0.999)
+    assert [low.backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert high.backoff(3) == pytest.approx(4 * 0.9995, rel=1e-3)
+    assert low.backoff(40) == 30.0 and high.backoff(40) <= 60.0
