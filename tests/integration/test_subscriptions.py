@@ -105,16 +105,26 @@ async def test_410_is_an_error_at_once_and_429_retry_after_is_honoured(
                 gone_state = subs.delivery(gone.subscription.id)
                 alarm = running.app.engine.alarm
                 await until(lambda: alarm.active, 10, "the silent-failure alarm")
+                alarm_reason = alarm.reason
+                gone_before = [r.number for r in receiver.of("/gone")]
+                shown = subs.summary(subs.subscription(gone.subscription.id, Scope((A,))), subs.clock())
+                # fixed: a resend from 1 leaves error, and everything is delivered; the alarm clears
+                receiver.endpoints["/gone"].status = 204
+                subs.request_resend(gone.subscription.id, 1, Scope((A,)), HOSPITAL, "Receiver fixed")
+                await until(lambda: subs.delivery(gone.subscription.id).delivered_up_to == 2, 30, "resent")
+                await until(lambda: not alarm.active, 10, "the alarm cleared")
         finally:
             await running.stop()
     try:
         # 410: one attempt, then error with the reason; nothing more was tried
-        assert [r.number for r in receiver.of("/gone")] == [1]
+        assert gone_before == [1]
         assert gone_state.status is SubscriptionStatus.ERROR and "410" in (gone_state.error or "")
         assert gone_state.attempts == 1 and gone_state.delivered_up_to == 0
-        shown = subs.summary(subs.subscription(gone.subscription.id, Scope((A,))), subs.clock())
         assert shown["status"] == "error" and shown["alarm"] is True and "410" in shown["error"]
-        assert "1 subscription(s) in error" in alarm.reason
+        assert "1 subscription(s) in error" in alarm_reason
+        resent = subs.delivery(gone.subscription.id)
+        assert resent.status is SubscriptionStatus.ACTIVE and resent.error is None and resent.resends_applied == 1
+        assert [r.number for r in receiver.of("/gone")] == [1, 1, 2]
         # 429 with Retry-After: 2 — the retry came no sooner (the backoff alone would be 0.05 s)
         busy_received = receiver.of("/busy")
         assert busy_received[1].at - busy_received[0].at >= 1.9
@@ -124,8 +134,6 @@ async def test_410_is_an_error_at_once_and_429_retry_after_is_honoured(
         assert busy_state.status is SubscriptionStatus.ACTIVE and busy_state.delivered_up_to == 2
         assert subs.feed(busy.subscription.id).last_number == 2  # client B's plan never matched
         assert receiver.unverified == []
-        # resend from 1 takes the 410 subscription out of error; the receiver now accepts
-        receiver.endpoints["/gone"].status = 204
     finally:
         care.close()
         subs.close()
@@ -268,3 +276,41 @@ def test_the_backoff_doubles_to_its_cap_with_the_second_half_random(tmp_path: Pa
     assert [low.backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert high.backoff(3) == pytest.approx(4 * 0.9995, rel=1e-3)
     assert low.backoff(40) == 30.0 and high.backoff(40) <= 60.0
+
+
+def test_a_rotated_secret_signs_alongside_the_previous_one_during_the_grace_period(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from standardwebhooks import Webhook
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path, subscription_secret_grace_hours=1))
+    try:
+        made = subs.subscribe("webhook", {"endpoint": "https://ehr.example/hook", "filter": "care.>",
+                                          "headers": {"Authorization": "Bearer receiver-token"}}, Scope((A,)), HOSPITAL)
+        sid = made.subscription.id
+        # the header value is sealed in the stored event, never in clear
+        stored = b"".join(e.state for e in subs.recorder.select_events(sid))
+        assert b"receiver-token" not in stored and subs.summary(made.subscription, subs.clock())["header_names"] == [
+            "Authorization"]
+        rotated = subs.rotate_secret(sid, Scope((A,)), HOSPITAL)
+        assert rotated.secret != made.secret and rotated.subscription.secret_generation == 2
+        body, now = b'{"x": 1}', subs.clock()
+
+        def verifies(secret: str, at: Any) -> bool:
+            signature = subs.keys.signature(sid, rotated.subscription.secret_generations(at), "msg-1", now, body)
+            headers = {"webhook-id": "msg-1", "webhook-timestamp": str(int(now.timestamp())),
+                       "webhook-signature": signature}
+            try:
+                Webhook(secret).verify(body, headers, json_parse=False)
+                return True
+            except WebhookVerificationError:
+                return False
+
+        assert verifies(made.secret, now) and verifies(rotated.secret, now)  # both during the grace period
+        later = now + timedelta(hours=2)
+        assert verifies(rotated.secret, later) and not verifies(made.secret, later)  # then the new one only
+        with pytest.raises(Exception, match="No subscription"):
+            subs.rotate_secret(sid, Scope((B,)), HOSPITAL)  # another client's token: as if it did not exist
+    finally:
+        subs.close()
