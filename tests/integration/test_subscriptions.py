@@ -314,3 +314,41 @@ def test_a_rotated_secret_signs_alongside_the_previous_one_during_the_grace_peri
             subs.rotate_secret(sid, Scope((B,)), HOSPITAL)  # another client's token: as if it did not exist
     finally:
         subs.close()
+
+
+def test_the_cli_lists_shows_and_resends_and_marks_an_alarm_red(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from domain.base import CommandContext
+    from services.cli.subscriptions import app as cli
+
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path))
+    try:
+        made = subs.subscribe("webhook", {"endpoint": "https://ehr.example/hook", "filter": "care.>"}, Scope(("*",)),
+                              HOSPITAL)
+        sid = made.subscription.id
+        listed = CliRunner().invoke(cli, ["list", "--json", "--data-dir", str(tmp_path)])
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.output)["status"] == "active"
+        # the receiver answered 410: in error, so the list exits 1 and says why
+        delivery = subs.delivery(sid)
+        ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=sid)
+        delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="m-1",
+                           status_code=410, latency_ms=12, outcome=AttemptOutcome.FAILED, error_class="http-410")
+        delivery.fail("the receiver answered HTTP 410, which is not retried", ctx=ctx)
+        subs.save(delivery)
+        listed = CliRunner().invoke(cli, ["list", "--data-dir", str(tmp_path)])
+        assert listed.exit_code == 1 and "410" in listed.output
+        shown = CliRunner().invoke(cli, ["show", str(sid), "--json", "--data-dir", str(tmp_path)])
+        assert shown.exit_code == 0, shown.output
+        attempt = json.loads(shown.output)["latest_attempts"][0]
+        assert (attempt["status_code"], attempt["outcome"], attempt["latency_ms"]) == (410, "failed", 12)
+        resent = CliRunner().invoke(cli, ["resend", str(sid), "--from", "1", "--reason", "Receiver fixed",
+                                          "--data-dir", str(tmp_path)])
+        assert resent.exit_code == 0, resent.output
+        again = subs.find(type(made.subscription), sid)
+        assert (again.resend_requests, again.resend_from) == (1, 1)
+        missing = CliRunner().invoke(cli, ["show", "00000000-0000-0000-0000-000000000000", "--data-dir", str(tmp_path)])
+        assert missing.exit_code == 1 and "No subscription" in missing.output
+    finally:
+        subs.close()
