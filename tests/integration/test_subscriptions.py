@@ -352,3 +352,30 @@ def test_the_cli_lists_shows_and_resends_and_marks_an_alarm_red(tmp_path: Path) 
         assert missing.exit_code == 1 and "No subscription" in missing.output
     finally:
         subs.close()
+
+
+def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_path: Path) -> None:
+    from domain.base import CommandContext
+    from services.audit.export import export_client
+    from services.audit.reading import Stores
+
+    settings = Settings(data_dir=tmp_path)
+    subs = SubscriptionsApplication(settings)
+    try:
+        mine = subs.subscribe("webhook", {"endpoint": "https://ehr.example/a", "filter": "care.>"}, Scope((A,)), HOSPITAL)
+        theirs = subs.subscribe("webhook", {"endpoint": "https://ehr.example/b", "filter": "care.>"}, Scope((B,)),
+                                HOSPITAL)
+        delivery = subs.delivery(mine.subscription.id)
+        ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=mine.subscription.id)
+        delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="event-1",
+                           status_code=204, latency_ms=7, outcome=AttemptOutcome.DELIVERED)
+        subs.save(delivery)
+    finally:
+        subs.close()
+    with Stores(settings) as stores:
+        exported = export_client(stores, A)
+    ids = {a.aggregate_id for a in exported.aggregates}
+    assert mine.subscription.id in ids and theirs.subscription.id not in ids
+    (deliveries,) = exported.of_type("SubscriptionDelivery")
+    assert deliveries.state["delivered_up_to"] == 1 and deliveries.state["subscription_id"] == str(mine.subscription.id)
+    assert any("delivered" in e.summary and "204" in e.summary for e in deliveries.events)
