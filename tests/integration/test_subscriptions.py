@@ -379,3 +379,36 @@ def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_pa
     (deliveries,) = exported.of_type("SubscriptionDelivery")
     assert deliveries.state["delivered_up_to"] == 1 and deliveries.state["subscription_id"] == str(mine.subscription.id)
     assert any("delivered" in e.summary and "204" in e.summary for e in deliveries.events)
+
+
+def test_events_waiting_without_a_successful_delivery_raise_the_silent_failure_alarm(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from domain.base import CommandContext
+    from domain.subscriptions.feed import SubscriptionFeed
+
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path, alarm_subscription_seconds=60))
+    try:
+        made = subs.subscribe("webhook", {"endpoint": "https://ehr.example/a", "filter": "care.>"}, Scope((A,)), HOSPITAL)
+        deliveries = Deliveries(subs)
+        assert deliveries.alarm_reason() is None  # nothing waits
+        now = subs.clock()
+        ctx = CommandContext(actor=subs.actor, at=now, correlation_id=made.subscription.id)
+        feed = SubscriptionFeed.open(made.subscription.id, ctx=ctx)
+        for minutes_ago in (5, 0):
+            feed.match(ctx=ctx, matched_event_id=f"e-{minutes_ago}", source="care", sequence=7 - minutes_ago,
+                       type="org.careplan.clinical.v1.care_plan.goal_added", subject="care.clinical.v1.care_plan.p.goal_added",
+                       aggregate_id="p", time=(now - timedelta(minutes=minutes_ago)).isoformat(), dataschema="",
+                       client_id=A, body='{"a": 1}')
+        subs.save(feed)
+        # event 1 has waited five minutes with no delivery at all: silent
+        assert deliveries.alarm_reason() == "1 with events undelivered for over 60 s"
+        assert subs.summary(subs.subscription(made.subscription.id, Scope((A,))), now)["alarm"] is True
+        delivery = subs.delivery(made.subscription.id)
+        delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="e-5",
+                           status_code=204, latency_ms=3, outcome=AttemptOutcome.DELIVERED)
+        subs.save(delivery)
+        # event 2 is fresh: waiting, but not for long
+        assert deliveries.alarm_reason() is None
+    finally:
+        subs.close()
