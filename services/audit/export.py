@@ -54,6 +54,8 @@ class _First(NamedTuple):
     client_id: Any
     plan_id: Any
     timestamp: datetime
+    #: A subscription's feed or deliveries name it.
+    subscription_id: Any = None
 
 
 def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
@@ -65,9 +67,15 @@ def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
             if notification.originator_id in firsts:
                 continue
             event = store.mapper.to_domain_event(notification)
-            firsts[notification.originator_id] = _First(store, type(event).__name__, getattr(event, "client_id", None),
-                                                        getattr(event, "plan_id", None), event.timestamp)
+            client = getattr(event, "client_id", None)
+            if type(event).__name__ == "SubscriptionCreated" and list(event.clients) == [client_id]:
+                client = client_id  # a subscription to this client's events only: who received what, when
+            firsts[notification.originator_id] = _First(store, type(event).__name__, client,
+                                                        getattr(event, "plan_id", None), event.timestamp,
+                                                        getattr(event, "subscription_id", None))
     mine = {aid for aid, first in firsts.items() if first.client_id == client_id}
+    # the feed and the delivery attempts of the client's subscriptions
+    mine |= {aid for aid, first in firsts.items() if first.subscription_id is not None and first.subscription_id in mine}
     plans = {aid for aid in mine if firsts[aid].type_name == "CarePlanDrafted"}
     plans |= {p for aid in mine if (p := firsts[aid].plan_id) is not None}
     # service aggregates that name the plan but not the client (e.g. the scheduling service's PlanStrategy)

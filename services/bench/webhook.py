@@ -217,5 +217,5 @@ def run_webhook_benchmark(base: Settings, *, events: int, rate: float, seconds: 
                   f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "", "", "")
     console.print(table)
     print(f"RESULT webhook_throughput ratio={ratio:.2f} target={THROUGHPUT_TARGET}")
-    print(f"RESULT webhook_latency p50_ms={p50:.1f} p99_ms={p99:.1f} rate={rate:g}")
+    print(f"LATENCY webhook_commit_to_delivered p50_ms={p50:.1f} p99_ms={p99:.1f} rate={rate:g}")
     return {"throughput_ratio": ratio, "p50_ms": p50, "p99_ms": p99}

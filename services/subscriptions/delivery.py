@@ -294,6 +294,7 @@ class DeliveryEngine:
         async with httpx.AsyncClient(transport=self.transport, follow_redirects=False, limits=limits) as http:
             try:
                 while not stop.is_set() and not (lost is not None and lost.is_set()):
+                    self._woken.clear()
                     try:
                         indexed = await asyncio.to_thread(self.app.subscriptions)
                     except Exception as e:  # noqa: BLE001 - the store away for a moment: looked at again
@@ -306,7 +307,6 @@ class DeliveryEngine:
                     if time.monotonic() >= next_alarm_check:
                         next_alarm_check = time.monotonic() + self.app.settings.alarm_check_seconds
                         await self._check_alarm()
-                    self._woken.clear()
                     try:
                         await asyncio.wait_for(self._woken.wait(), timeout=IDLE_LOOK_SECONDS)
                     except TimeoutError:
@@ -327,6 +327,7 @@ class DeliveryEngine:
         wake = self._wakes.setdefault(sid, asyncio.Event())
         try:
             while not stop.is_set():
+                wake.clear()  # before looking: a commit while it looks wakes the wait below
                 try:
                     step = await asyncio.to_thread(self.deliveries.next_step, sid)
                     if step is None:
@@ -344,7 +345,6 @@ class DeliveryEngine:
                 except Exception as e:  # noqa: BLE001 - the store away: nothing recorded, tried again
                     log.warning("subscription %s: %s; trying again", sid, describe(e))
                     wait = IDLE_LOOK_SECONDS
-                wake.clear()
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=wait)
                 except TimeoutError:

@@ -20,6 +20,13 @@ A kind never does I/O, never reads the clock (times arrive in the arguments) and
 signs: the engine adds ``webhook-id`` (:attr:`Notification.message_id`, stable across
 retries), ``webhook-timestamp`` and ``webhook-signature``. ``KINDS`` names every kind;
 a kind module adds itself with :func:`register`.
+
+What the service offers a kind's routes (``services.subscriptions.service.SubscriptionsApplication``):
+``subscribe(kind_name, request, scope, actor)`` (the secret shown once), ``subscription(id,
+scope)``, ``delete``, ``rotate_secret``, ``request_resend(id, from_number, ...)``,
+``state(subscription)`` (status, ``events_since_start``, error: ``$status``),
+``numbered_events(id, since, until)`` (any range from the store: ``$events``) and
+``attempts(id)``.
 """
 
 from __future__ import annotations

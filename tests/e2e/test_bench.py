@@ -38,3 +38,12 @@ def test_bench_views_prints_its_result_and_latency_lines() -> None:
     assert found and float(found.group(1)) > 0
     assert re.search(r"^LATENCY views_caseload_sqlite plans=120 p50_ms=\d+\.\d+ p99_ms=\d+\.\d+$", views.output,
                      re.MULTILINE)
+
+
+def test_bench_webhook_prints_its_result_and_latency_lines() -> None:
+    webhook = CliRunner().invoke(cli, ["bench", "webhook", "--events", "150", "--rate", "30", "--seconds", "1"])
+    assert webhook.exit_code == 0, webhook.output
+    found = re.search(r"^RESULT webhook_throughput ratio=(\d+\.\d+) target=0\.5$", webhook.output, re.MULTILINE)
+    assert found and float(found.group(1)) > 0
+    assert re.search(r"^LATENCY webhook_commit_to_delivered p50_ms=\d+\.\d+ p99_ms=\d+\.\d+ rate=30$", webhook.output,
+                     re.MULTILINE)

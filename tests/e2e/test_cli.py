@@ -49,8 +49,11 @@ def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Pat
     assert stored["assessment"] == 4 and stored["escalation"] >= 6 and stored["scheduling"] > 14
     total = count + sum(stored.values())
     assert f"{total} events stored" in out
+    # the subscriptions service notes which client each plan and course belongs to (no subscription yet)
+    with sqlite3.connect(tmp_path / "data" / "subscriptions.sqlite") as db:
+        (links,) = db.execute("SELECT COUNT(*) FROM stored_events").fetchone()
     held = re.search(r"JetStream stream CARE holds (\d+) events", out)
-    assert held and int(held.group(1)) == total  # every event of every store, once
+    assert held and int(held.group(1)) == total + links  # every event of every store, once
 
 
 def test_demo_defaults_to_a_data_folder_in_the_working_directory(tmp_path: Path) -> None:

@@ -105,16 +105,26 @@ async def test_410_is_an_error_at_once_and_429_retry_after_is_honoured(
                 gone_state = subs.delivery(gone.subscription.id)
                 alarm = running.app.engine.alarm
                 await until(lambda: alarm.active, 10, "the silent-failure alarm")
+                alarm_reason = alarm.reason
+                gone_before = [r.number for r in receiver.of("/gone")]
+                shown = subs.summary(subs.subscription(gone.subscription.id, Scope((A,))), subs.clock())
+                # fixed: a resend from 1 leaves error, and everything is delivered; the alarm clears
+                receiver.endpoints["/gone"].status = 204
+                subs.request_resend(gone.subscription.id, 1, Scope((A,)), HOSPITAL, "Receiver fixed")
+                await until(lambda: subs.delivery(gone.subscription.id).delivered_up_to == 2, 30, "resent")
+                await until(lambda: not alarm.active, 10, "the alarm cleared")
         finally:
             await running.stop()
     try:
         # 410: one attempt, then error with the reason; nothing more was tried
-        assert [r.number for r in receiver.of("/gone")] == [1]
+        assert gone_before == [1]
         assert gone_state.status is SubscriptionStatus.ERROR and "410" in (gone_state.error or "")
         assert gone_state.attempts == 1 and gone_state.delivered_up_to == 0
-        shown = subs.summary(subs.subscription(gone.subscription.id, Scope((A,))), subs.clock())
         assert shown["status"] == "error" and shown["alarm"] is True and "410" in shown["error"]
-        assert "1 subscription(s) in error" in alarm.reason
+        assert "1 subscription(s) in error" in alarm_reason
+        resent = subs.delivery(gone.subscription.id)
+        assert resent.status is SubscriptionStatus.ACTIVE and resent.error is None and resent.resends_applied == 1
+        assert [r.number for r in receiver.of("/gone")] == [1, 1, 2]
         # 429 with Retry-After: 2 — the retry came no sooner (the backoff alone would be 0.05 s)
         busy_received = receiver.of("/busy")
         assert busy_received[1].at - busy_received[0].at >= 1.9
@@ -124,8 +134,6 @@ async def test_410_is_an_error_at_once_and_429_retry_after_is_honoured(
         assert busy_state.status is SubscriptionStatus.ACTIVE and busy_state.delivered_up_to == 2
         assert subs.feed(busy.subscription.id).last_number == 2  # client B's plan never matched
         assert receiver.unverified == []
-        # resend from 1 takes the 410 subscription out of error; the receiver now accepts
-        receiver.endpoints["/gone"].status = 204
     finally:
         care.close()
         subs.close()
@@ -268,3 +276,139 @@ def test_the_backoff_doubles_to_its_cap_with_the_second_half_random(tmp_path: Pa
     assert [low.backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert high.backoff(3) == pytest.approx(4 * 0.9995, rel=1e-3)
     assert low.backoff(40) == 30.0 and high.backoff(40) <= 60.0
+
+
+def test_a_rotated_secret_signs_alongside_the_previous_one_during_the_grace_period(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from standardwebhooks import Webhook
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path, subscription_secret_grace_hours=1))
+    try:
+        made = subs.subscribe("webhook", {"endpoint": "https://ehr.example/hook", "filter": "care.>",
+                                          "headers": {"Authorization": "Bearer receiver-token"}}, Scope((A,)), HOSPITAL)
+        sid = made.subscription.id
+        # the header value is sealed in the stored event, never in clear
+        stored = b"".join(e.state for e in subs.recorder.select_events(sid))
+        assert b"receiver-token" not in stored and subs.summary(made.subscription, subs.clock())["header_names"] == [
+            "Authorization"]
+        rotated = subs.rotate_secret(sid, Scope((A,)), HOSPITAL)
+        assert rotated.secret != made.secret and rotated.subscription.secret_generation == 2
+        body, now = b'{"x": 1}', subs.clock()
+
+        def verifies(secret: str, at: Any) -> bool:
+            signature = subs.keys.signature(sid, rotated.subscription.secret_generations(at), "msg-1", now, body)
+            headers = {"webhook-id": "msg-1", "webhook-timestamp": str(int(now.timestamp())),
+                       "webhook-signature": signature}
+            try:
+                Webhook(secret).verify(body, headers, json_parse=False)
+                return True
+            except WebhookVerificationError:
+                return False
+
+        assert verifies(made.secret, now) and verifies(rotated.secret, now)  # both during the grace period
+        later = now + timedelta(hours=2)
+        assert verifies(rotated.secret, later) and not verifies(made.secret, later)  # then the new one only
+        with pytest.raises(Exception, match="No subscription"):
+            subs.rotate_secret(sid, Scope((B,)), HOSPITAL)  # another client's token: as if it did not exist
+    finally:
+        subs.close()
+
+
+def test_the_cli_lists_shows_and_resends_and_marks_an_alarm_red(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from domain.base import CommandContext
+    from services.cli.subscriptions import app as cli
+
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path))
+    try:
+        made = subs.subscribe("webhook", {"endpoint": "https://ehr.example/hook", "filter": "care.>"}, Scope(("*",)),
+                              HOSPITAL)
+        sid = made.subscription.id
+        listed = CliRunner().invoke(cli, ["list", "--json", "--data-dir", str(tmp_path)])
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.output)["status"] == "active"
+        # the receiver answered 410: in error, so the list exits 1 and says why
+        delivery = subs.delivery(sid)
+        ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=sid)
+        delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="m-1",
+                           status_code=410, latency_ms=12, outcome=AttemptOutcome.FAILED, error_class="http-410")
+        delivery.fail("the receiver answered HTTP 410, which is not retried", ctx=ctx)
+        subs.save(delivery)
+        listed = CliRunner().invoke(cli, ["list", "--data-dir", str(tmp_path)])
+        assert listed.exit_code == 1 and "410" in listed.output
+        shown = CliRunner().invoke(cli, ["show", str(sid), "--json", "--data-dir", str(tmp_path)])
+        assert shown.exit_code == 0, shown.output
+        attempt = json.loads(shown.output)["latest_attempts"][0]
+        assert (attempt["status_code"], attempt["outcome"], attempt["latency_ms"]) == (410, "failed", 12)
+        resent = CliRunner().invoke(cli, ["resend", str(sid), "--from", "1", "--reason", "Receiver fixed",
+                                          "--data-dir", str(tmp_path)])
+        assert resent.exit_code == 0, resent.output
+        again = subs.find(type(made.subscription), sid)
+        assert (again.resend_requests, again.resend_from) == (1, 1)
+        missing = CliRunner().invoke(cli, ["show", "00000000-0000-0000-0000-000000000000", "--data-dir", str(tmp_path)])
+        assert missing.exit_code == 1 and "No subscription" in missing.output
+    finally:
+        subs.close()
+
+
+def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_path: Path) -> None:
+    from domain.base import CommandContext
+    from services.audit.export import export_client
+    from services.audit.reading import Stores
+
+    settings = Settings(data_dir=tmp_path)
+    subs = SubscriptionsApplication(settings)
+    try:
+        mine = subs.subscribe("webhook", {"endpoint": "https://ehr.example/a", "filter": "care.>"}, Scope((A,)), HOSPITAL)
+        theirs = subs.subscribe("webhook", {"endpoint": "https://ehr.example/b", "filter": "care.>"}, Scope((B,)),
+                                HOSPITAL)
+        delivery = subs.delivery(mine.subscription.id)
+        ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=mine.subscription.id)
+        delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="event-1",
+                           status_code=204, latency_ms=7, outcome=AttemptOutcome.DELIVERED)
+        subs.save(delivery)
+    finally:
+        subs.close()
+    with Stores(settings) as stores:
+        exported = export_client(stores, A)
+    ids = {a.aggregate_id for a in exported.aggregates}
+    assert mine.subscription.id in ids and theirs.subscription.id not in ids
+    (deliveries,) = exported.of_type("SubscriptionDelivery")
+    assert deliveries.state["delivered_up_to"] == 1 and deliveries.state["subscription_id"] == str(mine.subscription.id)
+    assert any("delivered" in e.summary and "204" in e.summary for e in deliveries.events)
+
+
+def test_events_waiting_without_a_successful_delivery_raise_the_silent_failure_alarm(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from domain.base import CommandContext
+    from domain.subscriptions.feed import SubscriptionFeed
+
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path, alarm_subscription_seconds=60))
+    try:
+        made = subs.subscribe("webhook", {"endpoint": "https://ehr.example/a", "filter": "care.>"}, Scope((A,)), HOSPITAL)
+        deliveries = Deliveries(subs)
+        assert deliveries.alarm_reason() is None  # nothing waits
+        now = subs.clock()
+        ctx = CommandContext(actor=subs.actor, at=now, correlation_id=made.subscription.id)
+        feed = SubscriptionFeed.open(made.subscription.id, ctx=ctx)
+        for minutes_ago in (5, 0):
+            feed.match(ctx=ctx, matched_event_id=f"e-{minutes_ago}", source="care", sequence=7 - minutes_ago,
+                       type="org.careplan.clinical.v1.care_plan.goal_added", subject="care.clinical.v1.care_plan.p.goal_added",
+                       aggregate_id="p", time=(now - timedelta(minutes=minutes_ago)).isoformat(), dataschema="",
+                       client_id=A, body='{"a": 1}')
+        subs.save(feed)
+        # event 1 has waited five minutes with no delivery at all: silent
+        assert deliveries.alarm_reason() == "1 with events undelivered for over 60 s"
+        assert subs.summary(subs.subscription(made.subscription.id, Scope((A,))), now)["alarm"] is True
+        delivery = subs.delivery(made.subscription.id)
+        delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="e-5",
+                           status_code=204, latency_ms=3, outcome=AttemptOutcome.DELIVERED)
+        subs.save(delivery)
+        # event 2 is fresh: waiting, but not for long
+        assert deliveries.alarm_reason() is None
+    finally:
+        subs.close()
