@@ -97,7 +97,10 @@ def test_the_html_report_opens_in_a_real_browser_and_shows_the_history(demo: Pat
     subprocess.run([browser, *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
     assert shot.exists() and shot.stat().st_size > 10_000
     exported = json.loads(audit(demo, "export", "--client", "client-0042", "--format", "json").stdout)
-    assert {a["store"] for a in exported["aggregates"]} == {"care", "assessment", "escalation", "scheduling"}
+    # the subscriptions store holds a link from each of the client's aggregates to the client (which
+    # subscriptions match by): a record of the client's, so it is in the export too
+    assert {a["store"] for a in exported["aggregates"]} == {"care", "assessment", "escalation", "scheduling",
+                                                             "subscriptions"}
 
 
 def test_reads_are_in_the_access_log_and_every_store_verifies(demo: Path) -> None:
