@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/careplan bench audit
 	$(BIN)/careplan bench views --backend sqlite
 	$(BIN)/careplan bench views --backend postgres
+	$(BIN)/careplan bench webhook
 
 clean:
 	rm -rf $(VENV) careplan-data .pytest_cache .hypothesis
