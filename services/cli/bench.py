@@ -53,11 +53,14 @@ def bench_webhook(
     events: Annotated[int, typer.Option(help="Events delivered in the throughput measurement.")] = 2000,
     rate: Annotated[float, typer.Option(help="Commands per second in the latency measurement.")] = 100,
     seconds: Annotated[float, typer.Option(help="Length of the latency measurement.")] = 10,
+    subscriptions: Annotated[int, typer.Option(
+        help="Subscriptions each receiving every event (and as many concurrent raw loops).")] = 4,
 ) -> None:
     """Webhook deliveries/s vs. a raw httpx POST loop to the same receiver; commit → delivered latency."""
     from services.bench.webhook import run_webhook_benchmark
 
-    run_webhook_benchmark(_settings(), events=events, rate=rate, seconds=seconds, console=console)
+    run_webhook_benchmark(_settings(), events=events, rate=rate, seconds=seconds, console=console,
+                          subscriptions=subscriptions)
 
 
 @app.command("audit")

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     #: Backoff between retries: the first wait, doubled each time up to the cap (seconds), with full jitter.
     subscription_backoff_seconds: float = Field(default=1.0, gt=0)
     subscription_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    #: Requests in flight at once across all subscriptions (each subscription still sends
+    #: one at a time, in order); also the size of the shared HTTP connection pool.
+    subscription_delivery_concurrency: int = Field(default=32, ge=1, le=1000)
     #: After a secret is rotated, the previous one still signs for this long (hours).
     subscription_secret_grace_hours: float = Field(default=24.0, ge=0)
     #: The silent-failure alarm: a subscription with events waiting and no successful
