@@ -73,3 +73,31 @@ class SubscriptionResent(DomainEvent):
     from_number: int = Field(ge=1)
     #: How many resend requests of the subscription have been applied, this one included.
     resends_applied: int = Field(ge=1)
+
+
+class SubscriptionSendingStarted(DomainEvent):
+    """Recorded before a request (or a run of requests) leaves: events ``first_number`` ..
+    ``last_number`` may be sent from now on. The attempts' own events follow once they are
+    made; if the service stops before, the next start records
+    :class:`SubscriptionSendingInterrupted` for this range: no attempt goes unmentioned."""
+
+    summary_template: ClassVar[str] = "Sending {attempt_kind} {first_number}-{last_number}"
+    attempt_kind: AttemptKind
+    first_number: int = Field(ge=0)
+    last_number: int = Field(ge=0)
+
+
+class SubscriptionSendingInterrupted(DomainEvent):
+    """The service stopped while sending ``first_number`` .. ``last_number`` (announced at
+    ``started_at``): some of those requests may have reached the receiver, and their
+    attempts were not recorded. They are sent again (the same ids and bytes) and those
+    repeats are recorded."""
+
+    summary_template: ClassVar[str] = (
+        "Sending {attempt_kind} {first_number}-{last_number} interrupted: earlier attempts may have been made, "
+        "unrecorded"
+    )
+    attempt_kind: AttemptKind
+    first_number: int = Field(ge=0)
+    last_number: int = Field(ge=0)
+    started_at: datetime

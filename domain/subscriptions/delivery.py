@@ -16,6 +16,8 @@ from domain.events.subscription_deliveries import (
     SubscriptionDeliveryOpened,
     SubscriptionHandshakePassed,
     SubscriptionResent,
+    SubscriptionSendingInterrupted,
+    SubscriptionSendingStarted,
 )
 from domain.subscriptions.subscription import SubscriptionStatus, delivery_id
 
@@ -38,6 +40,11 @@ class SubscriptionDelivery(AggregateRoot):
     attempts: int = 0
     #: Not before then is the next attempt made (a failed one's backoff or ``Retry-After``).
     retry_at: datetime | None = None
+    #: Announced and not yet followed by its attempts' record: (kind, first, last, since).
+    #: Still set when the engine starts: the previous one stopped mid-run.
+    sending: tuple[AttemptKind, int, int, datetime] | None = None
+    #: Runs whose attempts may have been made without being recorded (the service stopped).
+    interrupted: int = 0
 
     @classmethod
     def open(cls, subscription_id: UUID, *, handshake: bool, ctx: CommandContext) -> Self:
@@ -52,8 +59,31 @@ class SubscriptionDelivery(AggregateRoot):
     def attempted(self, *, ctx: CommandContext, **fields: Any) -> None:
         self._trigger(SubscriptionDeliveryAttempted, ctx, subscription_id=self.subscription_id, **fields)
 
+    def sending_started(self, attempt_kind: AttemptKind, first: int, last: int, *, ctx: CommandContext) -> None:
+        self._trigger(SubscriptionSendingStarted, ctx, attempt_kind=attempt_kind, first_number=first, last_number=last)
+
+    @when(SubscriptionSendingStarted)
+    def _sending_started(self, event: SubscriptionSendingStarted) -> None:
+        self.sending = (event.attempt_kind, event.first_number, event.last_number, event.timestamp)
+
+    def sending_interrupted(self, *, ctx: CommandContext,
+                            sending: tuple[AttemptKind, int, int, datetime] | None = None) -> None:
+        """The outcome of the announced sending (or of ``sending``) is unknown: said so."""
+        sending = sending or self.sending
+        if sending is None:
+            return
+        attempt_kind, first, last, since = sending
+        self._trigger(SubscriptionSendingInterrupted, ctx, attempt_kind=attempt_kind, first_number=first,
+                      last_number=last, started_at=since)
+
+    @when(SubscriptionSendingInterrupted)
+    def _sending_interrupted(self, _: SubscriptionSendingInterrupted) -> None:
+        self.sending = None
+        self.interrupted += 1
+
     @when(SubscriptionDeliveryAttempted)
     def _attempted(self, event: SubscriptionDeliveryAttempted) -> None:
+        self.sending = None
         self.attempts += 1
         self.last_attempt_at = event.timestamp
         self.last_status_code = event.status_code

@@ -129,12 +129,20 @@ class Deliveries:
     def next_step(self, sid: UUID) -> Run | Send | Wait | None:
         """None: the subscription is gone or off (its task ends)."""
         subscription: Subscription | None = self.app.find(Subscription, sid)
-        if subscription is None or subscription.off:
+        if subscription is None:
             return None
         delivery = self.app.delivery(sid)
+        now = self.app.clock()
+        if delivery is not None and delivery.sending is not None:
+            # announced and never followed by its attempts' record: the engine stopped mid-run
+            delivery.sending_interrupted(ctx=self._ctx(delivery, now))
+            self.app.save(delivery)
+            log.warning("subscription %s: a sending was interrupted (the service stopped); its attempts "
+                        "may have been made unrecorded", sid)
+        if subscription.off:
+            return None
         if delivery is None:
             return Wait()
-        now = self.app.clock()
         if subscription.resend_requests > delivery.resends_applied:
             delivery.resend(max(1, subscription.resend_from), resends_applied=subscription.resend_requests,
                             ctx=self._ctx(delivery, now))
@@ -182,6 +190,26 @@ class Deliveries:
             headers=self.app.keys.unseal(subscription.sealed_headers),
             generations=subscription.secret_generations(now), timeout=timeout,
         )
+
+    def announce(self, step: Run | Send) -> None:
+        """Records that the step's requests may leave from now on (before the first does)."""
+        sends = step.sends if isinstance(step, Run) else [step]
+        delivery: SubscriptionDelivery = self.app.delivery(sends[0].subscription_id)
+        delivery.sending_started(sends[0].attempt_kind, sends[0].first_number, sends[-1].last_number,
+                                 ctx=self._ctx(delivery, self.app.clock()))
+        self.app.save(delivery)
+
+    def stopped(self, made: list[tuple[Send, Answer]], in_flight: Send | None, since: datetime) -> None:
+        """The engine stops mid-run: the attempts made are recorded, and a request in flight
+        as one whose outcome is unknown."""
+        delivery: SubscriptionDelivery = self.app.delivery((made[0][0] if made else in_flight).subscription_id)
+        for send, answer in made:
+            self._attempted(delivery, send, answer)
+        if in_flight is not None:
+            delivery.sending_interrupted(
+                ctx=self._ctx(delivery, self.app.clock()),
+                sending=(in_flight.attempt_kind, in_flight.first_number, in_flight.last_number, since))
+        self.app.save(delivery)
 
     def backoff(self, failures: int) -> float:
         """Doubling from the base up to the cap; the second half random (so receivers that
@@ -339,10 +367,9 @@ class DeliveryEngine:
                     if step is None:
                         return
                     if isinstance(step, Send):
-                        answer = await self.send(http, step)
-                        await asyncio.to_thread(self.deliveries.record, step, answer)
-                        continue
+                        step = Run([step])
                     if isinstance(step, Run):
+                        await asyncio.to_thread(self.deliveries.announce, step)
                         await self._run(http, step)
                         continue
                     wait = IDLE_LOOK_SECONDS
@@ -359,16 +386,28 @@ class DeliveryEngine:
             self._wakes.pop(sid, None)
 
     async def _run(self, http: httpx.AsyncClient, run: Run) -> None:
-        """Sends a run in order until its end, its time is up or an answer is not a 2xx;
-        then records every attempt made. A crash before the record repeats those events
-        (the same ids and bytes), recorded then."""
+        """Sends an announced run in order until its end, its time is up or an answer is
+        not a 2xx; then records every attempt made. Stopped meanwhile, it records what it
+        made and the request in flight as interrupted; a crash leaves the announcement
+        alone, and the next start records it as interrupted (docs/decisions.md)."""
         made: list[tuple[Send, Answer]] = []
         ends = time.monotonic() + RUN_SECONDS
-        for send in run.sends:
-            answer = await self.send(http, send)
-            made.append((send, answer))
-            if answer.error_class is not None or time.monotonic() >= ends:
-                break
+        since = self.app.clock()
+        in_flight: Send | None = None
+        try:
+            for send in run.sends:
+                in_flight, since = send, self.app.clock()
+                answer = await self.send(http, send)
+                in_flight = None
+                made.append((send, answer))
+                if answer.error_class is not None or time.monotonic() >= ends:
+                    break
+        except asyncio.CancelledError:
+            try:
+                self.deliveries.stopped(made, in_flight, since)
+            except Exception as e:  # noqa: BLE001 - the next start records the run as interrupted
+                log.warning("subscriptions: recording a stopped run failed: %s", describe(e))
+            raise
         await asyncio.to_thread(self.deliveries.record_all, made)
 
     async def send(self, http: httpx.AsyncClient, send: Send) -> Answer:

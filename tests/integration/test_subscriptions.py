@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,12 @@ from uuid import UUID
 import pytest
 
 from domain.base import Actor, Role
-from domain.events.subscription_deliveries import AttemptOutcome
+from domain.events.subscription_deliveries import (
+    AttemptKind,
+    AttemptOutcome,
+    SubscriptionDeliveryAttempted,
+    SubscriptionSendingInterrupted,
+)
 from domain.subscriptions.subscription import SubscriptionStatus
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
@@ -259,6 +265,18 @@ async def test_an_outage_of_30_s_under_load_and_a_kill_lose_nothing_and_keep_ord
         kinds = {getattr(o, "outcome", None) for o in outcomes}
         assert {AttemptOutcome.RETRY, AttemptOutcome.DELIVERED} <= kinds
         assert all(o.error_class == "connection" for o in outcomes if getattr(o, "outcome", None) is AttemptOutcome.RETRY)
+        # every request the receiver got is in the record: as an attempt, or within a
+        # sending the kill interrupted (said to have maybe reached the receiver unrecorded)
+        for path, made in (("/a", only_a), ("/all", all_plans)):
+            recorded: Counter[int] = Counter()
+            for event in subs.recorder.select_events(subs.delivery(made.subscription.id).id):
+                found = subs.mapper.to_domain_event(event)
+                if isinstance(found, SubscriptionDeliveryAttempted | SubscriptionSendingInterrupted) \
+                        and found.attempt_kind is AttemptKind.EVENTS:
+                    recorded.update(range(found.first_number, found.last_number + 1))
+            received = Counter(r.number for r in receiver.of(path))
+            assert all(received[n] <= recorded[n] for n in received), f"{path}: a request the record does not hold"
+            assert recorded[1] >= 1
     finally:
         care.close()
         subs.close()
@@ -369,7 +387,11 @@ def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_pa
         ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=mine.subscription.id)
         delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="event-1",
                            status_code=204, latency_ms=7, outcome=AttemptOutcome.DELIVERED)
+        # a sending announced and never followed by its attempts (a crash): the next look says so
+        delivery.sending_started(AttemptKind.EVENTS, 2, 5, ctx=ctx)
         subs.save(delivery)
+        Deliveries(subs).next_step(mine.subscription.id)
+        assert subs.delivery(mine.subscription.id).sending is None
     finally:
         subs.close()
     with Stores(settings) as stores:
@@ -379,6 +401,8 @@ def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_pa
     (deliveries,) = exported.of_type("SubscriptionDelivery")
     assert deliveries.state["delivered_up_to"] == 1 and deliveries.state["subscription_id"] == str(mine.subscription.id)
     assert any("delivered" in e.summary and "204" in e.summary for e in deliveries.events)
+    assert deliveries.state["interrupted"] == 1
+    assert any("2-5 interrupted" in e.summary for e in deliveries.events)
 
 
 def test_events_waiting_without_a_successful_delivery_raise_the_silent_failure_alarm(tmp_path: Path) -> None:
