@@ -23,7 +23,6 @@ Nothing here knows about HTTP: callers turn an :class:`Outcome` (or a raised
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from services.care.application import CareApplication
 from services.care.commands import Command, CreationCommand
 from services.shared.commands import CommandMeta, CommandResult, count_command
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
+from services.shared.retry import backoff
 
 IDEMPOTENCY_NAMESPACE = UUID("8c7d6f3e-2b1a-4c5d-9e8f-7a6b5c4d3e2f")
 #: Tries of a command (without an expected version) while other writers keep moving its aggregate on.
@@ -111,7 +111,7 @@ def _handle(
         meta = meta.model_copy(update={"command_id": command_id})
     for attempt in range(IDEMPOTENT_ATTEMPTS):
         if attempt:  # another process wrote first: spread out before deciding again
-            time.sleep(random.uniform(0, CONFLICT_PAUSE * 2**attempt))  # noqa: S311 - jitter, not a secret
+            time.sleep(backoff(attempt, CONFLICT_PAUSE * 2, jitter="full"))
         expected = named
         if command_id is not None:
             seen = _version(care, aggregate_id)

@@ -12,7 +12,6 @@ receiver that gets it twice knows it is one notification.
 from __future__ import annotations
 
 import json
-import random
 import smtplib
 import ssl
 import time
@@ -27,6 +26,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from domain.escalation.policy import EmailChannel, WebhookChannel
+from services.shared.retry import backoff, retry_after_seconds, worth_retrying
 from services.shared.settings import Settings
 
 NOTIFICATION_NAMESPACE = UUID("5b0e7c1a-3f8d-4a62-9e47-2c9d8b1f6a03")
@@ -123,7 +123,7 @@ def deliver(channel: WebhookChannel | EmailChannel, notice: Notice, settings: Se
             result = _mail(channel, notice, settings)
         if result.ok or not result.retry or attempts >= settings.escalation_delivery_attempts:
             break
-        pause = settings.escalation_delivery_backoff_seconds * 2 ** (attempts - 1) * random.uniform(0.5, 1.0)
+        pause = backoff(attempts, settings.escalation_delivery_backoff_seconds)
         if result.retry_after is not None:
             pause = max(pause, result.retry_after)
         sleep(min(pause, MAX_PAUSE_SECONDS))
@@ -160,16 +160,9 @@ def _post(channel: WebhookChannel, notice: Notice, settings: Settings) -> Attemp
     code = response.status_code
     if 200 <= code < 300:
         return Attempt(ok=True, status=code)
-    retry = code in (408, 429) or code >= 500
-    return Attempt(ok=False, status=code, error_class=f"http_{code}", retry=retry,
-                   retry_after=_retry_after(response.headers.get("retry-after")) if code in (429, 503) else None)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: the backoff decides
+    retry_after = retry_after_seconds(response.headers.get("retry-after")) if code in (429, 503) else None
+    return Attempt(ok=False, status=code, error_class=f"http_{code}", retry=worth_retrying(code),
+                   retry_after=retry_after)
 
 
 # ---------------------------------------------------------------------- e-mail

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +36,7 @@ from domain.subscriptions.subscription import Subscription, SubscriptionStatus
 from services.shared.alarms import SUBSCRIPTION_NOT_DELIVERING, Alarm
 from services.shared.diagnostics import describe
 from services.shared.health import DEGRADED
+from services.shared.retry import backoff, retry_after_seconds, worth_retrying
 from services.subscriptions.kinds import Notification, kind
 
 log = logging.getLogger(__name__)
@@ -91,24 +91,7 @@ class Answer:
 
 
 def is_retryable(answer: Answer) -> bool:
-    code = answer.status_code
-    return code is None or code >= 500 or code in (408, 429)
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """``Retry-After``: seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        at = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return max(0.0, (at - now).total_seconds())
+    return worth_retrying(answer.status_code)
 
 
 @dataclass
@@ -214,9 +197,8 @@ class Deliveries:
     def backoff(self, failures: int) -> float:
         """Doubling from the base up to the cap; the second half random (so receivers that
         came back are not hit by every sender at once, and the wait never collapses to 0)."""
-        base = self.settings.subscription_backoff_seconds
-        ceiling = min(self.settings.subscription_backoff_max_seconds, base * 2 ** min(max(failures - 1, 0), 30))
-        return ceiling / 2 + self.rng() * ceiling / 2
+        return backoff(failures, self.settings.subscription_backoff_seconds,
+                       self.settings.subscription_backoff_max_seconds, rng=self.rng)
 
     def record(self, send: Send, answer: Answer) -> AttemptOutcome:
         return self.record_all([(send, answer)])[-1]
