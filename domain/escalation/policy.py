@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from domain.catalogues.escalation import DeliveryChannel, EscalationSeverity
 
@@ -22,8 +22,18 @@ class WebhookChannel(BaseModel):
 
     kind: Literal[DeliveryChannel.WEBHOOK] = DeliveryChannel.WEBHOOK
     url: HttpUrl
-    #: The Standard Webhooks secret shared with the receiver (``whsec_`` + base64), one per contact.
-    secret: SecretStr
+    #: The name of the Standard Webhooks secret shared with the receiver, in the escalation
+    #: secrets file (``CAREPLAN_ESCALATION_SECRETS_FILE``): the policy holds no secret.
+    secret_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "secret" in data:
+            msg = ("a webhook secret no longer goes in the policy: put it in the escalation secrets file "
+                   "(CAREPLAN_ESCALATION_SECRETS_FILE) under a name and write \"secret_name\": that name")
+            raise ValueError(msg)
+        return data
 
     @property
     def key(self) -> str:

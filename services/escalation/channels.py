@@ -26,6 +26,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from domain.escalation.policy import EmailChannel, WebhookChannel
+from services.escalation.secrets import SecretsError, escalation_secrets
 from services.shared.retry import backoff, retry_after_seconds, worth_retrying
 from services.shared.settings import Settings
 
@@ -134,10 +135,11 @@ def deliver(channel: WebhookChannel | EmailChannel, notice: Notice, settings: Se
 # ---------------------------------------------------------------------- webhook
 
 
-def signed_headers(channel: WebhookChannel, notice: Notice, body: bytes, now: datetime) -> dict[str, str]:
-    """Standard Webhooks headers over the exact body bytes sent."""
+def signed_headers(secrets: tuple[str, ...], notice: Notice, body: bytes, now: datetime) -> dict[str, str]:
+    """Standard Webhooks headers over the exact body bytes sent: one signature per secret
+    (several while a rotation is under way, the current first)."""
     msg_id = str(notice.notification_id)
-    signature = Webhook(channel.secret.get_secret_value()).sign(msg_id, now, body.decode())
+    signature = " ".join(Webhook(secret).sign(msg_id, now, body.decode()) for secret in secrets)
     return {
         "content-type": "application/json",
         "webhook-id": msg_id,
@@ -149,7 +151,11 @@ def signed_headers(channel: WebhookChannel, notice: Notice, body: bytes, now: da
 def _post(channel: WebhookChannel, notice: Notice, settings: Settings) -> Attempt:
     body = notice.body()
     # Signed with the wall clock: the receiver checks the timestamp against its own.
-    headers = signed_headers(channel, notice, body, datetime.now(tz=UTC))
+    try:
+        secrets = escalation_secrets(settings).of(channel.secret_name)
+    except SecretsError:
+        return Attempt(ok=False, error_class="secret_missing")
+    headers = signed_headers(secrets, notice, body, datetime.now(tz=UTC))
     try:
         with httpx.Client(timeout=settings.escalation_delivery_timeout_seconds, follow_redirects=False) as client:
             response = client.post(str(channel.url), content=body, headers=headers)

@@ -52,23 +52,24 @@ def load_policy(settings: Settings) -> EscalationPolicy:
     if settings.escalation_policy_file is None:
         return DEFAULT_POLICY
     policy = EscalationPolicy.model_validate_json(settings.escalation_policy_file.read_text())
-    check_channels(policy)
+    check_channels(policy, settings)
     return policy
 
 
-def check_channels(policy: EscalationPolicy) -> None:
-    """Every webhook secret is one the Standard Webhooks library can sign with (a bad one
-    is found at start, not at the first crisis). Raises ValueError naming the contact."""
-    from standardwebhooks import Webhook
+def check_channels(policy: EscalationPolicy, settings: Settings) -> None:
+    """Every webhook secret the policy names is in the escalation secrets file and is one
+    the Standard Webhooks library can sign with (a bad one is found at start, not at the
+    first crisis). Raises ValueError naming the contact."""
+    from services.escalation.secrets import SecretsError, escalation_secrets
 
+    secrets = escalation_secrets(settings)
     for level in policy.levels:
         for contact, channel in level.deliveries():
             if isinstance(channel, WebhookChannel):
                 try:
-                    Webhook(channel.secret.get_secret_value())
-                except Exception as e:  # noqa: BLE001 - any refusal is the same mistake
-                    msg = (f"the webhook secret of contact {contact.id!r} (level {level.name!r}) is not a Standard "
-                           f"Webhooks secret (whsec_ followed by base64): {type(e).__name__}")
+                    secrets.of(channel.secret_name)
+                except SecretsError as e:
+                    msg = f"the webhook secret of contact {contact.id!r} (level {level.name!r}): {e}"
                     raise ValueError(msg) from None
 
 

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
 
     #: JSON file with the escalation policy (levels, acknowledgement timeouts); unset: the default policy.
     escalation_policy_file: Path | None = None
+    #: JSON file of the escalation's webhook secrets by name (``{"pager-a": "whsec_..."}``, or a
+    #: list, current first, while a rotation is under way: each signs); read again when it changes.
+    escalation_secrets_file: Path | None = None
     #: Seconds between checks of the services' durable timers (escalation's acknowledgement
     #: deadlines, scheduling's missed slots). ``CAREPLAN_ESCALATION_TICK_SECONDS``, its name
     #: before scheduling had timers too, is still read.

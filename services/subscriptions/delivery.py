@@ -122,6 +122,12 @@ class Deliveries:
             self.app.save(delivery)
             log.warning("subscription %s: a sending was interrupted (the service stopped); its attempts "
                         "may have been made unrecorded", sid)
+        ends = kind(subscription.kind).ends_at(subscription.spec)
+        if not subscription.off and ends is not None and ends <= now:
+            subscription.delete(reason=f"its end ({ends.isoformat()}) has passed",
+                                ctx=CommandContext(actor=self.app.actor, at=now, correlation_id=sid, causation_id=None))
+            self.app.save(subscription)
+            log.info("subscription %s is off: its end has passed", sid)
         if subscription.off:
             return None
         if delivery is None:

@@ -173,6 +173,11 @@ class SubscriptionKind(ABC):
     def handshake(self, state: SubscriptionState, at: datetime) -> Notification | None:
         return None
 
+    def ends_at(self, spec: Mapping[str, Any]) -> datetime | None:
+        """When a subscription with this ``spec`` stops by itself (FHIR ``Subscription.end``):
+        past it, nothing more is matched and the engine turns it ``off``. None: never."""
+        return None
+
     def heartbeat(self, state: SubscriptionState, at: datetime) -> Notification | None:
         return None
 

@@ -95,6 +95,8 @@ class Indexed:
     spec: dict[str, Any]
     clients: tuple[str, ...]
     off: bool = False
+    #: Past this moment it matches nothing (its kind's ``ends_at``; None: never).
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -138,19 +140,24 @@ class SubscriptionsApplication(ServiceApplication):
         two topics)."""
         topics = [get_topic(SubscriptionCreated), get_topic(SubscriptionDeleted)]
         with self._index_lock:
-            while True:
+            # up to the log's end as it is now, and then from there: a look no longer scans
+            # every feed and attempt event since the last subscription was made or deleted
+            end = self.process_recorder.max_notification_id() or 0
+            while self._indexed_up_to < end:
                 found = self.process_recorder.select_notifications(
-                    start=self._indexed_up_to + 1, limit=500, topics=topics)
+                    start=self._indexed_up_to + 1, limit=500, stop=end, topics=topics)
                 for notification in found:
                     event = self.mapper.to_domain_event(notification)
                     if isinstance(event, SubscriptionCreated):
                         self._index[event.originator_id] = Indexed(
-                            event.originator_id, event.kind, dict(event.spec), tuple(event.clients))
+                            event.originator_id, event.kind, dict(event.spec), tuple(event.clients),
+                            ends_at=kind(event.kind).ends_at(event.spec))
                     elif event.originator_id in self._index:
                         self._index[event.originator_id] = replace(self._index[event.originator_id], off=True)
                     self._indexed_up_to = notification.id
                 if len(found) < 500:
-                    return [s for s in self._index.values() if with_off or not s.off]
+                    self._indexed_up_to = end
+            return [s for s in self._index.values() if with_off or not s.off]
 
     # ----------------------------------------------------------------- consuming
 
@@ -172,9 +179,12 @@ class SubscriptionsApplication(ServiceApplication):
             dataschema=inbound.dataschema, client_id=client_id, body=inbound.data,
         )
         current = getattr(self._unit_of_work, "subscriptions", None)
+        now = ctx.at
         for indexed in current if current is not None else self.subscriptions():
             if not _may_receive(indexed.clients, client_id) or not kind(indexed.kind).matches(indexed.spec, event):
                 continue
+            if indexed.ends_at is not None and indexed.ends_at <= now:
+                continue  # past its end: the engine turns it off
             feed: SubscriptionFeed | None = self.find(SubscriptionFeed, feed_id(indexed.id))
             if feed is None:
                 feed = SubscriptionFeed.open(indexed.id, ctx=ctx)

@@ -70,6 +70,14 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
         yield found
 
 
+def secrets_file(tmp_path: Path, secrets: dict[str, Any] | None = None) -> Path:
+    """The escalation secrets file (the policy names its secrets only)."""
+    path = tmp_path / "escalation-secrets.json"
+    path.write_text(json.dumps(secrets if secrets is not None else {"pager": SECRET}))
+    path.chmod(0o600)
+    return path
+
+
 def configured(settings: Settings, tmp_path: Path, levels: list[dict[str, Any]], smtp_port: int) -> Settings:
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({
@@ -77,7 +85,8 @@ def configured(settings: Settings, tmp_path: Path, levels: list[dict[str, Any]],
         "ack_timeouts": {"immediate": "PT5M", "urgent": "PT2H", "review": "PT24H", "outreach": "PT8H"},
     }))
     return settings.model_copy(update={
-        "escalation_policy_file": policy, "smtp_host": "127.0.0.1", "smtp_port": smtp_port,
+        "escalation_policy_file": policy, "escalation_secrets_file": secrets_file(tmp_path),
+        "smtp_host": "127.0.0.1", "smtp_port": smtp_port,
         "smtp_from": "careplan@hospital.example", "smtp_starttls": False,
         "escalation_delivery_attempts": 2, "escalation_delivery_backoff_seconds": 0.0,
         "escalation_delivery_timeout_seconds": 5.0,
@@ -86,7 +95,7 @@ def configured(settings: Settings, tmp_path: Path, levels: list[dict[str, Any]],
 
 
 def webhook(url: str) -> dict[str, str]:
-    return {"kind": "webhook", "url": url, "secret": SECRET}
+    return {"kind": "webhook", "url": url, "secret_name": "pager"}
 
 
 def raise_crisis(app: EscalationApplication) -> Crisis:
@@ -243,8 +252,10 @@ def test_a_delivery_whose_outcome_was_not_recorded_is_sent_again_with_the_same_i
 
 def test_a_policy_with_a_bad_contact_is_refused_at_start(tmp_path: Path) -> None:
     for levels, expected in [
+        ([{"name": "l1", "contacts": [{"id": "a", "channels": [{"kind": "webhook", "url": "http://x.example/", "secret_name": "nope"}]}]}],
+         "webhook secret of contact 'a'.*no secret named 'nope'"),
         ([{"name": "l1", "contacts": [{"id": "a", "channels": [{"kind": "webhook", "url": "http://x.example/", "secret": "whsec_"}]}]}],
-         "webhook secret of contact 'a'"),
+         "no longer goes in the policy"),
         ([{"name": "l1", "contacts": [{"id": "a", "channels": [{"kind": "email", "to": "nobody"}]}]}], "not an e-mail address"),
         ([{"name": "l1", "contacts": [{"id": "a", "channels": [{"kind": "pager", "to": "x"}]}]}], "pager"),
         ([{"name": "l1", "contacts": [{"id": "a"}, {"id": "a"}]}], "names a contact twice"),
@@ -341,14 +352,17 @@ def test_each_channel_error_is_classed_and_retried_only_when_another_try_may_hel
     tmp_path: Path, receiver: WebhookReceiver, smtp: tuple[Inbox, int]
 ) -> None:
     inbox, port = smtp
+    new_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    secrets = secrets_file(tmp_path, {"pager": [new_secret, SECRET]})  # a rotation under way: both sign
     settings = Settings(data_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_from="careplan@hospital.example",
-                        smtp_starttls=False, escalation_delivery_attempts=3, escalation_delivery_backoff_seconds=0.1)
+                        smtp_starttls=False, escalation_delivery_attempts=3, escalation_delivery_backoff_seconds=0.1,
+                        escalation_secrets_file=secrets)
     notice = Notice(notification_id=uuid.uuid4(), crisis_id=uuid.uuid4(), severity="immediate", level=1,
                     level_name="primary", round=1, acknowledge_by=T0, contact="dr-a", link=None)
     mail = EmailChannel(to="dr.a@hospital.example")
 
     def hook(path: str) -> WebhookChannel:
-        return WebhookChannel(url=f"{receiver.url}{path}", secret=SECRET)  # type: ignore[arg-type]
+        return WebhookChannel(url=f"{receiver.url}{path}", secret_name="pager")  # type: ignore[arg-type]
 
     def run(channel: WebhookChannel | EmailChannel, on: Settings = settings) -> tuple[Outcome, list[float]]:
         pauses: list[float] = []

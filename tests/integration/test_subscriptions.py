@@ -436,3 +436,33 @@ def test_events_waiting_without_a_successful_delivery_raise_the_silent_failure_a
         assert deliveries.alarm_reason() is None
     finally:
         subs.close()
+
+
+def test_a_fhir_subscription_past_its_end_matches_nothing_and_goes_off(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from domain.subscriptions.subscription import Subscription
+    from services.shared.clock import ManualClock
+    from services.subscriptions.fhir import subscription as backport
+
+    clock = ManualClock(datetime(2026, 12, 3, 9, 0, tzinfo=UTC))
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path), clock=clock)
+    try:
+        made = subs.subscribe("fhir-rest-hook", {
+            "resourceType": "Subscription", "meta": {"profile": [backport.PROFILE]}, "status": "requested",
+            "reason": "until the end of the morning", "end": "2026-12-03T12:00:00+00:00",
+            "criteria": "http://careplan.local/fhir/SubscriptionTopic/care-plan-changed",
+            "channel": {"type": "rest-hook", "endpoint": "https://ehr.example/fhir-hook",
+                        "payload": "application/fhir+json",
+                        "_payload": {"extension": [{"url": backport.PAYLOAD_CONTENT, "valueCode": "id-only"}]}},
+        }, Scope((A,)), HOSPITAL)
+        sid = made.subscription.id
+        deliveries = Deliveries(subs)
+        assert deliveries.next_step(sid) is not None  # before its end: the handshake is due
+        assert [s.id for s in subs.subscriptions()] == [sid]
+        clock.advance(hours=3)
+        assert deliveries.next_step(sid) is None  # past it: off, and its task ends
+        assert subs.find(Subscription, sid).off and subs.state(subs.find(Subscription, sid)).status == "off"
+        assert subs.subscriptions() == []
+    finally:
+        subs.close()

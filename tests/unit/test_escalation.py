@@ -146,14 +146,17 @@ def test_an_acknowledged_crisis_is_not_escalated_by_a_late_failure() -> None:
 def test_contacts_in_the_policy_name_their_channels() -> None:
     level = {"name": "primary", "contacts": [
         {"id": "dr-a", "channels": [{"kind": "email", "to": "a@h.example"},
-                                    {"kind": "webhook", "url": "https://pager.example/x", "secret": "whsec_abc="}]},
+                                    {"kind": "webhook", "url": "https://pager.example/x", "secret_name": "pager-a"}]},
         {"id": "dr-b", "channels": []}]}
     policy = EscalationPolicy.model_validate({"levels": [level, {"name": "old style", "contact": "rota"}],
                                               "ack_timeouts": {s.value: "PT5M" for s in EscalationSeverity}})
     first, second = policy.levels
     assert first.contact == "dr-a" and [(c.id, ch.kind.value) for c, ch in first.deliveries()] == [
         ("dr-a", "email"), ("dr-a", "webhook")]
-    assert "abc" not in repr(policy)  # the secret never prints
+    with pytest.raises(ValidationError, match="no longer goes in the policy"):  # secrets are named, never inline
+        EscalationPolicy.model_validate({"levels": [{"name": "x", "contacts": [{"id": "a", "channels": [
+            {"kind": "webhook", "url": "https://pager.example/x", "secret": "whsec_abc="}]}]}],
+            "ack_timeouts": {s.value: "PT5M" for s in EscalationSeverity}})
     assert second.contact == "rota" and second.deliveries() == []
     with pytest.raises(ValidationError):
         EscalationPolicy.model_validate({"levels": [{"name": "x", "contacts": [{"id": "a b"}]}],

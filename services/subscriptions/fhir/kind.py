@@ -106,6 +106,13 @@ class FhirRestHook(SubscriptionKind):
         # stamped with the last event's time, not the clock: a retry sends the same bytes
         return self._notification(state, message_id, "event-notification", entries[-1].timestamp, entries)
 
+    def ends_at(self, spec: Mapping[str, Any]) -> datetime | None:
+        end = spec.get("end")
+        if not end:
+            return None
+        at = datetime.fromisoformat(end)
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
     def handshake(self, state: SubscriptionState, at: datetime) -> Notification | None:
         return self._notification(state, f"{state.id}:handshake", "handshake", _instant(at))
 
