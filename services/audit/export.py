@@ -58,10 +58,26 @@ class _First(NamedTuple):
     subscription_id: Any = None
 
 
-def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
+class Members(list[tuple[Store, UUID]]):
+    """The client's aggregates, oldest first; ``portions`` names those of which only some
+    versions are the client's (an all-clients subscription's feed and deliveries)."""
+
+    portions: dict[UUID, frozenset[int]]
+
+    def __init__(self, found: Iterable[tuple[Store, UUID]], portions: dict[UUID, frozenset[int]] | None = None) -> None:
+        super().__init__(found)
+        self.portions = portions or {}
+
+
+def _portions(found: Iterable[tuple[Store, UUID]]) -> dict[UUID, frozenset[int]]:
+    return getattr(found, "portions", {})
+
+
+def members(stores: Stores, client_id: str) -> Members:
     """The client's aggregates in every store, oldest first: one pass over the logs that keeps
     each aggregate's first event's ids only (not every event of every store)."""
     firsts: dict[UUID, _First] = {}
+    everyone: set[UUID] = set()  # all-clients subscriptions
     for store in stores.all:
         for notification in paged_notifications(store.recorder):
             if notification.originator_id in firsts:
@@ -70,6 +86,8 @@ def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
             client = getattr(event, "client_id", None)
             if type(event).__name__ == "SubscriptionCreated" and list(event.clients) == [client_id]:
                 client = client_id  # a subscription to this client's events only: who received what, when
+            elif type(event).__name__ == "SubscriptionCreated" and "*" in event.clients:
+                everyone.add(notification.originator_id)
             firsts[notification.originator_id] = _First(store, type(event).__name__, client,
                                                         getattr(event, "plan_id", None), event.timestamp,
                                                         getattr(event, "subscription_id", None))
@@ -80,28 +98,71 @@ def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
     plans |= {p for aid in mine if (p := firsts[aid].plan_id) is not None}
     # service aggregates that name the plan but not the client (e.g. the scheduling service's PlanStrategy)
     mine |= {aid for aid, first in firsts.items() if first.plan_id in plans}
+    # all-clients subscriptions: the client's events in their feeds and the attempts that sent them
+    portions = _everyones_portions(firsts, everyone, client_id)
+    mine |= set(portions) | {sid for sid in everyone if any(firsts[aid].subscription_id == sid for aid in portions)}
     if not mine:
         msg = f"No aggregate of client {client_id!r} is recorded in any store."
         raise AggregateMissingError(msg)
-    return [(firsts[aid].store, aid) for aid in sorted(mine, key=lambda a: firsts[a].timestamp)]
+    return Members([(firsts[aid].store, aid) for aid in sorted(mine, key=lambda a: firsts[a].timestamp)], portions)
+
+
+def _everyones_portions(firsts: dict[UUID, _First], everyone: set[UUID], client_id: str) -> dict[UUID, frozenset[int]]:
+    """Of each all-clients subscription: the versions of its feed that matched the client's
+    events, and those of its deliveries whose numbers include one of them (attempts,
+    sendings started or interrupted). Other clients' events are not in the export."""
+    portions: dict[UUID, frozenset[int]] = {}
+    feeds = {aid: f for aid, f in firsts.items() if f.subscription_id in everyone and f.type_name == "SubscriptionFeedOpened"}
+    for feed, first in feeds.items():
+        numbers: set[int] = set()
+        versions: set[int] = set()
+        for stored in first.store.recorder.select_events(feed):
+            event = first.store.mapper.to_domain_event(stored)
+            if getattr(event, "client_id", None) == client_id and hasattr(event, "number"):
+                numbers.add(event.number)
+                versions.add(stored.originator_version)
+        if not numbers:
+            continue
+        portions[feed] = frozenset(versions)
+        for aid, other in firsts.items():
+            if other.subscription_id != first.subscription_id or aid == feed:
+                continue
+            sent: set[int] = set()
+            for stored in other.store.recorder.select_events(aid):
+                event = other.store.mapper.to_domain_event(stored)
+                low, high = getattr(event, "first_number", None), getattr(event, "last_number", None)
+                if low is not None and high is not None and any(low <= n <= high for n in numbers):
+                    sent.add(stored.originator_version)
+            if sent:
+                portions[aid] = frozenset(sent)
+    return portions
 
 
 def exported(found: Iterable[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]:
     """Each aggregate with its state and events, read from its store as it is reached: only
-    one aggregate's history is held at a time."""
+    one aggregate's history is held at a time. Of an aggregate shared with other clients
+    (``Members.portions``) only the client's events are shown, and no state."""
+    portions = _portions(found)
     for store, aid in found:
         aggregate: AggregateRoot | None = None
         entries = []
+        portion = portions.get(aid)
         for stored in store.recorder.select_events(aid):
             event = store.mapper.to_domain_event(stored)
             aggregate = project(aggregate, (event,))
-            entries.append(entry(event))
+            if portion is None or stored.originator_version in portion:
+                entries.append(entry(event))
         assert aggregate is not None
+        state = aggregate.model_dump(mode="json") if portion is None else {
+            "shown": "this client's events only: the aggregate is shared with other clients",
+            "subscription_id": str(getattr(aggregate, "subscription_id", "")),
+        }
         yield ExportedAggregate(store=store.name, aggregate_type=type(aggregate).__name__, aggregate_id=aid,
-                                state=aggregate.model_dump(mode="json"), events=entries)
+                                state=state, events=entries)
 
 
-def _timeline_of(store: Store, rank: dict[UUID, int], kinds: dict[UUID, str]) -> Iterator[tuple[Any, Any]]:
+def _timeline_of(store: Store, rank: dict[UUID, int], kinds: dict[UUID, str],
+                 portions: dict[UUID, frozenset[int]] | None = None) -> Iterator[tuple[Any, Any]]:
     """The client's events in one store, in the order of its log (by the time recorded: events
     are stamped as they are recorded), events stamped alike ordered as the aggregates are
     listed (``rank``) and by version: (sort key, (aggregate type, entry)). Holds the events of
@@ -110,6 +171,8 @@ def _timeline_of(store: Store, rank: dict[UUID, int], kinds: dict[UUID, str]) ->
     for notification in paged_notifications(store.recorder, PAGE):
         aid = notification.originator_id
         if aid not in rank:
+            continue
+        if portions and aid in portions and notification.originator_version not in portions[aid]:
             continue
         recorded = entry(store.mapper.to_domain_event(notification))
         if moment and moment[0][0][0] != recorded.recorded:
@@ -130,8 +193,11 @@ class StoredExport:
             store.recorder.select_events(aid, limit=1)[0]))).__name__ for store, aid in found}
 
     def totals(self) -> tuple[int, int]:
-        """(events, records): an aggregate's last version is its number of events."""
-        events = sum(store.recorder.select_events(aid, desc=True, limit=1)[0].originator_version
+        """(events, records): an aggregate's last version is its number of events (of a
+        shared one, the client's portion)."""
+        portions = _portions(self._found)
+        events = sum(len(portions[aid]) if aid in portions else
+                     store.recorder.select_events(aid, desc=True, limit=1)[0].originator_version
                      for store, aid in self._found)
         return events, len(self._found)
 
@@ -144,7 +210,8 @@ class StoredExport:
         a time, merged. Holds the client's aggregate ids and types, not their events."""
         rank = {aid: i for i, (_, aid) in enumerate(self._found)}
         stores = {store.name: store for store, _ in self._found}
-        merged = heapq.merge(*(_timeline_of(store, rank, self._kinds) for store in stores.values()),
+        portions = _portions(self._found)
+        merged = heapq.merge(*(_timeline_of(store, rank, self._kinds, portions) for store in stores.values()),
                              key=lambda item: item[0])
         return (pair for _, pair in merged)
 

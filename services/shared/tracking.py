@@ -378,7 +378,13 @@ class Tracked:
     def redrive_requests(self, after: int) -> list[tuple[int, UUID]]:
         """Redrive requests recorded after notification ``after``: (position, dead letter id)."""
         topic = get_topic(DeadLetterRedriveRequested)
-        found = self.process_recorder.select_notifications(start=after + 1, limit=100, topics=[topic])
+        # positions found to hold no request are not searched again (each look scanned the
+        # whole log since the last request: a cost growing with the log, every few seconds)
+        end = self.process_recorder.max_notification_id() or 0
+        start = max(after, getattr(self, "_no_redrive_up_to", 0)) + 1
+        found = self.process_recorder.select_notifications(start=start, limit=100, stop=end, topics=[topic])
+        if not found:
+            self._no_redrive_up_to = end
         return [(n.id, n.originator_id) for n in found]
 
     def redrive(self, dead: DeadLetter, inbound: Inbound | None, handle: Callable[[Inbound], Sequence[AggregateRoot]],

@@ -374,6 +374,7 @@ def test_the_cli_lists_shows_and_resends_and_marks_an_alarm_red(tmp_path: Path) 
 
 def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_path: Path) -> None:
     from domain.base import CommandContext
+    from domain.subscriptions.feed import SubscriptionFeed
     from services.audit.export import export_client
     from services.audit.reading import Stores
 
@@ -384,6 +385,7 @@ def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_pa
         theirs = subs.subscribe("webhook", {"endpoint": "https://ehr.example/b", "filter": "care.>"}, Scope((B,)),
                                 HOSPITAL)
         delivery = subs.delivery(mine.subscription.id)
+        mine_delivery_id = delivery.id
         ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=mine.subscription.id)
         delivery.attempted(ctx=ctx, attempt_kind="events", first_number=1, last_number=1, message_id="event-1",
                            status_code=204, latency_ms=7, outcome=AttemptOutcome.DELIVERED)
@@ -392,17 +394,39 @@ def test_a_clients_audit_export_holds_the_deliveries_of_its_subscriptions(tmp_pa
         subs.save(delivery)
         Deliveries(subs).next_step(mine.subscription.id)
         assert subs.delivery(mine.subscription.id).sending is None
+        # an all-clients subscription: event 1 is B's, event 2 is A's, each sent by one attempt
+        everyone = subs.subscribe("webhook", {"endpoint": "https://ehr.example/all", "filter": "care.>"},
+                                  Scope(("*",)), HOSPITAL)
+        feed = SubscriptionFeed.open(everyone.subscription.id, ctx=ctx)
+        for client_id in (B, A):
+            feed.match(ctx=ctx, matched_event_id=f"e-{client_id}", source="care", sequence=1, type="t",
+                       subject="care.clinical.v1.care_plan.p.goal_added", aggregate_id="p", time="2026-12-03T09:00:00",
+                       dataschema="", client_id=client_id, body='{"a": 1}')
+        shared = subs.delivery(everyone.subscription.id)
+        for number in (1, 2):
+            shared.attempted(ctx=ctx, attempt_kind="events", first_number=number, last_number=number,
+                             message_id=f"event-{number}", status_code=204, latency_ms=5, outcome=AttemptOutcome.DELIVERED)
+        subs.save(feed, shared)
     finally:
         subs.close()
     with Stores(settings) as stores:
         exported = export_client(stores, A)
     ids = {a.aggregate_id for a in exported.aggregates}
     assert mine.subscription.id in ids and theirs.subscription.id not in ids
-    (deliveries,) = exported.of_type("SubscriptionDelivery")
+    (deliveries,) = [a for a in exported.of_type("SubscriptionDelivery") if a.aggregate_id == mine_delivery_id]
     assert deliveries.state["delivered_up_to"] == 1 and deliveries.state["subscription_id"] == str(mine.subscription.id)
     assert any("delivered" in e.summary and "204" in e.summary for e in deliveries.events)
     assert deliveries.state["interrupted"] == 1
     assert any("2-5 interrupted" in e.summary for e in deliveries.events)
+    # of the all-clients subscription: A's event and the attempt that sent it, not B's
+    assert everyone.subscription.id in ids
+    (shared_feed,) = exported.of_type("SubscriptionFeed")
+    assert [e.version for e in shared_feed.events] == [3]  # event 2 is the feed's version 3
+    (shared_deliveries,) = [a for a in exported.of_type("SubscriptionDelivery") if a.aggregate_id == shared.id]
+    assert [e.summary for e in shared_deliveries.events] == ["Attempt events 2-2: delivered (204)"]
+    assert "delivered_up_to" not in shared_deliveries.state
+    with Stores(settings) as stores:
+        assert export_client(stores, B).of_type("SubscriptionFeed")[0].events[0].version == 2
 
 
 def test_events_waiting_without_a_successful_delivery_raise_the_silent_failure_alarm(tmp_path: Path) -> None:
