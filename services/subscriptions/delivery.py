@@ -436,12 +436,16 @@ async def _drain(response: httpx.Response) -> None:
     """Reads (and drops) the answer's body up to :data:`DRAIN_BYTES`: a connection whose
     answer was read to its end is kept alive for the next request; one left unread is
     closed, and every request then paid for a new TCP connection (a fifth of a delivery's
-    time). A longer body is not read on: that connection is closed."""
+    time). A longer body is not read on: that connection is closed. The status decides the
+    attempt: a body that breaks off after it closes the connection and changes nothing else."""
     read = 0
-    async for chunk in response.aiter_raw():
-        read += len(chunk)
-        if read > DRAIN_BYTES:
-            return
+    try:
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > DRAIN_BYTES:
+                return
+    except httpx.TransportError:
+        return
 
 
 def _ms(started: float) -> int:
