@@ -77,7 +77,7 @@ def members(stores: Stores, client_id: str) -> Members:
     """The client's aggregates in every store, oldest first: one pass over the logs that keeps
     each aggregate's first event's ids only (not every event of every store)."""
     firsts: dict[UUID, _First] = {}
-    everyone: set[UUID] = set()  # all-clients subscriptions
+    everyone: set[UUID] = set()  # subscriptions of all clients, or of this one and others
     for store in stores.all:
         for notification in paged_notifications(store.recorder):
             if notification.originator_id in firsts:
@@ -86,8 +86,8 @@ def members(stores: Stores, client_id: str) -> Members:
             client = getattr(event, "client_id", None)
             if type(event).__name__ == "SubscriptionCreated" and list(event.clients) == [client_id]:
                 client = client_id  # a subscription to this client's events only: who received what, when
-            elif type(event).__name__ == "SubscriptionCreated" and "*" in event.clients:
-                everyone.add(notification.originator_id)
+            elif type(event).__name__ == "SubscriptionCreated" and ("*" in event.clients or client_id in event.clients):
+                everyone.add(notification.originator_id)  # shared with other clients: the client's share only
             firsts[notification.originator_id] = _First(store, type(event).__name__, client,
                                                         getattr(event, "plan_id", None), event.timestamp,
                                                         getattr(event, "subscription_id", None))
@@ -98,7 +98,7 @@ def members(stores: Stores, client_id: str) -> Members:
     plans |= {p for aid in mine if (p := firsts[aid].plan_id) is not None}
     # service aggregates that name the plan but not the client (e.g. the scheduling service's PlanStrategy)
     mine |= {aid for aid, first in firsts.items() if first.plan_id in plans}
-    # all-clients subscriptions: the client's events in their feeds and the attempts that sent them
+    # shared subscriptions: the client's events in their feeds and the attempts that sent them
     portions = _everyones_portions(firsts, everyone, client_id)
     mine |= set(portions) | {sid for sid in everyone if any(firsts[aid].subscription_id == sid for aid in portions)}
     if not mine:
@@ -108,7 +108,7 @@ def members(stores: Stores, client_id: str) -> Members:
 
 
 def _everyones_portions(firsts: dict[UUID, _First], everyone: set[UUID], client_id: str) -> dict[UUID, frozenset[int]]:
-    """Of each all-clients subscription: the versions of its feed that matched the client's
+    """Of each shared subscription (all clients, or several): the versions of its feed that matched the client's
     events, and those of its deliveries whose numbers include one of them (attempts,
     sendings started or interrupted). Other clients' events are not in the export."""
     portions: dict[UUID, frozenset[int]] = {}
