@@ -152,6 +152,7 @@ class Deliveries:
         if state.events_since_start > delivery.delivered_up_to:
             batch = the_kind.max_batch
             events = self.app.numbered_events(sid, delivery.delivered_up_to, delivery.delivered_up_to + batch * RUN_EVENTS)
+            events = self.app.with_focus(subscription.kind, subscription.spec, events)
             if events:
                 template = self._send(subscription, AttemptKind.EVENTS, 0, 0, Notification("", b"", ""), now)
                 sends = []

@@ -120,6 +120,9 @@ class NumberedEvent:
 
     number: int
     event: StreamEvent
+    #: The focus resource at the event's version, read from the record by the service when
+    #: the kind wants it (``focus_wanted``); None: not asked for, or not found.
+    focus: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,11 @@ class SubscriptionKind(ABC):
 
     def handshake(self, state: SubscriptionState, at: datetime) -> Notification | None:
         return None
+
+    def focus_wanted(self, spec: Mapping[str, Any]) -> bool:
+        """Whether a subscription with this ``spec`` sends each event's focus resource as the
+        record holds it at the event's version (read by the service, not by the kind)."""
+        return False
 
     def ends_at(self, spec: Mapping[str, Any]) -> datetime | None:
         """When a subscription with this ``spec`` stops by itself (FHIR ``Subscription.end``):

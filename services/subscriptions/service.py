@@ -13,6 +13,7 @@ attempt, handshake, error, resend applied).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -118,6 +119,8 @@ class SubscriptionsApplication(ServiceApplication):
         self._indexed_up_to = 0
         self._index_lock = threading.Lock()
         self._links: dict[str, str] = {}
+        #: The care record, opened on first need (``full-resource`` focus read from it).
+        self._care: Any = None
         #: The delivery engine, in the service's process only (``run_background``).
         self.engine: Any = None
 
@@ -310,6 +313,30 @@ class SubscriptionsApplication(ServiceApplication):
                     dataschema=event.dataschema, client_id=event.client_id, body=event.body.encode(),
                 )))
         return found
+
+    def with_focus(self, kind_name: str, spec: dict[str, Any], events: list[NumberedEvent]) -> list[NumberedEvent]:
+        """``events`` with their focus resources, when the kind wants them for ``spec``
+        (FHIR ``full-resource`` of a topic whose focus is read from the care record)."""
+        the_kind = kind(kind_name)
+        if not events or not the_kind.focus_wanted(spec):
+            return events
+        from services.subscriptions.fhir.focus import focus_resource
+
+        if self._care is None:
+            from services.care.application import CareApplication
+
+            self._care = CareApplication(self.settings)
+        found = []
+        for numbered in events:
+            resource = focus_resource(self._care, spec["topic"], json.loads(numbered.event.body))
+            found.append(replace(numbered, focus=resource))
+        return found
+
+    def close(self) -> None:
+        if self._care is not None:
+            self._care.close()
+            self._care = None
+        super().close()
 
     def state(self, subscription: Subscription) -> SubscriptionState:
         """What a kind reads of a subscription (its status from its deliveries)."""

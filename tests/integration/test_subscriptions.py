@@ -34,7 +34,7 @@ from domain.events.subscription_deliveries import (
     SubscriptionDeliveryAttempted,
     SubscriptionSendingInterrupted,
 )
-from domain.subscriptions.subscription import SubscriptionStatus
+from domain.subscriptions.subscription import Subscription, SubscriptionStatus
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.registry import service
@@ -489,4 +489,53 @@ def test_a_fhir_subscription_past_its_end_matches_nothing_and_goes_off(tmp_path:
         assert subs.find(Subscription, sid).off and subs.state(subs.find(Subscription, sid)).status == "off"
         assert subs.subscriptions() == []
     finally:
+        subs.close()
+
+
+def test_full_resource_notifications_carry_the_care_plan_as_it_was_at_each_event(tmp_path: Path) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    from domain.base import CommandContext
+    from domain.subscriptions.feed import SubscriptionFeed
+    from services.subscriptions.delivery import Run
+    from services.subscriptions.fhir import subscription as backport
+    from services.subscriptions.fhir.kind import events_response
+
+    settings = Settings(data_dir=tmp_path)
+    care, subs = CareApplication(settings), SubscriptionsApplication(settings)
+    try:
+        plan = draft(care, A)
+        change(care, plan, 1)
+        made = subs.subscribe("fhir-rest-hook", {
+            "resourceType": "Subscription", "meta": {"profile": [backport.PROFILE]}, "status": "requested",
+            "reason": "care plans in full", "criteria": "http://careplan.local/fhir/SubscriptionTopic/care-plan-changed",
+            "channel": {"type": "rest-hook", "endpoint": "https://ehr.example/fhir-hook", "payload": "application/fhir+json",
+                        "_payload": {"extension": [{"url": backport.PAYLOAD_CONTENT, "valueCode": "full-resource"}]}},
+        }, Scope((A,)), HOSPITAL)
+        sid = made.subscription.id
+        ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=sid)
+        feed = SubscriptionFeed.open(sid, ctx=ctx)
+        for event in care.history(plan):  # as the stream carries them: the contract JSON
+            feed.match(ctx=ctx, matched_event_id=str(event.event_id), source="care", sequence=event.originator_version,
+                       type="t", subject=f"care.clinical.v1.care_plan.{plan}.x", aggregate_id=str(plan),
+                       time=event.timestamp.isoformat(), dataschema="", client_id=A, body=event.model_dump_json())
+        delivery = subs.delivery(sid)
+        delivery.handshake_passed(ctx=ctx)
+        subs.save(feed, delivery)
+        step = Deliveries(subs).next_step(sid)
+        assert isinstance(step, Run) and len(step.sends) == 2
+        plans = []
+        for send in step.sends:
+            bundle = Bundle.model_validate_json(send.notification.body)  # valid R4B
+            (focus,) = [e.resource for e in bundle.entry[1:]]
+            assert focus.get_resource_type() == "CarePlan" and focus.id == str(plan)
+            plans.append(focus)
+        assert [len(p.goal or []) for p in plans] == [0, 1]  # each as it was at its event's version
+        # $events over the same range carries the same resources
+        state = subs.state(subs.find(Subscription, sid))
+        answered = events_response(state, subs.with_focus("fhir-rest-hook", state.spec, subs.numbered_events(sid, 0, 2)),
+                                   at=subs.clock())
+        assert [e.resource.model_dump() for e in answered.entry[1:]] == [p.model_dump() for p in plans]
+    finally:
+        care.close()
         subs.close()

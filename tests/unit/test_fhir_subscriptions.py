@@ -201,9 +201,12 @@ def test_the_kind_is_registered_and_keeps_a_client_scoped_token_to_its_clients()
     # no patient filter: the token's clients, never all
     assert FHIR_REST_HOOK.accept(backport_subscription(criteria=[]), Scope(("c-1",))).clients == ("c-1",)
     assert FHIR_REST_HOOK.accept(backport_subscription(criteria=[]), Scope(("*",))).clients == ("*",)
-    # full resources only where the focus can be made from the event
+    # full resources where the focus is made from the event or read from the care record; not for crises
+    risk = FHIR_REST_HOOK.accept(backport_subscription(RISK, criteria=[], content="full-resource"), Scope(("*",)))
+    assert FHIR_REST_HOOK.focus_wanted(risk.spec) and not FHIR_REST_HOOK.focus_wanted(accepted.spec)
     with pytest.raises(SubscriptionRequestError):
-        FHIR_REST_HOOK.accept(backport_subscription(RISK, criteria=[], content="full-resource"), Scope(("*",)))
+        FHIR_REST_HOOK.accept(backport_subscription(TOPIC_BASE + "crisis-raised", criteria=[], content="full-resource"),
+                              Scope(("*",)))
 
 
 def test_events_match_by_topic_and_every_filter() -> None:

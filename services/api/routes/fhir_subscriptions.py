@@ -114,11 +114,12 @@ def include(router: APIRouter, api: Any, who: Any) -> None:
         if last < first:
             raise ApiProblem(422, "invalid-value", "Invalid value", "eventsUntilNumber is not before eventsSinceNumber.")
         if content is not None and (content not in CONTENTS or (
-                content == "full-resource" and topic_at(state.spec["topic"]).resource_from_event is None)):
+                content == "full-resource" and not topic_at(state.spec["topic"]).full_resource)):
             raise ApiProblem(422, "invalid-value", "Invalid value",
                              "content is empty, id-only, or full-resource where the topic offers it.")
         # at most MAX_RANGE events in one answer: ask again from the next number for more
         events = service.numbered_events(found.id, first - 1, min(last, first - 1 + MAX_RANGE))
+        events = service.with_focus(found.kind, {**state.spec, "content": content or state.spec["content"]}, events)
         return fhir_response(events_response(state, events, content=content, at=datetime.now(UTC)))
 
     subscription_id = Annotated[UUID, Path(description="The subscription's id")]

@@ -37,7 +37,7 @@ from services.subscriptions.kinds import (
     register,
 )
 
-FULL_RESOURCE_TOPICS = tuple(t.url for t in TOPICS if t.resource_from_event is not None)
+FULL_RESOURCE_TOPICS = tuple(t.url for t in TOPICS if t.full_resource)
 
 
 def event_entry(spec: Mapping[str, Any], numbered: NumberedEvent) -> EventEntry:
@@ -45,8 +45,11 @@ def event_entry(spec: Mapping[str, Any], numbered: NumberedEvent) -> EventEntry:
     topic = topic_at(spec["topic"])
     data = json.loads(numbered.event.body)
     resource = None
-    if spec["content"] == "full-resource" and topic.resource_from_event is not None:
-        resource = topic.resource_from_event(data, numbered.event.client_id)
+    if spec["content"] == "full-resource":
+        if numbered.focus is not None:
+            resource = dict(numbered.focus)
+        elif topic.resource_from_event is not None:
+            resource = topic.resource_from_event(data, numbered.event.client_id)
     return EventEntry(number=numbered.number, timestamp=numbered.event.time, focus=topic.focus(data),
                       resource=resource, created=topic.creates(data))
 
@@ -105,6 +108,9 @@ class FhirRestHook(SubscriptionKind):
         message_id = f"{state.id}:{entries[0].number}-{entries[-1].number}"
         # stamped with the last event's time, not the clock: a retry sends the same bytes
         return self._notification(state, message_id, "event-notification", entries[-1].timestamp, entries)
+
+    def focus_wanted(self, spec: Mapping[str, Any]) -> bool:
+        return spec.get("content") == "full-resource" and topic_at(spec["topic"]).resource_from_record
 
     def ends_at(self, spec: Mapping[str, Any]) -> datetime | None:
         end = spec.get("end")

@@ -74,6 +74,13 @@ class Topic:
     #: The focus resource made from the event alone (``full-resource`` content); None:
     #: the topic offers ``id-only`` and ``empty`` content only.
     resource_from_event: Callable[[Mapping[str, Any], str | None], dict[str, Any] | None] | None = None
+    #: The focus resource is read from the care record at the event's version
+    #: (services/subscriptions/fhir/focus.py) for ``full-resource`` content.
+    resource_from_record: bool = False
+
+    @property
+    def full_resource(self) -> bool:
+        return self.resource_from_event is not None or self.resource_from_record
 
     @property
     def url(self) -> str:
@@ -130,11 +137,11 @@ _CARE_PLAN_EVENTS = tuple(c for c in vars(care_plan).values()
 TOPICS: tuple[Topic, ...] = (
     Topic("care-plan-changed", "Care plan changed",
           "Any recorded change to a care plan (status, goals, strategy, risk, crisis support, ...).",
-          "CarePlan", _CARE_PLAN_EVENTS, (PATIENT, CARE_PLAN), _originator, _first_version),
+          "CarePlan", _CARE_PLAN_EVENTS, (PATIENT, CARE_PLAN), _originator, _first_version, resource_from_record=True),
     Topic("risk-level-changed", "Risk level changed",
           "A care plan's risk level was raised (by escalation) or lowered (by a clinician).",
           "RiskAssessment", (care_plan.RiskLevelRaised, care_plan.RiskLevelLowered), (PATIENT, CARE_PLAN),
-          _risk_assessment, _always),
+          _risk_assessment, _always, resource_from_record=True),
     Topic("crisis-raised", "Crisis raised", "A crisis was escalated for a client.",
           "Flag", (escalation.EscalationRaised,), (PATIENT, CARE_PLAN), _originator, _always),
     Topic("crisis-acknowledged", "Crisis acknowledged", "Someone on the escalation policy acknowledged a crisis.",
@@ -147,10 +154,10 @@ TOPICS: tuple[Topic, ...] = (
           lambda data: str(data["event_id"]), _always, _observation),
     Topic("session-scheduled", "Session scheduled", "A therapy session was scheduled (an Appointment booked).",
           "Appointment", (therapy_course.SessionScheduled,), (PATIENT, CARE_PLAN, COURSE),
-          lambda data: str(data["session_id"]), _always),
+          lambda data: str(data["session_id"]), _always, resource_from_record=True),
     Topic("session-missed", "Session missed", "A therapy session was recorded as missed (an Appointment no-show).",
           "Appointment", (therapy_course.SessionMissed,), (PATIENT, CARE_PLAN, COURSE),
-          lambda data: str(data["session_id"]), _never),
+          lambda data: str(data["session_id"]), _never, resource_from_record=True),
 )
 
 _BY_URL = {topic.url: topic for topic in TOPICS}
