@@ -1,14 +1,15 @@
 """``careplan bench webhook``.
 
 (a) Deliveries per second from the stream to a local receiver through the subscriptions
-    service (consume, number, sign, POST, record the attempt), against a raw httpx POST
+    service (consume, number, sign, POST, record the attempt; the care relay has published
+    every event to the stream before the service starts), against a raw httpx POST
     loop of the same bodies to the same receiver, each on one kept-alive ``httpx.AsyncClient``.
     First one subscription against one loop (one request at a time each: the RESULT line,
     target ≥ 0.5×); then K (``--subscriptions``, default 4) subscriptions each matching every
     event — K × ``events`` deliveries, each subscription in order, K requests in flight at
     most — against K concurrent loops making as many POSTs: the same receiver, the same
     bodies, the same concurrency. Everything runs in this one process (one interpreter's
-    CPU: relay, consumer, engine and receiver for careplan; client and receiver for raw).
+    CPU: consumer, engine and receiver for careplan; client and receiver for raw).
 (b) Latency from a command's commit to its event's arrival at the receiver, at a steady
     rate (100 events/s by default), through the care relay and the service: p50 and p99.
 
@@ -40,7 +41,7 @@ from services.bench.relay import _percentile
 from services.care import commands as c
 from services.care.application import CareApplication
 from services.registry import service
-from services.shared.bus import EmbeddedNats, apply_streams_at, free_port
+from services.shared.bus import EmbeddedNats, apply_streams_at, connect, free_port
 from services.shared.commands import CommandMeta
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
@@ -107,10 +108,28 @@ async def _relay_until(settings: Settings, stop: asyncio.Event) -> None:
         stores.close()
 
 
+async def _published(settings: Settings, count: int) -> None:
+    """Until the stream holds ``count`` messages: the relay has published every event."""
+    nc = await connect(settings.nats_url or "", name="careplan-bench-webhook", reconnect=False)
+    try:
+        js = nc.jetstream()
+        while (await js.stream_info(settings.stream_name)).state.messages < count:
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+
+
 async def _deliveries(settings: Settings, receiver: Receiver, events: int, expected: int) -> tuple[float, list[bytes]]:
-    """The service's steady rate: first arrival to the last (start-up excluded)."""
+    """The service's steady rate from the stream: the care relay publishes every event first
+    (it is the care application's, another process where deployed), then the service
+    consumes, numbers, signs, POSTs and records; first arrival to the last (start-up excluded)."""
     stop = asyncio.Event()
     relaying = asyncio.create_task(_relay_until(settings, stop))
+    try:
+        await _published(settings, events)
+    finally:
+        stop.set()
+        await relaying
     running = service("subscriptions").running(settings)
     await running.start()
     try:
@@ -122,8 +141,6 @@ async def _deliveries(settings: Settings, receiver: Receiver, events: int, expec
         rate = (receiver.count - first) / (time.perf_counter() - start)
     finally:
         await running.stop()
-        stop.set()
-        await relaying
     subs = SubscriptionsApplication(settings)
     try:
         sid = subs.subscriptions()[0].id
