@@ -445,7 +445,7 @@ async def _drain(response: httpx.Response) -> None:
             read += len(chunk)
             if read > DRAIN_BYTES:
                 return
-    except httpx.TransportError:
+    except (httpx.TransportError, httpx.StreamError):  # broken off, or already read (a test transport)
         return
 
 

@@ -539,3 +539,43 @@ def test_full_resource_notifications_carry_the_care_plan_as_it_was_at_each_event
     finally:
         care.close()
         subs.close()
+
+
+async def test_a_stop_mid_run_records_what_was_sent_and_the_request_in_flight_as_interrupted(tmp_path: Path) -> None:
+    import httpx
+
+    from domain.base import CommandContext
+    from domain.subscriptions.feed import SubscriptionFeed
+    from services.subscriptions.delivery import DeliveryEngine
+
+    subs = SubscriptionsApplication(Settings(data_dir=tmp_path))
+    hanging = asyncio.Event()
+
+    async def receiver(request: httpx.Request) -> httpx.Response:
+        if request.headers["ce-eventnumber"] == "2":
+            hanging.set()
+            await asyncio.Event().wait()  # never answers
+        return httpx.Response(204)
+
+    try:
+        made = subs.subscribe("webhook", {"endpoint": "https://ehr.example/a", "filter": "care.>"}, Scope((A,)), HOSPITAL)
+        sid = made.subscription.id
+        ctx = CommandContext(actor=subs.actor, at=subs.clock(), correlation_id=sid)
+        feed = SubscriptionFeed.open(sid, ctx=ctx)
+        for n in (1, 2, 3):
+            feed.match(ctx=ctx, matched_event_id=f"e-{n}", source="care", sequence=n, type="t",
+                       subject="care.clinical.v1.care_plan.p.goal_added", aggregate_id="p",
+                       time="2026-12-03T09:00:00+00:00", dataschema="", client_id=A, body='{"a": 1}')
+        subs.save(feed)
+        engine = DeliveryEngine(subs, transport=httpx.MockTransport(receiver))
+        running = asyncio.create_task(engine.run(asyncio.Event()))
+        await asyncio.wait_for(hanging.wait(), 30)
+        running.cancel()  # the service stops while event 2 is in flight
+        await asyncio.gather(running, return_exceptions=True)
+        events = [subs.mapper.to_domain_event(e) for e in subs.recorder.select_events(subs.delivery(sid).id)]
+        said = [(type(e).__name__, getattr(e, "first_number", None)) for e in events[1:]]
+        assert said == [("SubscriptionSendingStarted", 1), ("SubscriptionDeliveryAttempted", 1),
+                        ("SubscriptionSendingInterrupted", 2)]
+        assert subs.delivery(sid).sending is None and subs.delivery(sid).delivered_up_to == 1
+    finally:
+        subs.close()
