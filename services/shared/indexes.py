@@ -1,0 +1,397 @@
+"""Indexes kept with the events: by causation and by client (issue 17).
+
+Two small tables beside each application's events, written by the recorders in the same
+transaction as the events they describe (so there is never an event without its rows):
+
+- ``<events>_trace``: one row per event — its id (derived from aggregate and version), the
+  aggregate and version, and the id of the event (or command) that caused it. The causation
+  trace finds an event, its causes and its effects through it, and reads only those events.
+- ``<events>_clients``: one row per aggregate whose first event names a client or a parent
+  (``client_id``; ``plan_id`` or ``subscription_id``; a subscription to exactly one client's
+  events counts as that client's). A client's export finds its aggregates through it.
+
+The rows are derived at write time from the *domain* event, not from the stored bytes (which
+may be encrypted per client): the mapper calls :func:`with_index` with the stored event it
+made and the domain event it came from, and the recorder writes what that attached. A stored
+event without it (a raw bulk insert, a recovered tail) is written without index rows;
+``careplan store reindex`` rebuilds both tables from the log (:meth:`reindex`), and readers
+check :meth:`index_ready` and fall back to reading the whole log when the index does not
+cover it (a store written before the index existed).
+
+At erasure, a client's rows go with :meth:`forget_client` (services.audit.reading's
+``forget_client`` does it in every store, with the rows of the aggregates under the client's
+plans).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from domain.base import derive_event_id
+
+#: Rows per statement when ids are looked up in bulk.
+CHUNK = 500
+
+
+class IndexEntry(NamedTuple):
+    """What the indexes keep of one event."""
+
+    event_id: str
+    originator_id: UUID
+    version: int
+    causation_id: str | None
+    #: Only on an aggregate's first event: the client it belongs to, and its parent (a plan or subscription).
+    client_id: str | None = None
+    parent_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class IndexedStoredEvent(StoredEvent):
+    """A stored event with what the indexes keep of it (see :func:`with_index`)."""
+
+    index: IndexEntry | None = None
+
+
+def index_entry(originator_id: UUID | str, version: int, causation_id: str | None, client_id: str | None = None,
+                parent_id: UUID | str | None = None) -> IndexEntry:
+    """The hook's plain form: what a mapper (or anything writing stored events) knows of an event."""
+    oid = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+    return IndexEntry(derive_event_id(oid, version), oid, version, causation_id,
+                      None if client_id is None else str(client_id),
+                      None if parent_id is None else UUID(str(parent_id)))
+
+
+def entry_of(event: Any) -> IndexEntry:
+    """What the indexes keep of a domain event."""
+    client = parent = None
+    if event.originator_version == 1:
+        client = getattr(event, "client_id", None)
+        if client is None and type(event).__name__ == "SubscriptionCreated" and len(event.clients) == 1:
+            client = event.clients[0]  # a subscription to one client's events: who received what, when
+        parent = getattr(event, "plan_id", None) or getattr(event, "subscription_id", None)
+    return index_entry(event.originator_id, event.originator_version, getattr(event, "causation_id", None),
+                       client, parent)
+
+
+def with_index(stored: StoredEvent, event: Any) -> StoredEvent:
+    """The mapper's hook: ``stored`` (made from the domain ``event``) carrying its index entry."""
+    return IndexedStoredEvent(stored.originator_id, stored.originator_version, stored.topic, stored.state,
+                              entry_of(event))
+
+
+def entries(stored_events: Iterable[StoredEvent]) -> list[IndexEntry]:
+    return [e.index for e in stored_events if isinstance(e, IndexedStoredEvent) and e.index is not None]
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i:i + CHUNK]
+
+
+class Located(NamedTuple):
+    event_id: str
+    originator_id: UUID
+    version: int
+
+
+class ClientRow(NamedTuple):
+    originator_id: UUID
+    client_id: str | None
+    parent_id: UUID | None
+
+
+class _Tail:
+    def _reindex_tail(self, c: Any, removed: set[tuple[UUID, int]], events: Sequence[StoredEvent]) -> None:
+        """A recovered tail (chained ``rewrite_tail``): the rows of events gone are dropped; the
+        events taken back from the stream carry theirs; events moved to a new position keep theirs."""
+        new = {(UUID(str(e.originator_id)), e.originator_version) for e in events}
+        self._drop_index_of(c, removed - new)  # type: ignore[attr-defined]
+        self._write_index(c, entries(events))  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------- SQLite
+
+
+class SQLiteIndexes(_Tail):
+    """Mixed into the SQLite recorders (services.shared.chained)."""
+
+    events_table_name: str
+    datastore: Any
+
+    @property
+    def trace_table_name(self) -> str:
+        return f"{self.events_table_name}_trace"
+
+    @property
+    def clients_table_name(self) -> str:
+        return f"{self.events_table_name}_clients"
+
+    def construct_create_table_statements(self) -> list[str]:
+        t, c = self.trace_table_name, self.clients_table_name
+        return [
+            *super().construct_create_table_statements(),  # type: ignore[misc]
+            (f"CREATE TABLE IF NOT EXISTS {t} (event_id TEXT PRIMARY KEY, originator_id TEXT NOT NULL, "
+             "originator_version INTEGER NOT NULL, causation_id TEXT) WITHOUT ROWID"),
+            f"CREATE INDEX IF NOT EXISTS {t}_causation ON {t} (causation_id) WHERE causation_id IS NOT NULL",
+            f"CREATE TABLE IF NOT EXISTS {c} (originator_id TEXT PRIMARY KEY, client_id TEXT, parent_id TEXT) WITHOUT ROWID",
+            f"CREATE INDEX IF NOT EXISTS {c}_client ON {c} (client_id) WHERE client_id IS NOT NULL",
+            f"CREATE INDEX IF NOT EXISTS {c}_parent ON {c} (parent_id) WHERE parent_id IS NOT NULL",
+        ]
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)  # type: ignore[misc]
+        self._write_index(c, entries(stored_events))
+        return ids
+
+    def _write_index(self, c: Any, rows: Sequence[IndexEntry]) -> None:
+        if not rows:
+            return
+        c.executemany(f"INSERT OR REPLACE INTO {self.trace_table_name} VALUES (?, ?, ?, ?)",
+                      [(r.event_id, str(r.originator_id), r.version, r.causation_id) for r in rows])
+        firsts = [(str(r.originator_id), r.client_id, None if r.parent_id is None else str(r.parent_id))
+                  for r in rows if r.client_id is not None or r.parent_id is not None]
+        if firsts:
+            c.executemany(f"INSERT OR REPLACE INTO {self.clients_table_name} VALUES (?, ?, ?)", firsts)
+
+    def _drop_index_of(self, c: Any, events: Iterable[tuple[UUID | str, int]]) -> None:
+        keys = [(derive_event_id(UUID(str(o)), v), str(UUID(str(o))), v) for o, v in events]
+        c.executemany(f"DELETE FROM {self.trace_table_name} WHERE event_id = ?", [(k[0],) for k in keys])
+        c.executemany(f"DELETE FROM {self.clients_table_name} WHERE originator_id = ?",
+                      [(k[1],) for k in keys if k[2] == 1])
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return list(c.fetchall())
+
+    def locate_events(self, event_ids: Sequence[str]) -> list[Located]:
+        """Where each of ``event_ids`` that this store holds is: its aggregate and version."""
+        found = []
+        for chunk in _chunks(list(event_ids)):
+            marks = ",".join("?" * len(chunk))
+            found += [Located(r[0], UUID(r[1]), int(r[2])) for r in self._query(
+                f"SELECT event_id, originator_id, originator_version FROM {self.trace_table_name} "
+                f"WHERE event_id IN ({marks})", chunk)]
+        return found
+
+    def caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, Located]]:
+        """The events this store holds that ``cause_ids`` caused: (cause, where the event is)."""
+        found = []
+        for chunk in _chunks(list(cause_ids)):
+            marks = ",".join("?" * len(chunk))
+            found += [(r[3], Located(r[0], UUID(r[1]), int(r[2]))) for r in self._query(
+                f"SELECT event_id, originator_id, originator_version, causation_id FROM {self.trace_table_name} "
+                f"WHERE causation_id IN ({marks})", chunk)]
+        return found
+
+    def client_rows(self, client_id: str) -> list[ClientRow]:
+        return [ClientRow(UUID(r[0]), r[1], UUID(r[2]) if r[2] else None) for r in self._query(
+            f"SELECT originator_id, client_id, parent_id FROM {self.clients_table_name} WHERE client_id = ?", (client_id,))]
+
+    def children_of(self, parents: Sequence[UUID]) -> list[ClientRow]:
+        found = []
+        for chunk in _chunks([str(p) for p in parents]):
+            marks = ",".join("?" * len(chunk))
+            found += [ClientRow(UUID(r[0]), r[1], UUID(r[2]) if r[2] else None) for r in self._query(
+                f"SELECT originator_id, client_id, parent_id FROM {self.clients_table_name} "
+                f"WHERE parent_id IN ({marks})", chunk)]
+        return found
+
+    def forget_aggregates(self, aggregate_ids: Sequence[UUID]) -> None:
+        """Drops the client-index rows of these aggregates (erasure; see ``forget_client``)."""
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(f"DELETE FROM {self.clients_table_name} WHERE originator_id = ?",
+                          [(str(a),) for a in aggregate_ids])
+
+    def forget_client(self, client_id: str) -> None:
+        """Drops this store's client-index rows that name the client."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {self.clients_table_name} WHERE client_id = ?", (client_id,))
+
+    def index_ready(self) -> bool:
+        """Whether the indexes cover the log: its first event has its row (a store written
+        before the indexes existed has none until ``careplan store reindex``)."""
+        rows = self._query(f"SELECT originator_id, originator_version FROM {self.events_table_name} "
+                           "ORDER BY rowid LIMIT 1", ())
+        if not rows:
+            return True
+        return bool(self._query(f"SELECT 1 FROM {self.trace_table_name} WHERE event_id = ?",
+                                (derive_event_id(UUID(rows[0][0]), int(rows[0][1])),)))
+
+    def index_dump(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Both tables' rows, in a stable order (tests compare a rebuild with what was written)."""
+        return ([tuple(r) for r in self._query(f"SELECT * FROM {self.trace_table_name} ORDER BY event_id", ())],
+                [tuple(r) for r in self._query(f"SELECT * FROM {self.clients_table_name} ORDER BY originator_id", ())])
+
+    def reindex(self, mapper: Any, page: int = 5000) -> int:
+        """Rebuilds both tables from the log, in one transaction; returns the events indexed."""
+        count = 0
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {self.trace_table_name}")
+            c.execute(f"DELETE FROM {self.clients_table_name}")
+            start = 1
+            while batch := self.select_notifications(start=start, limit=page):  # type: ignore[attr-defined]
+                self._write_index(c, [entry_of(mapper.to_domain_event(n)) for n in batch])
+                count += len(batch)
+                start = batch[-1].id + 1
+        return count
+
+
+# ------------------------------------------------------------------------- PostgreSQL
+
+
+class PostgresIndexes(_Tail):
+    """Mixed into the PostgreSQL recorders (services.shared.chained)."""
+
+    events_table_name: str
+    datastore: Any
+    sql_create_statements: list[Any]
+
+    def _add_index_tables(self) -> None:
+        from psycopg.sql import SQL, Identifier
+
+        schema = self.datastore.schema
+        self.trace_table = Identifier(schema, f"{self.events_table_name}_trace")
+        self.clients_table = Identifier(schema, f"{self.events_table_name}_clients")
+        t, c = self.trace_table, self.clients_table
+        self.sql_create_statements += [
+            SQL("CREATE TABLE IF NOT EXISTS {0} (event_id uuid PRIMARY KEY, originator_id uuid NOT NULL, "
+                "originator_version bigint NOT NULL, causation_id text)").format(t),
+            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (causation_id) WHERE causation_id IS NOT NULL").format(
+                Identifier(f"{self.events_table_name}_trace_causation"), t),
+            SQL("CREATE TABLE IF NOT EXISTS {0} (originator_id uuid PRIMARY KEY, client_id text, parent_id uuid)").format(c),
+            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (client_id) WHERE client_id IS NOT NULL").format(
+                Identifier(f"{self.events_table_name}_clients_client"), c),
+            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (parent_id) WHERE parent_id IS NOT NULL").format(
+                Identifier(f"{self.events_table_name}_clients_parent"), c),
+        ]
+
+    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)  # type: ignore[misc]
+        self._write_index(curs, entries(stored_events))
+        return ids
+
+    def _write_index(self, curs: Any, rows: Sequence[IndexEntry]) -> None:
+        from psycopg.sql import SQL
+
+        if not rows:
+            return
+        curs.executemany(SQL("INSERT INTO {0} VALUES (%s, %s, %s, %s) ON CONFLICT (event_id) DO UPDATE SET "
+                             "originator_id = EXCLUDED.originator_id, originator_version = EXCLUDED.originator_version, "
+                             "causation_id = EXCLUDED.causation_id").format(self.trace_table),
+                         [(r.event_id, r.originator_id, r.version, r.causation_id) for r in rows])
+        firsts = [(r.originator_id, r.client_id, r.parent_id) for r in rows if r.client_id is not None or r.parent_id is not None]
+        if firsts:
+            curs.executemany(SQL("INSERT INTO {0} VALUES (%s, %s, %s) ON CONFLICT (originator_id) DO UPDATE SET "
+                                 "client_id = EXCLUDED.client_id, parent_id = EXCLUDED.parent_id").format(self.clients_table),
+                             firsts)
+
+    def _drop_index_of(self, curs: Any, events: Iterable[tuple[UUID | str, int]]) -> None:
+        from psycopg.sql import SQL
+
+        keys = [(derive_event_id(UUID(str(o)), v), UUID(str(o)), v) for o, v in events]
+        if not keys:
+            return
+        curs.execute(SQL("DELETE FROM {0} WHERE event_id = ANY(%s::uuid[])").format(self.trace_table), ([k[0] for k in keys],))
+        curs.execute(SQL("DELETE FROM {0} WHERE originator_id = ANY(%s)").format(self.clients_table),
+                     ([k[1] for k in keys if k[2] == 1],))
+
+    def _query(self, sql: Any, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql, params)
+            return list(curs.fetchall())
+
+    def locate_events(self, event_ids: Sequence[str]) -> list[Located]:
+        from psycopg.sql import SQL
+
+        ids = []
+        for e in event_ids:
+            try:
+                ids.append(UUID(str(e)))
+            except ValueError:
+                continue  # a cause that is not an event (a command's id of another form)
+        found = []
+        for chunk in _chunks(ids):
+            found += [Located(str(r["event_id"]), r["originator_id"], int(r["originator_version"])) for r in self._query(
+                SQL("SELECT event_id, originator_id, originator_version FROM {0} WHERE event_id = ANY(%s)").format(
+                    self.trace_table), (list(chunk),))]
+        return found
+
+    def caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, Located]]:
+        from psycopg.sql import SQL
+
+        found = []
+        for chunk in _chunks(list(cause_ids)):
+            found += [(r["causation_id"], Located(str(r["event_id"]), r["originator_id"], int(r["originator_version"])))
+                      for r in self._query(SQL("SELECT event_id, originator_id, originator_version, causation_id FROM {0} "
+                                               "WHERE causation_id = ANY(%s)").format(self.trace_table), (list(chunk),))]
+        return found
+
+    def client_rows(self, client_id: str) -> list[ClientRow]:
+        from psycopg.sql import SQL
+
+        return [ClientRow(r["originator_id"], r["client_id"], r["parent_id"]) for r in self._query(
+            SQL("SELECT originator_id, client_id, parent_id FROM {0} WHERE client_id = %s").format(self.clients_table),
+            (client_id,))]
+
+    def children_of(self, parents: Sequence[UUID]) -> list[ClientRow]:
+        from psycopg.sql import SQL
+
+        found = []
+        for chunk in _chunks(list(parents)):
+            found += [ClientRow(r["originator_id"], r["client_id"], r["parent_id"]) for r in self._query(
+                SQL("SELECT originator_id, client_id, parent_id FROM {0} WHERE parent_id = ANY(%s)").format(
+                    self.clients_table), (list(chunk),))]
+        return found
+
+    def forget_aggregates(self, aggregate_ids: Sequence[UUID]) -> None:
+        from psycopg.sql import SQL
+
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL("DELETE FROM {0} WHERE originator_id = ANY(%s)").format(self.clients_table),
+                         (list(aggregate_ids),))
+
+    def forget_client(self, client_id: str) -> None:
+        from psycopg.sql import SQL
+
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL("DELETE FROM {0} WHERE client_id = %s").format(self.clients_table), (client_id,))
+
+    def index_ready(self) -> bool:
+        from psycopg.sql import SQL, Identifier
+
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        rows = self._query(SQL("SELECT originator_id, originator_version FROM {0} ORDER BY notification_id LIMIT 1").format(
+            table), ())
+        if not rows:
+            return True
+        return bool(self._query(SQL("SELECT 1 FROM {0} WHERE event_id = %s").format(self.trace_table),
+                                (derive_event_id(rows[0]["originator_id"], int(rows[0]["originator_version"])),)))
+
+    def index_dump(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        from psycopg.sql import SQL
+
+        trace = self._query(SQL("SELECT event_id, originator_id, originator_version, causation_id FROM {0} "
+                                "ORDER BY event_id").format(self.trace_table), ())
+        clients = self._query(SQL("SELECT originator_id, client_id, parent_id FROM {0} ORDER BY originator_id").format(
+            self.clients_table), ())
+        return [tuple(r.values()) for r in trace], [tuple(r.values()) for r in clients]
+
+    def reindex(self, mapper: Any, page: int = 5000) -> int:
+        from psycopg.sql import SQL
+
+        count = 0
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(SQL("DELETE FROM {0}").format(self.trace_table))
+            curs.execute(SQL("DELETE FROM {0}").format(self.clients_table))
+            start = 1
+            while batch := self.select_notifications(start=start, limit=page):  # type: ignore[attr-defined]
+                self._write_index(curs, [entry_of(mapper.to_domain_event(n)) for n in batch])
+                count += len(batch)
+                start = batch[-1].id + 1
+        return count
