@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import html
+from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -59,8 +60,50 @@ class _First(NamedTuple):
 
 
 def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
-    """The client's aggregates in every store, oldest first: one pass over the logs that keeps
-    each aggregate's first event's ids only (not every event of every store)."""
+    """The client's aggregates in every store, oldest first: found through the stores' client
+    indexes (services.shared.indexes) — the aggregates that name the client, then those under
+    its plans and subscriptions — reading the first event of each and nothing else. Stores not
+    indexed yet are scanned (:func:`_members_by_scan`)."""
+    if not stores.indexed:
+        return _members_by_scan(stores, client_id)
+    rows: dict[UUID, tuple[Store, Any]] = {}
+    for store in stores.all:
+        for row in store.recorder.client_rows(client_id):
+            rows[row.originator_id] = (store, row)
+    if not rows:
+        msg = f"No aggregate of client {client_id!r} is recorded in any store."
+        raise AggregateMissingError(msg)
+    # the client's plans and subscriptions (and the plans its aggregates name): what hangs under them
+    parents = sorted(set(rows) | {row.parent_id for _, row in rows.values() if row.parent_id is not None}, key=str)
+    for store in stores.all:
+        for row in store.recorder.children_of(parents):
+            rows.setdefault(row.originator_id, (store, row))
+    first: dict[UUID, datetime] = {}
+    for store in stores.all:
+        mine = [aid for aid, (s, _) in rows.items() if s is store]
+        if mine:
+            first |= {UUID(str(e.originator_id)): store.mapper.to_domain_event(e).timestamp
+                      for e in store.recorder.first_events(mine)}
+    order = {store.name: i for i, store in enumerate(stores.all)}
+    return [(rows[aid][0], aid) for aid in sorted(rows, key=lambda a: (first[a], order[rows[a][0].name], str(a)))]
+
+
+def forget_client(stores: Stores, client_id: str) -> int:
+    """Erasure: drops the client's rows from every store's client index (the aggregates that
+    name the client and those under its plans and subscriptions); returns how many."""
+    found = members(stores, client_id) if stores.indexed else []
+    by_store: dict[str, list[UUID]] = {}
+    for store, aid in found:
+        by_store.setdefault(store.name, []).append(aid)
+    for store in stores.all:
+        store.recorder.forget_aggregates(by_store.get(store.name, []))
+        store.recorder.forget_client(client_id)
+    return len(found)
+
+
+def _members_by_scan(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
+    """:func:`members` by one pass over every store's log that keeps each aggregate's first
+    event's ids only (not every event of every store)."""
     firsts: dict[UUID, _First] = {}
     for store in stores.all:
         for notification in paged_notifications(store.recorder):
@@ -101,21 +144,22 @@ def exported(found: Iterable[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]
                                 state=aggregate.model_dump(mode="json"), events=entries)
 
 
-def _timeline_of(store: Store, rank: dict[UUID, int], kinds: dict[UUID, str]) -> Iterator[tuple[Any, Any]]:
+def _timeline_of(store: Store, aids: list[UUID], rank: dict[UUID, int], kinds: dict[UUID, str]) -> Iterator[tuple[Any, Any]]:
     """The client's events in one store, in the order of its log (by the time recorded: events
     are stamped as they are recorded), events stamped alike ordered as the aggregates are
-    listed (``rank``) and by version: (sort key, (aggregate type, entry)). Holds the events of
-    one moment at a time."""
+    listed (``rank``) and by version: (sort key, (aggregate type, entry)). Reads the client's
+    events only (their log positions first, through the events' index by aggregate, then a
+    page of them at a time); holds their positions and the events of one moment."""
+    positions = array("q", store.recorder.positions_of(aids))
     moment: list[tuple[Any, Any]] = []
-    for notification in paged_notifications(store.recorder, PAGE):
-        aid = notification.originator_id
-        if aid not in rank:
-            continue
-        recorded = entry(store.mapper.to_domain_event(notification))
-        if moment and moment[0][0][0] != recorded.recorded:
-            yield from sorted(moment, key=lambda item: item[0])
-            moment = []
-        moment.append(((recorded.recorded, rank[aid], recorded.version), (kinds[aid], recorded)))
+    for i in range(0, len(positions), PAGE):
+        for notification in store.recorder.notifications_at(positions[i:i + PAGE].tolist()):
+            aid = notification.originator_id
+            recorded = entry(store.mapper.to_domain_event(notification))
+            if moment and moment[0][0][0] != recorded.recorded:
+                yield from sorted(moment, key=lambda item: item[0])
+                moment = []
+            moment.append(((recorded.recorded, rank[aid], recorded.version), (kinds[aid], recorded)))
     yield from sorted(moment, key=lambda item: item[0])
 
 
@@ -140,11 +184,13 @@ class StoredExport:
 
     def timeline(self) -> Iterator[tuple[str, HistoryEntry]]:
         """Every event of the client by the time recorded, as :meth:`Export.timeline` orders
-        them (ties: in the aggregates' order, then by version): the stores' logs, read a page at
-        a time, merged. Holds the client's aggregate ids and types, not their events."""
+        them (ties: in the aggregates' order, then by version): each store's events of the
+        client in log order, read a page at a time, merged. Reads the client's events only."""
         rank = {aid: i for i, (_, aid) in enumerate(self._found)}
-        stores = {store.name: store for store, _ in self._found}
-        merged = heapq.merge(*(_timeline_of(store, rank, self._kinds) for store in stores.values()),
+        by_store: dict[str, tuple[Store, list[UUID]]] = {}
+        for store, aid in self._found:
+            by_store.setdefault(store.name, (store, []))[1].append(aid)
+        merged = heapq.merge(*(_timeline_of(store, aids, rank, self._kinds) for store, aids in by_store.values()),
                              key=lambda item: item[0])
         return (pair for _, pair in merged)
 

@@ -9,7 +9,9 @@ by the caller-facing functions in services.audit.api.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -33,6 +35,8 @@ from services.shared.errors import AggregateMissingError, NotYetExistingError
 from services.shared.persistence import eventsourcing_env, paged_notifications
 from services.shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
 #: Every aggregate class of every store. A class registers the event that creates it when it
 #: is defined, so importing them all lets any store's history be replayed here.
 AGGREGATE_CLASSES = (CarePlan, TherapyCourse, Inventory, AssessmentRecord, Crisis, PlanRisk, CourseSchedule, PlanStrategy,
@@ -47,9 +51,22 @@ class Store:
         self._factory = InfrastructureFactory.construct(Environment(name, eventsourcing_env(settings, name)))
         self.recorder: Any = self._factory.application_recorder()
         self.mapper = self._factory.mapper(transcoder=self._factory.transcoder())
+        self._indexed: bool | None = None
 
     def all_events(self) -> Iterator[DomainEvent]:
         return map(self.mapper.to_domain_event, paged_notifications(self.recorder))
+
+    def event_at(self, aggregate_id: UUID, version: int) -> DomainEvent:
+        """One event, read by its aggregate and version."""
+        (stored,) = self.recorder.select_events(aggregate_id, gt=version - 1, lte=version, limit=1)
+        return self.mapper.to_domain_event(stored)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether this store's indexes (services.shared.indexes) cover its log."""
+        if self._indexed is None:
+            self._indexed = bool(getattr(self.recorder, "index_ready", lambda: False)())
+        return self._indexed
 
     def close(self) -> None:
         self._factory.close()
@@ -60,6 +77,16 @@ class Stores:
 
     def __init__(self, settings: Settings) -> None:
         self.all = [Store(settings, name) for name in RECORD_STORES if store_exists(settings, name)]
+
+    @property
+    def indexed(self) -> bool:
+        """Whether every store's indexes cover its log; when not (a store written before the
+        indexes existed, until ``careplan store reindex``), the reads that use them scan the logs."""
+        ready = all(store.indexed for store in self.all)
+        if not ready:
+            log.warning("the stores' indexes do not cover their logs; reading every event instead "
+                        "(run `careplan store reindex` once)")
+        return ready
 
     def events_of(self, aggregate_id: UUID) -> tuple[str, list[DomainEvent]]:
         store, events = self.stream_of(aggregate_id)
@@ -259,16 +286,58 @@ class Trace(BaseModel):
     effects: list[Hop]
 
 
+def _hop(store: str, event: DomainEvent) -> Hop:
+    return Hop(store=store, event_type=type(event).__name__, event_id=event.event_id,
+               aggregate_id=event.originator_id, version=event.originator_version, recorded=event.timestamp,
+               actor=event.actor.id, role=event.actor.role.value, summary=event.describe(), reason=event.reason,
+               causation_id=event.causation_id)
+
+
+def _located(stores: Stores, event_ids: Sequence[str]) -> dict[str, Hop]:
+    """The events of these ids, from every store, read through the causation index."""
+    return {loc.event_id: _hop(store.name, store.event_at(loc.originator_id, loc.version))
+            for store in stores.all for loc in store.recorder.locate_events(event_ids)}
+
+
 def trace(stores: Stores, event_id: UUID) -> Trace:
-    """The causation chain of one event across every store, both ways."""
+    """The causation chain of one event across every store, both ways: through the stores'
+    causation indexes, reading only the events of the answer (the logs whole when the index
+    does not cover them)."""
+    if not stores.indexed:
+        return _trace_by_scan(stores, event_id)
+    key = str(event_id)
+    event = _located(stores, [key]).get(key)
+    if event is None:
+        msg = f"No event {event_id} is recorded in any store; check the id."
+        raise AggregateMissingError(msg)
+    causes: list[Hop] = []
+    cause = event.causation_id
+    while cause is not None and len(causes) < 1000 and (hop := _located(stores, [cause]).get(cause)) is not None:
+        causes.append(hop)
+        cause = hop.causation_id
+    effects: list[Hop] = []
+    frontier = [key]
+    while frontier:
+        found: dict[str, list[Hop]] = defaultdict(list)
+        for store in stores.all:
+            for cause_id, loc in store.recorder.caused_by(frontier):
+                found[cause_id].append(_hop(store.name, store.event_at(loc.originator_id, loc.version)))
+        next_frontier = []
+        for cause_id in frontier:
+            for hop in sorted(found.get(cause_id, []), key=lambda h: h.recorded):
+                effects.append(hop)
+                next_frontier.append(str(hop.event_id))
+        frontier = next_frontier
+    return Trace(event=event, causes=list(reversed(causes)), effects=sorted(effects, key=lambda h: h.recorded))
+
+
+def _trace_by_scan(stores: Stores, event_id: UUID) -> Trace:
+    """:func:`trace` reading every event of every store (stores not indexed yet)."""
     by_id: dict[str, Hop] = {}
     by_cause: dict[str, list[Hop]] = {}
     for store in stores.all:
         for event in store.all_events():
-            hop = Hop(store=store.name, event_type=type(event).__name__, event_id=event.event_id,
-                      aggregate_id=event.originator_id, version=event.originator_version, recorded=event.timestamp,
-                      actor=event.actor.id, role=event.actor.role.value, summary=event.describe(), reason=event.reason,
-                      causation_id=event.causation_id)
+            hop = _hop(store.name, event)
             by_id[str(event.event_id)] = hop
             if event.causation_id:
                 by_cause.setdefault(event.causation_id, []).append(hop)

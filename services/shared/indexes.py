@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 
 from domain.base import derive_event_id
 
@@ -202,6 +202,34 @@ class SQLiteIndexes(_Tail):
                 f"WHERE parent_id IN ({marks})", chunk)]
         return found
 
+    def positions_of(self, aggregate_ids: Sequence[UUID]) -> list[int]:
+        """The log positions of every event of these aggregates (through the events' own
+        index by aggregate), ascending."""
+        found: list[int] = []
+        for chunk in _chunks([UUID(str(a)).hex for a in aggregate_ids]):
+            marks = ",".join("?" * len(chunk))
+            found += [int(r[0]) for r in self._query(
+                f"SELECT rowid FROM {self.events_table_name} WHERE originator_id IN ({marks})", chunk)]
+        return sorted(found)
+
+    def notifications_at(self, positions: Sequence[int]) -> list[Notification]:
+        """The events at these log positions, in log order."""
+        marks = ",".join("?" * len(positions))
+        return [Notification(id=int(r[0]), originator_id=UUID(r[1]), originator_version=int(r[2]), topic=r[3],
+                             state=bytes(r[4])) for r in self._query(
+            f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
+            f"WHERE rowid IN ({marks}) ORDER BY rowid", list(positions))] if positions else []
+
+    def first_events(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """The first event of each of these aggregates that this store holds, in one read."""
+        found = []
+        for chunk in _chunks([UUID(str(a)).hex for a in aggregate_ids]):
+            marks = ",".join("?" * len(chunk))
+            found += [StoredEvent(UUID(r[0]), int(r[1]), r[2], bytes(r[3])) for r in self._query(
+                f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                f"WHERE originator_id IN ({marks}) AND originator_version = 1", chunk)]
+        return found
+
     def forget_aggregates(self, aggregate_ids: Sequence[UUID]) -> None:
         """Drops the client-index rows of these aggregates (erasure; see ``forget_client``)."""
         with self.datastore.transaction(commit=True) as c:
@@ -347,6 +375,40 @@ class PostgresIndexes(_Tail):
             found += [ClientRow(r["originator_id"], r["client_id"], r["parent_id"]) for r in self._query(
                 SQL("SELECT originator_id, client_id, parent_id FROM {0} WHERE parent_id = ANY(%s)").format(
                     self.clients_table), (list(chunk),))]
+        return found
+
+    def positions_of(self, aggregate_ids: Sequence[UUID]) -> list[int]:
+        from psycopg.sql import SQL, Identifier
+
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        found: list[int] = []
+        for chunk in _chunks([UUID(str(a)) for a in aggregate_ids]):
+            found += [int(r["notification_id"]) for r in self._query(
+                SQL("SELECT notification_id FROM {0} WHERE originator_id = ANY(%s)").format(table), (list(chunk),))]
+        return sorted(found)
+
+    def notifications_at(self, positions: Sequence[int]) -> list[Notification]:
+        from psycopg.sql import SQL, Identifier
+
+        if not positions:
+            return []
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        return [Notification(id=int(r["notification_id"]), originator_id=r["originator_id"],
+                             originator_version=int(r["originator_version"]), topic=r["topic"], state=bytes(r["state"]))
+                for r in self._query(SQL("SELECT notification_id, originator_id, originator_version, topic, state "
+                                         "FROM {0} WHERE notification_id = ANY(%s) ORDER BY notification_id").format(table),
+                                     (list(positions),))]
+
+    def first_events(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
+        from psycopg.sql import SQL, Identifier
+
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        found = []
+        for chunk in _chunks([UUID(str(a)) for a in aggregate_ids]):
+            found += [StoredEvent(r["originator_id"], int(r["originator_version"]), r["topic"], bytes(r["state"]))
+                      for r in self._query(SQL("SELECT originator_id, originator_version, topic, state FROM {0} "
+                                               "WHERE originator_id = ANY(%s) AND originator_version = 1").format(table),
+                                           (list(chunk),))]
         return found
 
     def forget_aggregates(self, aggregate_ids: Sequence[UUID]) -> None:
