@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -293,10 +293,13 @@ def _hop(store: str, event: DomainEvent) -> Hop:
                causation_id=event.causation_id)
 
 
-def _located(stores: Stores, event_ids: Sequence[str]) -> dict[str, Hop]:
-    """The events of these ids, from every store, read through the causation index."""
-    return {loc.event_id: _hop(store.name, store.event_at(loc.originator_id, loc.version))
-            for store in stores.all for loc in store.recorder.locate_events(event_ids)}
+def _find(stores: Stores, event_id: str, first: str | None = None) -> Hop | None:
+    """One event by its id, through the causation index: the store ``first`` is asked first
+    (a cause is often in the store of its effect), the others until one holds it."""
+    for store in sorted(stores.all, key=lambda s: s.name != first):
+        for _, stored in store.recorder.read_events([event_id]):
+            return _hop(store.name, store.mapper.to_domain_event(stored))
+    return None
 
 
 def trace(stores: Stores, event_id: UUID) -> Trace:
@@ -306,22 +309,22 @@ def trace(stores: Stores, event_id: UUID) -> Trace:
     if not stores.indexed:
         return _trace_by_scan(stores, event_id)
     key = str(event_id)
-    event = _located(stores, [key]).get(key)
+    event = _find(stores, key)
     if event is None:
         msg = f"No event {event_id} is recorded in any store; check the id."
         raise AggregateMissingError(msg)
     causes: list[Hop] = []
-    cause = event.causation_id
-    while cause is not None and len(causes) < 1000 and (hop := _located(stores, [cause]).get(cause)) is not None:
+    cause, where = event.causation_id, event.store
+    while cause is not None and len(causes) < 1000 and (hop := _find(stores, cause, where)) is not None:
         causes.append(hop)
-        cause = hop.causation_id
+        cause, where = hop.causation_id, hop.store
     effects: list[Hop] = []
     frontier = [key]
     while frontier:
         found: dict[str, list[Hop]] = defaultdict(list)
         for store in stores.all:
-            for cause_id, loc in store.recorder.caused_by(frontier):
-                found[cause_id].append(_hop(store.name, store.event_at(loc.originator_id, loc.version)))
+            for cause_id, stored in store.recorder.read_caused_by(frontier):
+                found[cause_id].append(_hop(store.name, store.mapper.to_domain_event(stored)))
         next_frontier = []
         for cause_id in frontier:
             for hop in sorted(found.get(cause_id, []), key=lambda h: h.recorded):

@@ -93,12 +93,6 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[i:i + CHUNK]
 
 
-class Located(NamedTuple):
-    event_id: str
-    originator_id: UUID
-    version: int
-
-
 class ClientRow(NamedTuple):
     originator_id: UUID
     client_id: str | None
@@ -152,41 +146,46 @@ class SQLiteIndexes(_Tail):
         if not rows:
             return
         c.executemany(f"INSERT OR REPLACE INTO {self.trace_table_name} VALUES (?, ?, ?, ?)",
-                      [(r.event_id, str(r.originator_id), r.version, r.causation_id) for r in rows])
-        firsts = [(str(r.originator_id), r.client_id, None if r.parent_id is None else str(r.parent_id))
+                      [(r.event_id, r.originator_id.hex, r.version, r.causation_id) for r in rows])
+        firsts = [(r.originator_id.hex, r.client_id, None if r.parent_id is None else r.parent_id.hex)
                   for r in rows if r.client_id is not None or r.parent_id is not None]
         if firsts:
             c.executemany(f"INSERT OR REPLACE INTO {self.clients_table_name} VALUES (?, ?, ?)", firsts)
 
     def _drop_index_of(self, c: Any, events: Iterable[tuple[UUID | str, int]]) -> None:
-        keys = [(derive_event_id(UUID(str(o)), v), str(UUID(str(o))), v) for o, v in events]
+        keys = [(derive_event_id(UUID(str(o)), v), UUID(str(o)).hex, v) for o, v in events]
         c.executemany(f"DELETE FROM {self.trace_table_name} WHERE event_id = ?", [(k[0],) for k in keys])
         c.executemany(f"DELETE FROM {self.clients_table_name} WHERE originator_id = ?",
                       [(k[1],) for k in keys if k[2] == 1])
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
-            return list(c.fetchall())
+        """One SELECT on a reading connection: a statement is its own transaction (the
+        connections are in autocommit mode), so no BEGIN and COMMIT around it."""
+        with self.datastore.get_connection(commit=False) as conn:
+            cursor = conn.cursor()
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
 
-    def locate_events(self, event_ids: Sequence[str]) -> list[Located]:
-        """Where each of ``event_ids`` that this store holds is: its aggregate and version."""
+    def read_events(self, event_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
+        """The events of these ids that this store holds, read with the index in one statement."""
         found = []
         for chunk in _chunks(list(event_ids)):
             marks = ",".join("?" * len(chunk))
-            found += [Located(r[0], UUID(r[1]), int(r[2])) for r in self._query(
-                f"SELECT event_id, originator_id, originator_version FROM {self.trace_table_name} "
-                f"WHERE event_id IN ({marks})", chunk)]
+            found += [(r[0], StoredEvent(UUID(r[1]), int(r[2]), r[3], bytes(r[4]))) for r in self._query(
+                f"SELECT t.event_id, e.originator_id, e.originator_version, e.topic, e.state FROM {self.trace_table_name} t "
+                f"JOIN {self.events_table_name} e ON e.originator_id = t.originator_id "
+                f"AND e.originator_version = t.originator_version WHERE t.event_id IN ({marks})", chunk)]
         return found
 
-    def caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, Located]]:
-        """The events this store holds that ``cause_ids`` caused: (cause, where the event is)."""
+    def read_caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
+        """The events this store holds that ``cause_ids`` caused, with their cause, in one statement."""
         found = []
         for chunk in _chunks(list(cause_ids)):
             marks = ",".join("?" * len(chunk))
-            found += [(r[3], Located(r[0], UUID(r[1]), int(r[2]))) for r in self._query(
-                f"SELECT event_id, originator_id, originator_version, causation_id FROM {self.trace_table_name} "
-                f"WHERE causation_id IN ({marks})", chunk)]
+            found += [(r[0], StoredEvent(UUID(r[1]), int(r[2]), r[3], bytes(r[4]))) for r in self._query(
+                f"SELECT t.causation_id, e.originator_id, e.originator_version, e.topic, e.state "
+                f"FROM {self.trace_table_name} t JOIN {self.events_table_name} e ON e.originator_id = t.originator_id "
+                f"AND e.originator_version = t.originator_version WHERE t.causation_id IN ({marks})", chunk)]
         return found
 
     def client_rows(self, client_id: str) -> list[ClientRow]:
@@ -195,7 +194,7 @@ class SQLiteIndexes(_Tail):
 
     def children_of(self, parents: Sequence[UUID]) -> list[ClientRow]:
         found = []
-        for chunk in _chunks([str(p) for p in parents]):
+        for chunk in _chunks([UUID(str(p)).hex for p in parents]):
             marks = ",".join("?" * len(chunk))
             found += [ClientRow(UUID(r[0]), r[1], UUID(r[2]) if r[2] else None) for r in self._query(
                 f"SELECT originator_id, client_id, parent_id FROM {self.clients_table_name} "
@@ -234,7 +233,7 @@ class SQLiteIndexes(_Tail):
         """Drops the client-index rows of these aggregates (erasure; see ``forget_client``)."""
         with self.datastore.transaction(commit=True) as c:
             c.executemany(f"DELETE FROM {self.clients_table_name} WHERE originator_id = ?",
-                          [(str(a),) for a in aggregate_ids])
+                          [(UUID(str(a)).hex,) for a in aggregate_ids])
 
     def forget_client(self, client_id: str) -> None:
         """Drops this store's client-index rows that name the client."""
@@ -334,30 +333,41 @@ class PostgresIndexes(_Tail):
             curs.execute(sql, params)
             return list(curs.fetchall())
 
-    def locate_events(self, event_ids: Sequence[str]) -> list[Located]:
-        from psycopg.sql import SQL
-
+    def _uuids(self, values: Sequence[str]) -> list[UUID]:
         ids = []
-        for e in event_ids:
+        for e in values:
             try:
                 ids.append(UUID(str(e)))
             except ValueError:
                 continue  # a cause that is not an event (a command's id of another form)
+        return ids
+
+    def read_events(self, event_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
+        from psycopg.sql import SQL, Identifier
+
+        table = Identifier(self.datastore.schema, self.events_table_name)
         found = []
-        for chunk in _chunks(ids):
-            found += [Located(str(r["event_id"]), r["originator_id"], int(r["originator_version"])) for r in self._query(
-                SQL("SELECT event_id, originator_id, originator_version FROM {0} WHERE event_id = ANY(%s)").format(
-                    self.trace_table), (list(chunk),))]
+        for chunk in _chunks(self._uuids(event_ids)):
+            found += [(str(r["event_id"]), StoredEvent(r["originator_id"], int(r["originator_version"]), r["topic"],
+                                                      bytes(r["state"])))
+                      for r in self._query(SQL(
+                          "SELECT t.event_id, e.originator_id, e.originator_version, e.topic, e.state FROM {0} t "
+                          "JOIN {1} e ON e.originator_id = t.originator_id AND e.originator_version = t.originator_version "
+                          "WHERE t.event_id = ANY(%s)").format(self.trace_table, table), (list(chunk),))]
         return found
 
-    def caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, Located]]:
-        from psycopg.sql import SQL
+    def read_caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
+        from psycopg.sql import SQL, Identifier
 
+        table = Identifier(self.datastore.schema, self.events_table_name)
         found = []
         for chunk in _chunks(list(cause_ids)):
-            found += [(r["causation_id"], Located(str(r["event_id"]), r["originator_id"], int(r["originator_version"])))
-                      for r in self._query(SQL("SELECT event_id, originator_id, originator_version, causation_id FROM {0} "
-                                               "WHERE causation_id = ANY(%s)").format(self.trace_table), (list(chunk),))]
+            found += [(r["causation_id"], StoredEvent(r["originator_id"], int(r["originator_version"]), r["topic"],
+                                                      bytes(r["state"])))
+                      for r in self._query(SQL(
+                          "SELECT t.causation_id, e.originator_id, e.originator_version, e.topic, e.state FROM {0} t "
+                          "JOIN {1} e ON e.originator_id = t.originator_id AND e.originator_version = t.originator_version "
+                          "WHERE t.causation_id = ANY(%s)").format(self.trace_table, table), (list(chunk),))]
         return found
 
     def client_rows(self, client_id: str) -> list[ClientRow]:
