@@ -66,6 +66,15 @@ def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
     indexed yet are scanned (:func:`_members_by_scan`)."""
     if not stores.indexed:
         return _members_by_scan(stores, client_id)
+    if (across := stores.across) is not None:  # two statements, whatever the number of stores
+        found = across.members(client_id)
+        if not found:
+            msg = f"No aggregate of client {client_id!r} is recorded in any store."
+            raise AggregateMissingError(msg)
+        order = {store.name: i for i, store in enumerate(stores.all)}
+        keyed = sorted(((stores.store(m.store).mapper.to_domain_event(m.first).timestamp, order[m.store],
+                         str(m.row.originator_id)), m) for m in found)
+        return [(stores.store(m.store), m.row.originator_id) for _, m in keyed]
     rows: dict[UUID, tuple[Store, Any]] = {}
     for store in stores.all:
         for row in store.recorder.client_rows(client_id):

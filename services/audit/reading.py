@@ -32,6 +32,7 @@ from domain.scheduling.schedule import CourseSchedule
 from domain.therapy_course import TherapyCourse
 from services.audit.integrity import RECORD_STORES, store_exists
 from services.shared.errors import AggregateMissingError, NotYetExistingError
+from services.shared.indexes import AcrossStores
 from services.shared.persistence import eventsourcing_env, paged_notifications
 from services.shared.settings import Settings
 
@@ -77,6 +78,18 @@ class Stores:
 
     def __init__(self, settings: Settings) -> None:
         self.all = [Store(settings, name) for name in RECORD_STORES if store_exists(settings, name)]
+        self._across: AcrossStores | None | bool = False
+
+    @property
+    def across(self) -> AcrossStores | None:
+        """Every store's indexes read in one statement (None: this backend cannot; each
+        store is asked in turn)."""
+        if self._across is False:
+            self._across = AcrossStores.of([(store.name, store.recorder) for store in self.all])
+        return self._across  # type: ignore[return-value]
+
+    def store(self, name: str) -> Store:
+        return next(store for store in self.all if store.name == name)
 
     @property
     def indexed(self) -> bool:
@@ -102,6 +115,8 @@ class Stores:
         raise AggregateMissingError(msg)
 
     def close(self) -> None:
+        if self._across:
+            self._across.close()  # type: ignore[union-attr]
         for store in self.all:
             store.close()
 
@@ -294,12 +309,27 @@ def _hop(store: str, event: DomainEvent) -> Hop:
 
 
 def _find(stores: Stores, event_id: str, first: str | None = None) -> Hop | None:
-    """One event by its id, through the causation index: the store ``first`` is asked first
-    (a cause is often in the store of its effect), the others until one holds it."""
+    """One event by its id, through the causation index: in one statement across the stores
+    where the backend allows, else store by store (``first`` asked first: a cause is often in
+    the store of its effect) until one holds it."""
+    if (across := stores.across) is not None:
+        for name, _, stored in across.read_events([event_id]):
+            return _hop(name, stores.store(name).mapper.to_domain_event(stored))
+        return None
     for store in sorted(stores.all, key=lambda s: s.name != first):
         for _, stored in store.recorder.read_events([event_id]):
             return _hop(store.name, store.mapper.to_domain_event(stored))
     return None
+
+
+def _caused_by(stores: Stores, cause_ids: list[str]) -> Iterator[tuple[str, Hop]]:
+    if (across := stores.across) is not None:
+        for name, cause_id, stored in across.read_caused_by(cause_ids):
+            yield cause_id, _hop(name, stores.store(name).mapper.to_domain_event(stored))
+        return
+    for store in stores.all:
+        for cause_id, stored in store.recorder.read_caused_by(cause_ids):
+            yield cause_id, _hop(store.name, store.mapper.to_domain_event(stored))
 
 
 def trace(stores: Stores, event_id: UUID) -> Trace:
@@ -322,9 +352,8 @@ def trace(stores: Stores, event_id: UUID) -> Trace:
     frontier = [key]
     while frontier:
         found: dict[str, list[Hop]] = defaultdict(list)
-        for store in stores.all:
-            for cause_id, stored in store.recorder.read_caused_by(frontier):
-                found[cause_id].append(_hop(store.name, store.mapper.to_domain_event(stored)))
+        for cause_id, hop in _caused_by(stores, frontier):
+            found[cause_id].append(hop)
         next_frontier = []
         for cause_id in frontier:
             for hop in sorted(found.get(cause_id, []), key=lambda h: h.recorded):

@@ -25,7 +25,8 @@ plans).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -467,3 +468,187 @@ class PostgresIndexes(_Tail):
                 count += len(batch)
                 start = batch[-1].id + 1
         return count
+
+
+# ------------------------------------------------------------------------- every store at once
+
+
+class Member(NamedTuple):
+    """A row of a store's client index with the aggregate's first event."""
+
+    store: str
+    row: ClientRow
+    first: StoredEvent
+
+
+class AcrossStores:
+    """The indexes of several stores read in one statement per question: on PostgreSQL the
+    stores are schemas of one database (a UNION ALL over their tables); on SQLite, files
+    attached to one read-only connection of its own. A causation trace then costs one
+    statement per step of the chain, not one per store and step. ``None`` from :meth:`of`
+    when the stores cannot be read so (in-memory SQLite, different PostgreSQL databases)."""
+
+    def __init__(self, names: list[str], recorders: list[Any], backend: str) -> None:
+        self.names, self.recorders, self.backend = names, recorders, backend
+        self._sqlite: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, stores: list[tuple[str, Any]]) -> AcrossStores | None:
+        if not stores:
+            return None
+        names, recorders = [n for n, _ in stores], [r for _, r in stores]
+        if all(isinstance(r, PostgresIndexes) for r in recorders):
+            if len({(r.datastore.pool.kwargs.get("dbname"), r.datastore.pool.kwargs.get("host"),
+                     r.datastore.pool.kwargs.get("port")) for r in recorders}) == 1:
+                return cls(names, recorders, "postgres")
+            return None
+        if all(isinstance(r, SQLiteIndexes) for r in recorders):
+            if any(r.datastore.pool.is_sqlite_memory_mode for r in recorders):
+                return None
+            return cls(names, recorders, "sqlite")
+        return None
+
+    # the SQL of each backend
+
+    def _tables(self, i: int) -> tuple[str, str, str]:
+        r = self.recorders[i]
+        if self.backend == "postgres":
+            schema = r.datastore.schema.replace('"', '""')
+            q = lambda t: f'"{schema}"."{t}"'
+            return q(r.events_table_name), q(f"{r.events_table_name}_trace"), q(f"{r.events_table_name}_clients")
+        return (f"s{i}.{r.events_table_name}", f"s{i}.{r.events_table_name}_trace", f"s{i}.{r.events_table_name}_clients")
+
+    def _connection(self) -> Any:
+        import sqlite3
+
+        if self._sqlite is None:
+            paths = [str(r.datastore.pool.db_name).removeprefix("file:").split("?", 1)[0] for r in self.recorders]
+            conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, uri=True)
+            for i, path in enumerate(paths):
+                conn.execute(f"ATTACH DATABASE 'file:{path.replace(chr(39), chr(39) * 2)}?mode=ro' AS s{i}")
+            self._sqlite = conn
+        return self._sqlite
+
+    def _rows(self, sql: str, params: list[Any]) -> list[Any]:
+        if self.backend == "postgres":
+            from psycopg.rows import tuple_row
+
+            with self.recorders[0].datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+                # not prepared: a generic plan cannot see how few ids an array holds, and scans
+                curs.execute(sql.replace("?", "%s"), params, prepare=False)
+                return list(curs.fetchall())
+        with self._lock:
+            return list(self._connection().execute(sql, params).fetchall())
+
+    def _event(self, row: Sequence[Any]) -> StoredEvent:
+        oid, version, topic, state = row
+        return StoredEvent(oid if isinstance(oid, UUID) else UUID(oid), int(version), topic, bytes(state))
+
+    def _union(self, select: Callable[[int], str], params: Callable[[int], list[Any]]) -> tuple[str, list[Any]]:
+        parts, values = [], []
+        for i in range(len(self.recorders)):
+            parts.append(select(i))
+            values += params(i)
+        return " UNION ALL ".join(parts), values
+
+    def read_events(self, event_ids: Sequence[str]) -> list[tuple[str, str, StoredEvent]]:
+        """(store, event id, stored event) of each of these ids any store holds."""
+        ids = self._ids(event_ids)
+        if not ids:
+            return []
+        marks = self._marks(len(ids))
+
+        def select(i: int) -> str:
+            events, trace, _ = self._tables(i)
+            return (f"SELECT {i}, t.event_id, e.originator_id, e.originator_version, e.topic, e.state FROM {trace} t "
+                    f"{self._join(events, 't', 't.originator_version')} "
+                    f"WHERE t.event_id {marks}")
+
+        sql, params = self._union(select, lambda i: self._params(ids))
+        return [(self.names[r[0]], str(r[1]), self._event(r[2:])) for r in self._rows(sql, params)]
+
+    def read_caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, str, StoredEvent]]:
+        """(store, cause, stored event) of every event these caused, in any store."""
+        if not cause_ids:
+            return []
+        marks = self._marks(len(cause_ids))
+
+        def select(i: int) -> str:
+            events, trace, _ = self._tables(i)
+            return (f"SELECT {i}, t.causation_id, e.originator_id, e.originator_version, e.topic, e.state FROM {trace} t "
+                    f"{self._join(events, 't', 't.originator_version')} "
+                    f"WHERE t.causation_id {marks}")
+
+        sql, params = self._union(select, lambda i: self._params(list(cause_ids)))
+        return [(self.names[r[0]], r[1], self._event(r[2:])) for r in self._rows(sql, params)]
+
+    def members(self, client_id: str) -> list[Member]:
+        """The aggregates of a client in every store with their first events: those whose first
+        event names the client, then those under the plans and subscriptions among them (and
+        the plans they name). Two statements."""
+
+        def select(where: str) -> Callable[[int], str]:
+            def one(i: int) -> str:
+                events, _, clients = self._tables(i)
+                return (f"SELECT {i}, c.originator_id, c.client_id, c.parent_id, e.originator_id, e.originator_version, "
+                        f"e.topic, e.state FROM {clients} c {self._join(events, 'c', '1')} WHERE {where}")
+            return one
+
+        def members(rows: list[Any]) -> list[Member]:
+            return [Member(self.names[r[0]], ClientRow(self._uuid(r[1]), r[2], self._uuid(r[3]) if r[3] else None),
+                           self._event(r[4:])) for r in rows]
+
+        sql, params = self._union(select("c.client_id = ?"), lambda i: [client_id])
+        found = members(self._rows(sql, params))
+        if not found:
+            return []
+        parents = sorted({m.row.originator_id for m in found} | {m.row.parent_id for m in found if m.row.parent_id},
+                         key=str)
+        known = {m.row.originator_id for m in found}
+        for chunk in _chunks(parents):
+            keys = [self._id_param(p) for p in chunk]
+            sql, params = self._union(select(f"c.parent_id {self._marks(len(keys))}"), lambda i, keys=keys: self._params(keys))
+            for member in members(self._rows(sql, params)):
+                if member.row.originator_id not in known:
+                    known.add(member.row.originator_id)
+                    found.append(member)
+        return found
+
+    def _join(self, events: str, alias: str, version: str) -> str:
+        """The event an index row names, by the events' own key. On PostgreSQL a LATERAL
+        subquery: a row at a time through that key, never a hash join over the whole log
+        (which the planner picks for a handful of ids it cannot estimate); OFFSET 0 keeps the
+        subquery from being flattened into one."""
+        if self.backend == "postgres":
+            return (f"CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state FROM {events} "
+                    f"WHERE originator_id = {alias}.originator_id AND originator_version = {version} OFFSET 0) e")
+        return f"JOIN {events} e ON e.originator_id = {alias}.originator_id AND e.originator_version = {version}"
+
+    def _marks(self, n: int) -> str:
+        return "= ANY(?)" if self.backend == "postgres" else f"IN ({','.join('?' * n)})"
+
+    def _params(self, values: list[Any]) -> list[Any]:
+        return [values] if self.backend == "postgres" else values
+
+    def _uuid(self, value: Any) -> UUID:
+        return value if isinstance(value, UUID) else UUID(value)
+
+    def _id_param(self, value: UUID) -> Any:
+        return value if self.backend == "postgres" else value.hex
+
+    def _ids(self, event_ids: Sequence[str]) -> list[Any]:
+        if self.backend == "sqlite":
+            return list(event_ids)
+        ids = []
+        for e in event_ids:
+            try:
+                ids.append(UUID(str(e)))
+            except ValueError:
+                continue  # a cause that is not an event (a command's id of another form)
+        return ids
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
