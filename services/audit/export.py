@@ -60,47 +60,28 @@ class _First(NamedTuple):
 
 
 def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
-    """The client's aggregates in every store, oldest first: found through the stores' client
-    indexes (services.shared.indexes) — the aggregates that name the client, then those under
-    its plans and subscriptions — reading the first event of each and nothing else. Stores not
-    indexed yet are scanned (:func:`_members_by_scan`)."""
-    if not stores.indexed:
+    """The client's aggregates in every store, oldest first (ties: in the order of the stores,
+    then of their logs): found through the stores' client indexes (services.shared.indexes) —
+    the aggregates that name the client, then those under its plans and subscriptions —
+    reading the first event of each and nothing else. Stores not indexed yet (or whose indexes
+    cannot be read together) are scanned (:func:`_members_by_scan`)."""
+    across = stores.across if stores.indexed else None
+    if across is None:
         return _members_by_scan(stores, client_id)
-    if (across := stores.across) is not None:  # two statements, whatever the number of stores
-        found = across.members(client_id)
-        if not found:
-            msg = f"No aggregate of client {client_id!r} is recorded in any store."
-            raise AggregateMissingError(msg)
-        order = {store.name: i for i, store in enumerate(stores.all)}
-        keyed = sorted(((stores.store(m.store).mapper.to_domain_event(m.first).timestamp, order[m.store],
-                         str(m.row.originator_id)), m) for m in found)
-        return [(stores.store(m.store), m.row.originator_id) for _, m in keyed]
-    rows: dict[UUID, tuple[Store, Any]] = {}
-    for store in stores.all:
-        for row in store.recorder.client_rows(client_id):
-            rows[row.originator_id] = (store, row)
-    if not rows:
+    found = across.members(client_id)  # two statements, whatever the number of stores
+    if not found:
         msg = f"No aggregate of client {client_id!r} is recorded in any store."
         raise AggregateMissingError(msg)
-    # the client's plans and subscriptions (and the plans its aggregates name): what hangs under them
-    parents = sorted(set(rows) | {row.parent_id for _, row in rows.values() if row.parent_id is not None}, key=str)
-    for store in stores.all:
-        for row in store.recorder.children_of(parents):
-            rows.setdefault(row.originator_id, (store, row))
-    first: dict[UUID, datetime] = {}
-    for store in stores.all:
-        mine = [aid for aid, (s, _) in rows.items() if s is store]
-        if mine:
-            first |= {UUID(str(e.originator_id)): store.mapper.to_domain_event(e).timestamp
-                      for e in store.recorder.first_events(mine)}
     order = {store.name: i for i, store in enumerate(stores.all)}
-    return [(rows[aid][0], aid) for aid in sorted(rows, key=lambda a: (first[a], order[rows[a][0].name], str(a)))]
+    keyed = sorted(((stores.store(m.store).mapper.to_domain_event(m.first).timestamp, order[m.store], m.position), m)
+                   for m in found)
+    return [(stores.store(m.store), m.row.originator_id) for _, m in keyed]
 
 
 def forget_client(stores: Stores, client_id: str) -> int:
     """Erasure: drops the client's rows from every store's client index (the aggregates that
     name the client and those under its plans and subscriptions); returns how many."""
-    found = members(stores, client_id) if stores.indexed else []
+    found = members(stores, client_id) if stores.indexed and stores.across is not None else []
     by_store: dict[str, list[UUID]] = {}
     for store, aid in found:
         by_store.setdefault(store.name, []).append(aid)

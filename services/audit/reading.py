@@ -308,55 +308,42 @@ def _hop(store: str, event: DomainEvent) -> Hop:
                causation_id=event.causation_id)
 
 
-def _find(stores: Stores, event_id: str, first: str | None = None) -> Hop | None:
-    """One event by its id, through the causation index: in one statement across the stores
-    where the backend allows, else store by store (``first`` asked first: a cause is often in
-    the store of its effect) until one holds it."""
-    if (across := stores.across) is not None:
-        for name, _, stored in across.read_events([event_id]):
-            return _hop(name, stores.store(name).mapper.to_domain_event(stored))
-        return None
-    for store in sorted(stores.all, key=lambda s: s.name != first):
-        for _, stored in store.recorder.read_events([event_id]):
-            return _hop(store.name, store.mapper.to_domain_event(stored))
+def _find(stores: Stores, across: AcrossStores, event_id: str) -> Hop | None:
+    """One event by its id, through the causation indexes of every store at once."""
+    for read in across.read_events([event_id]):
+        return _hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event))
     return None
-
-
-def _caused_by(stores: Stores, cause_ids: list[str]) -> Iterator[tuple[str, Hop]]:
-    if (across := stores.across) is not None:
-        for name, cause_id, stored in across.read_caused_by(cause_ids):
-            yield cause_id, _hop(name, stores.store(name).mapper.to_domain_event(stored))
-        return
-    for store in stores.all:
-        for cause_id, stored in store.recorder.read_caused_by(cause_ids):
-            yield cause_id, _hop(store.name, store.mapper.to_domain_event(stored))
 
 
 def trace(stores: Stores, event_id: UUID) -> Trace:
     """The causation chain of one event across every store, both ways: through the stores'
-    causation indexes, reading only the events of the answer (the logs whole when the index
-    does not cover them)."""
-    if not stores.indexed:
+    causation indexes, one statement per step of the chain, reading only the events of the
+    answer (the logs whole when the indexes do not cover them, or cannot be read together).
+    Events recorded at the same moment are in the order of the stores, then of their logs."""
+    across = stores.across if stores.indexed else None
+    if across is None:
         return _trace_by_scan(stores, event_id)
     key = str(event_id)
-    event = _find(stores, key)
+    event = _find(stores, across, key)
     if event is None:
         msg = f"No event {event_id} is recorded in any store; check the id."
         raise AggregateMissingError(msg)
     causes: list[Hop] = []
-    cause, where = event.causation_id, event.store
-    while cause is not None and len(causes) < 1000 and (hop := _find(stores, cause, where)) is not None:
+    cause = event.causation_id
+    while cause is not None and len(causes) < 1000 and (hop := _find(stores, across, cause)) is not None:
         causes.append(hop)
-        cause, where = hop.causation_id, hop.store
+        cause = hop.causation_id
+    order = {store.name: i for i, store in enumerate(stores.all)}
     effects: list[Hop] = []
     frontier = [key]
     while frontier:
-        found: dict[str, list[Hop]] = defaultdict(list)
-        for cause_id, hop in _caused_by(stores, frontier):
-            found[cause_id].append(hop)
+        found: dict[str, list[tuple[Any, Hop]]] = defaultdict(list)
+        for read in across.read_caused_by(frontier):
+            hop = _hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event))
+            found[read.key].append(((hop.recorded, order[read.store], read.position), hop))
         next_frontier = []
         for cause_id in frontier:
-            for hop in sorted(found.get(cause_id, []), key=lambda h: h.recorded):
+            for _, hop in sorted(found.get(cause_id, []), key=lambda pair: pair[0]):
                 effects.append(hop)
                 next_frontier.append(str(hop.event_id))
         frontier = next_frontier

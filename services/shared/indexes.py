@@ -18,7 +18,7 @@ event without it (a raw bulk insert, a recovered tail) is written without index 
 check :meth:`index_ready` and fall back to reading the whole log when the index does not
 cover it (a store written before the index existed).
 
-At erasure, a client's rows go with :meth:`forget_client` (services.audit.reading's
+At erasure, a client's rows go with :meth:`forget_client` (services.audit.export's
 ``forget_client`` does it in every store, with the rows of the aggregates under the client's
 plans).
 """
@@ -167,41 +167,6 @@ class SQLiteIndexes(_Tail):
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
-    def read_events(self, event_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
-        """The events of these ids that this store holds, read with the index in one statement."""
-        found = []
-        for chunk in _chunks(list(event_ids)):
-            marks = ",".join("?" * len(chunk))
-            found += [(r[0], StoredEvent(UUID(r[1]), int(r[2]), r[3], bytes(r[4]))) for r in self._query(
-                f"SELECT t.event_id, e.originator_id, e.originator_version, e.topic, e.state FROM {self.trace_table_name} t "
-                f"JOIN {self.events_table_name} e ON e.originator_id = t.originator_id "
-                f"AND e.originator_version = t.originator_version WHERE t.event_id IN ({marks})", chunk)]
-        return found
-
-    def read_caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
-        """The events this store holds that ``cause_ids`` caused, with their cause, in one statement."""
-        found = []
-        for chunk in _chunks(list(cause_ids)):
-            marks = ",".join("?" * len(chunk))
-            found += [(r[0], StoredEvent(UUID(r[1]), int(r[2]), r[3], bytes(r[4]))) for r in self._query(
-                f"SELECT t.causation_id, e.originator_id, e.originator_version, e.topic, e.state "
-                f"FROM {self.trace_table_name} t JOIN {self.events_table_name} e ON e.originator_id = t.originator_id "
-                f"AND e.originator_version = t.originator_version WHERE t.causation_id IN ({marks})", chunk)]
-        return found
-
-    def client_rows(self, client_id: str) -> list[ClientRow]:
-        return [ClientRow(UUID(r[0]), r[1], UUID(r[2]) if r[2] else None) for r in self._query(
-            f"SELECT originator_id, client_id, parent_id FROM {self.clients_table_name} WHERE client_id = ?", (client_id,))]
-
-    def children_of(self, parents: Sequence[UUID]) -> list[ClientRow]:
-        found = []
-        for chunk in _chunks([UUID(str(p)).hex for p in parents]):
-            marks = ",".join("?" * len(chunk))
-            found += [ClientRow(UUID(r[0]), r[1], UUID(r[2]) if r[2] else None) for r in self._query(
-                f"SELECT originator_id, client_id, parent_id FROM {self.clients_table_name} "
-                f"WHERE parent_id IN ({marks})", chunk)]
-        return found
-
     def positions_of(self, aggregate_ids: Sequence[UUID]) -> list[int]:
         """The log positions of every event of these aggregates (through the events' own
         index by aggregate), ascending."""
@@ -219,16 +184,6 @@ class SQLiteIndexes(_Tail):
                              state=bytes(r[4])) for r in self._query(
             f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
             f"WHERE rowid IN ({marks}) ORDER BY rowid", list(positions))] if positions else []
-
-    def first_events(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """The first event of each of these aggregates that this store holds, in one read."""
-        found = []
-        for chunk in _chunks([UUID(str(a)).hex for a in aggregate_ids]):
-            marks = ",".join("?" * len(chunk))
-            found += [StoredEvent(UUID(r[0]), int(r[1]), r[2], bytes(r[3])) for r in self._query(
-                f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
-                f"WHERE originator_id IN ({marks}) AND originator_version = 1", chunk)]
-        return found
 
     def forget_aggregates(self, aggregate_ids: Sequence[UUID]) -> None:
         """Drops the client-index rows of these aggregates (erasure; see ``forget_client``)."""
@@ -334,60 +289,6 @@ class PostgresIndexes(_Tail):
             curs.execute(sql, params)
             return list(curs.fetchall())
 
-    def _uuids(self, values: Sequence[str]) -> list[UUID]:
-        ids = []
-        for e in values:
-            try:
-                ids.append(UUID(str(e)))
-            except ValueError:
-                continue  # a cause that is not an event (a command's id of another form)
-        return ids
-
-    def read_events(self, event_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
-        from psycopg.sql import SQL, Identifier
-
-        table = Identifier(self.datastore.schema, self.events_table_name)
-        found = []
-        for chunk in _chunks(self._uuids(event_ids)):
-            found += [(str(r["event_id"]), StoredEvent(r["originator_id"], int(r["originator_version"]), r["topic"],
-                                                      bytes(r["state"])))
-                      for r in self._query(SQL(
-                          "SELECT t.event_id, e.originator_id, e.originator_version, e.topic, e.state FROM {0} t "
-                          "JOIN {1} e ON e.originator_id = t.originator_id AND e.originator_version = t.originator_version "
-                          "WHERE t.event_id = ANY(%s)").format(self.trace_table, table), (list(chunk),))]
-        return found
-
-    def read_caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, StoredEvent]]:
-        from psycopg.sql import SQL, Identifier
-
-        table = Identifier(self.datastore.schema, self.events_table_name)
-        found = []
-        for chunk in _chunks(list(cause_ids)):
-            found += [(r["causation_id"], StoredEvent(r["originator_id"], int(r["originator_version"]), r["topic"],
-                                                      bytes(r["state"])))
-                      for r in self._query(SQL(
-                          "SELECT t.causation_id, e.originator_id, e.originator_version, e.topic, e.state FROM {0} t "
-                          "JOIN {1} e ON e.originator_id = t.originator_id AND e.originator_version = t.originator_version "
-                          "WHERE t.causation_id = ANY(%s)").format(self.trace_table, table), (list(chunk),))]
-        return found
-
-    def client_rows(self, client_id: str) -> list[ClientRow]:
-        from psycopg.sql import SQL
-
-        return [ClientRow(r["originator_id"], r["client_id"], r["parent_id"]) for r in self._query(
-            SQL("SELECT originator_id, client_id, parent_id FROM {0} WHERE client_id = %s").format(self.clients_table),
-            (client_id,))]
-
-    def children_of(self, parents: Sequence[UUID]) -> list[ClientRow]:
-        from psycopg.sql import SQL
-
-        found = []
-        for chunk in _chunks(list(parents)):
-            found += [ClientRow(r["originator_id"], r["client_id"], r["parent_id"]) for r in self._query(
-                SQL("SELECT originator_id, client_id, parent_id FROM {0} WHERE parent_id = ANY(%s)").format(
-                    self.clients_table), (list(chunk),))]
-        return found
-
     def positions_of(self, aggregate_ids: Sequence[UUID]) -> list[int]:
         from psycopg.sql import SQL, Identifier
 
@@ -409,18 +310,6 @@ class PostgresIndexes(_Tail):
                 for r in self._query(SQL("SELECT notification_id, originator_id, originator_version, topic, state "
                                          "FROM {0} WHERE notification_id = ANY(%s) ORDER BY notification_id").format(table),
                                      (list(positions),))]
-
-    def first_events(self, aggregate_ids: Sequence[UUID]) -> list[StoredEvent]:
-        from psycopg.sql import SQL, Identifier
-
-        table = Identifier(self.datastore.schema, self.events_table_name)
-        found = []
-        for chunk in _chunks([UUID(str(a)) for a in aggregate_ids]):
-            found += [StoredEvent(r["originator_id"], int(r["originator_version"]), r["topic"], bytes(r["state"]))
-                      for r in self._query(SQL("SELECT originator_id, originator_version, topic, state FROM {0} "
-                                               "WHERE originator_id = ANY(%s) AND originator_version = 1").format(table),
-                                           (list(chunk),))]
-        return found
 
     def forget_aggregates(self, aggregate_ids: Sequence[UUID]) -> None:
         from psycopg.sql import SQL
@@ -473,11 +362,22 @@ class PostgresIndexes(_Tail):
 # ------------------------------------------------------------------------- every store at once
 
 
+class Read(NamedTuple):
+    """An event read through the indexes: its store, what it was looked up by, its position."""
+
+    store: str
+    key: str
+    position: int
+    event: StoredEvent
+
+
 class Member(NamedTuple):
     """A row of a store's client index with the aggregate's first event."""
 
     store: str
     row: ClientRow
+    #: the first event's position in its store's log
+    position: int
     first: StoredEvent
 
 
@@ -552,8 +452,8 @@ class AcrossStores:
             values += params(i)
         return " UNION ALL ".join(parts), values
 
-    def read_events(self, event_ids: Sequence[str]) -> list[tuple[str, str, StoredEvent]]:
-        """(store, event id, stored event) of each of these ids any store holds."""
+    def read_events(self, event_ids: Sequence[str]) -> list[Read]:
+        """Each event of these ids that any store holds (``key``: its id)."""
         ids = self._ids(event_ids)
         if not ids:
             return []
@@ -561,27 +461,29 @@ class AcrossStores:
 
         def select(i: int) -> str:
             events, trace, _ = self._tables(i)
-            return (f"SELECT {i}, t.event_id, e.originator_id, e.originator_version, e.topic, e.state FROM {trace} t "
+            return (f"SELECT {i}, t.event_id, {self._position}, e.originator_id, e.originator_version, e.topic, e.state "
+                    f"FROM {trace} t "
                     f"{self._join(events, 't', 't.originator_version')} "
                     f"WHERE t.event_id {marks}")
 
         sql, params = self._union(select, lambda i: self._params(ids))
-        return [(self.names[r[0]], str(r[1]), self._event(r[2:])) for r in self._rows(sql, params)]
+        return [Read(self.names[r[0]], str(r[1]), int(r[2]), self._event(r[3:])) for r in self._rows(sql, params)]
 
-    def read_caused_by(self, cause_ids: Sequence[str]) -> list[tuple[str, str, StoredEvent]]:
-        """(store, cause, stored event) of every event these caused, in any store."""
+    def read_caused_by(self, cause_ids: Sequence[str]) -> list[Read]:
+        """Every event these caused, in any store (``key``: its cause)."""
         if not cause_ids:
             return []
         marks = self._marks(len(cause_ids))
 
         def select(i: int) -> str:
             events, trace, _ = self._tables(i)
-            return (f"SELECT {i}, t.causation_id, e.originator_id, e.originator_version, e.topic, e.state FROM {trace} t "
+            return (f"SELECT {i}, t.causation_id, {self._position}, e.originator_id, e.originator_version, e.topic, e.state "
+                    f"FROM {trace} t "
                     f"{self._join(events, 't', 't.originator_version')} "
                     f"WHERE t.causation_id {marks}")
 
         sql, params = self._union(select, lambda i: self._params(list(cause_ids)))
-        return [(self.names[r[0]], r[1], self._event(r[2:])) for r in self._rows(sql, params)]
+        return [Read(self.names[r[0]], r[1], int(r[2]), self._event(r[3:])) for r in self._rows(sql, params)]
 
     def members(self, client_id: str) -> list[Member]:
         """The aggregates of a client in every store with their first events: those whose first
@@ -591,13 +493,14 @@ class AcrossStores:
         def select(where: str) -> Callable[[int], str]:
             def one(i: int) -> str:
                 events, _, clients = self._tables(i)
-                return (f"SELECT {i}, c.originator_id, c.client_id, c.parent_id, e.originator_id, e.originator_version, "
+                return (f"SELECT {i}, c.originator_id, c.client_id, c.parent_id, {self._position}, e.originator_id, "
+                        f"e.originator_version, "
                         f"e.topic, e.state FROM {clients} c {self._join(events, 'c', '1')} WHERE {where}")
             return one
 
         def members(rows: list[Any]) -> list[Member]:
             return [Member(self.names[r[0]], ClientRow(self._uuid(r[1]), r[2], self._uuid(r[3]) if r[3] else None),
-                           self._event(r[4:])) for r in rows]
+                           int(r[4]), self._event(r[5:])) for r in rows]
 
         sql, params = self._union(select("c.client_id = ?"), lambda i: [client_id])
         found = members(self._rows(sql, params))
@@ -608,12 +511,19 @@ class AcrossStores:
         known = {m.row.originator_id for m in found}
         for chunk in _chunks(parents):
             keys = [self._id_param(p) for p in chunk]
-            sql, params = self._union(select(f"c.parent_id {self._marks(len(keys))}"), lambda i, keys=keys: self._params(keys))
+            # those that name the client were found by the first statement
+            where = f"c.parent_id {self._marks(len(keys))} AND (c.client_id IS NULL OR c.client_id <> ?)"
+            sql, params = self._union(select(where), lambda i, keys=keys: [*self._params(keys), client_id])
             for member in members(self._rows(sql, params)):
                 if member.row.originator_id not in known:
                     known.add(member.row.originator_id)
                     found.append(member)
         return found
+
+    @property
+    def _position(self) -> str:
+        """The event's position in its store's log."""
+        return "e.notification_id" if self.backend == "postgres" else "e.rowid"
 
     def _join(self, events: str, alias: str, version: str) -> str:
         """The event an index row names, by the events' own key. On PostgreSQL a LATERAL
@@ -621,7 +531,7 @@ class AcrossStores:
         (which the planner picks for a handful of ids it cannot estimate); OFFSET 0 keeps the
         subquery from being flattened into one."""
         if self.backend == "postgres":
-            return (f"CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state FROM {events} "
+            return (f"CROSS JOIN LATERAL (SELECT notification_id, originator_id, originator_version, topic, state FROM {events} "
                     f"WHERE originator_id = {alias}.originator_id AND originator_version = {version} OFFSET 0) e")
         return f"JOIN {events} e ON e.originator_id = {alias}.originator_id AND e.originator_version = {version}"
 
