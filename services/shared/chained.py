@@ -33,7 +33,7 @@ GENESIS = bytes(32)
 def link_of(previous: bytes, notification_id: int, originator_id: UUID | str, version: int, topic: str, state: bytes) -> bytes:
     h = hashlib.sha256(previous)
     h.update(notification_id.to_bytes(8, "big"))
-    h.update(str(UUID(str(originator_id))).encode())
+    h.update(str(originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))).encode())
     h.update(version.to_bytes(8, "big"))
     h.update(topic.encode())
     h.update(b"\0")
