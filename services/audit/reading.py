@@ -324,6 +324,9 @@ def trace(stores: Stores, event_id: UUID) -> Trace:
     if across is None:
         return _trace_by_scan(stores, event_id)
     key = str(event_id)
+    order = {store.name: i for i, store in enumerate(stores.all)}
+    if (chain := across.trace_chain(key)) is not None:  # PostgreSQL: the whole trace in one statement
+        return _trace_from_chain(stores, event_id, chain, order)
     event = _find(stores, across, key)
     if event is None:
         msg = f"No event {event_id} is recorded in any store; check the id."
@@ -333,7 +336,6 @@ def trace(stores: Stores, event_id: UUID) -> Trace:
     while cause is not None and len(causes) < 1000 and (hop := _find(stores, across, cause)) is not None:
         causes.append(hop)
         cause = hop.causation_id
-    order = {store.name: i for i, store in enumerate(stores.all)}
     effects: list[Hop] = []
     frontier = [key]
     while frontier:
@@ -348,6 +350,30 @@ def trace(stores: Stores, event_id: UUID) -> Trace:
                 next_frontier.append(str(hop.event_id))
         frontier = next_frontier
     return Trace(event=event, causes=list(reversed(causes)), effects=sorted(effects, key=lambda h: h.recorded))
+
+
+def _trace_from_chain(stores: Stores, event_id: UUID, chain: tuple[list[Any], list[tuple[int, Any]]],
+                      order: dict[str, int]) -> Trace:
+    """:func:`trace` from the rows of one recursive statement: the same hops in the same order."""
+    up, down = chain
+    if not up:
+        msg = f"No event {event_id} is recorded in any store; check the id."
+        raise AggregateMissingError(msg)
+    hops = [_hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event)) for read in up[:1001]]
+    by_depth: dict[int, dict[str, list[tuple[Any, Hop]]]] = defaultdict(lambda: defaultdict(list))
+    for depth, read in down:
+        hop = _hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event))
+        by_depth[depth][read.key].append(((hop.recorded, order[read.store], read.position), hop))
+    effects: list[Hop] = []
+    frontier, depth = [str(event_id)], 1
+    while frontier and depth in by_depth:
+        next_frontier = []
+        for cause_id in frontier:
+            for _, hop in sorted(by_depth[depth].get(cause_id, []), key=lambda pair: pair[0]):
+                effects.append(hop)
+                next_frontier.append(str(hop.event_id))
+        frontier, depth = next_frontier, depth + 1
+    return Trace(event=hops[0], causes=list(reversed(hops[1:])), effects=sorted(effects, key=lambda h: h.recorded))
 
 
 def _trace_by_scan(stores: Stores, event_id: UUID) -> Trace:

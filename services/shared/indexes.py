@@ -485,6 +485,45 @@ class AcrossStores:
         sql, params = self._union(select, lambda i: self._params(list(cause_ids)))
         return [Read(self.names[r[0]], r[1], int(r[2]), self._event(r[3:])) for r in self._rows(sql, params)]
 
+    def trace_chain(self, event_id: str) -> tuple[list[Read], list[tuple[int, Read]]] | None:
+        """PostgreSQL only (None elsewhere): a whole causation trace in one statement — the
+        event and its causes upward ((depth 0: the event, then its cause, ...), ``key``: the
+        event's own cause) and its effects downward ((depth, read), ``key``: the cause) — by two
+        recursive queries over every store's index, each step a row at a time by key."""
+        if self.backend != "postgres":
+            return None
+        try:
+            start = UUID(str(event_id))
+        except ValueError:
+            return [], []
+
+        def branches(where: str) -> str:
+            parts = []
+            for i in range(len(self.recorders)):
+                events, trace, _ = self._tables(i)
+                parts.append(f"SELECT {i} AS s, t.event_id, t.causation_id, {self._position} AS p, e.originator_id, "
+                             f"e.originator_version, e.topic, e.state FROM {trace} t "
+                             f"{self._join(events, 't', 't.originator_version')} WHERE {where}")
+            return " UNION ALL ".join(parts)
+
+        cause = "CASE WHEN u.causation_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' " \
+                "THEN u.causation_id::uuid END"
+        sql = (f"WITH RECURSIVE up AS (SELECT 0 AS depth, x.* FROM ({branches('t.event_id = ?')}) x "
+               f"UNION ALL SELECT u.depth + 1, x.* FROM up u CROSS JOIN LATERAL ({branches(f't.event_id = {cause}')}) x "
+               f"WHERE u.depth < 1000), "
+               f"down AS (SELECT 0 AS depth, x.* FROM ({branches('t.event_id = ?')}) x "
+               f"UNION ALL SELECT d.depth + 1, x.* FROM down d CROSS JOIN LATERAL "
+               f"({branches('t.causation_id = d.event_id::text')}) x WHERE d.depth < 1000) "
+               f"SELECT 0, * FROM up UNION ALL SELECT 1, * FROM down WHERE depth > 0")
+        up, down = [], []
+        for r in self._rows(sql, [start] * (2 * len(self.recorders))):
+            read = Read(self.names[r[2]], r[4], int(r[5]), self._event(r[6:]))
+            if r[0] == 0:
+                up.append((r[1], read))
+            else:
+                down.append((int(r[1]), read))
+        return [read for _, read in sorted(up, key=lambda pair: pair[0])], down
+
     def members(self, client_id: str) -> list[Member]:
         """The aggregates of a client in every store with their first events: those whose first
         event names the client, then those under the plans and subscriptions among them (and
