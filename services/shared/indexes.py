@@ -49,6 +49,9 @@ class IndexEntry(NamedTuple):
     #: Only on an aggregate's first event: the client it belongs to, and its parent (a plan or subscription).
     client_id: str | None = None
     parent_id: UUID | None = None
+    #: The event opens an item of its aggregate that stays open until one that ``closes`` it (a crisis).
+    opens: bool = False
+    closes: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,20 @@ class IndexedStoredEvent(StoredEvent):
 
 
 def index_entry(originator_id: UUID | str, version: int, causation_id: str | None, client_id: str | None = None,
-                parent_id: UUID | str | None = None) -> IndexEntry:
+                parent_id: UUID | str | None = None, *, opens: bool = False, closes: bool = False) -> IndexEntry:
     """The hook's plain form: what a mapper (or anything writing stored events) knows of an event."""
     oid = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
     return IndexEntry(derive_event_id(oid, version), oid, version, causation_id,
                       None if client_id is None else str(client_id),
-                      None if parent_id is None else UUID(str(parent_id)))
+                      None if parent_id is None else UUID(str(parent_id)), opens, closes)
+
+
+#: The events that open an item (kept in ``<events>_open`` until an event that closes it): a
+#: crisis is open from its raising to its resolution (the open-crises list reads them).
+OPENING = frozenset({"EscalationRaised"})
+CLOSING = frozenset({"CrisisResolved"})
+#: A row that says the open items are not known (a recovered tail): readers read the log instead.
+UNKNOWN = UUID(int=0)
 
 
 def entry_of(event: Any) -> IndexEntry:
@@ -75,8 +86,12 @@ def entry_of(event: Any) -> IndexEntry:
         if client is None and type(event).__name__ == "SubscriptionCreated" and len(event.clients) == 1:
             client = event.clients[0]  # a subscription to one client's events: who received what, when
         parent = getattr(event, "plan_id", None) or getattr(event, "subscription_id", None)
+    name = type(event).__name__
+    opens = name in OPENING
+    if opens:
+        client, parent = getattr(event, "client_id", None), getattr(event, "plan_id", None)
     return index_entry(event.originator_id, event.originator_version, getattr(event, "causation_id", None),
-                       client, parent)
+                       client, parent, opens=opens, closes=name in CLOSING)
 
 
 def with_index(stored: StoredEvent, event: Any) -> StoredEvent:
@@ -87,6 +102,14 @@ def with_index(stored: StoredEvent, event: Any) -> StoredEvent:
 
 def entries(stored_events: Iterable[StoredEvent]) -> list[IndexEntry]:
     return [e.index for e in stored_events if isinstance(e, IndexedStoredEvent) and e.index is not None]
+
+
+def opened_and_closed(stored_events: Sequence[StoredEvent], ids: Sequence[int] | None) -> list[tuple[IndexEntry, int]]:
+    """The events (with their log positions) that open or close an item, in order."""
+    if not ids:
+        return []
+    return [(e.index, i) for e, i in zip(stored_events, ids, strict=False)
+            if isinstance(e, IndexedStoredEvent) and e.index is not None and (e.index.opens or e.index.closes)]
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -107,6 +130,8 @@ class _Tail:
         new = {(UUID(str(e.originator_id)), e.originator_version) for e in events}
         self._drop_index_of(c, removed - new)  # type: ignore[attr-defined]
         self._write_index(c, entries(events))  # type: ignore[attr-defined]
+        # positions moved and resolutions may be gone: the open items are read from the log until a reindex
+        self._mark_open_unknown(c)  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------- SQLite
@@ -126,6 +151,10 @@ class SQLiteIndexes(_Tail):
     def clients_table_name(self) -> str:
         return f"{self.events_table_name}_clients"
 
+    @property
+    def open_table_name(self) -> str:
+        return f"{self.events_table_name}_open"
+
     def construct_create_table_statements(self) -> list[str]:
         t, c = self.trace_table_name, self.clients_table_name
         return [
@@ -136,12 +165,40 @@ class SQLiteIndexes(_Tail):
             f"CREATE TABLE IF NOT EXISTS {c} (originator_id TEXT PRIMARY KEY, client_id TEXT, parent_id TEXT) WITHOUT ROWID",
             f"CREATE INDEX IF NOT EXISTS {c}_client ON {c} (client_id) WHERE client_id IS NOT NULL",
             f"CREATE INDEX IF NOT EXISTS {c}_parent ON {c} (parent_id) WHERE parent_id IS NOT NULL",
+            (f"CREATE TABLE IF NOT EXISTS {self.open_table_name} (originator_id TEXT PRIMARY KEY, client_id TEXT, "
+             "parent_id TEXT, position INTEGER NOT NULL) WITHOUT ROWID"),
         ]
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)  # type: ignore[misc]
         self._write_index(c, entries(stored_events))
+        self._write_open(c, opened_and_closed(stored_events, ids))
         return ids
+
+    def _write_open(self, c: Any, rows: Sequence[tuple[IndexEntry, int]]) -> None:
+        for entry, position in rows:
+            if entry.opens:
+                c.execute(f"INSERT OR REPLACE INTO {self.open_table_name} VALUES (?, ?, ?, ?)",
+                          (entry.originator_id.hex, entry.client_id, entry.parent_id.hex if entry.parent_id else None,
+                           position))
+            if entry.closes:
+                c.execute(f"DELETE FROM {self.open_table_name} WHERE originator_id = ?", (entry.originator_id.hex,))
+
+    def _mark_open_unknown(self, c: Any) -> None:
+        c.execute(f"INSERT OR REPLACE INTO {self.open_table_name} VALUES (?, NULL, NULL, 0)", (UNKNOWN.hex,))
+
+    def open_items(self) -> tuple[list[ClientRow], int] | None:
+        """The items open (oldest first, as (aggregate, client, parent)) and the log position they
+        are as of, read in one statement; None when not known (read the log instead)."""
+        if not self.index_ready():
+            return None
+        rows = self._query(f"SELECT originator_id, client_id, parent_id, position FROM {self.open_table_name} "
+                           f"UNION ALL SELECT NULL, NULL, NULL, MAX(rowid) FROM {self.events_table_name}", ())
+        top = next((int(r[3] or 0) for r in rows if r[0] is None), 0)
+        items = sorted((r for r in rows if r[0] is not None), key=lambda r: int(r[3]))
+        if any(UUID(r[0]) == UNKNOWN for r in items):
+            return None
+        return [ClientRow(UUID(r[0]), r[1], UUID(r[2]) if r[2] else None) for r in items], top
 
     def _write_index(self, c: Any, rows: Sequence[IndexEntry]) -> None:
         if not rows:
@@ -206,10 +263,11 @@ class SQLiteIndexes(_Tail):
         return bool(self._query(f"SELECT 1 FROM {self.trace_table_name} WHERE event_id = ?",
                                 (derive_event_id(UUID(rows[0][0]), int(rows[0][1])),)))
 
-    def index_dump(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Both tables' rows, in a stable order (tests compare a rebuild with what was written)."""
+    def index_dump(self) -> tuple[list[tuple[Any, ...]], ...]:
+        """The tables' rows, in a stable order (tests compare a rebuild with what was written)."""
         return ([tuple(r) for r in self._query(f"SELECT * FROM {self.trace_table_name} ORDER BY event_id", ())],
-                [tuple(r) for r in self._query(f"SELECT * FROM {self.clients_table_name} ORDER BY originator_id", ())])
+                [tuple(r) for r in self._query(f"SELECT * FROM {self.clients_table_name} ORDER BY originator_id", ())],
+                [tuple(r) for r in self._query(f"SELECT * FROM {self.open_table_name} ORDER BY originator_id", ())])
 
     def reindex(self, mapper: Any, page: int = 5000) -> int:
         """Rebuilds both tables from the log, in one transaction; returns the events indexed."""
@@ -217,9 +275,12 @@ class SQLiteIndexes(_Tail):
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {self.trace_table_name}")
             c.execute(f"DELETE FROM {self.clients_table_name}")
+            c.execute(f"DELETE FROM {self.open_table_name}")
             start = 1
             while batch := self.select_notifications(start=start, limit=page):  # type: ignore[attr-defined]
-                self._write_index(c, [entry_of(mapper.to_domain_event(n)) for n in batch])
+                rows = [entry_of(mapper.to_domain_event(n)) for n in batch]
+                self._write_index(c, rows)
+                self._write_open(c, [(r, n.id) for r, n in zip(rows, batch, strict=True) if r.opens or r.closes])
                 count += len(batch)
                 start = batch[-1].id + 1
         return count
@@ -241,6 +302,7 @@ class PostgresIndexes(_Tail):
         schema = self.datastore.schema
         self.trace_table = Identifier(schema, f"{self.events_table_name}_trace")
         self.clients_table = Identifier(schema, f"{self.events_table_name}_clients")
+        self.open_table = Identifier(schema, f"{self.events_table_name}_open")
         t, c = self.trace_table, self.clients_table
         self.sql_create_statements += [
             SQL("CREATE TABLE IF NOT EXISTS {0} (event_id uuid PRIMARY KEY, originator_id uuid NOT NULL, "
@@ -252,12 +314,47 @@ class PostgresIndexes(_Tail):
                 Identifier(f"{self.events_table_name}_clients_client"), c),
             SQL("CREATE INDEX IF NOT EXISTS {0} ON {1} (parent_id) WHERE parent_id IS NOT NULL").format(
                 Identifier(f"{self.events_table_name}_clients_parent"), c),
+            SQL("CREATE TABLE IF NOT EXISTS {0} (originator_id uuid PRIMARY KEY, client_id text, parent_id uuid, "
+                "position bigint NOT NULL)").format(self.open_table),
         ]
 
     def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)  # type: ignore[misc]
         self._write_index(curs, entries(stored_events))
+        self._write_open(curs, opened_and_closed(stored_events, ids))
         return ids
+
+    def _write_open(self, curs: Any, rows: Sequence[tuple[IndexEntry, int]]) -> None:
+        from psycopg.sql import SQL
+
+        for entry, position in rows:
+            if entry.opens:
+                curs.execute(SQL("INSERT INTO {0} VALUES (%s, %s, %s, %s) ON CONFLICT (originator_id) DO UPDATE SET "
+                                 "client_id = EXCLUDED.client_id, parent_id = EXCLUDED.parent_id, "
+                                 "position = EXCLUDED.position").format(self.open_table),
+                             (entry.originator_id, entry.client_id, entry.parent_id, position))
+            if entry.closes:
+                curs.execute(SQL("DELETE FROM {0} WHERE originator_id = %s").format(self.open_table), (entry.originator_id,))
+
+    def _mark_open_unknown(self, curs: Any) -> None:
+        from psycopg.sql import SQL
+
+        curs.execute(SQL("INSERT INTO {0} VALUES (%s, NULL, NULL, 0) ON CONFLICT (originator_id) DO NOTHING").format(
+            self.open_table), (UNKNOWN,))
+
+    def open_items(self) -> tuple[list[ClientRow], int] | None:
+        from psycopg.sql import SQL, Identifier
+
+        if not self.index_ready():
+            return None
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        rows = self._query(SQL("SELECT originator_id, client_id, parent_id, position FROM {0} UNION ALL "
+                               "SELECT NULL, NULL, NULL, MAX(notification_id) FROM {1}").format(self.open_table, table), ())
+        top = next((int(r["position"] or 0) for r in rows if r["originator_id"] is None), 0)
+        items = sorted((r for r in rows if r["originator_id"] is not None), key=lambda r: int(r["position"]))
+        if any(r["originator_id"] == UNKNOWN for r in items):
+            return None
+        return [ClientRow(r["originator_id"], r["client_id"], r["parent_id"]) for r in items], top
 
     def _write_index(self, curs: Any, rows: Sequence[IndexEntry]) -> None:
         from psycopg.sql import SQL
@@ -335,14 +432,16 @@ class PostgresIndexes(_Tail):
         return bool(self._query(SQL("SELECT 1 FROM {0} WHERE event_id = %s").format(self.trace_table),
                                 (derive_event_id(rows[0]["originator_id"], int(rows[0]["originator_version"])),)))
 
-    def index_dump(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    def index_dump(self) -> tuple[list[tuple[Any, ...]], ...]:
         from psycopg.sql import SQL
 
         trace = self._query(SQL("SELECT event_id, originator_id, originator_version, causation_id FROM {0} "
                                 "ORDER BY event_id").format(self.trace_table), ())
         clients = self._query(SQL("SELECT originator_id, client_id, parent_id FROM {0} ORDER BY originator_id").format(
             self.clients_table), ())
-        return [tuple(r.values()) for r in trace], [tuple(r.values()) for r in clients]
+        opened = self._query(SQL("SELECT originator_id, client_id, parent_id, position FROM {0} ORDER BY originator_id").format(
+            self.open_table), ())
+        return [tuple(r.values()) for r in trace], [tuple(r.values()) for r in clients], [tuple(r.values()) for r in opened]
 
     def reindex(self, mapper: Any, page: int = 5000) -> int:
         from psycopg.sql import SQL
@@ -351,9 +450,12 @@ class PostgresIndexes(_Tail):
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             curs.execute(SQL("DELETE FROM {0}").format(self.trace_table))
             curs.execute(SQL("DELETE FROM {0}").format(self.clients_table))
+            curs.execute(SQL("DELETE FROM {0}").format(self.open_table))
             start = 1
             while batch := self.select_notifications(start=start, limit=page):  # type: ignore[attr-defined]
-                self._write_index(curs, [entry_of(mapper.to_domain_event(n)) for n in batch])
+                rows = [entry_of(mapper.to_domain_event(n)) for n in batch]
+                self._write_index(curs, rows)
+                self._write_open(curs, [(r, n.id) for r, n in zip(rows, batch, strict=True) if r.opens or r.closes])
                 count += len(batch)
                 start = batch[-1].id + 1
         return count
