@@ -1,6 +1,6 @@
-"""Indexes kept with the events: by causation and by client (issue 17).
+"""Indexes kept with the events: by causation, by client, and of open items (issue 17).
 
-Two small tables beside each application's events, written by the recorders in the same
+Three small tables beside each application's events, written by the recorders in the same
 transaction as the events they describe (so there is never an event without its rows):
 
 - ``<events>_trace``: one row per event — its id (derived from aggregate and version), the
@@ -9,14 +9,18 @@ transaction as the events they describe (so there is never an event without its 
 - ``<events>_clients``: one row per aggregate whose first event names a client or a parent
   (``client_id``; ``plan_id`` or ``subscription_id``; a subscription to exactly one client's
   events counts as that client's). A client's export finds its aggregates through it.
+- ``<events>_open``: one row per item open (a crisis, from its raising to its resolution),
+  with its log position: the escalation service's open-crises view starts from it.
 
 The rows are derived at write time from the *domain* event, not from the stored bytes (which
-may be encrypted per client): the mapper calls :func:`with_index` with the stored event it
-made and the domain event it came from, and the recorder writes what that attached. A stored
-event without it (a raw bulk insert, a recovered tail) is written without index rows;
-``careplan store reindex`` rebuilds both tables from the log (:meth:`reindex`), and readers
-check :meth:`index_ready` and fall back to reading the whole log when the index does not
-cover it (a store written before the index existed).
+may be encrypted per client). The hook: the mapper ends ``to_stored_event`` with
+``return with_index(stored, event)``; a mapper that builds its stored events otherwise can
+attach ``IndexedStoredEvent(..., index=index_entry(originator_id, version, causation_id,
+client_id, parent_id))`` itself. The recorder writes what is attached; a stored event without
+it (a raw bulk insert) gets no rows. ``careplan store reindex`` rebuilds the tables from the log
+(:meth:`reindex`); readers check :meth:`index_ready` and read the whole log when the indexes do
+not cover it (a store written before they existed). :class:`AcrossStores` asks every store's
+indexes in one statement.
 
 At erasure, a client's rows go with :meth:`forget_client` (services.audit.export's
 ``forget_client`` does it in every store, with the rows of the aggregates under the client's
