@@ -44,6 +44,10 @@ AGGREGATE_CLASSES = (CarePlan, TherapyCourse, Inventory, AssessmentRecord, Crisi
                      DeadLetter)
 
 
+#: Stores (by backend and file or schema) whose indexes were found to cover their logs.
+_INDEXED: set[Any] = set()
+
+
 class Store:
     """One application's log and events, read-only."""
 
@@ -53,6 +57,9 @@ class Store:
         self.recorder: Any = self._factory.application_recorder()
         self.mapper = self._factory.mapper(transcoder=self._factory.transcoder())
         self._indexed: bool | None = None
+        self._key = (settings.database, str(settings.sqlite_path(name)) if settings.database == "sqlite" else
+                     (settings.postgres_host, settings.postgres_port, settings.postgres_dbname,
+                      settings.postgres_schema(name)))
 
     def all_events(self) -> Iterator[DomainEvent]:
         return map(self.mapper.to_domain_event, paged_notifications(self.recorder))
@@ -64,9 +71,13 @@ class Store:
 
     @property
     def indexed(self) -> bool:
-        """Whether this store's indexes (services.shared.indexes) cover its log."""
+        """Whether this store's indexes (services.shared.indexes) cover its log. Once they do, they
+        go on doing so (every write keeps them), so the answer is kept for the process: audit
+        reads open the stores on each call and need not ask again."""
         if self._indexed is None:
-            self._indexed = bool(getattr(self.recorder, "index_ready", lambda: False)())
+            self._indexed = self._key in _INDEXED or bool(getattr(self.recorder, "index_ready", lambda: False)())
+            if self._indexed:
+                _INDEXED.add(self._key)
         return self._indexed
 
     def close(self) -> None:
