@@ -4,6 +4,7 @@ only the aggregates of their answer (issue 17)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def test_indexes_are_written_with_the_events_rebuilt_alike_and_reads_touch_only_
         assert [(s.name, a) for s, a in found] == [(s.name, a) for s, a in expected_members]
         assert touched == {"rows": len(found), "events": 0, "scans": 0}, touched
         text = "".join(exporting.export_json(stores, client))
-        exported_events = sum(len(a["events"]) for a in __import__("json").loads(text)["aggregates"])
+        exported_events = sum(len(a["events"]) for a in json.loads(text)["aggregates"])
         assert touched["events"] == exported_events and touched["scans"] == 0, touched
         monkeypatch.undo()
 
