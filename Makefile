@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/careplan bench views --backend sqlite
 	$(BIN)/careplan bench views --backend postgres
 	$(BIN)/careplan bench webhook
+	$(BIN)/careplan bench scale --backend sqlite
+	$(BIN)/careplan bench scale --backend postgres
 
 clean:
 	rm -rf $(VENV) careplan-data .pytest_cache .hypothesis

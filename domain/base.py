@@ -8,7 +8,9 @@ Aggregates are pydantic models too; they change only by applying their own event
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import string
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -155,7 +157,8 @@ class DomainEvent(BaseModel):
 
     def describe(self) -> str:
         """One line a person can read, filled from the event's own fields."""
-        values = {name: _readable(value) for name, value in self.__dict__.items()}
+        fields = self.__dict__
+        values = {name: _readable(fields[name]) for name in _template_fields(self.summary_template) if name in fields}
         return self.summary_template.format(**values)
 
     def mutate(self, aggregate: Any) -> Any:
@@ -164,6 +167,14 @@ class DomainEvent(BaseModel):
             return AggregateRoot.created_by(self)
         aggregate.apply(self)
         return aggregate
+
+
+@functools.cache
+def _template_fields(template: str) -> tuple[str, ...]:
+    """The fields a summary template names (only those are made readable: audit reads
+    describe every event they return)."""
+    names = (field.split(".", 1)[0].split("[", 1)[0] for _, field, _, _ in string.Formatter().parse(template) if field)
+    return tuple(dict.fromkeys(names))
 
 
 def _readable(value: Any) -> Any:

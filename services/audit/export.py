@@ -5,6 +5,7 @@ a person can read and print."""
 from __future__ import annotations
 
 import heapq
+from array import array
 import html
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -74,11 +75,62 @@ def _portions(found: Iterable[tuple[Store, UUID]]) -> dict[UUID, frozenset[int]]
 
 
 def members(stores: Stores, client_id: str) -> Members:
-    """The client's aggregates in every store, oldest first: one pass over the logs that keeps
-    each aggregate's first event's ids only (not every event of every store)."""
+    """The client's aggregates in every store, oldest first (ties: in the order of the stores,
+    then of their logs): found through the stores' client indexes (services.shared.indexes) —
+    the aggregates that name the client, then those under its plans and subscriptions —
+    reading the first event of each and nothing else; plus the client's share of subscriptions
+    shared with other clients (:func:`_shared_subscriptions`). Stores not indexed yet (or whose
+    indexes cannot be read together) are scanned (:func:`_members_by_scan`)."""
+    across = stores.across if stores.indexed else None
+    if across is None:
+        return _members_by_scan(stores, client_id)
+    found = across.members(client_id)  # two statements, whatever the number of stores
+    order = {store.name: i for i, store in enumerate(stores.all)}
+    keyed = [((stores.store(m.store).mapper.to_domain_event(m.first).timestamp, order[m.store], m.position),
+              (stores.store(m.store), m.row.originator_id)) for m in found]
+    known = {aid for _, (_, aid) in keyed}
+    shared, portions = _shared_subscriptions(stores, client_id)
+    keyed += [((first.timestamp, order[first.store.name], 0), (first.store, aid))
+              for aid, first in shared.items() if aid not in known]
+    if not keyed:
+        msg = f"No aggregate of client {client_id!r} is recorded in any store."
+        raise AggregateMissingError(msg)
+    return Members([pair for _, pair in sorted(keyed, key=lambda item: item[0])], portions)
+
+
+def _shared_subscriptions(stores: Stores, client_id: str) -> tuple[dict[UUID, _First], dict[UUID, frozenset[int]]]:
+    """The subscriptions shared by this client with others (all clients, or several), with the
+    client's share of their feeds and deliveries. Read from the subscriptions store alone (its
+    log's first events of each aggregate, and the shared feeds): the client index keeps a
+    client per aggregate, which a shared subscription does not have."""
+    store = next((store for store in stores.all if store.name == "subscriptions"), None)
+    if store is None:
+        return {}, {}
+    firsts, everyone = _firsts((store,), client_id)
+    portions = _everyones_portions(firsts, everyone, client_id)
+    mine = set(portions) | {sid for sid in everyone if any(firsts[aid].subscription_id == sid for aid in portions)}
+    return {aid: firsts[aid] for aid in mine}, portions
+
+
+def forget_client(stores: Stores, client_id: str) -> int:
+    """Erasure: drops the client's rows from every store's client index (the aggregates that
+    name the client and those under its plans and subscriptions); returns how many."""
+    found = members(stores, client_id) if stores.indexed and stores.across is not None else []
+    by_store: dict[str, list[UUID]] = {}
+    for store, aid in found:
+        by_store.setdefault(store.name, []).append(aid)
+    for store in stores.all:
+        store.recorder.forget_aggregates(by_store.get(store.name, []))
+        store.recorder.forget_client(client_id)
+    return len(found)
+
+
+def _firsts(stores: Iterable[Store], client_id: str) -> tuple[dict[UUID, _First], set[UUID]]:
+    """Each aggregate's first event's ids, by one pass over the stores' logs; and the
+    subscriptions shared by this client with others."""
     firsts: dict[UUID, _First] = {}
     everyone: set[UUID] = set()  # subscriptions of all clients, or of this one and others
-    for store in stores.all:
+    for store in stores:
         for notification in paged_notifications(store.recorder):
             if notification.originator_id in firsts:
                 continue
@@ -91,6 +143,13 @@ def members(stores: Stores, client_id: str) -> Members:
             firsts[notification.originator_id] = _First(store, type(event).__name__, client,
                                                         getattr(event, "plan_id", None), event.timestamp,
                                                         getattr(event, "subscription_id", None))
+    return firsts, everyone
+
+
+def _members_by_scan(stores: Stores, client_id: str) -> Members:
+    """:func:`members` by one pass over every store's log that keeps each aggregate's first
+    event's ids only (not every event of every store)."""
+    firsts, everyone = _firsts(stores.all, client_id)
     mine = {aid for aid, first in firsts.items() if first.client_id == client_id}
     # the feed and the delivery attempts of the client's subscriptions
     mine |= {aid for aid, first in firsts.items() if first.subscription_id is not None and first.subscription_id in mine}
@@ -161,24 +220,27 @@ def exported(found: Iterable[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]
                                 state=state, events=entries)
 
 
-def _timeline_of(store: Store, rank: dict[UUID, int], kinds: dict[UUID, str],
+def _timeline_of(store: Store, aids: list[UUID], rank: dict[UUID, int], kinds: dict[UUID, str],
                  portions: dict[UUID, frozenset[int]] | None = None) -> Iterator[tuple[Any, Any]]:
     """The client's events in one store, in the order of its log (by the time recorded: events
     are stamped as they are recorded), events stamped alike ordered as the aggregates are
-    listed (``rank``) and by version: (sort key, (aggregate type, entry)). Holds the events of
-    one moment at a time."""
+    listed (``rank``) and by version: (sort key, (aggregate type, entry)). Reads the client's
+    aggregates' events only (their log positions first, through the events' index by
+    aggregate, then a page of them at a time), and of those shared with other clients
+    (``portions``) shows the client's versions only; holds their positions and the events of
+    one moment."""
+    positions = array("q", store.recorder.positions_of(aids))
     moment: list[tuple[Any, Any]] = []
-    for notification in paged_notifications(store.recorder, PAGE):
-        aid = notification.originator_id
-        if aid not in rank:
-            continue
-        if portions and aid in portions and notification.originator_version not in portions[aid]:
-            continue
-        recorded = entry(store.mapper.to_domain_event(notification))
-        if moment and moment[0][0][0] != recorded.recorded:
-            yield from sorted(moment, key=lambda item: item[0])
-            moment = []
-        moment.append(((recorded.recorded, rank[aid], recorded.version), (kinds[aid], recorded)))
+    for i in range(0, len(positions), PAGE):
+        for notification in store.recorder.notifications_at(positions[i:i + PAGE].tolist()):
+            aid = notification.originator_id
+            if portions and aid in portions and notification.originator_version not in portions[aid]:
+                continue
+            recorded = entry(store.mapper.to_domain_event(notification))
+            if moment and moment[0][0][0] != recorded.recorded:
+                yield from sorted(moment, key=lambda item: item[0])
+                moment = []
+            moment.append(((recorded.recorded, rank[aid], recorded.version), (kinds[aid], recorded)))
     yield from sorted(moment, key=lambda item: item[0])
 
 
@@ -206,12 +268,15 @@ class StoredExport:
 
     def timeline(self) -> Iterator[tuple[str, HistoryEntry]]:
         """Every event of the client by the time recorded, as :meth:`Export.timeline` orders
-        them (ties: in the aggregates' order, then by version): the stores' logs, read a page at
-        a time, merged. Holds the client's aggregate ids and types, not their events."""
+        them (ties: in the aggregates' order, then by version): each store's events of the
+        client in log order, read a page at a time, merged. Reads the client's events only."""
         rank = {aid: i for i, (_, aid) in enumerate(self._found)}
-        stores = {store.name: store for store, _ in self._found}
         portions = _portions(self._found)
-        merged = heapq.merge(*(_timeline_of(store, rank, self._kinds, portions) for store in stores.values()),
+        by_store: dict[str, tuple[Store, list[UUID]]] = {}
+        for store, aid in self._found:
+            by_store.setdefault(store.name, (store, []))[1].append(aid)
+        merged = heapq.merge(*(_timeline_of(store, aids, rank, self._kinds, portions)
+                               for store, aids in by_store.values()),
                              key=lambda item: item[0])
         return (pair for _, pair in merged)
 

@@ -22,6 +22,7 @@ this is the first anchoring (``--first-anchoring``: no head was published yet).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Literal
 from uuid import UUID
 
@@ -101,41 +102,64 @@ def _chain(recorder: object) -> dict[int, bytes]:
     return links
 
 
+def _chain_iter(recorder: object) -> Iterator[tuple[int, bytes]]:
+    start = 1
+    while batch := recorder.chain(start=start, limit=PAGE):  # type: ignore[attr-defined]
+        yield from batch
+        start = batch[-1][0] + 1
+
+
 def verify_recorder(store: str, recorder: object, anchors: list[Anchor] = ()) -> StoreReport:  # type: ignore[assignment]
-    events = {n.id: n for n in paged_notifications(recorder, PAGE)}
-    links = _chain(recorder)
-    positions = sorted(set(events) | set(links))
-    previous = GENESIS
+    """The log and the chain read side by side a page at a time (both in position order), so
+    a store of any size is verified in the memory of a page; only a mismatch reads the chain
+    whole, to tell an edit from a reordering."""
+    events = iter(paged_notifications(recorder, PAGE))
+    chained = _chain_iter(recorder)
+    event, link_row = next(events, None), next(chained, None)
+    count, head, head_link, previous = 0, 0, GENESIS, GENESIS
     problem: ChainBreak | None = None
-    for i, position in enumerate(positions):
-        event, link = events.get(position), links.get(position)
-        if event is None:
+    end = float("inf")
+    while event is not None or link_row is not None:
+        position = int(min(event.id if event is not None else end, link_row[0] if link_row is not None else end))
+        here = event if event is not None and event.id == position else None
+        link = link_row[1] if link_row is not None and link_row[0] == position else None
+        if here is not None:
+            count += 1
+            event = next(events, None)
+        if link is not None:
+            link_row = next(chained, None)
+        head, head_link = position, link if link is not None else GENESIS
+        if problem is not None:
+            continue  # counting to the end
+        if here is None:
             problem = ChainBreak(position=position, kind="deleted", detail="the chain has a link here but the event is gone")
-            break
-        if link is None:
+        elif link is None:
             problem = ChainBreak(position=position, kind="inserted", detail="an event with no link: it was not written with the log")
-            break
-        expected = link_of(previous, position, event.originator_id, event.originator_version, event.topic, event.state)  # type: ignore[attr-defined]
-        if expected != link:
-            moved = _belongs_elsewhere(event, positions, links, i)
+        elif link_of(previous, position, here.originator_id, here.originator_version, here.topic, here.state) != link:  # type: ignore[attr-defined]
+            links = _chain(recorder)
+            positions = sorted(set(links) | {n.id for n in paged_notifications(recorder, PAGE)})
+            moved = _belongs_elsewhere(here, positions, links, positions.index(position))
             if moved is not None:
                 problem = ChainBreak(position=position, kind="reordered",
                                      detail=f"this event's bytes belong at position {moved}")
             else:
                 problem = ChainBreak(position=position, kind="edited",
-                                     detail=f"{event.topic.rsplit(':', 1)[-1]} of {event.originator_id} v{event.originator_version} "  # type: ignore[attr-defined]
+                                     detail=f"{here.topic.rsplit(':', 1)[-1]} of {here.originator_id} v{here.originator_version} "  # type: ignore[attr-defined]
                                      "no longer matches its link")
-            break
-        previous = link
-    head = positions[-1] if positions else 0
+        else:
+            previous = link
     if problem is None:
         for anchor in anchors:
-            if anchor.store == store and links.get(anchor.position, b"").hex() != anchor.link:
+            if anchor.store != store:
+                continue
+            at = recorder.chain(start=anchor.position, limit=1)  # type: ignore[attr-defined]
+            found = at[0][1] if at and at[0][0] == anchor.position else b""
+            if found.hex() != anchor.link:
                 detail = ("the chain was rewritten: the published head no longer matches" if head >= anchor.position
                           else f"the store ends at position {head}, before the published head: events were removed")
                 problem = ChainBreak(position=anchor.position, kind="anchor-mismatch", detail=detail)
                 break
-    return StoreReport(store=store, events=len(events), head_position=head, head_link=links.get(head, GENESIS).hex(),
+    return StoreReport(store=store, events=count, head_position=head, head_link=head_link.hex(),
                        ok=problem is None, first_break=problem)
 
 

@@ -9,6 +9,8 @@ by the caller-facing functions in services.audit.api.
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -30,13 +32,20 @@ from domain.scheduling.schedule import CourseSchedule
 from domain.therapy_course import TherapyCourse
 from services.audit.integrity import RECORD_STORES, store_exists
 from services.shared.errors import AggregateMissingError, NotYetExistingError
+from services.shared.indexes import AcrossStores
 from services.shared.persistence import eventsourcing_env, paged_notifications
 from services.shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Every aggregate class of every store. A class registers the event that creates it when it
 #: is defined, so importing them all lets any store's history be replayed here.
 AGGREGATE_CLASSES = (CarePlan, TherapyCourse, Inventory, AssessmentRecord, Crisis, PlanRisk, CourseSchedule, PlanStrategy,
                      DeadLetter)
+
+
+#: Stores (by backend and file or schema) whose indexes were found to cover their logs.
+_INDEXED: set[Any] = set()
 
 
 class Store:
@@ -47,9 +56,29 @@ class Store:
         self._factory = InfrastructureFactory.construct(Environment(name, eventsourcing_env(settings, name)))
         self.recorder: Any = self._factory.application_recorder()
         self.mapper = self._factory.mapper(transcoder=self._factory.transcoder())
+        self._indexed: bool | None = None
+        self._key = (settings.database, str(settings.sqlite_path(name)) if settings.database == "sqlite" else
+                     (settings.postgres_host, settings.postgres_port, settings.postgres_dbname,
+                      settings.postgres_schema(name)))
 
     def all_events(self) -> Iterator[DomainEvent]:
         return map(self.mapper.to_domain_event, paged_notifications(self.recorder))
+
+    def event_at(self, aggregate_id: UUID, version: int) -> DomainEvent:
+        """One event, read by its aggregate and version."""
+        (stored,) = self.recorder.select_events(aggregate_id, gt=version - 1, lte=version, limit=1)
+        return self.mapper.to_domain_event(stored)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether this store's indexes (services.shared.indexes) cover its log. Once they do, they
+        go on doing so (every write keeps them), so the answer is kept for the process: audit
+        reads open the stores on each call and need not ask again."""
+        if self._indexed is None:
+            self._indexed = self._key in _INDEXED or bool(getattr(self.recorder, "index_ready", lambda: False)())
+            if self._indexed:
+                _INDEXED.add(self._key)
+        return self._indexed
 
     def close(self) -> None:
         self._factory.close()
@@ -60,6 +89,28 @@ class Stores:
 
     def __init__(self, settings: Settings) -> None:
         self.all = [Store(settings, name) for name in RECORD_STORES if store_exists(settings, name)]
+        self._across: AcrossStores | None | bool = False
+
+    @property
+    def across(self) -> AcrossStores | None:
+        """Every store's indexes read in one statement (None: this backend cannot; each
+        store is asked in turn)."""
+        if self._across is False:
+            self._across = AcrossStores.of([(store.name, store.recorder) for store in self.all])
+        return self._across  # type: ignore[return-value]
+
+    def store(self, name: str) -> Store:
+        return next(store for store in self.all if store.name == name)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether every store's indexes cover its log; when not (a store written before the
+        indexes existed, until ``careplan store reindex``), the reads that use them scan the logs."""
+        ready = all(store.indexed for store in self.all)
+        if not ready:
+            log.warning("the stores' indexes do not cover their logs; reading every event instead "
+                        "(run `careplan store reindex` once)")
+        return ready
 
     def events_of(self, aggregate_id: UUID) -> tuple[str, list[DomainEvent]]:
         store, events = self.stream_of(aggregate_id)
@@ -75,6 +126,8 @@ class Stores:
         raise AggregateMissingError(msg)
 
     def close(self) -> None:
+        if self._across:
+            self._across.close()  # type: ignore[union-attr]
         for store in self.all:
             store.close()
 
@@ -259,16 +312,88 @@ class Trace(BaseModel):
     effects: list[Hop]
 
 
+def _hop(store: str, event: DomainEvent) -> Hop:
+    return Hop(store=store, event_type=type(event).__name__, event_id=event.event_id,
+               aggregate_id=event.originator_id, version=event.originator_version, recorded=event.timestamp,
+               actor=event.actor.id, role=event.actor.role.value, summary=event.describe(), reason=event.reason,
+               causation_id=event.causation_id)
+
+
+def _find(stores: Stores, across: AcrossStores, event_id: str) -> Hop | None:
+    """One event by its id, through the causation indexes of every store at once."""
+    for read in across.read_events([event_id]):
+        return _hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event))
+    return None
+
+
 def trace(stores: Stores, event_id: UUID) -> Trace:
-    """The causation chain of one event across every store, both ways."""
+    """The causation chain of one event across every store, both ways: through the stores'
+    causation indexes, one statement per step of the chain, reading only the events of the
+    answer (the logs whole when the indexes do not cover them, or cannot be read together).
+    Events recorded at the same moment are in the order of the stores, then of their logs."""
+    across = stores.across if stores.indexed else None
+    if across is None:
+        return _trace_by_scan(stores, event_id)
+    key = str(event_id)
+    order = {store.name: i for i, store in enumerate(stores.all)}
+    if (chain := across.trace_chain(key)) is not None:  # PostgreSQL: the whole trace in one statement
+        return _trace_from_chain(stores, event_id, chain, order)
+    event = _find(stores, across, key)
+    if event is None:
+        msg = f"No event {event_id} is recorded in any store; check the id."
+        raise AggregateMissingError(msg)
+    causes: list[Hop] = []
+    cause = event.causation_id
+    while cause is not None and len(causes) < 1000 and (hop := _find(stores, across, cause)) is not None:
+        causes.append(hop)
+        cause = hop.causation_id
+    effects: list[Hop] = []
+    frontier = [key]
+    while frontier:
+        found: dict[str, list[tuple[Any, Hop]]] = defaultdict(list)
+        for read in across.read_caused_by(frontier):
+            hop = _hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event))
+            found[read.key].append(((hop.recorded, order[read.store], read.position), hop))
+        next_frontier = []
+        for cause_id in frontier:
+            for _, hop in sorted(found.get(cause_id, []), key=lambda pair: pair[0]):
+                effects.append(hop)
+                next_frontier.append(str(hop.event_id))
+        frontier = next_frontier
+    return Trace(event=event, causes=list(reversed(causes)), effects=sorted(effects, key=lambda h: h.recorded))
+
+
+def _trace_from_chain(stores: Stores, event_id: UUID, chain: tuple[list[Any], list[tuple[int, Any]]],
+                      order: dict[str, int]) -> Trace:
+    """:func:`trace` from the rows of one recursive statement: the same hops in the same order."""
+    up, down = chain
+    if not up:
+        msg = f"No event {event_id} is recorded in any store; check the id."
+        raise AggregateMissingError(msg)
+    hops = [_hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event)) for read in up[:1001]]
+    by_depth: dict[int, dict[str, list[tuple[Any, Hop]]]] = defaultdict(lambda: defaultdict(list))
+    for depth, read in down:
+        hop = _hop(read.store, stores.store(read.store).mapper.to_domain_event(read.event))
+        by_depth[depth][read.key].append(((hop.recorded, order[read.store], read.position), hop))
+    effects: list[Hop] = []
+    frontier, depth = [str(event_id)], 1
+    while frontier and depth in by_depth:
+        next_frontier = []
+        for cause_id in frontier:
+            for _, hop in sorted(by_depth[depth].get(cause_id, []), key=lambda pair: pair[0]):
+                effects.append(hop)
+                next_frontier.append(str(hop.event_id))
+        frontier, depth = next_frontier, depth + 1
+    return Trace(event=hops[0], causes=list(reversed(hops[1:])), effects=sorted(effects, key=lambda h: h.recorded))
+
+
+def _trace_by_scan(stores: Stores, event_id: UUID) -> Trace:
+    """:func:`trace` reading every event of every store (stores not indexed yet)."""
     by_id: dict[str, Hop] = {}
     by_cause: dict[str, list[Hop]] = {}
     for store in stores.all:
         for event in store.all_events():
-            hop = Hop(store=store.name, event_type=type(event).__name__, event_id=event.event_id,
-                      aggregate_id=event.originator_id, version=event.originator_version, recorded=event.timestamp,
-                      actor=event.actor.id, role=event.actor.role.value, summary=event.describe(), reason=event.reason,
-                      causation_id=event.causation_id)
+            hop = _hop(store.name, event)
             by_id[str(event.event_id)] = hop
             if event.causation_id:
                 by_cause.setdefault(event.causation_id, []).append(hop)

@@ -103,3 +103,15 @@ def bench_views(
     from services.bench.views import run_views_benchmark
 
     run_views_benchmark(_settings(), backend=backend, plans=plans, rounds=rounds, console=console)
+
+
+@app.command("scale")
+def bench_scale(
+    backend: Annotated[Literal["sqlite", "postgres"], typer.Option(help="Store of every application.")] = "sqlite",
+    events: Annotated[int | None, typer.Option(help="Events in the data set (default 1,000,000 on PostgreSQL, "
+                                                    "200,000 on SQLite).")] = None,
+) -> None:
+    """A year of a hospital network's events; audit reads against reading only their answer; verify events/s."""
+    from services.bench.scale import run_scale_benchmark
+
+    run_scale_benchmark(_settings(), backend=backend, events=events, console=console)

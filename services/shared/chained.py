@@ -25,13 +25,15 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessR
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteProcessRecorder
 from eventsourcing.utils import get_topic
 
+from services.shared.indexes import PostgresIndexes, SQLiteIndexes
+
 GENESIS = bytes(32)
 
 
 def link_of(previous: bytes, notification_id: int, originator_id: UUID | str, version: int, topic: str, state: bytes) -> bytes:
     h = hashlib.sha256(previous)
     h.update(notification_id.to_bytes(8, "big"))
-    h.update(str(UUID(str(originator_id))).encode())
+    h.update(str(originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))).encode())
     h.update(version.to_bytes(8, "big"))
     h.update(topic.encode())
     h.update(b"\0")
@@ -126,6 +128,8 @@ class _SQLiteChain:
                       "ORDER BY notification_id DESC LIMIT 1", (after,))
             row = c.fetchone()
             previous = bytes(row[0]) if row else GENESIS
+            c.execute(f"SELECT originator_id, originator_version FROM {self.events_table_name} WHERE rowid > ?", (after,))
+            removed = {(UUID(r[0]), int(r[1])) for r in c.fetchall()}
             c.execute(f"DELETE FROM {self.events_table_name} WHERE rowid > ?", (after,))
             c.execute(f"DELETE FROM {self.chain_table_name} WHERE notification_id > ?", (after,))
             c.executemany(
@@ -135,6 +139,7 @@ class _SQLiteChain:
             )
             c.executemany(f"INSERT INTO {self.chain_table_name} (notification_id, link) VALUES (?, ?)",
                           chain_links(previous, [i for i, _ in events], [e for _, e in events]))
+            self._reindex_tail(c, removed, [e for _, e in events])
             snapshots = _snapshots_table(self.events_table_name)
             if snapshots_of:
                 c.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (snapshots,))
@@ -142,11 +147,11 @@ class _SQLiteChain:
                     c.executemany(f"DELETE FROM {snapshots} WHERE originator_id = ?", [(u.hex,) for u in snapshots_of])
 
 
-class ChainedSQLiteApplicationRecorder(_SQLiteChain, SQLiteApplicationRecorder):
+class ChainedSQLiteApplicationRecorder(SQLiteIndexes, _SQLiteChain, SQLiteApplicationRecorder):
     pass
 
 
-class ChainedSQLiteProcessRecorder(_SQLiteChain, SQLiteProcessRecorder):
+class ChainedSQLiteProcessRecorder(SQLiteIndexes, _SQLiteChain, SQLiteProcessRecorder):
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         for tracking in kwargs.get("more_tracking") or ():
@@ -243,6 +248,9 @@ class _PostgresChain:
                 self.chain_table), (after,))
             row = curs.fetchone()
             previous = bytes(row["link"]) if row else GENESIS
+            curs.execute(SQL("SELECT originator_id, originator_version FROM {0} WHERE notification_id > %s").format(table),
+                         (after,))
+            removed = {(r["originator_id"], int(r["originator_version"])) for r in curs.fetchall()}
             curs.execute(SQL("DELETE FROM {0} WHERE notification_id > %s").format(table), (after,))
             curs.execute(SQL("DELETE FROM {0} WHERE notification_id > %s").format(self.chain_table), (after,))
             if events:
@@ -253,6 +261,7 @@ class _PostgresChain:
                 )
                 curs.executemany(SQL("INSERT INTO {0} (notification_id, link) VALUES (%s, %s)").format(self.chain_table),
                                  chain_links(previous, [i for i, _ in events], [e for _, e in events]))
+            self._reindex_tail(curs, removed, [e for _, e in events])
             qualified = f'"{self.datastore.schema}"."{self.events_table_name}"'
             curs.execute(SQL("SELECT setval(pg_get_serial_sequence({0}, 'notification_id'), "
                              "GREATEST((SELECT COALESCE(MAX(notification_id), 0) FROM {1}), %s, 1))").format(
@@ -265,16 +274,18 @@ class _PostgresChain:
                 curs.execute(SQL("DELETE FROM {0} WHERE originator_id = ANY(%s)").format(snapshots), (list(snapshots_of),))
 
 
-class ChainedPostgresApplicationRecorder(_PostgresChain, PostgresApplicationRecorder):
+class ChainedPostgresApplicationRecorder(PostgresIndexes, _PostgresChain, PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._add_chain_table()
+        self._add_index_tables()
 
 
-class ChainedPostgresProcessRecorder(_PostgresChain, PostgresProcessRecorder):
+class ChainedPostgresProcessRecorder(PostgresIndexes, _PostgresChain, PostgresProcessRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._add_chain_table()
+        self._add_index_tables()
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         super()._insert_events(curs, stored_events, **kwargs)

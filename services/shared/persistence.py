@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
 from domain.base import derive_event_id
+from services.shared.indexes import with_index
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,14 @@ class PydanticMapper(Mapper[Any]):
             stored_state = self.compressor.compress(stored_state)
         if self.cipher:
             stored_state = self.cipher.encrypt(stored_state)
-        return StoredEvent(
+        stored = StoredEvent(
             originator_id=event.originator_id,  # type: ignore[attr-defined]
             originator_version=event.originator_version,  # type: ignore[attr-defined]
             topic=get_topic(cls),
             state=stored_state,
         )
+        # what the indexes keep (by causation, by client), from the domain event before encoding
+        return with_index(stored, event)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         cls: type[BaseModel] = resolve_topic(stored_event.topic)
