@@ -5,8 +5,8 @@ a person can read and print."""
 from __future__ import annotations
 
 import heapq
-from array import array
 import html
+from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
