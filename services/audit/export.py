@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from domain.base import AggregateRoot, project
 from services.audit.reading import HistoryEntry, Store, Stores, entry
 from services.shared.errors import AggregateMissingError
+from services.shared.indexes import SHARED
 from services.shared.persistence import paged_notifications
 
 #: Notifications read from a store's log at once while a report is written.
@@ -100,13 +101,21 @@ def members(stores: Stores, client_id: str) -> Members:
 
 def _shared_subscriptions(stores: Stores, client_id: str) -> tuple[dict[UUID, _First], dict[UUID, frozenset[int]]]:
     """The subscriptions shared by this client with others (all clients, or several), with the
-    client's share of their feeds and deliveries. Read from the subscriptions store alone (its
-    log's first events of each aggregate, and the shared feeds): the client index keeps a
-    client per aggregate, which a shared subscription does not have."""
-    store = next((store for store in stores.all if store.name == "subscriptions"), None)
-    if store is None:
-        return {}, {}
-    firsts, everyone = _firsts((store,), client_id)
+    client's share of their feeds and deliveries: the client index keeps them under
+    ``SHARED`` (one client per aggregate), so they and the aggregates under them are read
+    through it, then the shared feeds' events are read for the client's share."""
+    across = stores.across
+    assert across is not None
+    firsts: dict[UUID, _First] = {}
+    everyone: set[UUID] = set()
+    for m in across.members(SHARED):
+        store = stores.store(m.store)
+        event = store.mapper.to_domain_event(m.first)
+        name = type(event).__name__
+        if name == "SubscriptionCreated" and ("*" in event.clients or client_id in event.clients):
+            everyone.add(m.row.originator_id)
+        firsts[m.row.originator_id] = _First(store, name, None, getattr(event, "plan_id", None), event.timestamp,
+                                             getattr(event, "subscription_id", None))
     portions = _everyones_portions(firsts, everyone, client_id)
     mine = set(portions) | {sid for sid in everyone if any(firsts[aid].subscription_id == sid for aid in portions)}
     return {aid: firsts[aid] for aid in mine}, portions

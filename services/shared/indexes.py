@@ -82,13 +82,19 @@ CLOSING = frozenset({"CrisisResolved"})
 UNKNOWN = UUID(int=0)
 
 
+#: The client index's name for a subscription shared by several clients (or all of them).
+SHARED = "*"
+
+
 def entry_of(event: Any) -> IndexEntry:
     """What the indexes keep of a domain event."""
     client = parent = None
     if event.originator_version == 1:
         client = getattr(event, "client_id", None)
-        if client is None and type(event).__name__ == "SubscriptionCreated" and len(event.clients) == 1:
-            client = event.clients[0]  # a subscription to one client's events: who received what, when
+        if client is None and type(event).__name__ == "SubscriptionCreated":
+            # a subscription to one client's events: who received what, when; one shared by
+            # several clients (or all, "*") is kept under SHARED, each client's share read from it
+            client = event.clients[0] if len(event.clients) == 1 else SHARED
         parent = getattr(event, "plan_id", None) or getattr(event, "subscription_id", None)
     name = type(event).__name__
     opens = name in OPENING
