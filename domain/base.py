@@ -305,6 +305,8 @@ class AggregateRoot(BaseModel):
 def project(aggregate: Any, events: Iterable[Any]) -> Any:
     """Projector for the library's repository: snapshots first, then events, in order."""
     for event in events:
+        if getattr(event, "erased_type", None) is not None:
+            event.mutate(aggregate)  # an erased client's event (services.privacy.erased): raises ClientDataErasedError
         if aggregate is None:
             if isinstance(event, AggregateSnapshot):
                 aggregate = event.restore()

@@ -122,3 +122,9 @@ class InvalidValueError(DomainError):
     """A value given with a command is out of its allowed range or empty."""
 
     code = "invalid-value"
+
+
+class ClientDataErasedError(DomainError):
+    """The record's content was erased (crypto-shredding, issue 16): it cannot be changed or replayed."""
+
+    code = "client-data-erased"
