@@ -33,3 +33,8 @@ class ErasedEvent(DomainEvent):
 
 def is_erased(event: object) -> bool:
     return isinstance(event, ErasedEvent)
+
+
+# Published (if a relay meets one) as care.<context>.v1.erased.<id>.erased_event
+CONTEXT = "{context}"
+AGGREGATE = "erased"
