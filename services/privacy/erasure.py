@@ -32,7 +32,7 @@ from uuid import UUID
 
 from domain.base import Actor
 from domain.data_subject import DataSubject, data_subject_id
-from domain.errors import OpenCrisisBlocksErasureError
+from domain.errors import ErasureRequestError, OpenCrisisBlocksErasureError
 from services.care.commands import data_subject as ds
 from services.privacy.keys import key_store
 from services.shared.commands import CommandMeta
@@ -69,10 +69,17 @@ def _app_of(system_or_app: Any) -> tuple[Any, bool]:
     return app, False
 
 
-def subject_of(app: Any, client_id: str, actor: Actor) -> DataSubject:
-    """The client's DataSubject, opened on first use."""
+def subject_of(app: Any, client_id: str, actor: Actor, *, create: bool = True) -> DataSubject:
+    """The client's DataSubject, opened on first use (``create=False``: a refusal that writes
+    nothing when there is none yet, for commands that need one: a release, a confirmation)."""
     client_hash = key_store(app.settings).pseudonym(client_id)
     subject_id = data_subject_id(client_hash)
+    if not create:
+        try:
+            return app._get(DataSubject, subject_id)
+        except AggregateMissingError:
+            msg = "Nothing is recorded of this client's rights yet: no legal hold and no erasure request."
+            raise ErasureRequestError(msg) from None
     for _ in range(3):
         try:
             return app._get(DataSubject, subject_id)
@@ -106,7 +113,7 @@ def set_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: A
 def release_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> None:
     app, own = _app_of(system_or_app)
     try:
-        subject = subject_of(app, client_id, actor)
+        subject = subject_of(app, client_id, actor, create=False)
         app.handle(ds.ReleaseLegalHold(subject_id=subject.id, reason=reason), CommandMeta(actor=actor))
     finally:
         if own:
@@ -160,7 +167,7 @@ def confirm_erasure(system_or_app: Any, client_id: str, request_id: UUID, *, act
     open crisis, by the requester, after the window; else the client's data is shredded."""
     app, own = _app_of(system_or_app)
     try:
-        subject = subject_of(app, client_id, actor)
+        subject = subject_of(app, client_id, actor, create=False)
         request = subject.pending_request(request_id, app.command_context(CommandMeta(actor=actor), subject))
         _refuse_if_crisis(app.settings, client_id)
         app.handle(ds.ConfirmErasure(subject_id=subject.id, request_id=request_id), CommandMeta(actor=actor))
