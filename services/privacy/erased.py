@@ -26,6 +26,13 @@ class ErasedEvent(DomainEvent):
     erased_why: str
 
     def mutate(self, aggregate: Any) -> Any:
+        """The client's own aggregate (its first event erased) cannot be rebuilt; an aggregate
+        of no client that held one of the client's events (a subscription feed) goes on
+        without that event's content, at its version."""
+        if aggregate is not None and hasattr(aggregate, "modified_on"):
+            aggregate.version = self.originator_version
+            aggregate.modified_on = self.timestamp
+            return aggregate
         msg = (f"The record {self.originator_id} was erased on {self.erased_at} ({self.erased_why}); "
                "its content cannot be read or changed any more.")
         raise ClientDataErasedError(msg)
