@@ -1,7 +1,7 @@
 """Events of the DataSubject aggregate: a client's rights over their records (issue 16).
 
 They name the client only by a pseudonym (``client_hash``: a keyed hash of the client id,
-services.privacy.keys), so they are not under the client's key and outlive an erasure:
+services.shared.privacy.keys), so they are not under the client's key and outlive an erasure:
 they are the proof that it was asked for, confirmed by a second person, and done.
 """
 

@@ -77,7 +77,7 @@ def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
     # an erased client's aggregates (issue 16): their first events no longer say whose they are; the key store's links do
     settings = getattr(stores, "settings", None)
     if settings is not None and settings.client_keys:
-        from services.privacy.keys import key_store
+        from services.shared.privacy.keys import key_store
 
         mine |= set(key_store(settings).linked_to_client(client_id)) & set(firsts)
     # the feed and the delivery attempts of the client's subscriptions

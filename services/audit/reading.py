@@ -188,7 +188,7 @@ def replay(stores: Stores, aggregate_id: UUID, *, at: datetime | None = None, ve
 def erased_state(events: Iterable[DomainEvent]) -> tuple[str, int, datetime, dict[str, Any]]:
     """What replay and export show of an erased client's aggregate (issue 16): its type (from
     its first event's), version and time, and a marker with when and why it was erased."""
-    from services.privacy.erased import MARKER
+    from services.shared.privacy.erased import MARKER
 
     creators = {cls.__name__: agg.__name__ for cls, agg in AggregateRoot._creators.items()}
     first = last = None

@@ -34,9 +34,9 @@ from domain.base import Actor
 from domain.data_subject import DataSubject, data_subject_id
 from domain.errors import ErasureRequestError, OpenCrisisBlocksErasureError
 from services.care.commands import data_subject as ds
-from services.privacy.keys import key_store
 from services.shared.commands import CommandMeta
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
+from services.shared.privacy.keys import key_store
 from services.shared.settings import Settings
 
 log = logging.getLogger("careplan.privacy")

@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
 from domain.base import derive_event_id
-from services.privacy.keys import KeyDestroyedError as KeyError_
+from services.shared.privacy.keys import KeyDestroyedError as KeyError_
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # ``copy.deepcopy`` rebuilds each one through ``__reduce__``; in aggregates that keep ids
 # (an assessment record's decided submissions, a plan's goals) that was most of the cost of
 # every load from the cache. Sharing them is what deepcopy already does for str and int.
-copy._deepcopy_dispatch[UUID] = copy._deepcopy_atomic  # type: ignore[attr-defined]  # noqa: SLF001
+copy._deepcopy_dispatch[UUID] = copy._deepcopy_atomic  # type: ignore[attr-defined]
 
 #: Computed fields are derived again on load, so they are not stored.
 _NOT_STORED = {"event_id"}
@@ -48,7 +48,7 @@ class OrjsonTranscoder(Transcoder):
 class PydanticMapper(Mapper[Any]):
     def __init__(self, transcoder: Transcoder, compressor: Any = None, cipher: Any = None) -> None:
         super().__init__(transcoder=transcoder, compressor=compressor, cipher=cipher)
-        from services.privacy.cipher import ClientCipher
+        from services.shared.privacy.cipher import ClientCipher
 
         #: The per-client cipher (issue 16), when the stores use one.
         self.clients: ClientCipher | None = cipher if isinstance(cipher, ClientCipher) else None
@@ -139,12 +139,12 @@ class PydanticMapper(Mapper[Any]):
 
 
 def erased_event(stored_event: StoredEvent, tombstone: Any) -> Any:
-    """An event whose client's key was destroyed: what is kept of it (services.privacy.erased)."""
+    """An event whose client's key was destroyed: what is kept of it (services.shared.privacy.erased)."""
     from uuid import uuid5
 
     from domain.base import Actor, Role
-    from services.privacy.cipher import ClientCipher
-    from services.privacy.erased import ErasedEvent
+    from services.shared.privacy.cipher import ClientCipher
+    from services.shared.privacy.erased import ErasedEvent
 
     meta = ClientCipher.metadata(stored_event.state) or {}
     actor = Actor(id=meta.get("a", "unknown"), role=Role(meta.get("r", Role.SERVICE.value)))
@@ -295,9 +295,9 @@ def eventsourcing_env(settings: Settings, application: str) -> dict[str, str]:
         env |= {"CIPHER_TOPIC": "eventsourcing.cipher:AESCipher", "CIPHER_KEY": settings.cipher_key.get_secret_value()}
     if settings.client_keys:
         # per-client data keys (issue 16); CIPHER_KEY, if any, still encrypts what belongs to no client
-        from services.privacy.keys import kek_path, key_store_path
+        from services.shared.privacy.keys import kek_path, key_store_path
 
-        env |= {"CIPHER_TOPIC": "services.privacy.cipher:ClientCipher", "CLIENT_KEYS_PATH": str(key_store_path(settings)),
+        env |= {"CIPHER_TOPIC": "services.shared.privacy.cipher:ClientCipher", "CLIENT_KEYS_PATH": str(key_store_path(settings)),
                 "CLIENT_KEK_PATH": str(kek_path(settings)), "CLIENT_KEY_CACHE_SIZE": str(settings.client_key_cache_size)}
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.aggregate_cache_size:

@@ -34,10 +34,10 @@ from services.care import policies
 from services.care.application import CareApplication, CommandMeta
 from services.escalation.service import SUBJECTS as ESCALATION_SUBJECTS
 from services.escalation.service import EscalationApplication
-from services.privacy.keys import key_store
 from services.scheduling.service import SUBJECTS as SCHEDULING_SUBJECTS
 from services.scheduling.service import SchedulingApplication
 from services.shared.bus import EmbeddedNats
+from services.shared.privacy.keys import key_store
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from services.views.projection import Projection

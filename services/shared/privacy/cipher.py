@@ -37,8 +37,8 @@ from eventsourcing.cipher import AESCipher
 from eventsourcing.persistence import Cipher
 from eventsourcing.utils import Environment
 
-from services.privacy.keys import KeyDestroyedError, LocalKeyStore, Tombstone, key_store_at
 from services.shared.keys import key_in_file
+from services.shared.privacy.keys import KeyDestroyedError, LocalKeyStore, Tombstone, key_store_at
 
 MAGIC = b"CPK1"
 _HEAD = len(MAGIC) + 16 + 2

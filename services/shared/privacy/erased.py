@@ -2,7 +2,7 @@
 
 The stored event keeps, outside its encrypted content, what carries no personal data: the
 type (the stored topic), the aggregate id and version (stored columns), and the time, actor
-and correlation id (a clear header written with the event, services.privacy.cipher). When its
+and correlation id (a clear header written with the event, services.shared.privacy.cipher). When its
 key has been destroyed it decodes to an ``ErasedEvent`` with those, plus when and why the
 content was erased (from the key store's tombstone)."""
 
