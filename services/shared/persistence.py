@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # ``copy.deepcopy`` rebuilds each one through ``__reduce__``; in aggregates that keep ids
 # (an assessment record's decided submissions, a plan's goals) that was most of the cost of
 # every load from the cache. Sharing them is what deepcopy already does for str and int.
-copy._deepcopy_dispatch[UUID] = copy._deepcopy_atomic  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[UUID] = copy._deepcopy_atomic  # type: ignore[attr-defined]  # noqa: SLF001
 
 #: Computed fields are derived again on load, so they are not stored.
 _NOT_STORED = {"event_id"}
