@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import os
 import struct
-from time import monotonic as _monotonic
 from pathlib import Path
+from time import monotonic as _monotonic
 from typing import Any
 from uuid import UUID
 
