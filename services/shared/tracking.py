@@ -58,6 +58,7 @@ from domain.base import (
     project,
     quote,
 )
+from domain.errors import ClientDataErasedError
 from domain.events.dead_letters import DeadLetterRedriveRequested
 from domain.operations.dead_letter import DeadLetter, dead_letter_id
 from services.shared import compat
@@ -280,7 +281,7 @@ class Tracked:
     def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
         try:
             aggregate = self.load(aggregate_id)
-        except AggregateNotFoundError:
+        except (AggregateNotFoundError, ClientDataErasedError):  # an erased client's (issue 16): gone for decisions
             return None
         if not isinstance(aggregate, cls):
             return None
