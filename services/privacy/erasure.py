@@ -30,9 +30,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
-from domain.base import Actor
+from domain.base import Actor, Role
 from domain.data_subject import DataSubject, data_subject_id
-from domain.errors import ErasureRequestError, OpenCrisisBlocksErasureError
+from domain.errors import ErasureRequestError, NotAuthorisedError, OpenCrisisBlocksErasureError
 from services.care.commands import data_subject as ds
 from services.shared.commands import CommandMeta
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
@@ -100,7 +100,15 @@ def held(app: Any, client_id: str) -> bool:
         return False
 
 
+def _require_supervisor(actor: Actor, what: str) -> None:
+    """Before a rights record is opened for a person's command: a refusal writes nothing."""
+    if actor.role is not Role.SUPERVISOR:
+        msg = f"Only a supervisor may {what}; {actor.id} acts as {actor.role.value}."
+        raise NotAuthorisedError(msg)
+
+
 def set_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> None:
+    _require_supervisor(actor, "set a legal hold")
     app, own = _app_of(system_or_app)
     try:
         subject = subject_of(app, client_id, actor)
@@ -149,6 +157,7 @@ def _refuse_if_crisis(settings: Settings, client_id: str) -> None:
 
 def request_erasure(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> ErasureOutcome:
     """A supervisor asks for the client's erasure; a different supervisor confirms it."""
+    _require_supervisor(actor, "ask for an erasure")
     app, own = _app_of(system_or_app)
     try:
         _refuse_if_crisis(app.settings, client_id)
