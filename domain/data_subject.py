@@ -123,10 +123,11 @@ class DataSubject(AggregateRoot):
 
     def record_erased(self, *, request_id: UUID, requested_by: str, confirmed_by: str, reason: str,
                       keys_destroyed: int, stores: list[str], streams: list[str], messages_purged: int,
-                      views: list[str], ctx: CommandContext) -> ClientDataErased:
+                      views: list[str], ctx: CommandContext, aggregates: list[UUID] | None = None) -> ClientDataErased:
         return self._trigger(ClientDataErased, ctx, reason=reason, client_hash=self.client_hash, request_id=request_id,
                              requested_by=requested_by, confirmed_by=confirmed_by, keys_destroyed=keys_destroyed,
-                             stores=stores, streams=streams, messages_purged=messages_purged, views=views)
+                             stores=stores, streams=streams, messages_purged=messages_purged, views=views,
+                             aggregates=list(aggregates or ()))
 
     @when(ErasureRequested)
     def _requested(self, event: ErasureRequested) -> None:

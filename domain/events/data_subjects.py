@@ -63,3 +63,5 @@ class ClientDataErased(RequiresReason):
     messages_purged: int = Field(ge=0)
     #: The read models the client's rows were removed from.
     views: list[ShortText]
+    #: The client's aggregates, whose events are now erased: subscribers erase their copies by these ids.
+    aggregates: list[UUID] = Field(default_factory=list, max_length=100_000)

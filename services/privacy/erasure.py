@@ -45,6 +45,12 @@ log = logging.getLogger("careplan.privacy")
 VIEW_TABLES = ("view_scores", "view_sessions", "view_courses", "view_plans")
 
 
+class StreamsUnreachableError(ErasureRequestError):
+    """The streams that hold the client's messages cannot be reached: nothing was destroyed; confirm again."""
+
+    code = "streams-unreachable"
+
+
 @dataclass
 class ErasureOutcome:
     request_id: UUID
@@ -57,6 +63,8 @@ class ErasureOutcome:
     messages_purged: int = 0
     views: list[str] = field(default_factory=list)
     aggregates: int = 0
+    #: The client's aggregates (ids carry no personal data): subscribers erase their copies by them.
+    aggregate_ids: list[UUID] = field(default_factory=list)
 
 
 def _app_of(system_or_app: Any) -> tuple[Any, bool]:
@@ -237,7 +245,7 @@ def _shred_and_record(app: Any, client_id: str, subject: DataSubject, request_id
     app.handle(ds.RecordErasure(subject_id=subject.id, request_id=request_id, requested_by=requested_by,
                                 confirmed_by=confirmed_by, reason=reason, keys_destroyed=outcome.keys_destroyed,
                                 stores=outcome.stores, streams=outcome.streams, messages_purged=outcome.messages_purged,
-                                views=outcome.views), CommandMeta(actor=actor))
+                                views=outcome.views, aggregates=outcome.aggregate_ids), CommandMeta(actor=actor))
     outcome.erased = True
     log.info("client data erased: request %s, %d keys destroyed, %d messages removed, %d aggregates", request_id,
              outcome.keys_destroyed, outcome.messages_purged, outcome.aggregates)
@@ -255,12 +263,18 @@ def shred(settings: Settings, client_id: str, *, why: str, nats_url: str | None 
     aggregates = set(keys.linked_to_client(client_id))
     outcome = ErasureOutcome(request_id=UUID(int=0), client_hash=keys.pseudonym(client_id), aggregates=len(aggregates))
     url = _admin_url(settings, nats_url)
+    if url is None and (settings.data_dir / "nats").exists():
+        # a stream that holds the client's messages and cannot be reached: not an erasure (nothing is destroyed)
+        msg = ("The streams cannot be reached (no NATS address, and no running `careplan up` in the data dir): the "
+               "client's messages would stay on them. Start the system (or name it with CAREPLAN_NATS_URL) and confirm again.")
+        raise StreamsUnreachableError(msg)
     if url is not None and aggregates:
         purged = _run(_purge_streams(url, settings, aggregates))
         outcome.streams, outcome.messages_purged = sorted(purged), sum(purged.values())
     outcome.keys_destroyed = len(keys.destroy(client_id, why=why))
     outcome.stores = [name for name in RECORD_STORES if store_exists(settings, name)]
     outcome.views = _clear_views(settings, client_id, aggregates)
+    outcome.aggregate_ids = sorted(aggregates, key=str)
     if app is not None:
         for aggregate_id in aggregates:
             forget = getattr(app, "_forget", None)

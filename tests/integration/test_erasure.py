@@ -8,6 +8,7 @@ history reads as erased, and another client's story reads and replays as before.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -220,6 +221,11 @@ async def test_an_erased_clients_data_is_nowhere_and_the_rest_is_unchanged(backe
         assert answer.status_code == 200, answer.text
         erased = answer.json()
         assert erased["erased"] and erased["keys_destroyed"] == 1 and erased["messages_purged"] > 0, erased
+        # the proof, published: no personal data, the erased aggregates' ids for subscribers to erase their copies
+        await until(lambda: asyncio.run(_stream_holds(system.url, "client_data_erased")), "ClientDataErased published")
+        (proof,) = [json.loads(m.body) for m in await read_stream(system.url) if m.subject.endswith(".client_data_erased")]
+        assert {str(plan), str(course), str(inventory)} <= set(proof["aggregates"]) and A not in json.dumps(proof)
+        assert (proof["requested_by"], proof["confirmed_by"]) == ("supervisor-1", "supervisor-2")
 
         # nowhere: no file under the data dir, no row of the database, no stream message
         assert files_holding(settings.data_dir, SENTINEL.encode()) == []

@@ -58,7 +58,8 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     def confirm(client_id: str, request_id: UUID, principal: Principal) -> JSONResponse:
         allowed(principal, client_id, "confirm an erasure")
         outcome = erasure.confirm_erasure(api.care, client_id, request_id, actor=principal.actor)
-        return JSONResponse({"client_id": client_id, **asdict(outcome), "request_id": str(outcome.request_id)})
+        return JSONResponse({"client_id": client_id, **asdict(outcome), "request_id": str(outcome.request_id),
+                             "aggregate_ids": [str(a) for a in outcome.aggregate_ids]})
 
     for handler, path, summary, name, has_body in (
         (hold, "/clients/{client_id}/hold", "Set a legal hold on a client's records", "setLegalHold", True),

@@ -72,9 +72,10 @@ class RecordErasure(DataSubjectCommand):
     streams: list[str]
     messages_purged: int
     views: list[str]
+    aggregates: list[UUID] = Field(default_factory=list)
 
     def execute(self, subject: DataSubject, ctx: CommandContext, lookup: Lookup) -> None:
         subject.record_erased(request_id=self.request_id, requested_by=self.requested_by,
                               confirmed_by=self.confirmed_by, reason=self.reason, keys_destroyed=self.keys_destroyed,
                               stores=self.stores, streams=self.streams, messages_purged=self.messages_purged,
-                              views=self.views, ctx=ctx)
+                              views=self.views, aggregates=self.aggregates, ctx=ctx)
