@@ -80,13 +80,13 @@ class PydanticMapper(Mapper[Any]):
         cls: type[BaseModel] = resolve_topic(stored_event.topic)
         stored_state = stored_event.state
         try:
-            if self.clients is not None:
-                if stored_event.originator_version == 1 or stored_event.topic.endswith("AggregateSnapshot"):
-                    self.clients.learn(stored_event.originator_id, stored_event.originator_version, stored_state,
-                                       snapshot=True)
-                if stored_state.startswith(b"CPK1"):
+            clients = self.clients
+            if clients is not None:
+                if stored_event.originator_version == 1:
+                    clients.learn(stored_event.originator_id, 1, stored_state)
+                if stored_state[:4] == b"CPK1":
                     try:
-                        stored_state = self.clients.open(stored_state)[0]
+                        stored_state = clients.content(stored_state)
                     except KeyError_ as destroyed:
                         return erased_event(stored_event, destroyed.tombstone)
                 elif self.cipher:
