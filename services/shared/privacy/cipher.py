@@ -194,7 +194,9 @@ class ClientCipher(Cipher):
         """Whether the aggregate (one this process wrote or read) belongs to a client whose key was
         destroyed since, in any process: a cached copy of it must go (services.shared.tracking)."""
         key_id = self._memo.get(aggregate_id)
-        return bool(key_id) and self.keys.destroyed(key_id)  # type: ignore[arg-type]
+        if key_id is None:  # e.g. loaded from a snapshot: the key store's link, once
+            key_id = self._aggregate_key(aggregate_id)
+        return bool(key_id) and self.keys.destroyed(key_id)
 
     def forget(self, aggregate_ids: set[UUID]) -> None:
         for aggregate_id in aggregate_ids:
