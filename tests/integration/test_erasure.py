@@ -295,3 +295,41 @@ def test_a_restored_key_store_destroys_again_the_keys_erased_after_its_backup(tm
         restored.key(erased_key)
     assert restored.key(kept_key) is not None and restored.is_destroyed(A) and not restored.is_destroyed(B)
     restored.close()
+
+
+def test_the_erasure_goes_to_the_erased_clients_webhook_subscriptions_only(tmp_path: Path) -> None:
+    """``ClientDataErased`` names the client by pseudonym only; the subscriptions service finds
+    the client among its subscriptions' clients, so that client's receivers learn to erase
+    their copies (and another client's do not)."""
+    from domain.base import Actor as Who
+    from services.privacy.erasure import erase_client
+    from services.shared.cloudevents import cloudevent, parse_inbound
+    from services.subscriptions.kinds import Scope
+    from services.subscriptions.service import SubscriptionsApplication
+
+    settings = Settings(data_dir=tmp_path)
+    care = CareApplication(settings)
+    subs = SubscriptionsApplication(settings)
+    try:
+        care.handle(c.DraftCarePlan(client_id=A, title="T", strategy="short_term_moderate",
+                                    therapy_models=["steady_progress"]), ME)
+        hospital = Who(id="ehr-integration", role=Role.INTEGRATION)
+        mine = subs.subscribe("webhook", {"endpoint": "https://ehr.example/a", "filter": "care.>"}, Scope((A,)), hospital)
+        theirs = subs.subscribe("webhook", {"endpoint": "https://ehr.example/b", "filter": "care.>"}, Scope((B,)), hospital)
+        erase_client(care, A, reason="Retention period over", actor=Who(id="retention", role=Role.SERVICE))
+        (notification,) = [n for n in care.recorder.select_notifications(start=1, limit=100)
+                           if n.topic.endswith(":ClientDataErased")]
+        message = cloudevent("care", notification, care.mapper.to_public_json(notification), notification.id - 1)
+        inbound = parse_inbound(message.subject, message.headers, message.body)
+        changed = subs.decide(inbound)
+        assert [feed.id for feed in changed] == [feed_of(mine.subscription.id)]
+        assert theirs.subscription.id != mine.subscription.id
+    finally:
+        subs.close()
+        care.close()
+
+
+def feed_of(subscription_id: UUID) -> UUID:
+    from domain.subscriptions.feed import feed_id
+
+    return feed_id(subscription_id)
