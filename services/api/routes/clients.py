@@ -58,6 +58,7 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
     def confirm(client_id: str, request_id: UUID, principal: Principal) -> JSONResponse:
         allowed(principal, client_id, "confirm an erasure")
         outcome = erasure.confirm_erasure(api.care, client_id, request_id, actor=principal.actor)
+        api.forget_client(client_id)
         return JSONResponse({"client_id": client_id, **asdict(outcome), "request_id": str(outcome.request_id),
                              "aggregate_ids": [str(a) for a in outcome.aggregate_ids]})
 
