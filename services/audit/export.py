@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from domain.base import AggregateRoot, project
-from services.audit.reading import HistoryEntry, Store, Stores, entry, erased_state
+from services.audit.reading import HistoryEntry, Store, Stores, aggregate_type_of, entry, erased_state
 from services.shared.errors import AggregateMissingError
 from services.shared.persistence import paged_notifications
 
@@ -140,8 +140,8 @@ class StoredExport:
     def __init__(self, client_id: str, found: list[tuple[Store, UUID]]) -> None:
         self.client_id, self.exported_at, self._found = client_id, datetime.now(UTC), found
         #: each aggregate's type, from its first event
-        self._kinds = {aid: type(AggregateRoot.created_by(store.mapper.to_domain_event(
-            store.recorder.select_events(aid, limit=1)[0]))).__name__ for store, aid in found}
+        self._kinds = {aid: aggregate_type_of(store.mapper.to_domain_event(
+            store.recorder.select_events(aid, limit=1)[0])) for store, aid in found}
 
     def totals(self) -> tuple[int, int]:
         """(events, records): an aggregate's last version is its number of events."""

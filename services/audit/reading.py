@@ -185,6 +185,14 @@ def replay(stores: Stores, aggregate_id: UUID, *, at: datetime | None = None, ve
                     as_recorded_at=aggregate.modified_on, state=aggregate.model_dump(mode="json"))
 
 
+def aggregate_type_of(first: DomainEvent) -> str:
+    """The type of the aggregate an event creates, also when the event was erased (issue 16)."""
+    if not first.erased:
+        return type(AggregateRoot.created_by(first)).__name__
+    creators = {cls.__name__: agg.__name__ for cls, agg in AggregateRoot._creators.items()}
+    return creators.get(first.erased_type, "erased")  # type: ignore[attr-defined]
+
+
 def erased_state(events: Iterable[DomainEvent]) -> tuple[str, int, datetime, dict[str, Any]]:
     """What replay and export show of an erased client's aggregate (issue 16): its type (from
     its first event's), version and time, and a marker with when and why it was erased."""

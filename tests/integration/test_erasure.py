@@ -251,6 +251,8 @@ async def test_an_erased_clients_data_is_nowhere_and_the_rest_is_unchanged(backe
         assert all(e.summary.startswith("[erased]") for e in entries)
         gone = replay(stores, plan)
         assert auditor.history(plan)[1][0].summary.startswith("[erased]")  # an auditor's read of it, recorded
+        report = "".join(auditor.export_text(client_id=A, output_format="html"))
+        assert "[erased]" in report and SENTINEL not in report
         assert gone.aggregate_type == "CarePlan" and gone.state["erased"] == "[erased]"
         for aggregate in (course, inventory):
             assert all(e.summary.startswith("[erased]") for e in history(stores, aggregate)[1])
