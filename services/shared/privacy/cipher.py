@@ -68,7 +68,7 @@ class ClientCipher(Cipher):
         #: unwrapped keys at hand without the key store's lock: emptied every CHECK_SECONDS (so the
         #: next use asks the key store, which looks for keys destroyed elsewhere) and when this
         #: process destroys one (the key store's generation moves)
-        self._ciphers: dict[bytes, Any] = {}
+        self.ciphers: dict[bytes, Any] = {}
         self._fresh_until = 0.0
         self._generation = -1
         self._cache_size = int(environment.get("CLIENT_KEY_CACHE_SIZE") or 10_000)
@@ -129,22 +129,30 @@ class ClientCipher(Cipher):
     def content(self, stored: bytes) -> bytes:
         """:meth:`open`'s content alone, on the replay path (every event of a client passes here)."""
         key_id = stored[4:20]
-        cipher = self._ciphers.get(key_id)
-        if cipher is None or self._generation != self.keys.generation or _monotonic() >= self._fresh_until:
+        cipher = self.ciphers.get(key_id)
+        if cipher is None or self.stale():
             cipher = self._cipher(key_id)
         end = _HEAD + (stored[20] << 8 | stored[21])
         return cipher.decrypt(stored[end : end + 12], stored[end + 12 :], stored[:end])  # type: ignore[no-any-return]
 
+    def stale(self) -> bool:
+        """Whether the keys at hand must be looked up again (a second passed, or one was destroyed here)."""
+        return self._generation != self.keys.generation or _monotonic() >= self._fresh_until
+
+    def cipher_of(self, key_id: bytes) -> Any:
+        """The key of ``key_id`` (KeyDestroyedError: erased), kept at hand."""
+        return self._cipher(key_id)
+
     def _cipher(self, key_id: bytes) -> Any:
         now = _monotonic()
         if now >= self._fresh_until or self._generation != self.keys.generation:
-            self._ciphers.clear()
+            self.ciphers.clear()
             self._fresh_until, self._generation = now + CHECK_SECONDS, self.keys.generation
-        cipher = self._ciphers.get(key_id)
+        cipher = self.ciphers.get(key_id)
         if cipher is None:
-            if len(self._ciphers) >= self._cache_size:
-                self._ciphers.clear()
-            cipher = self._ciphers[key_id] = self.keys.key(key_id)  # KeyDestroyedError: erased
+            if len(self.ciphers) >= self._cache_size:
+                self.ciphers.clear()
+            cipher = self.ciphers[key_id] = self.keys.key(key_id)  # KeyDestroyedError: erased
         return cipher
 
     def learn(self, originator_id: UUID, version: int, stored: bytes, *, snapshot: bool = False) -> None:
