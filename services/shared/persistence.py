@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from time import monotonic as _monotonic
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
@@ -84,10 +85,10 @@ class PydanticMapper(Mapper[Any]):
             if clients is not None:
                 if stored_event.originator_version == 1:
                     clients.learn(stored_event.originator_id, 1, stored_state)
-                if stored_state[:4] == b"CPK1":
+                if stored_state.startswith(b"CPK1"):
                     # ClientCipher.content, inlined: every event of a client passes here on a replay
                     cipher = clients.ciphers.get(stored_state[4:20])
-                    if cipher is None or clients.stale():
+                    if cipher is None or _monotonic() >= clients.fresh_until or clients.generation != clients.keys.generation:
                         try:
                             cipher = clients.cipher_of(stored_state[4:20])
                         except KeyError_ as destroyed:

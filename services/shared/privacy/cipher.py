@@ -69,8 +69,8 @@ class ClientCipher(Cipher):
         #: next use asks the key store, which looks for keys destroyed elsewhere) and when this
         #: process destroys one (the key store's generation moves)
         self.ciphers: dict[bytes, Any] = {}
-        self._fresh_until = 0.0
-        self._generation = -1
+        self.fresh_until = 0.0
+        self.generation = -1
         self._cache_size = int(environment.get("CLIENT_KEY_CACHE_SIZE") or 10_000)
 
     # --------------------------------------------------------------- the Cipher interface
@@ -137,7 +137,7 @@ class ClientCipher(Cipher):
 
     def stale(self) -> bool:
         """Whether the keys at hand must be looked up again (a second passed, or one was destroyed here)."""
-        return self._generation != self.keys.generation or _monotonic() >= self._fresh_until
+        return self.generation != self.keys.generation or _monotonic() >= self.fresh_until
 
     def cipher_of(self, key_id: bytes) -> Any:
         """The key of ``key_id`` (KeyDestroyedError: erased), kept at hand."""
@@ -145,9 +145,9 @@ class ClientCipher(Cipher):
 
     def _cipher(self, key_id: bytes) -> Any:
         now = _monotonic()
-        if now >= self._fresh_until or self._generation != self.keys.generation:
+        if now >= self.fresh_until or self.generation != self.keys.generation:
             self.ciphers.clear()
-            self._fresh_until, self._generation = now + CHECK_SECONDS, self.keys.generation
+            self.fresh_until, self.generation = now + CHECK_SECONDS, self.keys.generation
         cipher = self.ciphers.get(key_id)
         if cipher is None:
             if len(self.ciphers) >= self._cache_size:
