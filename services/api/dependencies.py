@@ -104,6 +104,11 @@ class Api:
         return client
 
 
+    def forget_client(self, client_id: str) -> None:
+        """After the client's erasure (issue 16): this process keeps nothing of theirs."""
+        self._clients = {key: client for key, client in self._clients.items() if client != client_id}
+
+
 def who(api: Api) -> Any:
     """The ``principal`` parameter's annotation: the caller behind the request's bearer token."""
     return Annotated[Principal, Depends(api.principal)]

@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from domain.base import AggregateRoot, project
-from services.audit.reading import HistoryEntry, Store, Stores, entry
+from services.audit.reading import HistoryEntry, Store, Stores, aggregate_type_of, entry, erased_state
 from services.shared.errors import AggregateMissingError
 from services.shared.indexes import SHARED
 from services.shared.persistence import paged_notifications
@@ -90,6 +90,13 @@ def members(stores: Stores, client_id: str) -> Members:
     keyed = [((stores.store(m.store).mapper.to_domain_event(m.first).timestamp, order[m.store], m.position),
               (stores.store(m.store), m.row.originator_id)) for m in found]
     known = {aid for _, (_, aid) in keyed}
+    # an erased client's aggregates (issue 16): erasure drops the client's index rows; the key store's links remain
+    for aid in sorted(set(_linked_to_client(stores, client_id)) - known, key=str):
+        for store in stores.all:
+            if first := store.recorder.select_events(aid, limit=1):
+                keyed.append(((store.mapper.to_domain_event(first[0]).timestamp, order[store.name], 0), (store, aid)))
+                known.add(aid)
+                break
     shared, portions = _shared_subscriptions(stores, client_id)
     keyed += [((first.timestamp, order[first.store.name], 0), (first.store, aid))
               for aid, first in shared.items() if aid not in known]
@@ -97,6 +104,16 @@ def members(stores: Stores, client_id: str) -> Members:
         msg = f"No aggregate of client {client_id!r} is recorded in any store."
         raise AggregateMissingError(msg)
     return Members([pair for _, pair in sorted(keyed, key=lambda item: item[0])], portions)
+
+
+def _linked_to_client(stores: Stores, client_id: str) -> list[UUID]:
+    """The aggregates under any key the client has had (live or destroyed), from the key store."""
+    settings = getattr(stores, "settings", None)
+    if settings is None or not settings.client_keys:
+        return []
+    from services.shared.privacy.keys import key_store
+
+    return key_store(settings).linked_to_client(client_id)
 
 
 def _shared_subscriptions(stores: Stores, client_id: str) -> tuple[dict[UUID, _First], dict[UUID, frozenset[int]]]:
@@ -160,6 +177,8 @@ def _members_by_scan(stores: Stores, client_id: str) -> Members:
     event's ids only (not every event of every store)."""
     firsts, everyone = _firsts(stores.all, client_id)
     mine = {aid for aid, first in firsts.items() if first.client_id == client_id}
+    # an erased client's aggregates (issue 16): their first events no longer say whose they are; the key store's links do
+    mine |= set(_linked_to_client(stores, client_id)) & set(firsts)
     # the feed and the delivery attempts of the client's subscriptions
     mine |= {aid for aid, first in firsts.items() if first.subscription_id is not None and first.subscription_id in mine}
     plans = {aid for aid in mine if firsts[aid].type_name == "CarePlanDrafted"}
@@ -213,13 +232,21 @@ def exported(found: Iterable[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]
     portions = _portions(found)
     for store, aid in found:
         aggregate: AggregateRoot | None = None
-        entries = []
+        entries, events, erased = [], [], False
         portion = portions.get(aid)
         for stored in store.recorder.select_events(aid):
             event = store.mapper.to_domain_event(stored)
-            aggregate = project(aggregate, (event,))
+            erased = erased or event.erased
+            if erased:
+                events.append(event)  # an erased client's (issue 16): shown as erased, not replayed
+            else:
+                aggregate = project(aggregate, (event,))
             if portion is None or stored.originator_version in portion:
                 entries.append(entry(event))
+        if erased:
+            kind, _, _, state = erased_state(events)
+            yield ExportedAggregate(store=store.name, aggregate_type=kind, aggregate_id=aid, state=state, events=entries)
+            continue
         assert aggregate is not None
         state = aggregate.model_dump(mode="json") if portion is None else {
             "shown": "this client's events only: the aggregate is shared with other clients",
@@ -260,8 +287,8 @@ class StoredExport:
     def __init__(self, client_id: str, found: list[tuple[Store, UUID]]) -> None:
         self.client_id, self.exported_at, self._found = client_id, datetime.now(UTC), found
         #: each aggregate's type, from its first event
-        self._kinds = {aid: type(AggregateRoot.created_by(store.mapper.to_domain_event(
-            store.recorder.select_events(aid, limit=1)[0]))).__name__ for store, aid in found}
+        self._kinds = {aid: aggregate_type_of(store.mapper.to_domain_event(
+            store.recorder.select_events(aid, limit=1)[0])) for store, aid in found}
 
     def totals(self) -> tuple[int, int]:
         """(events, records): an aggregate's last version is its number of events (of a

@@ -21,6 +21,7 @@ from eventsourcing.utils import get_topic
 
 from contracts.subjects import APPLICATION_CONTEXTS
 from domain.base import Actor, AggregateSnapshot, CommandContext, DomainEvent, Role, project
+from domain.errors import ClientDataErasedError
 from domain.events.dead_letters import MessageDeadLettered
 from domain.operations.dead_letter import DeadLetter, DeadLetterStatus
 from services.shared.clock import system_clock
@@ -68,7 +69,10 @@ class DeadLetterDesk:
         start = 1
         while batch := desk.recorder.select_notifications(start=start, limit=500, topics=[topic]):
             for notification in batch:
-                yield desk.repository.get(notification.originator_id, projector_func=project)
+                try:
+                    yield desk.repository.get(notification.originator_id, projector_func=project)
+                except ClientDataErasedError:
+                    continue  # an erased client's (issue 16): nothing left to redrive or show
             start = batch[-1].id + 1
 
     def find(self, dead_letter_id: UUID) -> tuple[StoreDesk, DeadLetter]:

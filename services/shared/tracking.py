@@ -24,6 +24,7 @@ the NATS side is :mod:`services.shared.consumer`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -57,6 +58,7 @@ from domain.base import (
     project,
     quote,
 )
+from domain.errors import ClientDataErasedError
 from domain.events.dead_letters import DeadLetterRedriveRequested
 from domain.operations.dead_letter import DeadLetter, dead_letter_id
 from services.shared import compat
@@ -262,7 +264,12 @@ class Tracked:
 
         A run of decisions works on the cached aggregate itself instead of the library's
         deep copy of it (the copy was most of the cost of a decision): a run holds the
-        lock while it changes aggregates, and a failed run empties the cache."""
+        lock while it changes aggregates, and a failed run empties the cache. A cached aggregate of a
+        client erased since (by any process, issue 16) is dropped, so it is read again: as erased."""
+        clients = getattr(self.mapper, "clients", None)  # type: ignore[attr-defined]
+        if clients is not None and clients.erased(aggregate_id) and self.repository.cache is not None:
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(aggregate_id, evict=True)
         pending: dict[UUID, AggregateRoot] | None = getattr(self._unit_of_work, "aggregates", None)
         if pending is None:
             with self._in_place:
@@ -274,7 +281,7 @@ class Tracked:
     def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
         try:
             aggregate = self.load(aggregate_id)
-        except AggregateNotFoundError:
+        except (AggregateNotFoundError, ClientDataErasedError):  # an erased client's (issue 16): gone for decisions
             return None
         if not isinstance(aggregate, cls):
             return None

@@ -175,16 +175,19 @@ class SubscriptionsApplication(ServiceApplication):
     def _event(self, _: DomainEvent | None, inbound: Inbound) -> Sequence[AggregateRoot]:
         ctx = self.context_for(inbound)
         changed: list[AggregateRoot] = []
-        client_id = self._client_of(inbound, ctx, changed)
+        current = getattr(self._unit_of_work, "subscriptions", None)
+        # a client's erasure (issue 16) names the client by pseudonym only: it goes to the subscriptions
+        # of that client (so their receivers erase their copies), and is recorded as no client's
+        erased = self._erased_client(inbound, current if current is not None else self.subscriptions())
+        client_id = None if erased else self._client_of(inbound, ctx, changed)
         event = StreamEvent(
             event_id=inbound.event_id, source=inbound.source, sequence=inbound.sequence, type=inbound.type,
             subject=inbound.subject, aggregate_id=inbound.aggregate_id, time=inbound.time or str(inbound.body.get("timestamp", "")),
             dataschema=inbound.dataschema, client_id=client_id, body=inbound.data,
         )
-        current = getattr(self._unit_of_work, "subscriptions", None)
         now = ctx.at
         for indexed in current if current is not None else self.subscriptions():
-            if not _may_receive(indexed.clients, client_id) or not kind(indexed.kind).matches(indexed.spec, event):
+            if not _may_receive(indexed.clients, erased or client_id) or not kind(indexed.kind).matches(indexed.spec, event):
                 continue
             if indexed.ends_at is not None and indexed.ends_at <= now:
                 continue  # past its end: the engine turns it off
@@ -222,6 +225,21 @@ class SubscriptionsApplication(ServiceApplication):
         for aggregate_id in (inbound.aggregate_id, inbound.body.get("plan_id"), inbound.body.get("course_id")):
             if isinstance(aggregate_id, str) and aggregate_id and (client := self._linked(aggregate_id)) is not None:
                 return client
+        return None
+
+    def _erased_client(self, inbound: Inbound, subscriptions: Sequence[Indexed]) -> str | None:
+        """The client a ``ClientDataErased`` is about, among the subscriptions' clients: the one
+        whose pseudonym (the key store's keyed hash) it names. None for any other event."""
+        client_hash = inbound.body.get("client_hash")
+        if not inbound.subject.endswith(".client_data_erased") or not isinstance(client_hash, str):
+            return None
+        from services.shared.privacy.keys import key_store
+
+        keys = key_store(self.settings)
+        for indexed in subscriptions:
+            for client in indexed.clients:
+                if client != "*" and keys.pseudonym(client) == client_hash:
+                    return client
         return None
 
     def _linked(self, aggregate_id: str) -> str | None:

@@ -302,8 +302,9 @@ async def test_a_relay_that_cannot_decode_its_events_counts_event_errors_not_nat
     tmp_path: Path, nats_server: EmbeddedNats,
 ) -> None:
     """Events written under one cipher key, relayed under another: the relay says an event
-    cannot be read (status and errors{kind="event"}), not that NATS is away."""
-    written = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32))
+    cannot be read (status and errors{kind="event"}), not that NATS is away. (The single key:
+    per-client keys off, since a client's event is under the client's key.)"""
+    written = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32), client_keys=False)
     app = CareApplication(written)
     try:
         app.handle(c.DraftCarePlan(client_id=CLIENTS[1], title="Cipher", strategy="short_term_moderate",
@@ -316,7 +317,7 @@ async def test_a_relay_that_cannot_decode_its_events_counts_event_errors_not_nat
         return REGISTRY.get_sample_value("careplan_relay_errors_total", {"store": store, "kind": kind}) or 0.0
 
     before = {kind: errors(kind) for kind in ("event", "nats")}
-    wrong = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32))
+    wrong = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32), client_keys=False)
     async with InProcessRelay(wrong, nats_server.url) as relay:
         deadline = time.monotonic() + 20
         while not relay.relay.stats.state.startswith("failing") and time.monotonic() < deadline:
