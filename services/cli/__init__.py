@@ -20,6 +20,7 @@ from services.cli import (
     escalation,
     nats,
     people,
+    rights,
     status,
     store,
     subscriptions,
@@ -45,6 +46,7 @@ app.add_typer(people.collection_app("plans", "care plan"), name="plan")
 app.add_typer(people.collection_app("courses", "therapy course"), name="course")
 app.add_typer(people.collection_app("inventories", "interpersonal inventory"), name="inventory")
 app.add_typer(people.assess_app, name="assess")
+app.add_typer(rights.client_app, name="client")
 
 
 #: Files careplan creates are its user's only: stores, logs, tokens, NATS's store (its child).

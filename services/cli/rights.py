@@ -1,0 +1,78 @@
+"""A client's rights around the record (issue 16): ``careplan client access-report`` (who
+read the client's data), ``careplan backup|restore`` and ``careplan retention run``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.cli.calling import (
+    ApiUrl,
+    Caller,
+    Forged,
+    ForgedRole,
+    Local,
+    Token,
+    TokenFile,
+    operator,
+    refuse_typed_identity,
+)
+from services.cli.common import DataDir, _settings, console
+
+client_app = typer.Typer(help="A client's rights: who read their record (access-report).", no_args_is_help=True)
+
+Purpose = Annotated[str | None, typer.Option("--purpose", help="Why you ask: recorded with the request; required.")]
+
+
+@client_app.command("access-report")
+def access_report(
+    client: Annotated[str, typer.Argument(help="The client's id.")],
+    start: Annotated[str | None, typer.Option("--from", help="RFC 3339 with a zone (inclusive); default: the start.")]
+    = None,
+    end: Annotated[str | None, typer.Option("--to", help="RFC 3339 with a zone (exclusive); default: now.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="json or html.")] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).")]
+    = None,
+    purpose: Purpose = None, data_dir: DataDir = None, api: ApiUrl = None, token: Token = None,
+    token_file: TokenFile = None, local: Local = False, actor: Forged = None, role: ForgedRole = None,
+) -> None:
+    """Every read of the client's data in the period: when, who, role, purpose, what, outcome (an auditor's
+    token; the request is itself recorded in the audit access log)."""
+    refuse_typed_identity(actor, role)
+    if output_format not in ("json", "html"):
+        raise typer.BadParameter("--format must be json or html")
+    moments = {}
+    for name, value in (("from", start), ("to", end)):
+        if value is not None:
+            try:
+                moments[name] = datetime.fromisoformat(value)
+            except ValueError as e:
+                raise typer.BadParameter(f"--{name} must be RFC 3339, e.g. 2026-05-04T09:00:00Z") from e
+    if local:
+        from domain.errors import DomainError
+        from services.audit.access_report import to_html
+        from services.audit.auditor import Auditor
+
+        try:
+            report = Auditor(_settings(data_dir), operator(), purpose).access_report(
+                client, start=moments.get("from"), end=moments.get("to"))
+        except DomainError as e:
+            console.print(f"[red]{e}[/red]")
+            raise typer.Exit(1) from e
+        text = to_html(report) if output_format == "html" else report.model_dump_json(indent=2)
+    else:
+        caller = Caller(api, token, token_file, data_dir)
+        answer = caller.request("GET", f"/audit/clients/{client}/access-report",
+                                params={"from": start, "to": end, "format": output_format},
+                                headers={"X-Audit-Purpose": purpose} if purpose else {})
+        text = answer.text
+    if output is None:
+        print(text)
+        return
+    partial = output.with_name(output.name + ".part")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(output)
+    console.print(f"wrote {output}")
