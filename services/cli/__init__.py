@@ -47,6 +47,8 @@ app.add_typer(people.collection_app("courses", "therapy course"), name="course")
 app.add_typer(people.collection_app("inventories", "interpersonal inventory"), name="inventory")
 app.add_typer(people.assess_app, name="assess")
 app.add_typer(rights.client_app, name="client")
+app.command("backup")(rights.backup_command)
+app.command("restore")(rights.restore_command)
 
 
 #: Files careplan creates are its user's only: stores, logs, tokens, NATS's store (its child).

@@ -76,3 +76,44 @@ def access_report(
     partial.write_text(text, encoding="utf-8")
     partial.replace(output)
     console.print(f"wrote {output}")
+
+
+def backup_command(
+    dest: Annotated[Path, typer.Argument(help="A new folder for the backup (it appears only once whole).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Back up the whole data folder and the embedded NATS's streams (and the PostgreSQL schemas), with the system
+    stopped, so the stores, their positions and the streams agree."""
+    from services.operations.backup import BackupError, backup
+
+    try:
+        manifest = backup(_settings(data_dir), dest)
+    except BackupError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from e
+    console.print(f"backup written to {dest}: {len(manifest['files'])} files"
+                  f"{', the PostgreSQL schemas' if manifest['postgres'] else ''}"
+                  f"{', the JetStream store' if manifest['jetstream'] else ''}; {manifest['tombstones']} erasures known",
+                  highlight=False)
+
+
+def restore_command(
+    src: Annotated[Path, typer.Argument(help="A folder written by `careplan backup`.")],
+    tombstones: Annotated[list[Path] | None, typer.Option(
+        "--tombstones", help="A tombstones.json of another backup (newer erasures); repeatable.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Restore a backup into the data folder (the current one is moved aside), then erase again every client erased
+    since the backup: their keys destroyed, their subjects purged from the streams, the read models rebuilt."""
+    import json
+
+    from services.operations.backup import BackupError, restore
+
+    try:
+        done = restore(_settings(data_dir), src, extra_tombstones=tombstones or ())
+    except BackupError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from e
+    print(json.dumps(done, indent=2))
+    console.print("restored; check it with `careplan audit verify --local --purpose ...` before `careplan up`",
+                  highlight=False)
