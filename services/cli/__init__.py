@@ -49,6 +49,7 @@ app.add_typer(people.assess_app, name="assess")
 app.add_typer(rights.client_app, name="client")
 app.command("backup")(rights.backup_command)
 app.command("restore")(rights.restore_command)
+app.add_typer(rights.retention_app, name="retention")
 
 
 #: Files careplan creates are its user's only: stores, logs, tokens, NATS's store (its child).

@@ -117,3 +117,50 @@ def restore_command(
     print(json.dumps(done, indent=2))
     console.print("restored; check it with `careplan audit verify --local --purpose ...` before `careplan up`",
                   highlight=False)
+
+
+retention_app = typer.Typer(help="Retention: erase clients whose care ended longer ago than the retention period.",
+                            no_args_is_help=True)
+
+
+@retention_app.command("run")
+def retention_run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List who would be erased; change nothing.")] = False,
+    now: Annotated[str | None, typer.Option("--now", help="Judge at this moment (RFC 3339 with a zone; default: now)."
+                                            )] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Erase every client whose plans all ended (completed or revoked) more than CAREPLAN_RETENTION_DAYS ago, with no
+    open plan and no legal hold; --dry-run lists them (and why the others stay)."""
+    import json
+    from datetime import UTC
+
+    from rich.table import Table
+
+    from services.operations.retention import run
+
+    settings = _settings(data_dir)
+    try:
+        moment = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    except ValueError as e:
+        raise typer.BadParameter("--now must be RFC 3339, e.g. 2046-05-04T09:00:00Z") from e
+    if moment.tzinfo is None:
+        raise typer.BadParameter("--now needs a time zone (e.g. Z)")
+    if not settings.retention_days:
+        console.print("no retention period is set (CAREPLAN_RETENTION_DAYS=0): nothing is erased for age",
+                      highlight=False)
+    judged = run(settings, moment, dry_run=dry_run)
+    if as_json:
+        print(json.dumps([j.model_dump(mode="json") for j in judged], indent=2))
+    else:
+        table = Table(title=f"Retention at {moment.isoformat()}" + (" (dry run)" if dry_run else ""))
+        for column in ("client", "plans", "care ended", "period passes", "verdict"):
+            table.add_column(column)
+        for j in judged:
+            table.add_row(j.client_id, str(j.plans), j.ended_at.isoformat(timespec="seconds") if j.ended_at else "-",
+                          j.due_at.isoformat(timespec="seconds") if j.due_at else "-",
+                          j.verdict + (f": {j.detail}" if j.detail else ""))
+        console.print(table)
+    if any(j.verdict == "refused" for j in judged):
+        raise typer.Exit(1)

@@ -1,0 +1,85 @@
+"""Retention in virtual time (issue 16): with a period of 365 days, at a moment 400 days after
+most care ended, exactly the clients whose plans all ended (completed or revoked) more than
+365 days ago, with no open plan and no legal hold, are erased; the dry run lists the same
+and changes nothing; a client held, one with a plan still open and one whose care ended
+recently stay."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+from typer.testing import CliRunner
+
+from services.care import commands as c
+from services.care.application import CareApplication, CommandMeta
+from services.cli import app as cli
+from services.operations import retention
+from services.shared.clock import ManualClock
+from services.shared.settings import Settings
+from tests.conftest import CLINICIAN
+
+META = CommandMeta(actor=CLINICIAN)
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def draft(app: CareApplication, client_id: str) -> UUID:
+    return app.handle(c.DraftCarePlan(client_id=client_id, title="Low mood", strategy="short_term_moderate",
+                                      therapy_models=["steady_progress"]), META).aggregate_id
+
+
+def complete(app: CareApplication, plan: UUID) -> None:
+    goal = c.AddGoal(plan_id=plan, description="Walk daily")
+    for command in (c.RecordConsent(plan_id=plan), c.ExplainConfidentiality(plan_id=plan), goal,
+                    c.AgreeGoal(plan_id=plan, goal_id=goal.goal_id), c.ActivatePlan(plan_id=plan),
+                    c.CompletePlan(plan_id=plan)):
+        app.handle(command, META)
+
+
+def revoke(app: CareApplication, plan: UUID) -> None:
+    app.handle(c.RevokePlan(plan_id=plan, reason="Moved away"), META)
+
+
+def test_past_the_period_exactly_the_eligible_clients_are_erased(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, retention_days=365)
+    clock = ManualClock(T0)
+    app = CareApplication(settings, clock=clock)
+    try:
+        complete(app, draft(app, "done-long-ago"))       # completed at T0
+        revoke(app, draft(app, "revoked-long-ago"))      # revoked at T0
+        revoke(app, draft(app, "held"))                  # revoked at T0, but a legal hold is set
+        revoke(app, draft(app, "still-open"))            # one plan revoked at T0 ...
+        draft(app, "still-open")                         # ... and another still a draft
+        complete(app, draft(app, "two-plans"))           # completed at T0 ...
+        clock.advance(days=20)
+        revoke(app, draft(app, "two-plans"))             # ... and the second revoked 20 days later
+        clock.advance(days=180)
+        revoke(app, draft(app, "ended-recently"))        # revoked at T0 + 200 days
+    finally:
+        app.close()
+    now = T0 + timedelta(days=400)
+    hold(settings, "held")
+
+    dry = CliRunner().invoke(cli, ["retention", "run", "--dry-run", "--now", now.isoformat(), "--json",
+                                   "--data-dir", str(tmp_path)], env={"CAREPLAN_RETENTION_DAYS": "365"})
+    assert dry.exit_code == 0, dry.output
+    verdicts = {j["client_id"]: j["verdict"] for j in json.loads(dry.output)}
+    assert verdicts == {"done-long-ago": "eligible", "revoked-long-ago": "eligible", "two-plans": "eligible",
+                        "held": "held", "still-open": "open plan", "ended-recently": "within period"}
+    two_plans = next(j for j in json.loads(dry.output) if j["client_id"] == "two-plans")
+    ended = datetime.fromisoformat(two_plans["ended_at"])  # the last plan's end counts (recorded times are
+    assert abs(ended - (T0 + timedelta(days=20))) < timedelta(seconds=1)  # kept strictly increasing: a few µs on)
+
+    erased: list[str] = []
+    done = retention.run(settings, now, erase=lambda client, reason: erased.append(client))
+    assert sorted(erased) == ["done-long-ago", "revoked-long-ago", "two-plans"]
+    assert {j.client_id for j in done if j.verdict == "erased now"} == set(erased)
+    # a day before the period passes for anyone, nothing goes
+    assert not [j for j in retention.select(settings, T0 + timedelta(days=364)) if j.verdict == "eligible"]
+
+
+def hold(settings: Settings, client_id: str) -> None:
+    """A legal hold (branch shred's, once merged)."""
+    retention.held_clients = lambda _: {client_id}  # type: ignore[assignment]
