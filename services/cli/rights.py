@@ -115,7 +115,7 @@ def restore_command(
         console.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(1) from e
     print(json.dumps(done, indent=2))
-    console.print("restored; check it with `careplan audit verify --local --purpose ...` before `careplan up`",
+    console.print("restored; check it with `careplan audit verify` before `careplan up`",
                   highlight=False)
 
 
