@@ -305,6 +305,11 @@ class AggregateRoot(BaseModel):
 def project(aggregate: Any, events: Iterable[Any]) -> Any:
     """Projector for the library's repository: snapshots first, then events, in order."""
     for event in events:
+        if getattr(event, "erased_type", None) is not None:
+            # an erased client's event (services.shared.privacy.erased): the client's own aggregate raises
+            # ClientDataErasedError; another's (a subscription feed) keeps its version, the content is gone
+            aggregate = event.mutate(aggregate)
+            continue
         if aggregate is None:
             if isinstance(event, AggregateSnapshot):
                 aggregate = event.restore()

@@ -122,3 +122,33 @@ class InvalidValueError(DomainError):
     """A value given with a command is out of its allowed range or empty."""
 
     code = "invalid-value"
+
+
+class ClientDataErasedError(DomainError):
+    """The record's content was erased (crypto-shredding, issue 16): it cannot be changed or replayed."""
+
+    code = "client-data-erased"
+
+
+class LegalHoldError(DomainError):
+    """The client's records are under a legal hold: they may not be erased until it is released."""
+
+    code = "legal-hold"
+
+
+class OpenCrisisBlocksErasureError(DomainError):
+    """The client has an open crisis: their records may not be erased until it is resolved."""
+
+    code = "open-crisis"
+
+
+class FourEyesError(NotAuthorisedError):
+    """An erasure is confirmed by a second supervisor, not by the one who asked for it."""
+
+    code = "four-eyes"
+
+
+class ErasureRequestError(DomainError):
+    """No such pending erasure request, or it lapsed (confirm within the window), or the client is already erased."""
+
+    code = "erasure-request"

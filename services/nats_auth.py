@@ -151,7 +151,8 @@ _HEADER = """\
 # the streams CARE and CARE_AUDIT (`careplan up`, `careplan nats streams apply`): every other
 # process checks their configuration and refuses to start when it differs. No user but admin
 # may update, delete or purge CARE or CARE_AUDIT or delete a message from them (denied
-# explicitly; admin is not granted delete or purge either), and only the relays (the stores'
+# explicitly; admin is not granted delete or purge either, only the deletion of single CARE
+# messages, which the erasure of a client needs: `careplan client erase`), and only the relays (the stores'
 # publishers) may publish on audit.>, each its own store's chain head.
 #
 # The hospital user reads care.> through its own pull consumer "hospital" and publishes
@@ -248,8 +249,10 @@ def render_permissions() -> str:
                         *_DIRECT_GET[2:], *_DIRECT_GET[:2], *_status_reader(), *_consumer_info()], ["care.>", "audit.>"]))
     users.append(_user("the streams' owner: creates and changes CARE and CARE_AUDIT (careplan up, careplan nats "
                        "streams apply); reads CARE and resets a service's durable consumer (careplan store check|recover, "
-                       "deadletter park); publishes nothing", ADMIN_USER,
+                       "deadletter park); deletes an erased client's messages from CARE; publishes nothing", ADMIN_USER,
                        [*_STREAM_INFO, f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", *_STREAM_OWN, *_DIRECT_GET,
+                        # an erased client's messages, each removed with the server's secure erase (issue 16)
+                        f"$JS.API.STREAM.MSG.DELETE.{STREAM}",
                         *_consumer_info(), *(f"$JS.API.CONSUMER.DELETE.{STREAM}.{service.name}" for service in SERVICES)],
                        ["care.>", "audit.>"]))
     return _HEADER + "\nauthorization {\n  users = [\n" + "".join(users) + "  ]\n}\n"

@@ -7,6 +7,7 @@ from domain.base import AggregateSnapshot, DomainEvent
 from domain.events import (
     assessment,
     care_plan,
+    data_subjects,
     dead_letters,
     escalation,
     escalation_plans,
@@ -37,6 +38,7 @@ def public_event_classes() -> dict[str, list[type[DomainEvent]]]:
         "subscription_feed": _classes_of(subscription_feeds),
         "subscription_delivery": _classes_of(subscription_deliveries),
         "client_link": _classes_of(subscription_clients),
+        "data_subject": _classes_of(data_subjects),
     }
 
 

@@ -17,6 +17,7 @@ from services.api.dependencies import Api, who
 from services.api.problems import install
 from services.api.routes import (
     audit,
+    clients,
     commands,
     dead_letters,
     escalations,
@@ -67,6 +68,7 @@ def create_app(api: Api) -> FastAPI:
     if api.subscriptions is not None:
         fhir_subscriptions.include(router, api, Who)
     audit.include(router, api, Who)
+    clients.include(router, api, Who)  # holds and erasure (issue 16)
     problems.include(router)
     health.include(router, api)
     metrics.include(router, api)

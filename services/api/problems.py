@@ -14,7 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.errors import DomainError, InvalidValueError, NotAuthorisedError, ReasonRequiredError
+from domain.errors import (
+    ClientDataErasedError,
+    DomainError,
+    InvalidValueError,
+    NotAuthorisedError,
+    ReasonRequiredError,
+)
 from services.shared.diagnostics import describe, frames
 from services.shared.errors import AggregateMissingError, ConcurrencyConflictError, NotYetExistingError
 
@@ -45,6 +51,8 @@ def status_of(error: DomainError, *, if_match: bool) -> int:
         return 412 if if_match else 409
     if isinstance(error, NotAuthorisedError):
         return 403
+    if isinstance(error, ClientDataErasedError):
+        return 410  # the record existed and its content was erased (issue 16)
     if isinstance(error, (InvalidValueError, ReasonRequiredError)):
         return 422
     return 409  # a clinical or lifecycle rule: the request conflicts with the record's state

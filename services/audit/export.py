@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from domain.base import AggregateRoot, project
-from services.audit.reading import HistoryEntry, Store, Stores, entry
+from services.audit.reading import HistoryEntry, Store, Stores, entry, erased_state
 from services.shared.errors import AggregateMissingError
 from services.shared.persistence import paged_notifications
 
@@ -74,6 +74,12 @@ def members(stores: Stores, client_id: str) -> list[tuple[Store, UUID]]:
                                                         getattr(event, "plan_id", None), event.timestamp,
                                                         getattr(event, "subscription_id", None))
     mine = {aid for aid, first in firsts.items() if first.client_id == client_id}
+    # an erased client's aggregates (issue 16): their first events no longer say whose they are; the key store's links do
+    settings = getattr(stores, "settings", None)
+    if settings is not None and settings.client_keys:
+        from services.shared.privacy.keys import key_store
+
+        mine |= set(key_store(settings).linked_to_client(client_id)) & set(firsts)
     # the feed and the delivery attempts of the client's subscriptions
     mine |= {aid for aid, first in firsts.items() if first.subscription_id is not None and first.subscription_id in mine}
     plans = {aid for aid in mine if firsts[aid].type_name == "CarePlanDrafted"}
@@ -91,11 +97,19 @@ def exported(found: Iterable[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]
     one aggregate's history is held at a time."""
     for store, aid in found:
         aggregate: AggregateRoot | None = None
-        entries = []
+        entries, events, erased = [], [], False
         for stored in store.recorder.select_events(aid):
             event = store.mapper.to_domain_event(stored)
-            aggregate = project(aggregate, (event,))
+            erased = erased or getattr(event, "erased_type", None) is not None
+            if erased:
+                events.append(event)  # an erased client's (issue 16): shown as erased, not replayed
+            else:
+                aggregate = project(aggregate, (event,))
             entries.append(entry(event))
+        if erased:
+            kind, _, _, state = erased_state(events)
+            yield ExportedAggregate(store=store.name, aggregate_type=kind, aggregate_id=aid, state=state, events=entries)
+            continue
         assert aggregate is not None
         yield ExportedAggregate(store=store.name, aggregate_type=type(aggregate).__name__, aggregate_id=aid,
                                 state=aggregate.model_dump(mode="json"), events=entries)

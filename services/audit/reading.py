@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from domain.assessment.record import AssessmentRecord
 from domain.base import AggregateRoot, DomainEvent, project
 from domain.care_plan import CarePlan
+from domain.errors import ClientDataErasedError
 from domain.escalation.crisis import Crisis
 from domain.escalation.plan_risk import PlanRisk
 from domain.inventory import Inventory
@@ -59,6 +60,7 @@ class Stores:
     """Every store that exists under these settings; closes them all."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.all = [Store(settings, name) for name in RECORD_STORES if store_exists(settings, name)]
 
     def events_of(self, aggregate_id: UUID) -> tuple[str, list[DomainEvent]]:
@@ -126,7 +128,8 @@ class HistoryEntry(BaseModel):
 
 def entry(event: DomainEvent) -> HistoryEntry:
     return HistoryEntry(
-        version=event.originator_version, recorded=event.timestamp, event_type=type(event).__name__,
+        version=event.originator_version, recorded=event.timestamp,
+        event_type=getattr(event, "erased_type", None) or type(event).__name__,
         event_id=event.event_id, actor=event.actor.id, role=event.actor.role.value, reason=event.reason,
         summary=event.describe(), causation_id=event.causation_id, correlation_id=event.correlation_id,
     )
@@ -174,9 +177,39 @@ def aggregate_at(stores: Stores, aggregate_id: UUID, *, at: datetime | None = No
 
 
 def replay(stores: Stores, aggregate_id: UUID, *, at: datetime | None = None, version: int | None = None) -> Replayed:
-    store, aggregate = aggregate_at(stores, aggregate_id, at=at, version=version)
+    try:
+        store, aggregate = aggregate_at(stores, aggregate_id, at=at, version=version)
+    except ClientDataErasedError:
+        return erased_replay(stores, aggregate_id, at=at, version=version)
     return Replayed(store=store, aggregate_type=type(aggregate).__name__, version=aggregate.version,
                     as_recorded_at=aggregate.modified_on, state=aggregate.model_dump(mode="json"))
+
+
+def erased_state(events: Iterable[DomainEvent]) -> tuple[str, int, datetime, dict[str, Any]]:
+    """What replay and export show of an erased client's aggregate (issue 16): its type (from
+    its first event's), version and time, and a marker with when and why it was erased."""
+    from services.shared.privacy.erased import MARKER
+
+    creators = {cls.__name__: agg.__name__ for cls, agg in AggregateRoot._creators.items()}
+    first = last = None
+    for event in events:
+        first, last = first or event, event
+    assert first is not None and last is not None
+    kind = creators.get(getattr(first, "erased_type", None) or type(first).__name__, "erased")
+    erased = next((e for e in (last, first) if getattr(e, "erased_type", None)), last)
+    return kind, last.originator_version, last.timestamp, {
+        "erased": MARKER, "erased_at": getattr(erased, "erased_at", None), "why": getattr(erased, "erased_why", None)}
+
+
+def erased_replay(stores: Stores, aggregate_id: UUID, *, at: datetime | None = None,
+                  version: int | None = None) -> Replayed:
+    store, events = stores.stream_of(aggregate_id)
+    kept = [e for e in events if (at is None or e.timestamp <= at) and (version is None or e.originator_version <= version)]
+    if not kept:
+        msg = f"Aggregate {aggregate_id} did not exist yet then."
+        raise NotYetExistingError(msg)
+    kind, last_version, recorded, state = erased_state(kept)
+    return Replayed(store=store, aggregate_type=kind, version=last_version, as_recorded_at=recorded, state=state)
 
 
 class FieldChange(BaseModel):

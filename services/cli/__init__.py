@@ -15,6 +15,7 @@ from services.cli import (
     api,
     audit,
     bench,
+    client,
     contracts,
     deadletter,
     escalation,
@@ -42,6 +43,7 @@ app.add_typer(nats.app, name="nats")
 app.add_typer(status.app, name="status")
 app.add_typer(views.app, name="views")
 app.add_typer(subscriptions.app, name="subscriptions")
+app.add_typer(client.app, name="client")
 app.add_typer(people.collection_app("plans", "care plan"), name="plan")
 app.add_typer(people.collection_app("courses", "therapy course"), name="course")
 app.add_typer(people.collection_app("inventories", "interpersonal inventory"), name="inventory")

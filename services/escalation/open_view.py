@@ -50,8 +50,9 @@ class OpenCrises:
                     self.read += 1
                     if notification.topic == self.topics[0]:
                         event = self.mapper.to_domain_event(notification)
-                        self.open[notification.originator_id] = event.client_id
-                        self.plan_of[notification.originator_id] = event.plan_id
+                        # an erased client's crisis (issue 16) reads as ErasedEvent: no client, no plan
+                        self.open[notification.originator_id] = getattr(event, "client_id", None)
+                        self.plan_of[notification.originator_id] = getattr(event, "plan_id", None)
                     else:
                         self.open.pop(notification.originator_id, None)
                         self.plan_of.pop(notification.originator_id, None)

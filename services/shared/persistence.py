@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
 from domain.base import derive_event_id
+from services.shared.privacy.keys import KeyDestroyedError as KeyError_
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ class OrjsonTranscoder(Transcoder):
 
 
 class PydanticMapper(Mapper[Any]):
+    def __init__(self, transcoder: Transcoder, compressor: Any = None, cipher: Any = None) -> None:
+        super().__init__(transcoder=transcoder, compressor=compressor, cipher=cipher)
+        from services.shared.privacy.cipher import ClientCipher
+
+        #: The per-client cipher (issue 16), when the stores use one.
+        self.clients: ClientCipher | None = cipher if isinstance(cipher, ClientCipher) else None
+
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         event: BaseModel = domain_event
         cls = type(event)
@@ -57,7 +65,9 @@ class PydanticMapper(Mapper[Any]):
             stored_state = event.model_dump_json(exclude=_NOT_STORED).encode()
         if self.compressor:
             stored_state = self.compressor.compress(stored_state)
-        if self.cipher:
+        if self.clients is not None:
+            stored_state = self.clients.seal(event, stored_state)
+        elif self.cipher:
             stored_state = self.cipher.encrypt(stored_state)
         return StoredEvent(
             originator_id=event.originator_id,  # type: ignore[attr-defined]
@@ -70,7 +80,16 @@ class PydanticMapper(Mapper[Any]):
         cls: type[BaseModel] = resolve_topic(stored_event.topic)
         stored_state = stored_event.state
         try:
-            if self.cipher:
+            if self.clients is not None:
+                self.clients.learn(stored_event.originator_id, stored_event.originator_version, stored_state)
+                if stored_state[:4] == b"CPK1":
+                    try:
+                        stored_state = self.clients.open(stored_state)[0]
+                    except KeyError_ as destroyed:
+                        return erased_event(stored_event, destroyed.tombstone)
+                elif self.cipher:
+                    stored_state = self.cipher.decrypt(stored_state)
+            elif self.cipher:
                 stored_state = self.cipher.decrypt(stored_state)
             if self.compressor:
                 stored_state = self.compressor.decompress(stored_state)
@@ -97,7 +116,14 @@ class PydanticMapper(Mapper[Any]):
             body = self.to_domain_event(stored_event).model_dump_json().encode()
         else:
             state = stored_event.state
-            if self.cipher:
+            if self.clients is not None and state[:4] == b"CPK1":
+                try:
+                    state = self.clients.open(state)[0]
+                except KeyError_ as destroyed:
+                    erased = erased_event(stored_event, destroyed.tombstone)
+                    return PublicEvent(type(erased), erased.model_dump_json().encode(), event_id,
+                                       erased.timestamp.isoformat(), str(erased.correlation_id))
+            elif self.cipher:
                 state = self.cipher.decrypt(state)
             if self.compressor:
                 state = self.compressor.decompress(state)
@@ -110,6 +136,23 @@ class PydanticMapper(Mapper[Any]):
         start = body.index(b'"correlation_id":"') + 18
         correlation_id = body[start : body.index(b'"', start)].decode()
         return PublicEvent(cls, body, event_id, timestamp, correlation_id)
+
+
+def erased_event(stored_event: StoredEvent, tombstone: Any) -> Any:
+    """An event whose client's key was destroyed: what is kept of it (services.shared.privacy.erased)."""
+    from uuid import uuid5
+
+    from domain.base import Actor, Role
+    from services.shared.privacy.cipher import ClientCipher
+    from services.shared.privacy.erased import ErasedEvent
+
+    meta = ClientCipher.metadata(stored_event.state) or {}
+    actor = Actor(id=meta.get("a", "unknown"), role=Role(meta.get("r", Role.SERVICE.value)))
+    correlation = meta.get("c") or str(uuid5(stored_event.originator_id, "erased"))
+    return ErasedEvent(originator_id=stored_event.originator_id, originator_version=stored_event.originator_version,
+                       timestamp=meta.get("t") or tombstone.destroyed_at, actor=actor, correlation_id=correlation,
+                       erased_type=stored_event.topic.rsplit(":", 1)[-1], erased_at=tombstone.destroyed_at,
+                       erased_why=tombstone.why)
 
 
 class PublicEvent(NamedTuple):
@@ -250,6 +293,13 @@ def eventsourcing_env(settings: Settings, application: str) -> dict[str, str]:
     env |= recorder_topics(settings.database)
     if settings.cipher_key is not None:
         env |= {"CIPHER_TOPIC": "eventsourcing.cipher:AESCipher", "CIPHER_KEY": settings.cipher_key.get_secret_value()}
+    if settings.client_keys:
+        # per-client data keys (issue 16); CIPHER_KEY, if any, still encrypts what belongs to no client
+        from services.shared.privacy.keys import kek_path, key_store_path
+
+        env |= {"CIPHER_TOPIC": "services.shared.privacy.cipher:ClientCipher", "CLIENT_KEYS_PATH": str(key_store_path(settings)),
+                "CLIENT_KEK_PATH": str(kek_path(settings)), "CLIENT_KEY_CACHE_SIZE": str(settings.client_key_cache_size)}
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.aggregate_cache_size:
         env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.aggregate_cache_size)
     env["IS_SNAPSHOTTING_ENABLED"] = "y" if settings.snapshot_interval else "n"

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
 
     #: Base64 AES key (16, 24 or 32 bytes). When set, stored event state is encrypted.
     cipher_key: SecretStr | None = None
+    #: Per-client data keys (issue 16, docs/data-protection.md): every stored event of a client
+    #: is encrypted under that client's key, which erasure destroys. The key-encryption key's
+    #: file (made on first use; unset: ``<data_dir>/client-keys.kek``; give every process the
+    #: same) and how many unwrapped keys a process keeps in memory.
+    client_keys: bool = True
+    client_kek_file: Path | None = None
+    client_key_cache_size: int = Field(default=10_000, ge=1)
+    #: An erasure request must be confirmed by a second supervisor within this many hours.
+    erasure_confirm_hours: float = Field(default=24.0, gt=0)
     #: Take a snapshot every N events of an aggregate (0 disables snapshots).
     snapshot_interval: int = Field(default=200, ge=0)
     #: Aggregates kept in memory per application (0 disables the cache).

@@ -240,7 +240,9 @@ class Projection:
             ) if source.topics else []
             for notification in batch:
                 apply = source.appliers[notification.topic]
-                apply(self.store, source.mapper.to_domain_event(notification))
+                event = source.mapper.to_domain_event(notification)
+                if getattr(event, "erased_type", None) is None:  # an erased client's event changes no view
+                    apply(self.store, event)
             self.applied += len(batch)
             # a short (or empty) batch read everything up to max_id
             new_position = batch[-1].id if len(batch) == self.batch else max_id

@@ -114,6 +114,8 @@ class ViewStore:
                         raise
                     time.sleep(0.05)
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            # rows removed by an erasure (issue 16) leave no bytes behind in the file
+            self.conn.execute("PRAGMA secure_delete=ON")
         self._create()
 
     def _create(self) -> None:

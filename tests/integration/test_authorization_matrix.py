@@ -119,6 +119,8 @@ EXPECTED: dict[str, Rule] = {
     **{name: Rule((I, S), "hidden") for name in (
         "readSubscription", "deleteSubscription", "rotateSubscriptionSecret", "resendSubscription",
         "subscriptionEvents")},
+    # a client's rights (issue 16): supervisors, their clients only
+    **{name: Rule((S,), "forbidden") for name in ("setLegalHold", "releaseLegalHold", "requestErasure", "confirmErasure")},
     # public
     **{name: PUBLIC for name in ("problem_type", "healthz", "readyz", "metrics_text", "openapi", "swagger", "redoc",
                                  "docs-assets")},
@@ -268,7 +270,7 @@ def call(route: Any, r: Records, client_id: str) -> Call:
            .replace("{subscription_id}", str(r.subscription))
            .replace("{event_id}", str(r.event)).replace("{client_id}", client_id)
            .replace("{version}", "1").replace("{code}", "not-found")
-           .replace("{fhir_subscription_id}", str(r.fhir_subscription)))
+           .replace("{fhir_subscription_id}", str(r.fhir_subscription)).replace("{request_id}", str(uuid4())))
     url += {
         "fhirGoal": f"?careplan={plan}", "fhirRiskAssessment": f"?careplan={plan}", "fhirFlag": f"?careplan={plan}",
         "fhirAppointment": f"?course={course}", "fhirQuestionnaireResponse": f"?course={course}",
@@ -300,8 +302,10 @@ def body_of(name: str, records: Records | None, client_id: str) -> Any:
         return {"reason": "Phoned"}
     if name == "resolveCrisis":
         return {"outcome": "Safe", "reason": "Reassessed"}
-    if name == "redriveDeadLetter":
+    if name in ("redriveDeadLetter", "setLegalHold", "releaseLegalHold", "requestErasure"):
         return {"reason": "Fixed"}
+    if name == "confirmErasure":
+        return None
     if name == "createSubscription":
         return {"endpoint": "https://ehr.example/hook", "filter": "care.>", "clients": [client_id]}
     if name == "resendSubscription":

@@ -33,7 +33,8 @@ def _story(app: CareApplication) -> UUID:
 
 @pytest.mark.parametrize("encrypted", [True, False])
 def test_free_text_is_unreadable_in_the_sqlite_file_when_a_key_is_configured(tmp_path: Any, encrypted: bool) -> None:
-    settings = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32) if encrypted else None)
+    settings = Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32) if encrypted else None,
+                        client_keys=encrypted)
     app = CareApplication(settings)
     try:
         plan_id = _story(app)
@@ -54,12 +55,13 @@ def test_free_text_is_unreadable_in_the_sqlite_file_when_a_key_is_configured(tmp
 
 
 def test_the_wrong_key_cannot_read_the_history(tmp_path: Any) -> None:
-    app = CareApplication(Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32)))
+    # the single key alone (per-client keys off): a client's events are under their own key
+    app = CareApplication(Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32), client_keys=False))
     try:
         plan_id = _story(app)
     finally:
         app.close()
-    other = CareApplication(Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32)))
+    other = CareApplication(Settings(data_dir=tmp_path, cipher_key=AESCipher.create_key(32), client_keys=False))
     try:
         with pytest.raises(MapperDeserialisationError, match="Cannot load stored event"):
             list(other.history(plan_id))

@@ -1,0 +1,360 @@
+"""Erasure by crypto-shredding, legal holds, four eyes (issue 16; docs/data-protection.md).
+
+``request_erasure`` (a supervisor, with a reason) → ``confirm_erasure`` (a different
+supervisor, within ``erasure_confirm_hours``) → the client's data is shredded and
+``ClientDataErased`` recorded. ``erase_client`` is the one call for the retention job
+(``four_eyes=False``: asked and confirmed by the job itself, still refused under a hold or
+with an open crisis). Each step is a command on the client's DataSubject in the care
+store, so it is recorded (who, when, why) and published like every event.
+
+Shredding, in this order, each step idempotent (a confirmation repeated after a crash
+does the rest again):
+
+1. the client's subjects are removed from the JetStream streams: each message of each of the
+   client's aggregates (the key store's links name them) is deleted with the server's secure
+   erase (its bytes overwritten in the store), as the ``admin`` user;
+2. every data key the client has is destroyed in the key store (a tombstone stays): every
+   event, snapshot and dead letter of the client in every store is unreadable from then on;
+3. the client's rows are removed from the read models (SQLite's ``secure_delete``, the WAL
+   truncated), and the calling application's aggregate cache forgets the client's aggregates;
+4. ``ClientDataErased`` (pseudonym hash, who asked, who confirmed, why, counts) is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
+
+from domain.base import Actor
+from domain.data_subject import DataSubject, data_subject_id
+from domain.errors import ErasureRequestError, OpenCrisisBlocksErasureError
+from services.care.commands import data_subject as ds
+from services.shared.commands import CommandMeta
+from services.shared.errors import AggregateMissingError, ConcurrencyConflictError
+from services.shared.privacy.keys import key_store
+from services.shared.settings import Settings
+
+log = logging.getLogger("careplan.privacy")
+
+#: The read models' tables that hold a client's rows, and how a row names the client.
+VIEW_TABLES = ("view_scores", "view_sessions", "view_courses", "view_plans")
+
+
+@dataclass
+class ErasureOutcome:
+    request_id: UUID
+    client_hash: str
+    #: False: requested only, waiting for a second supervisor's confirmation.
+    erased: bool = False
+    keys_destroyed: int = 0
+    stores: list[str] = field(default_factory=list)
+    streams: list[str] = field(default_factory=list)
+    messages_purged: int = 0
+    views: list[str] = field(default_factory=list)
+    aggregates: int = 0
+
+
+def _app_of(system_or_app: Any) -> tuple[Any, bool]:
+    """The care application (made here from Settings if given those; then closed after)."""
+    if isinstance(system_or_app, Settings):
+        from services.care.application import CareApplication
+
+        return CareApplication(system_or_app), True
+    app = getattr(system_or_app, "care", None) or system_or_app
+    return app, False
+
+
+def subject_of(app: Any, client_id: str, actor: Actor, *, create: bool = True) -> DataSubject:
+    """The client's DataSubject, opened on first use (``create=False``: a refusal that writes
+    nothing when there is none yet, for commands that need one: a release, a confirmation)."""
+    client_hash = key_store(app.settings).pseudonym(client_id)
+    subject_id = data_subject_id(client_hash)
+    if not create:
+        try:
+            return app._get(DataSubject, subject_id)
+        except AggregateMissingError:
+            msg = "Nothing is recorded of this client's rights yet: no legal hold and no erasure request."
+            raise ErasureRequestError(msg) from None
+    for _ in range(3):
+        try:
+            return app._get(DataSubject, subject_id)
+        except AggregateMissingError:
+            try:
+                app.handle(ds.OpenDataSubject(client_hash=client_hash), CommandMeta(actor=actor))
+            except ConcurrencyConflictError:
+                continue
+    return app._get(DataSubject, subject_id)
+
+
+def held(app: Any, client_id: str) -> bool:
+    """Whether a legal hold is set on the client's records (for the retention job)."""
+    client_hash = key_store(app.settings).pseudonym(client_id)
+    try:
+        return bool(app._get(DataSubject, data_subject_id(client_hash)).held)
+    except AggregateMissingError:
+        return False
+
+
+def set_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> None:
+    app, own = _app_of(system_or_app)
+    try:
+        subject = subject_of(app, client_id, actor)
+        app.handle(ds.SetLegalHold(subject_id=subject.id, reason=reason), CommandMeta(actor=actor))
+    finally:
+        if own:
+            app.close()
+
+
+def release_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> None:
+    app, own = _app_of(system_or_app)
+    try:
+        subject = subject_of(app, client_id, actor, create=False)
+        app.handle(ds.ReleaseLegalHold(subject_id=subject.id, reason=reason), CommandMeta(actor=actor))
+    finally:
+        if own:
+            app.close()
+
+
+def open_crises_of(settings: Settings, client_id: str) -> list[UUID]:
+    """The client's crises the escalation service holds open (its store's open-crises view)."""
+    from services.audit.integrity import store_exists
+
+    if not store_exists(settings, "escalation"):
+        return []
+    from eventsourcing.persistence import InfrastructureFactory
+    from eventsourcing.utils import Environment
+
+    from services.escalation.open_view import OpenCrises
+    from services.shared.persistence import eventsourcing_env
+
+    factory = InfrastructureFactory.construct(Environment("escalation", eventsourcing_env(settings, "escalation")))
+    try:
+        view = OpenCrises(factory.application_recorder(), factory.mapper(transcoder=factory.transcoder()))
+        return [crisis for crisis, client in view.refresh().items() if client == client_id]
+    finally:
+        factory.close()
+
+
+def _refuse_if_crisis(settings: Settings, client_id: str) -> None:
+    if crises := open_crises_of(settings, client_id):
+        msg = (f"The client has {len(crises)} open crisis(es) ({', '.join(map(str, crises))}); their records may not "
+               "be erased until the crisis is resolved.")
+        raise OpenCrisisBlocksErasureError(msg)
+
+
+def request_erasure(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> ErasureOutcome:
+    """A supervisor asks for the client's erasure; a different supervisor confirms it."""
+    app, own = _app_of(system_or_app)
+    try:
+        _refuse_if_crisis(app.settings, client_id)
+        subject = subject_of(app, client_id, actor)
+        command = ds.RequestErasure(subject_id=subject.id, reason=reason, window_hours=app.settings.erasure_confirm_hours)
+        app.handle(command, CommandMeta(actor=actor))
+        return ErasureOutcome(request_id=command.request_id, client_hash=subject.client_hash)
+    finally:
+        if own:
+            app.close()
+
+
+def confirm_erasure(system_or_app: Any, client_id: str, request_id: UUID, *, actor: Actor,
+                    nats_url: str | None = None) -> ErasureOutcome:
+    """The second supervisor's confirmation: refused (changing nothing) under a hold, with an
+    open crisis, by the requester, after the window; else the client's data is shredded."""
+    app, own = _app_of(system_or_app)
+    try:
+        subject = subject_of(app, client_id, actor, create=False)
+        request = subject.pending_request(request_id, app.command_context(CommandMeta(actor=actor), subject))
+        _refuse_if_crisis(app.settings, client_id)
+        app.handle(ds.ConfirmErasure(subject_id=subject.id, request_id=request_id), CommandMeta(actor=actor))
+        return _shred_and_record(app, client_id, subject, request_id, requested_by=request.requested_by,
+                                 confirmed_by=actor.id, reason=request.reason, actor=actor, nats_url=nats_url)
+    finally:
+        if own:
+            app.close()
+
+
+def erase_client(system_or_app: Any, client_id: str, *, reason: str, actor: Actor, four_eyes: bool = False,
+                 nats_url: str | None = None) -> ErasureOutcome:
+    """The retention job's call. ``four_eyes=True``: only asks (a supervisor confirms later,
+    :func:`confirm_erasure`); ``False``: the caller's own decision, recorded as asked and
+    confirmed by ``actor`` (a service or operator acting on a policy), erased at once. Refused
+    under a legal hold (LegalHoldError) or with an open crisis (OpenCrisisBlocksErasureError)."""
+    if four_eyes:
+        return request_erasure(system_or_app, client_id, reason=reason, actor=actor)
+    app, own = _app_of(system_or_app)
+    try:
+        _refuse_if_crisis(app.settings, client_id)
+        subject = subject_of(app, client_id, actor)
+        if subject.held:
+            subject._refuse_if_held()
+        command = ds.RequestErasure(subject_id=subject.id, reason=reason, window_hours=app.settings.erasure_confirm_hours)
+        meta = CommandMeta(actor=actor)
+        app.handle(_by_policy(command), meta)
+        return _shred_and_record(app, client_id, subject, command.request_id, requested_by=actor.id,
+                                 confirmed_by=actor.id, reason=reason, actor=actor, nats_url=nats_url)
+    finally:
+        if own:
+            app.close()
+
+
+class _PolicyErasure(ds.RequestErasure):
+    """A request and its confirmation at once, by a policy (retention), not by a supervisor."""
+
+    def execute(self, subject: DataSubject, ctx: Any, lookup: Any) -> None:
+        from datetime import timedelta
+
+        from domain.base import require_reason
+        from domain.events.data_subjects import ErasureConfirmed, ErasureRequested
+
+        subject._refuse_if_held()
+        subject._trigger(ErasureRequested, ctx, reason=require_reason(self.reason, "erase a client's records"),
+                         request_id=self.request_id, expires_at=ctx.at + timedelta(hours=self.window_hours))
+        subject._trigger(ErasureConfirmed, ctx, request_id=self.request_id, requested_by=ctx.actor.id)
+
+
+def _by_policy(command: ds.RequestErasure) -> _PolicyErasure:
+    return _PolicyErasure(**command.model_dump())
+
+
+def _shred_and_record(app: Any, client_id: str, subject: DataSubject, request_id: UUID, *, requested_by: str,
+                      confirmed_by: str, reason: str, actor: Actor, nats_url: str | None) -> ErasureOutcome:
+    outcome = shred(app.settings, client_id, why=f"erasure {request_id}", nats_url=nats_url, app=app)
+    outcome.request_id = request_id
+    app.handle(ds.RecordErasure(subject_id=subject.id, request_id=request_id, requested_by=requested_by,
+                                confirmed_by=confirmed_by, reason=reason, keys_destroyed=outcome.keys_destroyed,
+                                stores=outcome.stores, streams=outcome.streams, messages_purged=outcome.messages_purged,
+                                views=outcome.views), CommandMeta(actor=actor))
+    outcome.erased = True
+    log.info("client data erased: request %s, %d keys destroyed, %d messages removed, %d aggregates", request_id,
+             outcome.keys_destroyed, outcome.messages_purged, outcome.aggregates)
+    return outcome
+
+
+# --------------------------------------------------------------------------- shredding
+
+
+def shred(settings: Settings, client_id: str, *, why: str, nats_url: str | None = None, app: Any = None) -> ErasureOutcome:
+    """Steps 1-3 of the module's description (no event recorded): streams, keys, views, caches."""
+    from services.audit.integrity import RECORD_STORES, store_exists
+
+    keys = key_store(settings)
+    aggregates = set(keys.linked_to_client(client_id))
+    outcome = ErasureOutcome(request_id=UUID(int=0), client_hash=keys.pseudonym(client_id), aggregates=len(aggregates))
+    url = _admin_url(settings, nats_url)
+    if url is not None and aggregates:
+        purged = _run(_purge_streams(url, settings, aggregates))
+        outcome.streams, outcome.messages_purged = sorted(purged), sum(purged.values())
+    outcome.keys_destroyed = len(keys.destroy(client_id, why=why))
+    outcome.stores = [name for name in RECORD_STORES if store_exists(settings, name)]
+    outcome.views = _clear_views(settings, client_id, aggregates)
+    if app is not None:
+        for aggregate_id in aggregates:
+            forget = getattr(app, "_forget", None)
+            if forget is not None:
+                forget(aggregate_id)
+        clients = getattr(getattr(app, "mapper", None), "clients", None)
+        if clients is not None:
+            clients.forget(aggregates)
+    return outcome
+
+
+def _admin_url(settings: Settings, nats_url: str | None) -> str | None:
+    """The NATS of this system as its ``admin`` user (the only one that may delete messages)."""
+    import json
+
+    from services.nats_auth import ADMIN_USER, url_as
+
+    url = nats_url or settings.nats_url
+    if not url:
+        try:
+            url = json.loads((settings.data_dir / "careplan-up.json").read_text()).get("nats")
+        except (OSError, ValueError, AttributeError):
+            url = None
+    if not url:
+        return None
+    plain = ",".join(_without_credentials(u.strip()) for u in str(url).split(","))
+    try:
+        return url_as(plain, ADMIN_USER, settings.data_dir, settings.nats_passwords_file)
+    except KeyError:
+        return str(url)
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def _purge_streams(url: str, settings: Settings, aggregates: set[UUID]) -> dict[str, int]:
+    """Deletes (secure erase) every message on the subjects of ``aggregates`` from the streams."""
+    from nats.js.errors import NotFoundError
+
+    from services.shared.bus import connect
+
+    nc = await connect(url, name="careplan-erasure", reconnect=False, connect_timeout=5)
+    purged: dict[str, int] = {}
+    try:
+        js = nc.jetstream()
+        for stream in (settings.stream_name,):  # CARE_AUDIT holds chain heads, no client's subject
+            try:
+                await js.stream_info(stream)
+            except NotFoundError:
+                continue
+            count = 0
+            for aggregate_id in sorted(aggregates, key=str):
+                subject, seq = f"care.*.v1.*.{aggregate_id}.*", 1
+                while True:
+                    try:
+                        message = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
+                    except NotFoundError:
+                        break
+                    await js.delete_msg(stream, message.seq)
+                    count += 1
+                    seq = message.seq + 1
+            purged[stream] = count
+    finally:
+        await nc.close()
+    return purged
+
+
+def _run(coroutine: Any) -> Any:
+    """Runs ``coroutine`` to its end from sync code, whether or not this thread runs a loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _clear_views(settings: Settings, client_id: str, aggregates: set[UUID]) -> list[str]:
+    from services.views.store import ViewStore
+
+    store = ViewStore(settings)
+    try:
+        if not store.postgres:
+            store.conn.execute("PRAGMA secure_delete = ON")
+        cleared = []
+        with store.transaction():
+            courses = [str(a) for a in aggregates]
+            for table in VIEW_TABLES:
+                if table == "view_sessions":
+                    marks = ",".join("?" * len(courses))
+                    if courses:
+                        store.execute(f"DELETE FROM view_sessions WHERE course_id IN ({marks})", courses)
+                else:
+                    store.execute(f"DELETE FROM {table} WHERE client_id = ?", (client_id,))
+                cleared.append(table)
+        if not store.postgres:
+            for _ in range(20):
+                busy = store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy and not busy[0]:
+                    break
+                import time
+
+                time.sleep(0.05)
+        return ["views:" + t for t in cleared]
+    finally:
+        store.close()
