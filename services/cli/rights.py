@@ -1,5 +1,6 @@
 """A client's rights around the record (issue 16): ``careplan client access-report`` (who
-read the client's data), ``careplan backup|restore`` and ``careplan retention run``."""
+read the client's data; registered on ``careplan client``, services.cli.client), ``careplan
+backup|restore`` and ``careplan retention run``."""
 
 from __future__ import annotations
 
@@ -22,12 +23,9 @@ from services.cli.calling import (
 )
 from services.cli.common import DataDir, _settings, console
 
-client_app = typer.Typer(help="A client's rights: who read their record (access-report).", no_args_is_help=True)
-
 Purpose = Annotated[str | None, typer.Option("--purpose", help="Why you ask: recorded with the request; required.")]
 
 
-@client_app.command("access-report")
 def access_report(
     client: Annotated[str, typer.Argument(help="The client's id.")],
     start: Annotated[str | None, typer.Option("--from", help="RFC 3339 with a zone (inclusive); default: the start.")]

@@ -260,15 +260,14 @@ def restore(settings: Settings, src: Path, *, extra_tombstones: Iterable[Path] =
         _rebuild_views(settings)
     return {"restored_from": str(src), "backup_created_at": manifest["created_at"], "moved_aside": str(aside) if aside
             else None, "tombstones_applied": len(tombstones), "erased_since_backup": len(newer),
-            "keys_destroyed_again": destroyed, "aggregates_purged_from_streams": len(erased) if purged else 0}
+            "keys_destroyed_again": destroyed, "erased_aggregates": len(erased), "messages_purged": purged}
 
 
 def _apply_tombstones(settings: Settings, tombstones: list[dict[str, str]]) -> int:
     if not tombstones:
         return 0
-    from services.privacy import keys
-
     from services.shared.keys import key_in_file
+    from services.shared.privacy import keys
 
     path = settings.data_dir.resolve() / KEY_STORE
     with keys._stores_lock:  # a cached store of this process would hold the replaced file open
@@ -283,35 +282,19 @@ def _apply_tombstones(settings: Settings, tombstones: list[dict[str, str]]) -> i
 
 
 def _purge_streams(settings: Settings, aggregates: list[UUID]) -> int:
-    """Purges every subject of ``aggregates`` (``care.<context>.v1.<aggregate>.<id>.<event>``)
-    from the restored JetStream store, on a private server without users on loopback, started
-    for this and stopped again."""
-    import asyncio
-
-    from services.shared.bus import EmbeddedNats, connect, nats_store_key
+    """Removes every message of ``aggregates`` from the restored stream, as the erasure does
+    (services.privacy.erasure: each message deleted with the server's secure erase), on a
+    private server without users on the loopback, started on the restored JetStream store for
+    this and stopped again. Returns how many messages were removed."""
+    from services.privacy.erasure import _purge_streams as purge
+    from services.privacy.erasure import _run
+    from services.shared.bus import EmbeddedNats, nats_store_key
 
     cipher_key = settings.cipher_key.get_secret_value() if settings.cipher_key is not None else None
     server = EmbeddedNats(store_dir=settings.data_dir.resolve() / "nats", server_name="careplan-restore",
                           store_key=nats_store_key(cipher_key) if cipher_key else None).start()
-
-    async def purge() -> int:
-        nc = await connect(server.url, name="careplan-restore", reconnect=False)
-        try:
-            js = nc.jetstream()
-            purged = 0
-            for stream in await js.streams_info():
-                for aggregate in aggregates:
-                    for subject in stream.config.subjects or []:
-                        if subject.startswith("care."):
-                            await js.purge_stream(stream.config.name, subject=f"care.*.*.*.{aggregate}.>")
-                            purged += 1
-                            break
-            return purged
-        finally:
-            await nc.close()
-
     try:
-        return asyncio.run(purge())
+        return sum(_run(purge(server.url, settings, set(aggregates))).values())
     finally:
         server.stop()
 

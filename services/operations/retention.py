@@ -19,6 +19,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from domain.base import Actor, Role
 from domain.errors import DomainError
 from services.shared.persistence import paged_notifications
 from services.shared.settings import Settings
@@ -70,22 +71,32 @@ def plans_by_client(settings: Settings) -> dict[str, dict[UUID, datetime | None]
     return clients
 
 
-def held_clients(settings: Settings) -> set[str]:
-    """Clients under a legal hold (services.privacy; none before holds exist)."""
-    return set()
+def held_clients(settings: Settings, clients: list[str]) -> set[str]:
+    """Those of ``clients`` under a legal hold (their DataSubject's, services.privacy)."""
+    from services.care.application import CareApplication
+    from services.privacy.erasure import held
+
+    app = CareApplication(settings)
+    try:
+        return {client for client in clients if held(app, client)}
+    finally:
+        app.close()
 
 
 def erased_clients(settings: Settings, clients: list[str]) -> set[str]:
-    """Clients whose keys are destroyed already."""
-    return set()
+    """Those of ``clients`` whose keys are destroyed already (the key store's tombstones)."""
+    from services.shared.privacy.keys import key_store
+
+    keys = key_store(settings)
+    return {client for client in clients if keys.is_destroyed(client)}
 
 
 def select(settings: Settings, now: datetime) -> list[Judged]:
     """Every client of the care store, judged at ``now``."""
     period = timedelta(days=settings.retention_days) if settings.retention_days else None
     clients = plans_by_client(settings)
-    held = held_clients(settings)
     erased = erased_clients(settings, list(clients))
+    held = held_clients(settings, [client for client in clients if client not in erased])
     judged = []
     for client, plans in sorted(clients.items()):
         ends = list(plans.values())
@@ -129,9 +140,15 @@ def run(settings: Settings, now: datetime, *, dry_run: bool = False,
     return done
 
 
+#: Who erases for age: the rule, run by the machine (no supervisor asks or confirms it).
+RETENTION = Actor(id="retention", role=Role.OPERATOR)
+
+
 def _erase_with(settings: Settings) -> Callable[[str, str], None]:
+    from services.privacy.erasure import erase_client
+
     def erase(client_id: str, reason: str) -> None:
-        msg = "the erasure flow (branch shred) is not merged yet"
-        raise NotImplementedError(msg)
+        # the NATS of a running `up` (its admin user) or CAREPLAN_NATS_URL: the client's subjects go too
+        erase_client(settings, client_id, reason=reason, actor=RETENTION)
 
     return erase

@@ -4,13 +4,15 @@ erased); then the earlier backup is restored. Everything the backup held is back
 at its backed-up version, the stream with the same messages, and `audit verify` (chains,
 anchors from the restored stream, positions) passes — while A stays erased: A's keys are
 destroyed again, A's subjects are purged from the restored stream, and A's events cannot be
-read. A damaged backup, and a backup or restore while `careplan up` runs, are refused."""
+read — also after a total loss of the data folder, from a newer backup kept beside the old
+one. A damaged backup, and a backup or restore while `careplan up` runs, are refused."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 from pathlib import Path
 from uuid import UUID
 
@@ -19,18 +21,21 @@ from typer.testing import CliRunner
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.cli import app as cli
+from services.privacy.erasure import erase_client
 from services.registry import SERVICES
 from services.shared.bus import EmbeddedNats
+from services.shared.privacy.erased import is_erased
 from services.shared.settings import Settings
-from tests.conftest import CLINICIAN
+from tests.conftest import CLINICIAN, SUPERVISOR
 from tests.support.bus import InProcessRelay, read_stream, with_streams
 
 META = CommandMeta(actor=CLINICIAN)
 A, B = "client-a", "client-b"
+SENTINEL = "SENTINEL-4b1d"
 
 
 def draft(app: CareApplication, client_id: str) -> UUID:
-    return app.handle(c.DraftCarePlan(client_id=client_id, title="Low mood", strategy="short_term_moderate",
+    return app.handle(c.DraftCarePlan(client_id=client_id, title=f"Low mood {SENTINEL}-{client_id}", strategy="short_term_moderate",
                                       therapy_models=["steady_progress"]), META).aggregate_id
 
 
@@ -79,29 +84,44 @@ def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_clien
         assert app.get_plan(plans[B]).version == 3
     finally:
         app.close()
-    erased = erase_client(settings, A)
+    with EmbeddedNats(store_dir=data / "nats") as server:  # the erasure purges the live stream too
+        outcome = erase_client(settings, A, reason="Art. 17 request 2026-31", actor=SUPERVISOR, nats_url=server.url)
+        assert outcome.erased and outcome.messages_purged == 1
 
     done = json.loads(invoke("restore", str(backups / "b1"), "--data-dir", str(data)).split("\nrestored")[0])
     assert Path(done["moved_aside"]).is_dir()
-    if erased:
-        assert done["erased_since_backup"] == 1 and done["keys_destroyed_again"] >= 1
-        assert done["aggregates_purged_from_streams"] >= 1
+    assert done["erased_since_backup"] == 1 and done["keys_destroyed_again"] == 1
+    assert done["erased_aggregates"] >= 1 and done["messages_purged"] == 1  # A's plan, back from the backup: gone again
 
     app = CareApplication(settings)
     try:
         assert app.get_plan(plans[B]).version == 2  # as backed up
-        if erased:
-            assert_erased(app, plans[A])
-        else:
-            assert app.get_plan(plans[A]).version == 1
+        assert_erased(app, plans[A])
     finally:
         app.close()
     with EmbeddedNats(store_dir=data / "nats") as server:
         stream = asyncio.run(read_stream(server.url))
-        assert [m.subject for m in stream] == [m.subject for m in backed_up_stream
-                                               if not erased or str(plans[A]) not in m.subject]
+        assert [m.subject for m in stream] == [m.subject for m in backed_up_stream if str(plans[A]) not in m.subject]
         verified = CliRunner().invoke(cli, ["audit", "verify", "--data-dir", str(data), "--nats", server.url])
     assert verified.exit_code == 0, verified.output
+    # nothing of A's remains readable in the restored data folder (B's, restored, is there)
+    assert files_holding(data, f"{SENTINEL}-{A}") == []
+    assert files_holding(data, f"{SENTINEL}-{B}")
+
+    # a total loss: the data folder is gone with its key store; a newer backup kept next to the old one
+    # carries the erasure, so restoring the old one still leaves A erased
+    invoke("backup", str(backups / "b2"), "--data-dir", str(data))
+    for folder in (data, *tmp_path.glob("data.replaced-*")):
+        shutil.rmtree(folder)
+    done = json.loads(invoke("restore", str(backups / "b1"), "--data-dir", str(data)).split("\nrestored")[0])
+    assert done["moved_aside"] is None and done["erased_since_backup"] == 1 and done["messages_purged"] == 1
+    assert files_holding(data, f"{SENTINEL}-{A}") == []
+    app = CareApplication(settings)
+    try:
+        assert_erased(app, plans[A])
+        assert app.get_plan(plans[B]).version == 2
+    finally:
+        app.close()
 
 
 def test_a_damaged_backup_and_a_running_system_are_refused(tmp_path: Path) -> None:
@@ -125,9 +145,9 @@ def test_a_damaged_backup_and_a_running_system_are_refused(tmp_path: Path) -> No
     assert (data / "care.sqlite").exists() and not list(tmp_path.glob("data.replaced-*"))  # nothing was touched
 
 
-def erase_client(settings: Settings, client_id: str) -> bool:
-    return False  # the erasure (branch shred) is not merged yet
-
-
 def assert_erased(app: CareApplication, plan_id: UUID) -> None:
-    raise NotImplementedError
+    assert all(is_erased(e) for e in app.repository.event_store.get(plan_id))
+
+
+def files_holding(folder: Path, text: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]

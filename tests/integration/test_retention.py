@@ -1,7 +1,7 @@
 """Retention in virtual time (issue 16): with a period of 365 days, at a moment 400 days after
 most care ended, exactly the clients whose plans all ended (completed or revoked) more than
-365 days ago, with no open plan and no legal hold, are erased; the dry run lists the same
-and changes nothing; a client held, one with a plan still open and one whose care ended
+365 days ago, with no open plan and no legal hold, are erased (their keys destroyed, their
+plans read as erased); the dry run lists the same and changes nothing; a client held, one with a plan still open and one whose care ended
 recently stay."""
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.cli import app as cli
 from services.operations import retention
+from services.privacy.erasure import set_hold
 from services.shared.clock import ManualClock
+from services.shared.privacy.erased import is_erased
+from services.shared.privacy.keys import key_store
 from services.shared.settings import Settings
-from tests.conftest import CLINICIAN
+from tests.conftest import CLINICIAN, SUPERVISOR
 
 META = CommandMeta(actor=CLINICIAN)
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -46,17 +49,23 @@ def test_past_the_period_exactly_the_eligible_clients_are_erased(tmp_path: Path)
     settings = Settings(data_dir=tmp_path, retention_days=365)
     clock = ManualClock(T0)
     app = CareApplication(settings, clock=clock)
+    plans: dict[str, UUID] = {}
+
+    def first(client: str) -> UUID:
+        plans.setdefault(client, plan := draft(app, client))
+        return plan
+
     try:
-        complete(app, draft(app, "done-long-ago"))       # completed at T0
-        revoke(app, draft(app, "revoked-long-ago"))      # revoked at T0
-        revoke(app, draft(app, "held"))                  # revoked at T0, but a legal hold is set
-        revoke(app, draft(app, "still-open"))            # one plan revoked at T0 ...
+        complete(app, first("done-long-ago"))            # completed at T0
+        revoke(app, first("revoked-long-ago"))           # revoked at T0
+        revoke(app, first("held"))                       # revoked at T0, but a legal hold is set
+        revoke(app, first("still-open"))                 # one plan revoked at T0 ...
         draft(app, "still-open")                         # ... and another still a draft
-        complete(app, draft(app, "two-plans"))           # completed at T0 ...
+        complete(app, first("two-plans"))                # completed at T0 ...
         clock.advance(days=20)
         revoke(app, draft(app, "two-plans"))             # ... and the second revoked 20 days later
         clock.advance(days=180)
-        revoke(app, draft(app, "ended-recently"))        # revoked at T0 + 200 days
+        revoke(app, first("ended-recently"))             # revoked at T0 + 200 days
     finally:
         app.close()
     now = T0 + timedelta(days=400)
@@ -72,14 +81,29 @@ def test_past_the_period_exactly_the_eligible_clients_are_erased(tmp_path: Path)
     ended = datetime.fromisoformat(two_plans["ended_at"])  # the last plan's end counts (recorded times are
     assert abs(ended - (T0 + timedelta(days=20))) < timedelta(seconds=1)  # kept strictly increasing: a few µs on)
 
-    erased: list[str] = []
-    done = retention.run(settings, now, erase=lambda client, reason: erased.append(client))
-    assert sorted(erased) == ["done-long-ago", "revoked-long-ago", "two-plans"]
-    assert {j.client_id for j in done if j.verdict == "erased now"} == set(erased)
+    done = retention.run(settings, now)  # the erasure of services.privacy (no NATS here: stores, keys, views)
+    erased = {"done-long-ago", "revoked-long-ago", "two-plans"}
+    assert {j.client_id: j.verdict for j in done} == {client: "erased now" if client in erased else verdict
+                                                       for client, verdict in verdicts.items()}
+    keys = key_store(settings)
+    assert {client for client in verdicts if keys.is_destroyed(client)} == erased
+    app = CareApplication(settings)
+    try:
+        for client, plan in plans.items():
+            assert is_erased_plan(app, plan) is (client in erased), client
+    finally:
+        app.close()
+    # the erased clients' ids are gone from the store with their content: the next run does not see them
+    again = {j.client_id: j.verdict for j in retention.select(settings, now)}
+    assert again == {client: verdict for client, verdict in verdicts.items() if client not in erased}
     # a day before the period passes for anyone, nothing goes
     assert not [j for j in retention.select(settings, T0 + timedelta(days=364)) if j.verdict == "eligible"]
 
 
+def is_erased_plan(app: CareApplication, plan: UUID) -> bool:
+    """Whether the plan's events read as erased (their key destroyed)."""
+    return all(is_erased(e) for e in app.repository.event_store.get(plan))
+
+
 def hold(settings: Settings, client_id: str) -> None:
-    """A legal hold (branch shred's, once merged)."""
-    retention.held_clients = lambda _: {client_id}  # type: ignore[assignment]
+    set_hold(settings, client_id, reason="Litigation 2026-7", actor=SUPERVISOR)
