@@ -15,6 +15,8 @@ Three sources, read as they are kept:
   the recorded read (purpose) are paired by actor and time;
 - the subscriptions service's deliveries: every attempt to send a hospital system events of
   the client (its feed numbers the client's events; an attempt names the numbers it sent).
+  After the client's erasure the feed's entries are erased too, so deliveries are no longer
+  attributed; the API's and the auditors' reads still are (by the key store's links).
 
 Only the client's reads, nothing of anyone else's; and the lines carry ids, never content.
 """
@@ -67,13 +69,18 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _client_records(stores: Stores, client_id: str) -> set[UUID]:
+def _client_records(settings: Settings, stores: Stores, client_id: str) -> set[UUID]:
+    """The client's aggregates: those the export finds (by the ids in their first events), and
+    those the key store links to any key the client has had — which still names them after an
+    erasure, when their events no longer say whose they are."""
     from services.audit.export import members
+    from services.shared.privacy.keys import key_store
 
     try:
-        return {aid for _, aid in members(stores, client_id)}
+        found = {aid for _, aid in members(stores, client_id)}
     except AggregateMissingError:
-        return set()
+        found = set()
+    return found | set(key_store(settings).linked_to_client(client_id))
 
 
 def _names_client(text: str, client_id: str, records: set[UUID]) -> bool:
@@ -134,7 +141,7 @@ def _deliveries(stores: Stores, client_id: str) -> Iterator[AccessLine]:
         if name == "SubscriptionCreated":
             creators[event.originator_id] = (event.actor.id, event.actor.role.value, event.endpoint)
         elif name == "SubscriptionEventMatched":
-            if event.client_id == client_id:
+            if getattr(event, "client_id", None) == client_id:  # an erased entry names no one any more
                 numbers.setdefault(event.subscription_id, {})[event.number] = f"{event.type} of {event.aggregate_id}"
         elif event.attempt_kind.value == "events":
             attempts.append(event)
@@ -158,7 +165,7 @@ def access_report(settings: Settings, client_id: str, *, start: datetime | None 
     """Every read of ``client_id``'s data recorded between ``start`` (inclusive) and ``end``
     (exclusive), oldest first."""
     with Stores(settings) as stores:
-        records = _client_records(stores, client_id)
+        records = _client_records(settings, stores, client_id)
         if not records:  # answered like an export of an unknown client: nothing of it is recorded
             msg = f"No aggregate of client {client_id!r} is recorded in any store."
             raise AggregateMissingError(msg)

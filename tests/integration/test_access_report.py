@@ -2,10 +2,12 @@
 clinician's GET of the plan, an auditor's history with a purpose, an auditor's export, a
 webhook delivery of one of A's events — among reads of client B's and an unattributable
 caseload, and the report (over the API, as an auditor; and at the machine, as HTML) lists
-exactly A's reads with actor, role, purpose and time, itself included."""
+exactly A's reads with actor, role, purpose and time, itself included — and still does after
+A's erasure."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from domain.events.subscription_deliveries import AttemptOutcome
 from domain.subscriptions.feed import SubscriptionFeed
 from services.api.auth import add_token
 from services.api.server import build
+from services.privacy.erasure import erase_client
 from services.shared.settings import Settings
 from services.subscriptions.kinds import Scope
 from services.subscriptions.service import SubscriptionsApplication
@@ -109,3 +112,15 @@ def test_the_access_report_lists_exactly_the_clients_reads(tmp_path: Path) -> No
     assert "Complaint 2026-114" not in text and "Art. 15 request" in text and "Art. 15 copy" in text
     assert text.count("<tr>") == 1 + 3  # header; the delivery, the API report (its recorded read and its API line
     # paired), and this one
+
+    # after the client's erasure the account of who read their record is still given (ids only)
+    erase_client(settings, A, reason="Art. 17 request", actor=Actor(id="sup-1", role=Role.SUPERVISOR))
+    made = CliRunner().invoke(cli, ["client", "access-report", A, "--local", "--purpose", "After erasure",
+                                    "--data-dir", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    after = json.loads(made.output)["lines"]
+    # ... but for the deliveries: the feed's entries that named A are erased with A's data
+    # (the earlier report's request is paired with its API line by now: one line, with its status)
+    assert [(x["what"], x["purpose"]) for x in after[:3]] == [(x["what"], x["purpose"]) for x in lines[:3]]
+    assert [(x["purpose"], x["outcome"]) for x in after[3:]] == [
+        ("Art. 15 request", "200"), ("Art. 15 copy", "recorded"), ("After erasure", "recorded")]
