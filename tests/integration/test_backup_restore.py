@@ -1,4 +1,5 @@
-"""The restore drill (issue 16): a backup of the data folder and the JetStream store, taken
+"""The restore drill (issue 16), on SQLite and PostgreSQL: a backup of the data folder (and the
+schemas) and the JetStream store, taken
 with the system stopped; then the world moves on (client B's plan changes, client A is
 erased); then the earlier backup is restored. Everything the backup held is back — B's plan
 at its backed-up version, the stream with the same messages, and `audit verify` (chains,
@@ -49,15 +50,18 @@ async def publish_all(settings: Settings, url: str) -> None:
         await relay.wait_position(last)
 
 
-def invoke(*args: str) -> str:
-    done = CliRunner().invoke(cli, list(args))
+def invoke(*args: str, env: dict[str, str] | None = None) -> str:
+    done = CliRunner().invoke(cli, list(args), env=env)
     assert done.exit_code == 0, done.output
     return done.output
 
 
-def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_client(tmp_path: Path) -> None:
+def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_client(
+    tmp_path: Path, backend_settings: Settings,
+) -> None:
     data = tmp_path / "data"
-    settings = Settings(data_dir=data, chain_head_interval=0.2)
+    settings = backend_settings.model_copy(update={"data_dir": data, "chain_head_interval": 0.2})
+    env = settings.as_environment()
     backups = tmp_path / "backups"
     for made in SERVICES:  # every store of the registry, as a started system has them
         made.application(settings).close()
@@ -73,9 +77,11 @@ def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_clien
         backed_up_stream = asyncio.run(read_stream(server.url))
     assert len(backed_up_stream) == 3
 
-    invoke("backup", str(backups / "b1"), "--data-dir", str(data))
+    invoke("backup", str(backups / "b1"), env=env)
     manifest = json.loads((backups / "b1" / "manifest.json").read_text())
-    assert manifest["jetstream"] and "care.sqlite" in manifest["files"] and "relay-care.sqlite" in manifest["files"]
+    assert manifest["jetstream"] and "client-keys.sqlite" in manifest["files"]
+    assert ("care.sqlite" in manifest["files"]) is (settings.database == "sqlite")
+    assert manifest["postgres"] == ("postgres.dump" if settings.database == "postgres" else None)
 
     # the world moves on: B's plan changes, and A is erased
     app = CareApplication(settings)
@@ -88,7 +94,7 @@ def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_clien
         outcome = erase_client(settings, A, reason="Art. 17 request 2026-31", actor=SUPERVISOR, nats_url=server.url)
         assert outcome.erased and outcome.messages_purged == 1
 
-    done = json.loads(invoke("restore", str(backups / "b1"), "--data-dir", str(data)).split("\nrestored")[0])
+    done = json.loads(invoke("restore", str(backups / "b1"), env=env).split("\nrestored")[0])
     assert Path(done["moved_aside"]).is_dir()
     assert done["erased_since_backup"] == 1 and done["keys_destroyed_again"] == 1
     assert done["erased_aggregates"] >= 1 and done["messages_purged"] == 1  # A's plan, back from the backup: gone again
@@ -102,7 +108,7 @@ def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_clien
     with EmbeddedNats(store_dir=data / "nats") as server:
         stream = asyncio.run(read_stream(server.url))
         assert [m.subject for m in stream] == [m.subject for m in backed_up_stream if str(plans[A]) not in m.subject]
-        verified = CliRunner().invoke(cli, ["audit", "verify", "--data-dir", str(data), "--nats", server.url])
+        verified = CliRunner().invoke(cli, ["audit", "verify", "--nats", server.url], env=env)
     assert verified.exit_code == 0, verified.output
     # nothing of A's remains readable in the restored data folder (B's, restored, is there)
     assert files_holding(data, f"{SENTINEL}-{A}") == []
@@ -110,10 +116,10 @@ def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_clien
 
     # a total loss: the data folder is gone with its key store; a newer backup kept next to the old one
     # carries the erasure, so restoring the old one still leaves A erased
-    invoke("backup", str(backups / "b2"), "--data-dir", str(data))
+    invoke("backup", str(backups / "b2"), env=env)
     for folder in (data, *tmp_path.glob("data.replaced-*")):
         shutil.rmtree(folder)
-    done = json.loads(invoke("restore", str(backups / "b1"), "--data-dir", str(data)).split("\nrestored")[0])
+    done = json.loads(invoke("restore", str(backups / "b1"), env=env).split("\nrestored")[0])
     assert done["moved_aside"] is None and done["erased_since_backup"] == 1 and done["messages_purged"] == 1
     assert files_holding(data, f"{SENTINEL}-{A}") == []
     app = CareApplication(settings)
