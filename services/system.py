@@ -180,7 +180,8 @@ class System:
         while not self._stopping.wait(delay):
             delay = self.settings.retention_interval_hours * 3600
             done = subprocess.run([sys.executable, "-m", "services.cli", "retention", "run", "--json"],
-                                  env={**env, "CAREPLAN_NATS_URL": self.url_as(ADMIN_USER)},
+                                  env={**env, "CAREPLAN_NATS_URL": self.url_as(ADMIN_USER),
+                                       "CAREPLAN_RETENTION_DAYS": str(self.settings.retention_days)},
                                   capture_output=True, text=True, check=False)
             try:
                 verdicts = [j["verdict"] for j in json.loads(done.stdout[done.stdout.index("["):])]

@@ -2,13 +2,15 @@
 most care ended, exactly the clients whose plans all ended (completed or revoked) more than
 365 days ago, with no open plan and no legal hold, are erased (their keys destroyed, their
 plans read as erased); the dry run lists the same and changes nothing; a client held, one with a plan still open and one whose care ended
-recently stay."""
+recently stay. `careplan up` runs the same by itself and logs counts, never who."""
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from typer.testing import CliRunner
@@ -107,3 +109,32 @@ def is_erased_plan(app: CareApplication, plan: UUID) -> bool:
 
 def hold(settings: Settings, client_id: str) -> None:
     set_hold(settings, client_id, reason="Litigation 2026-7", actor=SUPERVISOR)
+
+
+def test_careplan_up_runs_retention_by_itself_and_logs_counts_only(tmp_path: Path, caplog: Any) -> None:
+    import logging
+    import threading
+    import time
+
+    from services.system import System
+
+    settings = Settings(data_dir=tmp_path, retention_days=1, retention_interval_hours=1)
+    app = CareApplication(settings, clock=ManualClock(T0))  # care ended long before today
+    try:
+        revoke(app, draft(app, "gone-client"))
+    finally:
+        app.close()
+    system = System(settings)
+    caplog.set_level(logging.INFO, logger="services.system")
+    runs = threading.Thread(target=system._retention, args=({**os.environ, "CAREPLAN_DATA_DIR": str(tmp_path)}, 0.0))
+    runs.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "retention run:" not in caplog.text:
+            assert time.monotonic() < deadline, "no retention run within 120 s"
+            time.sleep(0.1)
+    finally:
+        system._stopping.set()
+        runs.join(30)
+    assert "retention run: 1 erased, 0 refused" in caplog.text and "gone-client" not in caplog.text
+    assert key_store(settings).is_destroyed("gone-client")
