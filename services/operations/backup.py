@@ -232,20 +232,23 @@ def restore(settings: Settings, src: Path, *, extra_tombstones: Iterable[Path] =
     if manifest["database"] != settings.database:
         msg = f"the backup is of a {manifest['database']} system; this one is configured for {settings.database}"
         raise BackupError(msg)
+    if manifest.get("postgres") and manifest["postgres_schema_prefix"] != settings.postgres_schema_prefix:
+        msg = (f"the backup holds the schemas {manifest['postgres_schema_prefix']}_*; this system's prefix is "
+               f"{settings.postgres_schema_prefix} (CAREPLAN_POSTGRES_SCHEMA_PREFIX)")
+        raise BackupError(msg)
     if data_dir.exists():
         _refuse_if_running(data_dir, "restore")
     tombstones = known_tombstones(data_dir, src, extra_tombstones)
     backup_knew = {t["key_id"] for t in json.loads((src / TOMBSTONES).read_text())}
-    aside = None
+    aside, stamp = None, datetime.now(UTC)
     if data_dir.exists():
-        aside = data_dir.with_name(f"{data_dir.name}.replaced-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
+        aside = data_dir.with_name(f"{data_dir.name}.replaced-{stamp:%Y%m%dT%H%M%S%f}")
         data_dir.rename(aside)
     shutil.copytree(src / DATA, data_dir)
     data_dir.chmod(0o700)
+    schemas_aside: list[str] = []
     if manifest.get("postgres"):
-        from services.shared.persistence import drop_postgres_schemas
-
-        drop_postgres_schemas(settings)
+        schemas_aside = _move_schemas_aside(settings, f"replaced{stamp:%Y%m%d%H%M%S}_")
         done = subprocess.run(["pg_restore", "--no-owner", "--dbname", settings.postgres_dbname,
                                str(src / manifest["postgres"])],
                               env=_postgres_env(settings), capture_output=True, text=True, check=False)
@@ -259,8 +262,29 @@ def restore(settings: Settings, src: Path, *, extra_tombstones: Iterable[Path] =
     if newer:
         _rebuild_views(settings)
     return {"restored_from": str(src), "backup_created_at": manifest["created_at"], "moved_aside": str(aside) if aside
-            else None, "tombstones_applied": len(tombstones), "erased_since_backup": len(newer),
+            else None, "schemas_moved_aside": schemas_aside, "tombstones_applied": len(tombstones), "erased_since_backup": len(newer),
             "keys_destroyed_again": destroyed, "erased_aggregates": len(erased), "messages_purged": purged}
+
+
+def _move_schemas_aside(settings: Settings, prefix: str) -> list[str]:
+    """Renames the project's schemas to ``<prefix><schema>`` (outside the project's prefix, so
+    no dump or drop of the project touches them): undoable until the operator drops them."""
+    from psycopg import sql
+
+    from services.shared import persistence
+
+    moved = []
+    with persistence._admin_connection(settings) as conn:
+        rows = conn.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s",
+                            (settings.postgres_schema_prefix.replace("_", "\\_") + "\\_%",)).fetchall()
+        for (schema,) in rows:
+            conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(schema),
+                                                                        sql.Identifier(prefix + schema)))
+            moved.append(prefix + schema)
+    with persistence._schemas_lock:  # the library's tables must be made again in the restored schemas' place
+        persistence._schemas_made.difference_update(
+            {k for k in persistence._schemas_made if k[1].startswith(settings.postgres_schema_prefix + "_")})
+    return moved
 
 
 def _apply_tombstones(settings: Settings, tombstones: list[dict[str, str]]) -> int:

@@ -96,6 +96,7 @@ def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_clien
 
     done = json.loads(invoke("restore", str(backups / "b1"), env=env).split("\nrestored")[0])
     assert Path(done["moved_aside"]).is_dir()
+    drop_aside(settings, done["schemas_moved_aside"])
     assert done["erased_since_backup"] == 1 and done["keys_destroyed_again"] == 1
     assert done["erased_aggregates"] >= 1 and done["messages_purged"] == 1  # A's plan, back from the backup: gone again
 
@@ -121,6 +122,7 @@ def test_restoring_an_earlier_backup_brings_everything_back_but_the_erased_clien
         shutil.rmtree(folder)
     done = json.loads(invoke("restore", str(backups / "b1"), env=env).split("\nrestored")[0])
     assert done["moved_aside"] is None and done["erased_since_backup"] == 1 and done["messages_purged"] == 1
+    drop_aside(settings, done["schemas_moved_aside"])
     assert files_holding(data, f"{SENTINEL}-{A}") == []
     app = CareApplication(settings)
     try:
@@ -153,6 +155,19 @@ def test_a_damaged_backup_and_a_running_system_are_refused(tmp_path: Path) -> No
 
 def assert_erased(app: CareApplication, plan_id: UUID) -> None:
     assert all(is_erased(e) for e in app.repository.event_store.get(plan_id))
+
+
+def drop_aside(settings: Settings, schemas: list[str]) -> None:
+    """The PostgreSQL schemas a restore moved aside (the operator drops them once it is checked)."""
+    assert bool(schemas) is (settings.database == "postgres")
+    if schemas:
+        from psycopg import sql
+
+        from services.shared.persistence import _admin_connection
+
+        with _admin_connection(settings) as conn:
+            for schema in schemas:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def files_holding(folder: Path, text: str) -> list[Path]:
