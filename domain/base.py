@@ -137,6 +137,8 @@ class DomainEvent(BaseModel):
 
     #: Schema version of the event class; raise it with an ``upcast_vN_vN+1`` staticmethod.
     class_version: ClassVar[int] = 1
+    #: True only for what an erased client's event reads as (services.shared.privacy.erased).
+    erased: ClassVar[bool] = False
     #: Short human description of the event, used by audit and the demo timeline.
     summary_template: ClassVar[str] = ""
 
@@ -305,7 +307,7 @@ class AggregateRoot(BaseModel):
 def project(aggregate: Any, events: Iterable[Any]) -> Any:
     """Projector for the library's repository: snapshots first, then events, in order."""
     for event in events:
-        if getattr(event, "erased_type", None) is not None:
+        if event.erased:
             # an erased client's event (services.shared.privacy.erased): the client's own aggregate raises
             # ClientDataErasedError; another's (a subscription feed) keeps its version, the content is gone
             aggregate = event.mutate(aggregate)
@@ -326,6 +328,7 @@ class AggregateSnapshot(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     class_version: ClassVar[int] = 1
+    erased: ClassVar[bool] = False
 
     originator_id: UUID
     originator_version: int

@@ -100,7 +100,7 @@ def exported(found: Iterable[tuple[Store, UUID]]) -> Iterator[ExportedAggregate]
         entries, events, erased = [], [], False
         for stored in store.recorder.select_events(aid):
             event = store.mapper.to_domain_event(stored)
-            erased = erased or getattr(event, "erased_type", None) is not None
+            erased = erased or event.erased
             if erased:
                 events.append(event)  # an erased client's (issue 16): shown as erased, not replayed
             else:

@@ -129,7 +129,7 @@ class HistoryEntry(BaseModel):
 def entry(event: DomainEvent) -> HistoryEntry:
     return HistoryEntry(
         version=event.originator_version, recorded=event.timestamp,
-        event_type=getattr(event, "erased_type", None) or type(event).__name__,
+        event_type=event.erased_type if event.erased else type(event).__name__,  # type: ignore[attr-defined]
         event_id=event.event_id, actor=event.actor.id, role=event.actor.role.value, reason=event.reason,
         summary=event.describe(), causation_id=event.causation_id, correlation_id=event.correlation_id,
     )

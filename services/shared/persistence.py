@@ -81,8 +81,10 @@ class PydanticMapper(Mapper[Any]):
         stored_state = stored_event.state
         try:
             if self.clients is not None:
-                self.clients.learn(stored_event.originator_id, stored_event.originator_version, stored_state)
-                if stored_state[:4] == b"CPK1":
+                if stored_event.originator_version == 1 or stored_event.topic.endswith("AggregateSnapshot"):
+                    self.clients.learn(stored_event.originator_id, stored_event.originator_version, stored_state,
+                                       snapshot=True)
+                if stored_state.startswith(b"CPK1"):
                     try:
                         stored_state = self.clients.open(stored_state)[0]
                     except KeyError_ as destroyed:

@@ -451,6 +451,8 @@ class Relay:
         if not found or found[0].id != on_stream.position:
             return True
         event = self._public(found[0])
+        if event.event_class.erased:  # erased since it was published (issue 16): its id is what is left to compare
+            return event.event_id != on_stream.event_id
         return event.event_id != on_stream.event_id or event.body != on_stream.body
 
     def _public(self, notification: Notification) -> Any:
@@ -481,8 +483,7 @@ class Relay:
             return False
         event = self._public(found[0])
         # an event erased since (issue 16) keeps its id, not its body
-        erased = event.event_class.__name__ == "ErasedEvent"
-        return event.event_id == event_id and (erased or _digest(event.body) == digest)
+        return event.event_id == event_id and (event.event_class.erased or _digest(event.body) == digest)
 
     # ----------------------------------------------------------------- publishing
 

@@ -24,6 +24,7 @@ the NATS side is :mod:`services.shared.consumer`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -262,7 +263,12 @@ class Tracked:
 
         A run of decisions works on the cached aggregate itself instead of the library's
         deep copy of it (the copy was most of the cost of a decision): a run holds the
-        lock while it changes aggregates, and a failed run empties the cache."""
+        lock while it changes aggregates, and a failed run empties the cache. A cached aggregate of a
+        client erased since (by any process, issue 16) is dropped, so it is read again: as erased."""
+        clients = getattr(self.mapper, "clients", None)  # type: ignore[attr-defined]
+        if clients is not None and clients.erased(aggregate_id) and self.repository.cache is not None:
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(aggregate_id, evict=True)
         pending: dict[UUID, AggregateRoot] | None = getattr(self._unit_of_work, "aggregates", None)
         if pending is None:
             with self._in_place:

@@ -241,7 +241,7 @@ class Projection:
             for notification in batch:
                 apply = source.appliers[notification.topic]
                 event = source.mapper.to_domain_event(notification)
-                if getattr(event, "erased_type", None) is None:  # an erased client's event changes no view
+                if not event.erased:  # an erased client's event changes no view
                     apply(self.store, event)
             self.applied += len(batch)
             # a short (or empty) batch read everything up to max_id

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from time import monotonic as _monotonic
 from typing import Any
 from uuid import UUID
 
@@ -38,9 +39,11 @@ from eventsourcing.persistence import Cipher
 from eventsourcing.utils import Environment
 
 from services.shared.keys import key_in_file
-from services.shared.privacy.keys import KeyDestroyedError, LocalKeyStore, Tombstone, key_store_at
+from services.shared.privacy.keys import CHECK_SECONDS, KeyDestroyedError, LocalKeyStore, Tombstone, key_store_at
 
 MAGIC = b"CPK1"
+#: event class -> (has client_id, has plan_id, is a snapshot)
+_shapes: dict[type, tuple[bool, bool, bool]] = {}
 _HEAD = len(MAGIC) + 16 + 2
 _MEMO_MAX = 200_000
 _NONE = b""
@@ -54,6 +57,13 @@ class ClientCipher(Cipher):
         self.fallback: Cipher | None = AESCipher(environment) if environment.get("CIPHER_KEY") else None
         #: aggregate id -> key id of its client (b"" for an aggregate of no client)
         self._memo: dict[UUID, bytes] = {}
+        #: unwrapped keys at hand without the key store's lock: emptied every CHECK_SECONDS (so the
+        #: next use asks the key store, which looks for keys destroyed elsewhere) and when this
+        #: process destroys one (the key store's generation moves)
+        self._ciphers: dict[bytes, Any] = {}
+        self._fresh_until = 0.0
+        self._generation = -1
+        self._cache_size = int(environment.get("CLIENT_KEY_CACHE_SIZE") or 10_000)
 
     # --------------------------------------------------------------- the Cipher interface
 
@@ -71,7 +81,7 @@ class ClientCipher(Cipher):
         key_id = self.key_id_of(event)
         if not key_id:
             return self.encrypt(plaintext)
-        cipher = self.keys.key(key_id)
+        cipher = self._cipher(key_id)
         actor = getattr(event, "actor", None)
         meta_bytes = orjson.dumps({"t": event.timestamp} if actor is None else
                                   {"t": event.timestamp, "a": actor.id, "r": actor.role, "c": event.correlation_id})
@@ -82,9 +92,8 @@ class ClientCipher(Cipher):
     def open(self, stored: bytes) -> tuple[bytes, bytes]:
         """The content of a sealed state and its key id; KeyDestroyedError when erased."""
         key_id = stored[4:20]
-        (meta_len,) = struct.unpack(">H", stored[20:22])
-        end = _HEAD + meta_len
-        cipher = self.keys.key(key_id)
+        end = _HEAD + (stored[20] << 8 | stored[21])
+        cipher = self._cipher(key_id)
         return cipher.decrypt(stored[end : end + 12], stored[end + 12 :], stored[:end]), key_id
 
     @staticmethod
@@ -95,25 +104,42 @@ class ClientCipher(Cipher):
         (meta_len,) = struct.unpack(">H", stored[20:22])
         return orjson.loads(stored[_HEAD : _HEAD + meta_len])
 
-    def learn(self, originator_id: UUID, version: int, stored: bytes) -> None:
-        """What a read teaches: the key an aggregate's first event was under is its client's."""
-        if version == 1 and originator_id not in self._memo:
+    def _cipher(self, key_id: bytes) -> Any:
+        now = _monotonic()
+        if now >= self._fresh_until or self._generation != self.keys.generation:
+            self._ciphers.clear()
+            self._fresh_until, self._generation = now + CHECK_SECONDS, self.keys.generation
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            if len(self._ciphers) >= self._cache_size:
+                self._ciphers.clear()
+            cipher = self._ciphers[key_id] = self.keys.key(key_id)  # KeyDestroyedError: erased
+        return cipher
+
+    def learn(self, originator_id: UUID, version: int, stored: bytes, *, snapshot: bool = False) -> None:
+        """What a read teaches: the key an aggregate's first event (or snapshot) was under is its client's."""
+        if (version == 1 or snapshot) and originator_id not in self._memo:
             self._remember(originator_id, stored[4:20] if stored[:4] == MAGIC else _NONE)
 
     def key_id_of(self, event: Any) -> bytes:
         aggregate_id: UUID = event.originator_id
         version = event.originator_version
-        state = getattr(event, "state", None)
-        if isinstance(state, dict) and hasattr(event, "aggregate_type"):  # a snapshot: its aggregate's key
+        cls = type(event)
+        shape = _shapes.get(cls)
+        if shape is None:
+            fields = getattr(cls, "model_fields", {})
+            shape = _shapes[cls] = ("client_id" in fields, "plan_id" in fields, "state" in fields and "aggregate_type" in fields)
+        has_client, has_plan, snapshot = shape
+        if snapshot:  # a snapshot: its aggregate's key
             return self._aggregate_key(aggregate_id)
-        client = getattr(event, "client_id", None)
+        client = event.client_id if has_client else None
         if client:
             key_id, _ = self.keys.key_for(str(client))
             if version == 1:
                 self.keys.link(aggregate_id, key_id)
                 self._remember(aggregate_id, key_id)
             return key_id
-        plan_id = getattr(event, "plan_id", None)
+        plan_id = event.plan_id if has_plan else None
         if plan_id is not None and (key_id := self._aggregate_key(plan_id)):
             if version == 1:
                 self.keys.link(aggregate_id, key_id)
@@ -135,6 +161,12 @@ class ClientCipher(Cipher):
         if len(self._memo) >= _MEMO_MAX:
             self._memo.clear()
         self._memo[aggregate_id] = key_id
+
+    def erased(self, aggregate_id: UUID) -> bool:
+        """Whether the aggregate (one this process wrote or read) belongs to a client whose key was
+        destroyed since, in any process: a cached copy of it must go (services.shared.tracking)."""
+        key_id = self._memo.get(aggregate_id)
+        return bool(key_id) and self.keys.destroyed(key_id)  # type: ignore[arg-type]
 
     def forget(self, aggregate_ids: set[UUID]) -> None:
         for aggregate_id in aggregate_ids:

@@ -18,6 +18,7 @@ MARKER = "[erased]"
 
 
 class ErasedEvent(DomainEvent):
+    erased: ClassVar[bool] = True
     summary_template: ClassVar[str] = "[erased] content of this {erased_type} erased on {erased_at} ({erased_why})"
 
     #: The class name of the event whose content was erased.

@@ -71,6 +71,7 @@ class KeyStore(Protocol):
         """The key of ``key_id``; raises KeyDestroyedError when it was destroyed, KeyError if unknown."""
     def destroy(self, client_id: str, *, why: str) -> list[Tombstone]: ...
     def is_destroyed(self, client_id: str) -> bool: ...
+    def destroyed(self, key_id: bytes) -> bool: ...
     def tombstones(self) -> list[Tombstone]: ...
     def apply_tombstones(self, tombstones: Iterable[Tombstone]) -> int: ...
     def link(self, aggregate_id: UUID, key_id: bytes) -> None: ...
@@ -101,6 +102,8 @@ class LocalKeyStore:
         self._dead: dict[bytes, Tombstone] = {}
         self._seen_seq = 0
         self._checked = 0.0
+        #: moves whenever a key is seen destroyed (here or elsewhere): callers' own caches empty then
+        self.generation = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA secure_delete = ON")
@@ -178,6 +181,7 @@ class LocalKeyStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._live.pop(client_hash, None)
+            self.generation += 1
             for tombstone in made:
                 self._cache.pop(tombstone.key_id, None)
                 self._dead[tombstone.key_id] = tombstone
@@ -188,6 +192,12 @@ class LocalKeyStore:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM key_tombstones WHERE client_hash = ? LIMIT 1", (client_hash,)).fetchone()
             return row is not None
+
+    def destroyed(self, key_id: bytes) -> bool:
+        """Whether ``key_id`` was destroyed (by any process; seen within CHECK_SECONDS)."""
+        with self._lock:
+            self._refresh()
+            return key_id in self._dead
 
     def tombstones(self) -> list[Tombstone]:
         """Every destroyed key, oldest first: what a restore of an older backup must apply again."""
@@ -209,6 +219,7 @@ class LocalKeyStore:
                     self._cache.pop(t.key_id, None)
                     if self._live.get(t.client_hash) == t.key_id:
                         self._live.pop(t.client_hash, None)
+                self.generation += 1
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -258,6 +269,8 @@ class LocalKeyStore:
         self._checked = now
         rows = self._db.execute("SELECT seq, key_id, client_hash, destroyed_at, why FROM key_tombstones WHERE seq > ? "
                                 "ORDER BY seq", (self._seen_seq,)).fetchall()
+        if rows:
+            self.generation += 1
         for seq, key_id, client_hash, at, why in rows:
             tombstone = Tombstone(bytes(key_id), client_hash, at, why)
             self._dead[tombstone.key_id] = tombstone
