@@ -173,8 +173,8 @@ def access_report(settings: Settings, client_id: str, *, start: datetime | None 
         deliveries = list(_deliveries(stores, client_id))
     log = AccessLog(settings)
     try:
-        audit_reads = [r for r in log.entries()
-                       if _audit_subject_is_clients(r.subject, client_id, records | events)]
+        audit_reads = [r for r in log.entries()  # an entry erased with its client names no subject any more
+                       if _audit_subject_is_clients(getattr(r, "subject", ""), client_id, records | events)]
     finally:
         log.close()
 
