@@ -18,7 +18,7 @@ from uuid import UUID
 
 import httpx
 
-from domain.base import Role
+from domain.base import Actor, Role
 from domain.catalogues.care import CopingSkill, ExpectationHolder
 from domain.catalogues.modalities import Modality
 from domain.catalogues.problem_areas import ProblemArea, RelationshipPeriod, RelationshipRole
@@ -28,6 +28,7 @@ from services.api.app import Api, create_app
 from services.api.auth import TokenRegistry, add_token
 from services.assessment.service import SUBJECTS as ASSESSMENT_SUBJECTS
 from services.assessment.service import AssessmentApplication
+from services.audit.auditor import Auditor
 from services.audit.integrity import verify_all
 from services.audit.reading import Stores, history, replay
 from services.care import commands as c
@@ -209,6 +210,9 @@ async def test_an_erased_clients_data_is_nowhere_and_the_rest_is_unchanged(backe
         assert files_holding(settings.data_dir, SENTINEL.encode()) or settings.database == "postgres"
         with Stores(settings) as stores:
             kept_before = (history(stores, kept_plan), replay(stores, kept_plan))
+        # the auditors' access log: reads of the client's records, a purpose with the sentinel in it
+        auditor = Auditor(settings, Actor(id="auditor-1", role=Role.AUDITOR), f"{SENTINEL} purpose")
+        assert auditor.history(plan)[1] and auditor.export(client_id=A).aggregates
         elsewhere = CareApplication(settings)  # another process's application, the plan in its cache
         assert elsewhere.get_plan(plan).title == f"{SENTINEL} title"
 

@@ -145,10 +145,27 @@ class ClientCipher(Cipher):
                 self.keys.link(aggregate_id, key_id)
                 self._remember(aggregate_id, key_id)
             return key_id
+        if version == 1 and cls.__name__ == "AuditRead" and (key_id := self._read_subject_key(event.subject)):
+            self.keys.link(aggregate_id, key_id)  # the audit access log: a read of a client's records
+            self._remember(aggregate_id, key_id)
+            return key_id
         if version == 1:
             self._remember(aggregate_id, _NONE)
             return _NONE
         return self._aggregate_key(aggregate_id)
+
+    def _read_subject_key(self, subject: str) -> bytes:
+        """The key of the client an audit read names (services.audit.auditor's subjects:
+        ``client C``, ``aggregate A ...``, ``the client of aggregate A``); none for an event id."""
+        if subject.startswith("client "):
+            return self.keys.key_for(subject.removeprefix("client "))[0]
+        words = subject.split()
+        if "aggregate" in words[:-1]:
+            try:
+                return self._aggregate_key(UUID(words[words.index("aggregate") + 1]))
+            except ValueError:
+                return _NONE
+        return _NONE
 
     def _aggregate_key(self, aggregate_id: UUID) -> bytes:
         key_id = self._memo.get(aggregate_id)
