@@ -15,8 +15,9 @@ Three sources, read as they are kept:
   the recorded read (purpose) are paired by actor and time;
 - the subscriptions service's deliveries: every attempt to send a hospital system events of
   the client (its feed numbers the client's events; an attempt names the numbers it sent).
-  After the client's erasure the feed's entries are erased too, so deliveries are no longer
-  attributed; the API's and the auditors' reads still are (by the key store's links).
+  After the client's erasure the feed's entries and the auditors' entries naming the client
+  are erased with the rest (they are under the client's key): only the API's lines remain,
+  found by the key store's links.
 
 Only the client's reads, nothing of anyone else's; and the lines carry ids, never content.
 """
