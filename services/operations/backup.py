@@ -140,6 +140,9 @@ def backup(settings: Settings, dest: Path) -> dict[str, Any]:
     if dest.exists():
         msg = f"{dest} exists: a backup goes into a new folder"
         raise BackupError(msg)
+    if dest.resolve().is_relative_to(data_dir):
+        msg = f"{dest} is inside the data folder {data_dir}: keep backups elsewhere"
+        raise BackupError(msg)
     if not data_dir.is_dir():
         msg = f"no data folder {data_dir}"
         raise BackupError(msg)
@@ -228,6 +231,9 @@ def restore(settings: Settings, src: Path, *, extra_tombstones: Iterable[Path] =
     being replaced is moved aside (``<data dir>.replaced-<time>``), never deleted. Returns what
     was done."""
     data_dir = settings.data_dir.resolve()
+    if src.resolve().is_relative_to(data_dir):
+        msg = f"{src} is inside the data folder {data_dir}, which the restore replaces: move it out first"
+        raise BackupError(msg)
     manifest = _check(src)
     if manifest["database"] != settings.database:
         msg = f"the backup is of a {manifest['database']} system; this one is configured for {settings.database}"
