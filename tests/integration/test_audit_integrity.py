@@ -415,7 +415,8 @@ def edit_snapshot(settings: Settings, plan_id: Any, change: Callable[[dict[str, 
 def test_an_edited_snapshot_fails_verify_and_the_application_decides_on_the_events(backend_settings: Settings) -> None:
     from domain.errors import DomainError
 
-    settings = backend_settings.model_copy(update={"snapshot_interval": 4, "aggregate_cache_size": 0})
+    # snapshots edited by hand in the clear: per-client keys off (with them a snapshot is sealed too)
+    settings = backend_settings.model_copy(update={"snapshot_interval": 4, "aggregate_cache_size": 0, "client_keys": False})
     for store in RECORD_STORES:
         OutboxStores(settings, store).close()
     plan_id, crisis = plan_in_crisis(settings)
@@ -446,7 +447,7 @@ def test_a_snapshot_relinked_by_hand_is_caught_by_the_replay(backend_settings: S
     used, but verify replays the aggregate and names it."""
     from services.shared.snapshots import snapshot_digest, snapshot_key
 
-    settings = backend_settings.model_copy(update={"snapshot_interval": 4, "aggregate_cache_size": 0})
+    settings = backend_settings.model_copy(update={"snapshot_interval": 4, "aggregate_cache_size": 0, "client_keys": False})
     for store in RECORD_STORES:
         OutboxStores(settings, store).close()
     plan_id, _ = plan_in_crisis(settings)

@@ -259,3 +259,33 @@ def _erased_in(app: CareApplication, plan: UUID) -> bool:
     except ClientDataErasedError:
         return True
     return False
+
+
+def test_a_restored_key_store_destroys_again_the_keys_erased_after_its_backup(tmp_path: Path) -> None:
+    """The tombstones kept from before a restore are applied to the restored key store: the
+    wrapped key the old copy holds is gone again before anything reads it (issue 16, backups)."""
+    import shutil
+
+    import pytest
+
+    from services.shared.keys import key_in_file
+    from services.shared.privacy.keys import KeyDestroyedError, LocalKeyStore
+
+    kek = key_in_file(tmp_path / "kek")
+    live = LocalKeyStore(tmp_path / "keys.sqlite", kek)
+    erased_key, _ = live.key_for(A)
+    kept_key, _ = live.key_for(B)
+    live.close()
+    shutil.copy(tmp_path / "keys.sqlite", tmp_path / "backup.sqlite")  # the backup, taken before the erasure
+    live = LocalKeyStore(tmp_path / "keys.sqlite", kek)
+    live.destroy(A, why="erasure 1")
+    kept = live.tombstones()
+    live.close()
+    shutil.copy(tmp_path / "backup.sqlite", tmp_path / "keys.sqlite")  # restored
+    (tmp_path / "keys.sqlite-wal").unlink(missing_ok=True)
+    restored = LocalKeyStore(tmp_path / "keys.sqlite", kek)
+    assert restored.apply_tombstones(kept) == 1
+    with pytest.raises(KeyDestroyedError):
+        restored.key(erased_key)
+    assert restored.key(kept_key) is not None and restored.is_destroyed(A) and not restored.is_destroyed(B)
+    restored.close()

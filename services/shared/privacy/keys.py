@@ -15,8 +15,8 @@ default: one SQLite file in the data folder (``client-keys.sqlite``) with
   in any process.
 
 Destroying a key deletes its row with ``secure_delete`` on (SQLite overwrites the freed
-bytes) and a rollback journal that is deleted after each transaction, so no copy of the
-wrapped key remains in a file; the tombstone stays. Unwrapped keys are cached in memory (an
+bytes) and then checkpoints and truncates the WAL, so no copy of the wrapped key remains in a
+file; the tombstone stays. Unwrapped keys are cached in memory (an
 LRU of ``client_key_cache_size``); every process checks the tombstones at most every
 ``CHECK_SECONDS`` when it uses the cache and drops destroyed keys (docs/decisions.md), and a
 key that cannot be found is looked up in the tombstones: destroyed means erased, not an error.
@@ -107,7 +107,18 @@ class LocalKeyStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA secure_delete = ON")
-        self._db.execute("PRAGMA journal_mode = DELETE")
+        # WAL: a commit is one fsync (a new aggregate's link is written before its first event);
+        # FULL: a key or link is on disk before any event under it; the WAL is truncated after a
+        # key is destroyed, so no copy of the wrapped key stays in a file
+        for attempt in range(40):
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 39:
+                    raise
+                time.sleep(0.05)
+        self._db.execute("PRAGMA synchronous = FULL")
         for statement in _SCHEMA:
             self._db.execute(statement)
         self._refresh(force=True)
@@ -180,6 +191,7 @@ class LocalKeyStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._truncate_wal()
             self._live.pop(client_hash, None)
             self.generation += 1
             for tombstone in made:
@@ -224,6 +236,7 @@ class LocalKeyStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._truncate_wal()
             self._refresh(force=True)
         return destroyed
 
@@ -254,6 +267,14 @@ class LocalKeyStore:
             self._db.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _truncate_wal(self) -> None:
+        """Checkpoints and empties the WAL (other processes' readers may hold it a moment)."""
+        for _ in range(100):
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy and not busy[0]:
+                return
+            time.sleep(0.02)
 
     def _remember(self, key_id: bytes, cipher: AESGCM) -> None:
         self._cache[key_id] = cipher
