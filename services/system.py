@@ -168,7 +168,29 @@ class System:
         self.write_scrape_targets(data_dir / SCRAPE_TARGETS_FILE)
         self._watcher = threading.Thread(target=self._supervise, name="careplan-supervisor", daemon=True)
         self._watcher.start()
+        if self.settings.retention_days:  # the daily retention run (issue 16; off without a period)
+            threading.Thread(target=self._retention, args=(env,), name="careplan-retention", daemon=True).start()
         return self
+
+    def _retention(self, env: dict[str, str], first_delay: float = 60.0) -> None:
+        """``careplan retention run`` a minute after start, then every ``retention_interval_hours``:
+        a process of its own (what it erases is recorded by the erasure itself); the log says
+        how many were erased or refused, never who."""
+        delay = first_delay
+        while not self._stopping.wait(delay):
+            delay = self.settings.retention_interval_hours * 3600
+            done = subprocess.run([sys.executable, "-m", "services.cli", "retention", "run", "--json"],
+                                  env={**env, "CAREPLAN_NATS_URL": self.url_as(ADMIN_USER),
+                                       "CAREPLAN_RETENTION_DAYS": str(self.settings.retention_days)},
+                                  capture_output=True, text=True, check=False)
+            try:
+                verdicts = [j["verdict"] for j in json.loads(done.stdout[done.stdout.index("["):])]
+            except ValueError:
+                log.error("retention run failed (exit %s); next run in %.0f h", done.returncode,
+                          self.settings.retention_interval_hours)
+                continue
+            log.info("retention run: %d erased, %d refused (see `careplan retention run --dry-run`)",
+                     verdicts.count("erased now"), verdicts.count("refused"))
 
     def url_as(self, user: str) -> str:
         """The NATS URL with ``user``'s credentials (as it is when the server has no users)."""

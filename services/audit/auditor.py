@@ -137,5 +137,19 @@ class Auditor:
         _, events = stores.events_of(aggregate_id)
         return str(getattr(events[0], "client_id", ""))
 
+    def access_report(self, client_id: str, *, start: datetime | None = None,
+                      end: datetime | None = None) -> Any:
+        """Every read of the client's data in the period (services.audit.access_report); the
+        request is recorded first, like every audit read, and so is listed in its own report."""
+        from services.audit.access_report import access_report
+
+        self._client_in_scope(client_id)
+        log = AccessLog(self.settings)
+        try:
+            log.record(self.actor, "access-report", f"client {client_id}", self.purpose)
+        finally:
+            log.close()
+        return access_report(self.settings, client_id, start=start, end=end)
+
     def verify(self, anchors: list[Anchor] = ()) -> list[StoreReport]:  # type: ignore[assignment]
         return self._read("verify", "every store", lambda _: verify_all(self.settings, list(anchors)))

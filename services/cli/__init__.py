@@ -21,6 +21,7 @@ from services.cli import (
     escalation,
     nats,
     people,
+    rights,
     status,
     store,
     subscriptions,
@@ -42,11 +43,15 @@ app.add_typer(nats.app, name="nats")
 app.add_typer(status.app, name="status")
 app.add_typer(views.app, name="views")
 app.add_typer(subscriptions.app, name="subscriptions")
+client.app.command("access-report")(rights.access_report)  # issue 16: who read the client's data
 app.add_typer(client.app, name="client")
 app.add_typer(people.collection_app("plans", "care plan"), name="plan")
 app.add_typer(people.collection_app("courses", "therapy course"), name="course")
 app.add_typer(people.collection_app("inventories", "interpersonal inventory"), name="inventory")
 app.add_typer(people.assess_app, name="assess")
+app.command("backup")(rights.backup_command)
+app.command("restore")(rights.restore_command)
+app.add_typer(rights.retention_app, name="retention")
 
 
 #: Files careplan creates are its user's only: stores, logs, tokens, NATS's store (its child).

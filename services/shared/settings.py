@@ -164,6 +164,14 @@ class Settings(BaseSettings):
     #: and the consumer's progress checks).
     alarm_check_seconds: float = Field(default=1.0, gt=0)
 
+    #: Retention (issue 16, docs/data-protection.md): a client whose plans have all ended
+    #: (completed or revoked) more than this many days ago, with no open plan and no legal
+    #: hold, is erased by `careplan retention run` and by the daily run of `careplan up`.
+    #: 0: no retention period (nothing is erased for age); e.g. 7305 for 20 years.
+    retention_days: int = Field(default=0, ge=0)
+    #: Hours between the retention runs of `careplan up` (the first runs a minute after start).
+    retention_interval_hours: float = Field(default=24.0, gt=0)
+
     def as_environment(self) -> dict[str, str]:
         """These settings as the CAREPLAN_* variables that give a child process the same."""
         env = {}

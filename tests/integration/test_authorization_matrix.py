@@ -107,6 +107,7 @@ EXPECTED: dict[str, Rule] = {
         "fhirSubscription", "fhirSubscriptionDelete", "fhirSubscriptionStatus", "fhirSubscriptionEvents")},
     # the auditors' reads
     **{name: Rule((AU,), "hidden") for name in ("auditHistory", "auditReplay", "auditDiff", "auditTrace", "auditExport")},
+    "auditAccessReport": Rule((AU,), "hidden"),
     "auditVerify": Rule((AU,), "none"),
     # the read models (issue 15): lists of the token's clients only; a clinician's caseload is their own plans
     "caseload": Rule(CLINICAL, "filtered"),

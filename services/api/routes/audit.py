@@ -64,6 +64,15 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
                                                          indent=indent)
         return StreamingResponse(pieces, media_type="text/html" if output_format == "html" else "application/json")
 
+    def access_report(client_id: str, principal: Principal, purpose: str | None, start: datetime | None,
+                      end: datetime | None, output_format: str) -> Response:
+        from services.audit.access_report import to_html
+
+        report = auditor(principal, purpose).access_report(client_id, start=start, end=end)
+        if output_format == "html":
+            return Response(to_html(report), media_type="text/html")
+        return Response(report.model_dump_json(), media_type="application/json")
+
     def verify(principal: Principal, purpose: str | None) -> JSONResponse:
         reports = auditor(principal, purpose).verify()
         return JSONResponse([r.model_dump(mode="json") for r in reports],
@@ -82,6 +91,13 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
                        param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")], "json"),
                        param("indent", Annotated[int | None, Query(ge=0, le=8, description="JSON only: indent by this "
                                                                    "many spaces (default: compact).")], None)])
+    signature(access_report, [param("client_id", str), *who_purpose,
+                              param("start", Annotated[Moment | None, Query(alias="from", description="RFC 3339, with a "
+                                                                            "time zone (inclusive).")], None),
+                              param("end", Annotated[Moment | None, Query(alias="to", description="RFC 3339, with a "
+                                                                          "time zone (exclusive).")], None),
+                              param("output_format", Annotated[str, Query(alias="format", pattern="^(json|html)$")],
+                                    "json")])
     signature(verify, who_purpose)
     for path, endpoint, summary, name in (
         ("/audit/aggregates/{aggregate_id}/history", history, "Every event of an aggregate: who, what, why", "auditHistory"),
@@ -89,6 +105,8 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
         ("/audit/aggregates/{aggregate_id}/diff", diff, "What changed between two versions or moments", "auditDiff"),
         ("/audit/events/{event_id}/trace", trace, "An event's causation chain across services", "auditTrace"),
         ("/audit/clients/{client_id}/export", export, "A client's whole care history (JSON or HTML)", "auditExport"),
+        ("/audit/clients/{client_id}/access-report", access_report,
+         "Every read of a client's data in a period (JSON or printable HTML)", "auditAccessReport"),
         ("/audit/verify", verify, "Integrity of every store's hash chain (409 on a break)", "auditVerify"),
     ):
         router.get(path, tags=["audit"], summary=summary, name=name)(endpoint)
