@@ -240,6 +240,13 @@ async def test_an_erased_clients_data_is_nowhere_and_the_rest_is_unchanged(backe
         await until(lambda: _erased_in(elsewhere, plan), "the other process's cached plan to read as erased")
         elsewhere.close()
 
+    # a backup taken after the erasure (the system stopped) holds none of it either
+    from services.operations.backup import backup
+
+    after = settings.data_dir.parent / f"backup-after-erasure-{settings.data_dir.name}-{settings.database}"
+    backup(settings, after)
+    assert files_holding(after, SENTINEL.encode()) == []
+
     # the chain verifies; the erased history reads as erased; the other client's is as it was
     # (the subscriptions service is not run here: its store's "missing" report is not a break)
     assert [r for r in verify_all(settings) if not r.ok and r.store != "subscriptions"] == []
