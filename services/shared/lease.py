@@ -105,6 +105,33 @@ class Lease:
             return True
         return False
 
+    async def try_acquire(self) -> bool:
+        """Takes the lease if it is free (or its holder, a process of this machine, is gone);
+        does not wait (the partitions of services/shared/partitions.py)."""
+        kv = await self._bucket()
+        for _ in range(2):
+            try:
+                self.revision = await kv.create(self.durable, self._value())
+                return True
+            except KeyWrongLastSequenceError:
+                holder, revision = await self._current(kv)
+                if revision is None or not _gone(holder):
+                    return False
+                log.info("%s: the previous holder (%s) is gone; taking over its lease", self.durable, holder)
+                try:
+                    await kv.delete(self.durable, last=revision)
+                except KeyWrongLastSequenceError:
+                    return False
+        return False
+
+    async def live_holder(self) -> str | None:
+        """Who holds the lease now, unless nobody does or its holder is a process gone."""
+        kv = await self._bucket()
+        holder, revision = await self._current(kv)
+        if revision is None or _gone(holder):
+            return None
+        return holder
+
     async def _current(self, kv: Any) -> tuple[str, int | None]:
         try:
             entry = await kv.get(self.durable)

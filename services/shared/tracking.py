@@ -28,6 +28,7 @@ import logging
 import re
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -102,6 +103,24 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
+def partition_of(subject: str, partitions: int) -> int | None:
+    """The partition (of ``partitions``) of the aggregate a message on ``subject`` is about,
+    from the aggregate id in the subject; None for a subject of no aggregate (watermarks).
+    One aggregate is always in one partition, so its events stay in order."""
+    parts = parse_subject(subject)
+    if parts is None or not parts.aggregate_id:
+        return None
+    return zlib.crc32(parts.aggregate_id.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A message of another partition's aggregate: passed over, only its stream position
+    is recorded (services/shared/partitions.py)."""
+
+    stream_sequence: int
+
+
 @dataclass
 class Positions:
     """A consumer's recorded positions: the stream's, and each source's."""
@@ -109,13 +128,14 @@ class Positions:
     stream: int = 0
     sources: dict[str, int] = field(default_factory=dict)
 
-    def verdict(self, message: Inbound | Watermark, *, first_delivery: bool = False) -> Literal["decided", "new", "backwards"]:
+    def verdict(self, message: Inbound | Watermark | Foreign, *,
+                first_delivery: bool = False) -> Literal["decided", "new", "backwards"]:
         """``first_delivery``: JetStream hands the message out for the first time, so it was
         never decided, whatever the stream position says (it came out of order)."""
         behind = bool(message.stream_sequence) and message.stream_sequence <= self.stream
         if behind and not first_delivery:
             return "decided"
-        if isinstance(message, Watermark):
+        if isinstance(message, (Watermark, Foreign)):
             return "decided" if behind else "new"
         known = self.sources.get(message.source, 0)
         if message.sequence > known:
@@ -126,7 +146,7 @@ class Positions:
         # the source position alone says what was decided.
         return "decided" if self.stream == 0 else "backwards"
 
-    def advance(self, message: Inbound | Watermark) -> None:
+    def advance(self, message: Inbound | Watermark | Foreign) -> None:
         self.stream = max(self.stream, message.stream_sequence)
         if isinstance(message, Inbound):
             self.sources[message.source] = max(self.sources.get(message.source, 0), message.sequence)
@@ -245,9 +265,10 @@ class Tracked:
 
     # ----------------------------------------------------------------- positions
 
-    def positions(self, stream: str, consumer: str) -> Positions:
+    def positions(self, stream: str, consumer: str, *, source_suffix: str = "") -> Positions:
+        """``source_suffix``: a partition's source positions are recorded as ``<source><suffix>``."""
         recorder = self.process_recorder
-        sources = {s: p for s in APPLICATION_CONTEXTS if (p := recorder.max_tracking_id(s))}
+        sources = {s: p for s in APPLICATION_CONTEXTS if (p := recorder.max_tracking_id(f"{s}{source_suffix}"))}
         return Positions(recorder.max_tracking_id(stream_tracking_name(stream, consumer)) or 0, sources)
 
     def record(self, aggregates: Sequence[AggregateRoot], trackings: Sequence[Tracking]) -> int:
