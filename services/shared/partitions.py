@@ -30,6 +30,11 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import fields
 from typing import Any
 
@@ -67,6 +72,8 @@ class PartitionedService(RunningService):
         #: each (the test's proof that the work was shared).
         self.decided: dict[int, int] = {}
         self._js: Any = None
+        #: The notification of the service's log the timers were armed from, up to.
+        self._followed = 0
 
     # ----------------------------------------------------------------- status
 
@@ -279,6 +286,12 @@ class PartitionedService(RunningService):
         if self.background is not None:
             self._tasks.append(asyncio.create_task(self.background(self._stop, self.lost)))
 
+    async def _timers(self) -> int:
+        """The timers of everything recorded, by whichever instance decided it: the log is
+        followed first (from its start when this instance took the duties over)."""
+        self._followed = await asyncio.to_thread(self.app.follow_timers, self._followed)
+        return await super()._timers()
+
     def _lose_lease(self) -> None:
         """The duties lease was taken (this instance stalled): the process ends, as an
         unpartitioned one does when it loses its lease; the others go on."""
@@ -287,3 +300,46 @@ class PartitionedService(RunningService):
 
     def status(self) -> Status:
         return self.statuses()[0]()
+
+
+#: Partitions when ``careplan service NAME --instances N`` runs and none are set.
+DEFAULT_PARTITIONS = 8
+
+
+def run_instances(name: str, instances: int, settings: Any) -> int:
+    """``careplan service NAME --instances N``: N processes of the service sharing its
+    partitions; one that ends unexpectedly (killed, crashed) is started again after a second,
+    its partitions taken over by the others meanwhile. SIGTERM/SIGINT stop them all."""
+    partitions = settings.consumer_partitions if settings.consumer_partitions > 1 else DEFAULT_PARTITIONS
+    env = {**os.environ, "CAREPLAN_CONSUMER_PARTITIONS": str(partitions)}
+    command = [sys.executable, "-m", "services.cli", "service", name]
+    children: list[subprocess.Popen[bytes]] = [subprocess.Popen(command, env=env) for _ in range(instances)]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("%s: %d instances over %d partitions (pids %s)", name, instances, partitions,
+             ", ".join(str(c.pid) for c in children))
+    while not stopping:
+        time.sleep(0.5)
+        for i, child in enumerate(children):
+            code = child.poll()
+            if code is not None and not stopping:
+                log.warning("%s: instance pid %d ended (%s); starting another", name, child.pid, code)
+                time.sleep(1.0)
+                children[i] = subprocess.Popen(command, env=env)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    worst = 0
+    for child in children:
+        try:
+            worst = max(worst, abs(child.wait(timeout=60)))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            worst = max(worst, 1)
+    return worst

@@ -349,6 +349,19 @@ class Tracked:
         what was cached, and rebuild what was read from the store at start (timers)."""
         self.forget_cached()
 
+    def follow_timers(self, after: int) -> int:
+        """Arms the durable timers for what was recorded after notification ``after`` (by
+        other instances of a partitioned service: services/shared/partitions.py); returns
+        the position read up to. Services without timers have nothing to arm."""
+        return after
+
+    def notifications_after(self, after: int, page: int = 500) -> Iterator[Notification]:
+        """The log after notification ``after``, in order, read a page at a time."""
+        start = after + 1
+        while batch := self.process_recorder.select_notifications(start=start, limit=page):
+            yield from batch
+            start = batch[-1].id + 1
+
     def note_watermark(self, watermark: Watermark) -> None:
         """Everything ``watermark.source`` committed before ``watermark.at`` has been decided
         (called after the messages before it were recorded). Services with timers use it."""

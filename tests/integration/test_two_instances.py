@@ -141,3 +141,27 @@ def _per_course(bodies: list[tuple[str, dict[str, object]]], kind: str) -> dict[
             course = body["course_id"] if "course_id" in body else body["originator_id"]
             found.setdefault(str(course), []).append(str(body["submission_id"]))
     return found
+
+
+def test_the_instance_with_the_timers_arms_those_of_crises_another_instance_raised(tmp_path: Path) -> None:
+    """Partitioned, a crisis is raised by whichever instance holds its partition; its
+    acknowledgement deadline must still be watched by the one running the timers."""
+    from uuid import uuid4
+
+    from domain.base import CommandContext
+    from domain.catalogues.escalation import EscalationTrigger
+    from services.escalation.service import EscalationApplication
+
+    settings = Settings(data_dir=tmp_path)
+    deciding, timing = EscalationApplication(settings), EscalationApplication(settings)
+    try:
+        ctx = CommandContext(actor=deciding.actor, at=deciding.clock(), correlation_id=uuid4(), causation_id=str(uuid4()))
+        crisis = deciding._raise(plan_id=uuid4(), client_id="client-1", trigger=next(iter(EscalationTrigger)),
+                                 source_event_id=str(uuid4()), reason="load", ctx=ctx)
+        deciding.save(crisis)
+        assert crisis.id not in timing.timers
+        assert timing.follow_timers(0) > 0
+        assert timing.timers.due(crisis.id) == crisis.ack_due
+    finally:
+        deciding.close()
+        timing.close()
