@@ -176,7 +176,7 @@ class PartitionedService(RunningService):
         rounds = 0
         while not self._stop.is_set():
             rounds += 1
-            if rounds % 5 == 0 and (now := self.progress()) != said and any(now.values()):
+            if rounds % 2 == 0 and (now := self.progress()) != said and any(now.values()):
                 log.info("%s: decided so far per partition: %s", self.name, now)
                 said = now
             try:
