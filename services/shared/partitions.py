@@ -265,9 +265,15 @@ class PartitionedService(RunningService):
             await lease.release()
 
     async def _redrive(self) -> int:
+        """Each partition's redrives, and its ``consumer_not_advancing`` alarm (component
+        ``service:<service>-p<k>``)."""
         done = 0
         for _, consumer in list(self.running.values()):
             done += await consumer.redrive_pending()
+            try:
+                await consumer.check_progress(self._js)
+            except Exception as e:  # noqa: BLE001 - NATS away: the relay's and readiness's business
+                log.debug("%s: progress not checked (%s)", consumer.durable, describe(e))
         return done
 
     # ----------------------------------------------------------------- once per service
