@@ -180,3 +180,21 @@ class Lease:
         except Exception as e:  # noqa: BLE001 - it expires on its own
             log.debug("%s: lease not released (%s); it expires in %.0f s", self.durable, describe(e), self.ttl)
         self.revision = None
+
+
+#: Instance slots of a partitioned service (services/shared/partitions.py): ``<service>.i<j>``.
+INSTANCE_SLOTS = 8
+
+
+class MixedInstancesError(Exception):
+    """A service would run partitioned and unpartitioned at once: both would decide the same messages."""
+
+
+async def partitioned_instances(js: Any, service: str, *, ttl: float = 15.0, replicas: int = 1) -> list[str]:
+    """The live instances of ``service`` running partitioned (their instance slots)."""
+    found = []
+    for j in range(INSTANCE_SLOTS):
+        holder = await Lease(js, f"{service}.i{j}", ttl=ttl, replicas=replicas).live_holder()
+        if holder is not None:
+            found.append(holder)
+    return found

@@ -44,13 +44,13 @@ from services.shared.bus import connect, wait_for_streams
 from services.shared.consumer import ConsumerStats, DurableConsumer
 from services.shared.diagnostics import describe
 from services.shared.health import Status, StatusReporter, relay_status, service_status
-from services.shared.lease import Lease, LeaseLostError
+from services.shared.lease import INSTANCE_SLOTS, Lease, LeaseLostError, MixedInstancesError
 from services.shared.runner import REDRIVE_CHECK_SECONDS, RunningService
 
 log = logging.getLogger(__name__)
 
 #: Instance slots per service: at most this many instances share a service's partitions.
-MAX_INSTANCES = 8
+MAX_INSTANCES = INSTANCE_SLOTS
 
 
 class PartitionedService(RunningService):
@@ -106,6 +106,10 @@ class PartitionedService(RunningService):
         self.phase = "waiting for streams"
         if not await wait_for_streams(js, self.settings, f"service {self.name}", stop, audit=self.relay is not None):
             return False
+        if (plain := await Lease(js, self.name, ttl=self.lease_ttl).live_holder()) is not None:
+            msg = (f"an unpartitioned instance of {self.name} ({plain}) consumes: start this one without "
+                   "CAREPLAN_CONSUMER_PARTITIONS, or stop that one (docs/operations.md, Positions)")
+            raise MixedInstancesError(msg)
         self.phase = "waiting for an instance slot"
         if not await self._take_slot(stop):
             return False
