@@ -145,7 +145,7 @@ class PartitionedService(RunningService):
         for task in list(self._starting.values()):
             with contextlib.suppress(BaseException):  # cancelled on the way
                 await task
-        for k in list(self.running):
+        for k in list(self._leases):  # consuming, or still starting
             await self._give_back(k)
         if self.slot is not None:
             await self.slot.release()
