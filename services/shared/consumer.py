@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from eventsourcing.persistence import (
@@ -616,10 +615,11 @@ class DurableConsumer:
         if not info.num_ack_pending:
             return 0.0
         # JetStream hands out redeliveries before new messages once their ack_wait has run out:
-        # waiting until then (counted from the last delivery) keeps the stream's order.
-        last = info.delivered.last_active if info.delivered is not None else None
-        since = (datetime.now(UTC) - last).total_seconds() if last is not None else 0.0
-        delay = max(0.0, ACK_WAIT_SECONDS + 1.0 - since)
+        # waiting until then keeps the stream's order. Counted from now, not from the last
+        # delivery: the previous instance kept its last batch alive with in-progress acks until
+        # it stopped (before now), and a redelivery overtaken by later messages would lie behind
+        # the recorded stream position and be taken for decided.
+        delay = ACK_WAIT_SECONDS + 1.0
         log.info("%s: %d messages of a previous instance await redelivery; starting in %.1f s",
                  self.service, info.num_ack_pending, delay)
         await asyncio.sleep(delay)
