@@ -92,8 +92,12 @@ class PartitionedService(RunningService):
         sources = [lambda: service_status(f"service:{self.name}", self.phase, self.combined_stats())]
         if self.relay is not None:
             relay = self.relay
-            sources.append(lambda: relay_status(f"relay:{relay.application}", relay.stats))
+            # The relay's record is put by the instance that runs it (the duties' holder) only.
+            sources.append(lambda: relay_status(f"relay:{relay.application}", relay.stats) if self._duties_held() else None)
         return sources
+
+    def _duties_held(self) -> bool:
+        return self.lease is not None and self.lease.revision is not None and not self.lost.is_set()
 
     # ----------------------------------------------------------------- start, stop
 
