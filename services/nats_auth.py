@@ -143,7 +143,7 @@ _HEADER = """\
 # (audit.careplan.v1.chain.<store>, stream CARE_AUDIT); it reads single messages of CARE
 # (direct get: history it never saw, a relay's check of its store against the stream), uses
 # only its own durable consumer (named after it) and its own lease in the KV bucket
-# careplan_leases (one instance per durable); each relay and service puts only its own status
+# careplan_leases (one instance per durable; partitioned, its durables <name>-p<k> and leases <name>.>); each relay and service puts only its own status
 # records in the KV bucket careplan_status (for /readyz; the auditor may read them, and the
 # info of each service's durable consumer, for /metrics); everyone
 # may read the stream's info; inboxes
@@ -160,6 +160,8 @@ _HEADER = """\
 # consumer names cannot be granted by prefix: a second hospital system gets a user of its own.
 """
 STREAM = "CARE"
+#: The most partitions a service's consumer may have (CAREPLAN_CONSUMER_PARTITIONS).
+MAX_PARTITIONS = 16
 _STREAM_INFO = ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{STREAM}", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"]
 _STREAM_OWN = [f"$JS.API.STREAM.{verb}.{stream}" for stream in (STREAM, AUDIT_STREAM) for verb in ("CREATE", "UPDATE")]
 _DIRECT_GET = [f"$JS.API.DIRECT.GET.{STREAM}", f"$JS.API.DIRECT.GET.{STREAM}.>", f"$JS.API.STREAM.MSG.GET.{STREAM}"]
@@ -211,7 +213,11 @@ def _consumer(durable: str) -> list[str]:
 def _service_rights(service: Service) -> list[str]:
     own = _publishing(service.store) if service.relays else []
     reports = [service.process, *([f"relay:{service.store}"] if service.relays else [])]
-    return [*own, *_DIRECT_GET, *_lease(service.name), *_STREAM_INFO, *_consumer(service.name), *_status(reports)]
+    # Partitioned (services/shared/partitions.py): the durables <name>-p<k>, and the leases
+    # <name>.p<k>, <name>.i<j> (instance slots) and <name>.duties.
+    partitions = [right for k in range(MAX_PARTITIONS) for right in _consumer(f"{service.name}-p{k}")]
+    return [*own, *_DIRECT_GET, *_lease(service.name), *_lease(f"{service.name}.>"), *_STREAM_INFO,
+            *_consumer(service.name), *partitions, *_status(reports)]
 
 
 def _user(comment: str, user: str, allow: list[str], deny: list[str] | None = None) -> str:

@@ -74,6 +74,11 @@ class Service:
             options = {"tick": app.fire_due_timers, "tick_interval": settings.timer_tick_seconds, **options}
         if hasattr(app, "run_background"):
             options = {"background": app.run_background, **options}
+        if settings.consumer_partitions > 1:
+            from services.shared.partitions import PartitionedService
+
+            return PartitionedService(settings, app, self.subjects, name=self.name, with_relay=self.relays,
+                                      partitions=settings.consumer_partitions, **options)
         return RunningService(settings, app, self.subjects, name=self.name, with_relay=self.relays, **options)
 
 

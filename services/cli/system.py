@@ -65,12 +65,18 @@ def relay(
 def service(
     name: Annotated[ServiceName, typer.Argument(help="Which service to run.")],
     ready_file: Annotated[Path | None, typer.Option(help="Written once the service is consuming.")] = None,
+    instances: Annotated[int, typer.Option(min=1, max=8, help="Processes sharing the work (partitioned consumer: "
+                                           "CAREPLAN_CONSUMER_PARTITIONS, 8 unless set).")] = 1,
 ) -> None:
     """Run one service alone against CAREPLAN_NATS_URL: its consumer and its relay."""
     from services.registry import service as registered
     from services.shared.runner import run_service_process
 
     _logging()
+    if instances > 1:
+        from services.shared.partitions import run_instances
+
+        raise typer.Exit(run_instances(name, instances, _settings()))
     run_service_process(_settings(), registered(name).running, ready_file=ready_file)
 
 

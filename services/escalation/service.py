@@ -291,6 +291,16 @@ class EscalationApplication(CommandHandling, ServiceApplication):
                 timers.disarm(event.originator_id)
         return timers
 
+    def follow_timers(self, after: int) -> int:
+        for notification in self.notifications_after(after):
+            after = notification.id
+            event = self.mapper.to_domain_event(notification)
+            if isinstance(event, EscalationLevelNotified):
+                self.timers.arm(event.originator_id, event.ack_due)
+            elif isinstance(event, (EscalationAcknowledged, CrisisResolved)):
+                self.timers.disarm(event.originator_id)
+        return after
+
     def fire_due_timers(self) -> int:
         """Escalates every crisis whose acknowledgement is overdue, then delivers every
         notification not yet delivered (services/escalation/notify.py); returns how many

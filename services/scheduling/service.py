@@ -55,6 +55,17 @@ class SchedulingApplication(ServiceApplication):
         for schedule in self._schedules():
             self._arm(schedule)
 
+    def follow_timers(self, after: int) -> int:
+        touched: dict[UUID, None] = {}
+        for notification in self.notifications_after(after):
+            after = notification.id
+            touched[notification.originator_id] = None
+        for aggregate_id in touched:
+            schedule = self.find(CourseSchedule, aggregate_id)
+            if schedule is not None:
+                self._arm(schedule)
+        return after
+
     def _schedules(self) -> list[CourseSchedule]:
         found = [self.find(CourseSchedule, sid) for sid in self.aggregate_ids_created_by(ScheduleOpened)]
         return [s for s in found if s is not None]

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from eventsourcing.persistence import (
@@ -46,10 +45,12 @@ from services.shared.settings import Settings
 from services.shared.tracking import (
     DecisionFailedError,
     FailedMessage,
+    Foreign,
     HistoryLookup,
     Positions,
     Tracked,
     is_transient,
+    partition_of,
     stream_tracking_name,
     unwrap,
 )
@@ -106,11 +107,19 @@ class DurableConsumer:
         max_attempts: int = 5,
         retry_cap: float = 2.0,
         on_recorded: Callable[[], object] = lambda: None,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         """``on_recorded`` is called (in a worker thread) after each commit, e.g. to wake
-        the service's relay."""
+        the service's relay. ``partition``: (k, P), this consumer decides only the messages
+        of aggregates in partition k of P (durable ``<service>-p<k>``, positions of its own;
+        services/shared/partitions.py); the others it passes over, recording its position."""
         self.settings = settings
         self.service = service
+        self.partition = partition
+        #: The durable consumer's name, and the name its positions are recorded under.
+        self.durable = service if partition is None else f"{service}-p{partition[0]}"
+        #: Source positions of a partition are recorded apart from the other partitions'.
+        self._source_suffix = "" if partition is None else f"#p{partition[0]}"
         self.app = app
         self.subjects = subjects
         self.handle = handle
@@ -121,13 +130,13 @@ class DurableConsumer:
         self.subscriber: Any = None
         self.stats = ConsumerStats()
         self.positions = Positions()
-        self._tracking_name = stream_tracking_name(settings.stream_name, service)
+        self._tracking_name = stream_tracking_name(settings.stream_name, self.durable)
         self._redrive_seen = 0
         self._stuck_alarmed = False
         self._js: Any = None
         self.figures = metrics.ConsumerFigures(service)
         #: Messages wait and none was finished for ``alarm_consumer_seconds`` (:meth:`check_progress`).
-        self.not_advancing = Alarm(CONSUMER_NOT_ADVANCING, f"service:{service}")
+        self.not_advancing = Alarm(CONSUMER_NOT_ADVANCING, f"service:{self.durable}")
         self._progress: tuple[int, ...] = ()
         self._advanced_at = time.monotonic()
 
@@ -141,7 +150,7 @@ class DurableConsumer:
     async def check_progress(self, js: Any, phase: str = "consuming") -> None:
         """Raises or clears ``consumer_not_advancing``: messages wait for this durable
         (pending or unacknowledged) and none was finished since the threshold."""
-        info = await js.consumer_info(self.settings.stream_name, self.service)
+        info = await js.consumer_info(self.settings.stream_name, self.durable)
         waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
         progress = (self.positions.stream, self.stats.processed, self.stats.skipped, self.stats.dead_lettered)
         now = time.monotonic()
@@ -163,7 +172,7 @@ class DurableConsumer:
         self.broker = broker
         self.subscriber = broker.subscriber(
             stream=JStream(self.settings.stream_name, declare=False),
-            durable=self.service,
+            durable=self.durable,
             pull_sub=PullSub(batch_size=1, timeout=IDLE_PULL_SECONDS),
             ack_policy=AckPolicy.MANUAL,
             config=ConsumerConfig(
@@ -176,9 +185,27 @@ class DurableConsumer:
                 ack_wait=ACK_WAIT_SECONDS,
                 max_deliver=-1,
             ),
-            title=f"{self.service} consumer",
+            title=f"{self.durable} consumer",
         )
         self.subscriber(self.on_message)
+
+    def _load_positions(self) -> Positions:
+        if self.partition is None:
+            return self.app.positions(self.settings.stream_name, self.service)
+        found = self.app.positions(self.settings.stream_name, self.durable, source_suffix=self._source_suffix)
+        if found.stream == 0 and not found.sources:
+            # A partition that never recorded anything starts where the single durable
+            # consumer of the service left off (a service that ran unpartitioned before).
+            return self.app.positions(self.settings.stream_name, self.service)
+        return found
+
+    def mine(self, subject: str) -> bool:
+        """Whether this consumer decides messages on ``subject`` (those of no aggregate,
+        watermarks, every partition decides)."""
+        if self.partition is None:
+            return True
+        k = partition_of(subject, self.partition[1])
+        return k is None or k == self.partition[0]
 
     async def in_line(self, js: Any) -> bool:
         """Before consuming: reads the recorded positions, gives the application the stream
@@ -186,7 +213,7 @@ class DurableConsumer:
         consumer acknowledged (a restored store). False: halted, with an alarm."""
         self._js = js
         self.app.history = HistoryLookup(js, asyncio.get_running_loop(), self.settings.stream_name)
-        self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+        self.positions = await asyncio.to_thread(self._load_positions)
         problem = await self._behind_acknowledged(js)
         if problem is not None:
             self._alarm_halt(problem)
@@ -209,7 +236,7 @@ class DurableConsumer:
 
     async def _behind_acknowledged(self, js: Any) -> str | None:
         try:
-            info = await js.consumer_info(self.settings.stream_name, self.service)
+            info = await js.consumer_info(self.settings.stream_name, self.durable)
         except Exception:  # noqa: BLE001 - no durable yet: nothing was acknowledged
             return None
         acknowledged = info.ack_floor.stream_seq if info.ack_floor is not None else 0
@@ -250,7 +277,7 @@ class DurableConsumer:
             log.error("%s: batch interrupted (%s); resuming after %.0f s", self.service, describe(e), ACK_WAIT_SECONDS)
             keep_alive.cancel()
             await asyncio.sleep(ACK_WAIT_SECONDS + 0.5)
-            self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+            self.positions = await asyncio.to_thread(self._load_positions)
         finally:
             keep_alive.cancel()
 
@@ -305,7 +332,9 @@ class DurableConsumer:
             i += len(run)
             await self._process_run(run, waiting=[m for m, _ in parsed[i:]])
 
-    def _parse(self, raw: Msg) -> Inbound | Watermark | MalformedMessageError:
+    def _parse(self, raw: Msg) -> Inbound | Watermark | Foreign | MalformedMessageError:
+        if not self.mine(raw.subject):
+            return Foreign(raw.metadata.sequence.stream)
         try:
             return parse_inbound(raw.subject, raw.headers, raw.data, raw.metadata.sequence.stream)
         except MalformedMessageError as e:
@@ -323,7 +352,7 @@ class DurableConsumer:
         self.figures.outcome("duplicate")
         await raw.ack()
 
-    def _trackings(self, messages: Sequence[Inbound | Watermark]) -> list[Tracking]:
+    def _trackings(self, messages: Sequence[Inbound | Watermark | Foreign]) -> list[Tracking]:
         """The tracking records after ``messages``: the stream position, and each source's,
         where they move forward (a message decided out of order moves neither back)."""
         sources: dict[str, int] = {}
@@ -332,9 +361,10 @@ class DurableConsumer:
                 sources[message.source] = max(sources.get(message.source, 0), message.sequence)
         stream = max(m.stream_sequence for m in messages)
         trackings = [Tracking(self._tracking_name, stream)] if stream > self.positions.stream else []
-        return trackings + [Tracking(s, p) for s, p in sources.items() if p > self.positions.sources.get(s, 0)]
+        return trackings + [Tracking(f"{s}{self._source_suffix}", p) for s, p in sources.items()
+                            if p > self.positions.sources.get(s, 0)]
 
-    async def _process_run(self, run: Sequence[tuple[Msg, Inbound | Watermark]], *, waiting: Sequence[Msg]) -> None:
+    async def _process_run(self, run: Sequence[tuple[Msg, Inbound | Watermark | Foreign]], *, waiting: Sequence[Msg]) -> None:
         """The fast path: the whole run in one transaction. A message whose decision fails
         is set apart: the messages before it are recorded as a run, it is decided on its own
         (retries, dead letter), and those after it go on as a run. Any other failure records
@@ -363,25 +393,27 @@ class DurableConsumer:
         for raw, _ in run:
             await raw.ack()
 
-    def _record(self, messages: Sequence[Inbound | Watermark]) -> None:
+    def _record(self, messages: Sequence[Inbound | Watermark | Foreign]) -> None:
         spans = tracing.decisions(self.service, self.app.name)  # None while tracing is off
         self.app.record_run(spans.wrap(self.handle) if spans else self.handle, messages, self._trackings(messages))
         if spans:
             spans.recorded()
         self.on_recorded()
 
-    def _recorded(self, messages: Sequence[Inbound | Watermark], seconds: float) -> None:
+    def _recorded(self, messages: Sequence[Inbound | Watermark | Foreign], seconds: float) -> None:
         decided = 0
         for message in messages:
             self.positions.advance(message)
             if isinstance(message, Watermark):
                 self.app.note_watermark(message)
+            elif isinstance(message, Foreign):
+                self.stats.skipped += 1
             else:
                 self.stats.processed += 1
                 decided += 1
         self.figures.processed(decided, seconds)
 
-    async def _process_one(self, raw: Msg, message: Inbound | Watermark, *, waiting: Sequence[Msg] = ()) -> None:
+    async def _process_one(self, raw: Msg, message: Inbound | Watermark | Foreign, *, waiting: Sequence[Msg] = ()) -> None:
         """The careful path: one message, retried in place; dead-lettered after
         ``max_attempts`` failures of its own, never for a failure of the infrastructure."""
         verdict = self.positions.verdict(message, first_delivery=_first_delivery(raw))
@@ -406,7 +438,7 @@ class DurableConsumer:
                 except DecisionFailedError as failed:
                     raise unwrap(failed) from None
             except IntegrityError as e:
-                self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+                self.positions = await asyncio.to_thread(self._load_positions)
                 if self.positions.verdict(message) == "decided":
                     await self._skip(raw)  # recorded meanwhile (a redrive, an operator's skip)
                     return
@@ -486,7 +518,7 @@ class DurableConsumer:
             sequence = earlier.seq + 1
         return False
 
-    async def _halt_on(self, raw: Msg, message: Inbound | Watermark, waiting: Sequence[Msg]) -> None:
+    async def _halt_on(self, raw: Msg, message: Inbound | Watermark | Foreign, waiting: Sequence[Msg]) -> None:
         """A source went backwards: hold everything, alarm, and wait until the positions
         are mended (``careplan store recover``, ``careplan consumer skip``)."""
         assert isinstance(message, Inbound)
@@ -498,7 +530,7 @@ class DurableConsumer:
         while True:
             await self._hold(raw, waiting)
             await asyncio.sleep(HALT_RECHECK_SECONDS)
-            self.positions = await asyncio.to_thread(self.app.positions, self.settings.stream_name, self.service)
+            self.positions = await asyncio.to_thread(self._load_positions)
             if self.positions.verdict(message) != "backwards" or await self._is_copy(raw, message):
                 self._resume_if_halted()
                 return
@@ -521,7 +553,7 @@ class DurableConsumer:
         risk = self.app.is_risk_signal(raw.subject, inbound.body if inbound is not None else None)
         trackings = [Tracking(self._tracking_name, failed.stream_sequence)] if failed.stream_sequence > self.positions.stream else []
         if inbound is not None and inbound.sequence > self.positions.sources.get(inbound.source, 0):
-            trackings.append(Tracking(inbound.source, inbound.sequence))
+            trackings.append(Tracking(f"{inbound.source}{self._source_suffix}", inbound.sequence))
         summary = describe(error)
         backoff = Backoff(initial=0.2, cap=5.0)
         while True:
@@ -550,7 +582,8 @@ class DurableConsumer:
         done = 0
         for position, dead_id in requests:
             dead = await asyncio.to_thread(self.app.find, DeadLetter, dead_id)
-            if dead is not None and dead.status is DeadLetterStatus.REDRIVE_REQUESTED and dead.service == self.service:
+            if (dead is not None and dead.status is DeadLetterStatus.REDRIVE_REQUESTED and dead.service == self.service
+                    and self.mine(dead.subject)):
                 inbound, error = await self._fetch(dead)
                 await asyncio.to_thread(self.app.redrive, dead, inbound, self.handle, error)
                 self.on_recorded()
@@ -576,16 +609,17 @@ class DurableConsumer:
     async def wait_for_previous_instance(self, js: Any) -> float:
         """A new instance lets the messages a dead one left unacknowledged come back first."""
         try:
-            info = await js.consumer_info(self.settings.stream_name, self.service)
+            info = await js.consumer_info(self.settings.stream_name, self.durable)
         except Exception:  # noqa: BLE001 - no durable yet: nothing can be pending
             return 0.0
         if not info.num_ack_pending:
             return 0.0
         # JetStream hands out redeliveries before new messages once their ack_wait has run out:
-        # waiting until then (counted from the last delivery) keeps the stream's order.
-        last = info.delivered.last_active if info.delivered is not None else None
-        since = (datetime.now(UTC) - last).total_seconds() if last is not None else 0.0
-        delay = max(0.0, ACK_WAIT_SECONDS + 1.0 - since)
+        # waiting until then keeps the stream's order. Counted from now, not from the last
+        # delivery: the previous instance kept its last batch alive with in-progress acks until
+        # it stopped (before now), and a redelivery overtaken by later messages would lie behind
+        # the recorded stream position and be taken for decided.
+        delay = ACK_WAIT_SECONDS + 1.0
         log.info("%s: %d messages of a previous instance await redelivery; starting in %.1f s",
                  self.service, info.num_ack_pending, delay)
         await asyncio.sleep(delay)
@@ -597,8 +631,8 @@ def _first_delivery(raw: Msg) -> bool:
     return delivered == 1
 
 
-def _kind(message: Inbound | Watermark) -> str:
-    return message.event_name if isinstance(message, Inbound) else "watermark"
+def _kind(message: Inbound | Watermark | Foreign) -> str:
+    return message.event_name if isinstance(message, Inbound) else type(message).__name__.lower()
 
 
 async def take_available(subscription: Any, limit: int) -> list[Msg]:

@@ -112,7 +112,7 @@ class StatusReporter:
     """Puts the records of ``sources`` every ``interval`` seconds, on a connection of its
     own (so it says "waiting for NATS" no later than NATS comes back), until stopped."""
 
-    def __init__(self, nats_url: str, sources: list[Callable[[], Status]], *, replicas: int = 1,
+    def __init__(self, nats_url: str, sources: list[Callable[[], Status | None]], *, replicas: int = 1,
                  interval: float = INTERVAL) -> None:
         self.nats_url, self.sources, self.replicas, self.interval = nats_url, sources, replicas, interval
 
@@ -130,7 +130,10 @@ class StatusReporter:
                     if kv is None:
                         kv = await status_bucket(nc.jetstream(), replicas=self.replicas)
                     for source in self.sources:
-                        record = overlay(source())  # a raised alarm outranks the record
+                        found = source()
+                        if found is None:  # not this process's to say now (services/shared/partitions.py)
+                            continue
+                        record = overlay(found)  # a raised alarm outranks the record
                         await kv.put(key_of(record.component), Status(record.component, record.state, record.status,
                                                                       record.reason, time.time()).encode())
                     said = False

@@ -105,6 +105,33 @@ class Lease:
             return True
         return False
 
+    async def try_acquire(self) -> bool:
+        """Takes the lease if it is free (or its holder, a process of this machine, is gone);
+        does not wait (the partitions of services/shared/partitions.py)."""
+        kv = await self._bucket()
+        for _ in range(2):
+            try:
+                self.revision = await kv.create(self.durable, self._value())
+                return True
+            except KeyWrongLastSequenceError:
+                holder, revision = await self._current(kv)
+                if revision is None or not _gone(holder):
+                    return False
+                log.info("%s: the previous holder (%s) is gone; taking over its lease", self.durable, holder)
+                try:
+                    await kv.delete(self.durable, last=revision)
+                except KeyWrongLastSequenceError:
+                    return False
+        return False
+
+    async def live_holder(self) -> str | None:
+        """Who holds the lease now, unless nobody does or its holder is a process gone."""
+        kv = await self._bucket()
+        holder, revision = await self._current(kv)
+        if revision is None or _gone(holder):
+            return None
+        return holder
+
     async def _current(self, kv: Any) -> tuple[str, int | None]:
         try:
             entry = await kv.get(self.durable)
@@ -153,3 +180,21 @@ class Lease:
         except Exception as e:  # noqa: BLE001 - it expires on its own
             log.debug("%s: lease not released (%s); it expires in %.0f s", self.durable, describe(e), self.ttl)
         self.revision = None
+
+
+#: Instance slots of a partitioned service (services/shared/partitions.py): ``<service>.i<j>``.
+INSTANCE_SLOTS = 8
+
+
+class MixedInstancesError(Exception):
+    """A service would run partitioned and unpartitioned at once: both would decide the same messages."""
+
+
+async def partitioned_instances(js: Any, service: str, *, ttl: float = 15.0, replicas: int = 1) -> list[str]:
+    """The live instances of ``service`` running partitioned (their instance slots)."""
+    found = []
+    for j in range(INSTANCE_SLOTS):
+        holder = await Lease(js, f"{service}.i{j}", ttl=ttl, replicas=replicas).live_holder()
+        if holder is not None:
+            found.append(holder)
+    return found

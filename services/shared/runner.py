@@ -19,7 +19,7 @@ from services.shared.clock import Clock
 from services.shared.consumer import DurableConsumer
 from services.shared.diagnostics import describe
 from services.shared.health import Status, StatusReporter, relay_status, service_status
-from services.shared.lease import Lease
+from services.shared.lease import Lease, MixedInstancesError, partitioned_instances
 from services.shared.persistence import OutboxStores
 from services.shared.relay import Relay
 from services.shared.settings import Settings
@@ -129,6 +129,11 @@ class RunningService:
         self.phase = "waiting for the lease"
         if not await self.lease.acquire(stop):
             return False
+        if others := await partitioned_instances(js, self.name, ttl=self.lease_ttl, replicas=self.settings.stream_replicas):
+            await self.lease.release()
+            msg = (f"instances of {self.name} run partitioned ({', '.join(others)}): start this one with the same "
+                   "CAREPLAN_CONSUMER_PARTITIONS (docs/operations.md, Positions)")
+            raise MixedInstancesError(msg)
         await self.consumer.wait_for_previous_instance(js)
         self._tasks.append(asyncio.create_task(self.lease.keep(self._stop, self._lose_lease)))
         # Consuming starts once the store's positions are in line with what was acknowledged
@@ -242,7 +247,7 @@ def run_service_process(settings: Settings, make: Callable[[Settings], RunningSe
             try:
                 if not await service.start(stop):
                     return 0
-            except StreamDriftError as e:
+            except (StreamDriftError, MixedInstancesError) as e:
                 log.error("service %s refuses to start: %s", service.name, e)
                 return 2
             log.info("service %s consuming from %s", service.name, service.nats_url)

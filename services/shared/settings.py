@@ -89,6 +89,12 @@ class Settings(BaseSettings):
                                       "CAREPLAN_ESCALATION_TICK_SECONDS"),
     )
 
+    #: Partitions of each service's consumer (docs/operations.md, "Two instances of a service"):
+    #: 0 runs one durable consumer per service with one active instance (the others wait);
+    #: P > 1 splits each service's messages by aggregate id into P durable consumers
+    #: (``<service>-p<k>``) that the running instances share out between them.
+    consumer_partitions: int = Field(default=0, ge=0, le=16)
+
     #: Escalation notifications to the policy's contacts (docs/operations.md, "Contacts and
     #: channels"): attempts per delivery (a short bounded retry, then the next level is
     #: notified at once), the wait of one attempt, and the first pause between attempts

@@ -29,6 +29,7 @@ import logging
 import re
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -104,6 +105,24 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
+def partition_of(subject: str, partitions: int) -> int | None:
+    """The partition (of ``partitions``) of the aggregate a message on ``subject`` is about,
+    from the aggregate id in the subject; None for a subject of no aggregate (watermarks).
+    One aggregate is always in one partition, so its events stay in order."""
+    parts = parse_subject(subject)
+    if parts is None or not parts.aggregate_id:
+        return None
+    return zlib.crc32(parts.aggregate_id.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A message of another partition's aggregate: passed over, only its stream position
+    is recorded (services/shared/partitions.py)."""
+
+    stream_sequence: int
+
+
 @dataclass
 class Positions:
     """A consumer's recorded positions: the stream's, and each source's."""
@@ -111,13 +130,14 @@ class Positions:
     stream: int = 0
     sources: dict[str, int] = field(default_factory=dict)
 
-    def verdict(self, message: Inbound | Watermark, *, first_delivery: bool = False) -> Literal["decided", "new", "backwards"]:
+    def verdict(self, message: Inbound | Watermark | Foreign, *,
+                first_delivery: bool = False) -> Literal["decided", "new", "backwards"]:
         """``first_delivery``: JetStream hands the message out for the first time, so it was
         never decided, whatever the stream position says (it came out of order)."""
         behind = bool(message.stream_sequence) and message.stream_sequence <= self.stream
         if behind and not first_delivery:
             return "decided"
-        if isinstance(message, Watermark):
+        if isinstance(message, (Watermark, Foreign)):
             return "decided" if behind else "new"
         known = self.sources.get(message.source, 0)
         if message.sequence > known:
@@ -128,7 +148,7 @@ class Positions:
         # the source position alone says what was decided.
         return "decided" if self.stream == 0 else "backwards"
 
-    def advance(self, message: Inbound | Watermark) -> None:
+    def advance(self, message: Inbound | Watermark | Foreign) -> None:
         self.stream = max(self.stream, message.stream_sequence)
         if isinstance(message, Inbound):
             self.sources[message.source] = max(self.sources.get(message.source, 0), message.sequence)
@@ -247,9 +267,10 @@ class Tracked:
 
     # ----------------------------------------------------------------- positions
 
-    def positions(self, stream: str, consumer: str) -> Positions:
+    def positions(self, stream: str, consumer: str, *, source_suffix: str = "") -> Positions:
+        """``source_suffix``: a partition's source positions are recorded as ``<source><suffix>``."""
         recorder = self.process_recorder
-        sources = {s: p for s in APPLICATION_CONTEXTS if (p := recorder.max_tracking_id(s))}
+        sources = {s: p for s in APPLICATION_CONTEXTS if (p := recorder.max_tracking_id(f"{s}{source_suffix}"))}
         return Positions(recorder.max_tracking_id(stream_tracking_name(stream, consumer)) or 0, sources)
 
     def record(self, aggregates: Sequence[AggregateRoot], trackings: Sequence[Tracking]) -> int:
@@ -334,6 +355,19 @@ class Tracked:
         """The store was mended under this application (a restored store recovered): forget
         what was cached, and rebuild what was read from the store at start (timers)."""
         self.forget_cached()
+
+    def follow_timers(self, after: int) -> int:
+        """Arms the durable timers for what was recorded after notification ``after`` (by
+        other instances of a partitioned service: services/shared/partitions.py); returns
+        the position read up to. Services without timers have nothing to arm."""
+        return after
+
+    def notifications_after(self, after: int, page: int = 500) -> Iterator[Notification]:
+        """The log after notification ``after``, in order, read a page at a time."""
+        start = after + 1
+        while batch := self.process_recorder.select_notifications(start=start, limit=page):
+            yield from batch
+            start = batch[-1].id + 1
 
     def note_watermark(self, watermark: Watermark) -> None:
         """Everything ``watermark.source`` committed before ``watermark.at`` has been decided
