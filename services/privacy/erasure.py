@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
-from domain.base import Actor, Role
+from domain.base import Actor, Role, require_reason
 from domain.data_subject import DataSubject, data_subject_id
 from domain.errors import ErasureRequestError, NotAuthorisedError, OpenCrisisBlocksErasureError
 from services.care.commands import data_subject as ds
@@ -117,6 +117,7 @@ def _require_supervisor(actor: Actor, what: str) -> None:
 
 def set_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> None:
     _require_supervisor(actor, "set a legal hold")
+    require_reason(reason, "set a legal hold")  # before the client's record is opened: a refusal writes nothing
     app, own = _app_of(system_or_app)
     try:
         subject = subject_of(app, client_id, actor)
@@ -166,6 +167,7 @@ def _refuse_if_crisis(settings: Settings, client_id: str) -> None:
 def request_erasure(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> ErasureOutcome:
     """A supervisor asks for the client's erasure; a different supervisor confirms it."""
     _require_supervisor(actor, "ask for an erasure")
+    require_reason(reason, "erase a client's records")  # before the client's record is opened: a refusal writes nothing
     app, own = _app_of(system_or_app)
     try:
         _refuse_if_crisis(app.settings, client_id)
@@ -203,6 +205,7 @@ def erase_client(system_or_app: Any, client_id: str, *, reason: str, actor: Acto
     under a legal hold (LegalHoldError) or with an open crisis (OpenCrisisBlocksErasureError)."""
     if four_eyes:
         return request_erasure(system_or_app, client_id, reason=reason, actor=actor)
+    require_reason(reason, "erase a client's records")
     app, own = _app_of(system_or_app)
     try:
         _refuse_if_crisis(app.settings, client_id)
