@@ -17,6 +17,7 @@ import random
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -72,21 +73,51 @@ def _submit(app: CareApplication, course: UUID, positive: bool) -> str:
 # ---------------------------------------------------------------- (a) latency
 
 
-async def _pipeline_latency(settings: Settings, url: str, rate: float, seconds: float, share: float) -> list[float]:
+#: The crisis path's hops, each from the previous mark to this one: the bench's commit
+#: (wall clock), then each message's stream time (JetStream metadata) and each decision's
+#: event time (ce-time, taken by the deciding service before its commit).
+HOPS = (
+    ("care relay: commit → submission on stream", "submission_stream"),
+    ("assessment: receive + decide", "scored_created"),
+    ("assessment: commit + relay → scored on stream", "scored_stream"),
+    ("escalation: receive + decide", "raised_created"),
+    ("escalation: commit + relay → raised on stream", "raised_stream"),
+    ("delivery to the bench's subscriber", "arrived"),
+)
+
+
+def _when(msg: Any) -> float:
+    return msg.metadata.timestamp.timestamp()
+
+
+def _created(msg: Any) -> float:
+    return datetime.fromisoformat(msg.headers["ce-time"]).timestamp()
+
+
+async def _pipeline_latency(settings: Settings, url: str, rate: float, seconds: float, share: float
+                            ) -> tuple[list[float], dict[str, list[float]]]:
+    """The latencies (ms) from commit to EscalationRaised received, and the same split per hop."""
     committed: dict[str, float] = {}
-    scored_to_submission: dict[str, str] = {}
-    arrived: dict[str, float] = {}
+    submitted: dict[str, float] = {}
+    scored: dict[str, tuple[str, float, float]] = {}
+    raised: dict[str, tuple[float, float, float]] = {}
     nc = await nats.connect(url)
     js = nc.jetstream()
 
+    async def on_submitted(msg: Any) -> None:
+        submitted[msg.headers["ce-id"]] = _when(msg)
+
     async def on_scored(msg: Any) -> None:
         body = json.loads(msg.data)
-        scored_to_submission[body["event_id"]] = body["causation_id"]
+        scored[body["event_id"]] = (body["causation_id"], _created(msg), _when(msg))
 
     async def on_raised(msg: Any) -> None:
-        arrived[json.loads(msg.data)["source_event_id"]] = time.time()
+        arrived = time.time()
+        raised[json.loads(msg.data)["source_event_id"]] = (_created(msg), _when(msg), arrived)
 
     subs = [
+        await js.subscribe("care.clinical.v1.therapy_course.*.questionnaire_submitted", cb=on_submitted,
+                           ordered_consumer=True, deliver_policy=DeliverPolicy.NEW),
         await js.subscribe("care.assessment.v1.*.*.assessment_scored", cb=on_scored, ordered_consumer=True,
                            deliver_policy=DeliverPolicy.NEW),
         await js.subscribe("care.escalation.v1.*.*.escalation_raised", cb=on_raised, ordered_consumer=True,
@@ -115,18 +146,26 @@ async def _pipeline_latency(settings: Settings, url: str, rate: float, seconds: 
     writer.start()
     await asyncio.to_thread(writer.join)
     deadline = time.monotonic() + 60
-    while len(arrived) < expected and time.monotonic() < deadline:
+    while len(raised) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     for sub in subs:
         await sub.unsubscribe()
     await nc.close()
     app.close()
-    latencies = []
-    for scored_id, when in arrived.items():
-        submission = scored_to_submission.get(scored_id)
-        if submission in committed:
-            latencies.append((when - committed[submission]) * 1000)
-    return latencies
+    latencies: list[float] = []
+    hops: dict[str, list[float]] = {name: [] for name, _ in HOPS}
+    for scored_id, (raised_created, raised_stream, arrived) in raised.items():
+        submission, scored_created, scored_stream = scored.get(scored_id, ("", 0.0, 0.0))
+        if submission not in committed:
+            continue
+        latencies.append((arrived - committed[submission]) * 1000)
+        if submission not in submitted:
+            continue
+        marks = [committed[submission], submitted[submission], scored_created, scored_stream, raised_created,
+                 raised_stream, arrived]
+        for (name, _), before, after in zip(HOPS, marks, marks[1:], strict=False):
+            hops[name].append((after - before) * 1000)
+    return latencies, hops
 
 
 class Probe(Aggregate):
@@ -179,24 +218,26 @@ async def _floor_latency(tmp: Path, url: str, rate: float, count: int) -> list[f
     return [(arrived[k] - t) * 1000 for k, t in committed.items() if k in arrived]
 
 
-def measure_latency(base: Settings, rate: float, seconds: float, share: float) -> tuple[list[float], list[float]]:
+def measure_latency(base: Settings, rate: float, seconds: float, share: float
+                    ) -> tuple[list[float], list[float], dict[str, list[float]]]:
     with tempfile.TemporaryDirectory(prefix="careplan-bench-crisis-") as tmp:
         # A bench-only NATS without users (the bench subscribes and publishes as no careplan
         # user may): `up` given a NATS URL runs on it as it is.
         bus = EmbeddedNats(store_dir=Path(tmp) / "nats").start()
         try:
             settings = base.model_copy(update={"data_dir": Path(tmp) / "data", "database": "sqlite", "nats_url": bus.url})
-            ours, floor = _measure_on(settings, rate, seconds, share, Path(tmp))
+            ours, floor, hops = _measure_on(settings, rate, seconds, share, Path(tmp))
         finally:
             bus.stop()
-    return ours, floor
+    return ours, floor, hops
 
 
-def _measure_on(settings: Settings, rate: float, seconds: float, share: float, tmp: Path) -> tuple[list[float], list[float]]:
+def _measure_on(settings: Settings, rate: float, seconds: float, share: float, tmp: Path
+                ) -> tuple[list[float], list[float], dict[str, list[float]]]:
     with System(settings) as system:
-        ours = asyncio.run(_pipeline_latency(settings, system.nats_url, rate, seconds, share))
+        ours, hops = asyncio.run(_pipeline_latency(settings, system.nats_url, rate, seconds, share))
         floor = asyncio.run(_floor_latency(tmp, system.nats_url, rate, max(50, len(ours))))
-    return ours, floor
+    return ours, floor, hops
 
 
 # ---------------------------------------------------------------- (b) throughput
@@ -278,7 +319,7 @@ def measure_throughput(base: Settings, submissions: int) -> tuple[float, float]:
 def run_crisis_benchmark(
     base: Settings, *, rate: float, seconds: float, share: float, submissions: int, console: Console
 ) -> dict[str, float]:
-    ours, floor = measure_latency(base, rate, seconds, share)
+    ours, floor, hops = measure_latency(base, rate, seconds, share)
     scoring, raw = measure_throughput(base, submissions)
     p50, p99, f50, f99 = _percentile(ours, 50), _percentile(ours, 99), _percentile(floor, 50), _percentile(floor, 99)
     latency_ratio = p99 / f99
@@ -294,6 +335,16 @@ def run_crisis_benchmark(
     table.add_row(f"scoring throughput, {submissions:,} submissions /s", f"{scoring:,.0f}", f"{raw:,.0f}",
                   f"{throughput_ratio:.2f}", f"≥ {THROUGHPUT_TARGET}")
     console.print(table)
+    breakdown = Table(title="crisis path per hop (stream times from JetStream, decision times from ce-time; ms)")
+    for column in ("hop", "p50", "p99", "n"):
+        breakdown.add_column(column)
+    for name, _ in HOPS:
+        values = hops[name]
+        breakdown.add_row(name, *(f"{_percentile(values, q):.1f}" if values else "-" for q in (50, 99)), str(len(values)))
+    console.print(breakdown)
+    for name, key in HOPS:
+        if hops[name]:
+            print(f"LATENCY crisis_hop_{key} p50_ms={_percentile(hops[name], 50):.1f} p99_ms={_percentile(hops[name], 99):.1f}")
     print(f"RESULT crisis_latency_p99 ratio={latency_ratio:.2f} target={LATENCY_TARGET} (lower is better)")
     print(f"RESULT scoring_throughput ratio={throughput_ratio:.2f} target={THROUGHPUT_TARGET}")
     return {"latency_ratio": latency_ratio, "throughput_ratio": throughput_ratio}
