@@ -272,7 +272,7 @@ def shred(settings: Settings, client_id: str, *, why: str, nats_url: str | None 
                "client's messages would stay on them. Start the system (or name it with CAREPLAN_NATS_URL) and confirm again.")
         raise StreamsUnreachableError(msg)
     if url is not None and aggregates:
-        purged = _run(_purge_streams(url, settings, aggregates))
+        purged = _run(_purge_streams(url, settings, aggregates, client_id))
         outcome.streams, outcome.messages_purged = sorted(purged), sum(purged.values())
     outcome.keys_destroyed = len(keys.destroy(client_id, why=why))
     outcome.stores = [name for name in RECORD_STORES if store_exists(settings, name)]
@@ -340,8 +340,9 @@ def _without_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-async def _purge_streams(url: str, settings: Settings, aggregates: set[UUID]) -> dict[str, int]:
-    """Deletes (secure erase) every message on the subjects of ``aggregates`` from the streams."""
+async def _purge_streams(url: str, settings: Settings, aggregates: set[UUID], client_id: str | None = None) -> dict[str, int]:
+    """Deletes (secure erase) every message on the subjects of ``aggregates`` from the streams,
+    and the subscriptions' copies of the client's events (:func:`_purge_feed_copies`)."""
     from nats.js.errors import NotFoundError
 
     from services.shared.bus import connect
@@ -366,10 +367,40 @@ async def _purge_streams(url: str, settings: Settings, aggregates: set[UUID]) ->
                     await js.delete_msg(stream, message.seq)
                     count += 1
                     seq = message.seq + 1
+            count += await _purge_feed_copies(js, stream, client_id, aggregates)
             purged[stream] = count
     finally:
         await nc.close()
     return purged
+
+
+#: The subscriptions service's feeds publish each matched event again, its body included, on the
+#: subject of the (shared) feed, not of the client's aggregate.
+FEED_SUBJECT = "care.subscriptions.v1.subscription_feed.*.subscription_event_matched"
+
+
+async def _purge_feed_copies(js: Any, stream: str, client_id: str | None, aggregates: set[UUID]) -> int:
+    """Deletes the feeds' messages that carry one of the client's events: a feed is shared by
+    the clients a subscription covers, so its subject names no client; each message is read
+    (its public JSON names the matched event's client and aggregate)."""
+    import orjson
+    from nats.js.errors import NotFoundError
+
+    ids = {str(a) for a in aggregates}
+    count, seq = 0, 1
+    while True:
+        try:
+            message = await js.get_msg(stream, seq=seq, subject=FEED_SUBJECT, next=True, direct=True)
+        except NotFoundError:
+            return count
+        seq = message.seq + 1
+        try:
+            body = orjson.loads(message.data or b"{}")
+        except orjson.JSONDecodeError:
+            continue
+        if (client_id is not None and body.get("client_id") == client_id) or body.get("aggregate_id") in ids:
+            await js.delete_msg(stream, message.seq)
+            count += 1
 
 
 def _run(coroutine: Any) -> Any:
