@@ -65,6 +65,8 @@ class ErasureOutcome:
     aggregates: int = 0
     #: The client's aggregates (ids carry no personal data): subscribers erase their copies by them.
     aggregate_ids: list[UUID] = field(default_factory=list)
+    #: The events this step recorded in the client's rights record.
+    event_ids: list[UUID] = field(default_factory=list)
 
 
 def _app_of(system_or_app: Any) -> tuple[Any, bool]:
@@ -115,23 +117,25 @@ def _require_supervisor(actor: Actor, what: str) -> None:
         raise NotAuthorisedError(msg)
 
 
-def set_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> None:
+def set_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> list[UUID]:
+    """Sets a legal hold; returns the events recorded."""
     _require_supervisor(actor, "set a legal hold")
     require_reason(reason, "set a legal hold")  # before the client's record is opened: a refusal writes nothing
     app, own = _app_of(system_or_app)
     try:
         subject = subject_of(app, client_id, actor)
-        app.handle(ds.SetLegalHold(subject_id=subject.id, reason=reason), CommandMeta(actor=actor))
+        return app.handle(ds.SetLegalHold(subject_id=subject.id, reason=reason), CommandMeta(actor=actor)).event_ids
     finally:
         if own:
             app.close()
 
 
-def release_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> None:
+def release_hold(system_or_app: Any, client_id: str, *, reason: str | None, actor: Actor) -> list[UUID]:
+    """Releases a legal hold; returns the events recorded."""
     app, own = _app_of(system_or_app)
     try:
         subject = subject_of(app, client_id, actor, create=False)
-        app.handle(ds.ReleaseLegalHold(subject_id=subject.id, reason=reason), CommandMeta(actor=actor))
+        return app.handle(ds.ReleaseLegalHold(subject_id=subject.id, reason=reason), CommandMeta(actor=actor)).event_ids
     finally:
         if own:
             app.close()
@@ -173,8 +177,9 @@ def request_erasure(system_or_app: Any, client_id: str, *, reason: str | None, a
         _refuse_if_crisis(app.settings, client_id)
         subject = subject_of(app, client_id, actor)
         command = ds.RequestErasure(subject_id=subject.id, reason=reason, window_hours=app.settings.erasure_confirm_hours)
-        app.handle(command, CommandMeta(actor=actor))
-        return ErasureOutcome(request_id=command.request_id, client_hash=subject.client_hash)
+        result = app.handle(command, CommandMeta(actor=actor))
+        return ErasureOutcome(request_id=command.request_id, client_hash=subject.client_hash,
+                              event_ids=list(result.event_ids))
     finally:
         if own:
             app.close()
@@ -189,9 +194,11 @@ def confirm_erasure(system_or_app: Any, client_id: str, request_id: UUID, *, act
         subject = subject_of(app, client_id, actor, create=False)
         request = subject.pending_request(request_id, app.command_context(CommandMeta(actor=actor), subject))
         _refuse_if_crisis(app.settings, client_id)
-        app.handle(ds.ConfirmErasure(subject_id=subject.id, request_id=request_id), CommandMeta(actor=actor))
-        return _shred_and_record(app, client_id, subject, request_id, requested_by=request.requested_by,
-                                 confirmed_by=actor.id, reason=request.reason, actor=actor, nats_url=nats_url)
+        confirmed = app.handle(ds.ConfirmErasure(subject_id=subject.id, request_id=request_id), CommandMeta(actor=actor))
+        outcome = _shred_and_record(app, client_id, subject, request_id, requested_by=request.requested_by,
+                                    confirmed_by=actor.id, reason=request.reason, actor=actor, nats_url=nats_url)
+        outcome.event_ids = [*confirmed.event_ids, *outcome.event_ids]
+        return outcome
     finally:
         if own:
             app.close()
@@ -245,10 +252,11 @@ def _shred_and_record(app: Any, client_id: str, subject: DataSubject, request_id
                       confirmed_by: str, reason: str, actor: Actor, nats_url: str | None) -> ErasureOutcome:
     outcome = shred(app.settings, client_id, why=f"erasure {request_id}", nats_url=nats_url, app=app)
     outcome.request_id = request_id
-    app.handle(ds.RecordErasure(subject_id=subject.id, request_id=request_id, requested_by=requested_by,
+    recorded = app.handle(ds.RecordErasure(subject_id=subject.id, request_id=request_id, requested_by=requested_by,
                                 confirmed_by=confirmed_by, reason=reason, keys_destroyed=outcome.keys_destroyed,
                                 stores=outcome.stores, streams=outcome.streams, messages_purged=outcome.messages_purged,
                                 views=outcome.views, aggregates=outcome.aggregate_ids), CommandMeta(actor=actor))
+    outcome.event_ids = list(recorded.event_ids)
     outcome.erased = True
     log.info("client data erased: request %s, %d keys destroyed, %d messages removed, %d aggregates", request_id,
              outcome.keys_destroyed, outcome.messages_purged, outcome.aggregates)

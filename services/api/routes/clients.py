@@ -41,26 +41,27 @@ def include(router: APIRouter, api: Api, who: Any) -> None:
 
     def hold(client_id: str, body: Reasoned, principal: Principal) -> JSONResponse:
         allowed(principal, client_id, "set a legal hold")
-        erasure.set_hold(api.care, client_id, reason=body.reason, actor=principal.actor)
-        return JSONResponse({"client_id": client_id, "held": True})
+        events = erasure.set_hold(api.care, client_id, reason=body.reason, actor=principal.actor)
+        return JSONResponse({"client_id": client_id, "held": True, "event_ids": [str(e) for e in events]})
 
     def release(client_id: str, body: Reasoned, principal: Principal) -> JSONResponse:
         allowed(principal, client_id, "release a legal hold")
-        erasure.release_hold(api.care, client_id, reason=body.reason, actor=principal.actor)
-        return JSONResponse({"client_id": client_id, "held": False})
+        events = erasure.release_hold(api.care, client_id, reason=body.reason, actor=principal.actor)
+        return JSONResponse({"client_id": client_id, "held": False, "event_ids": [str(e) for e in events]})
 
     def request(client_id: str, body: Reasoned, principal: Principal) -> JSONResponse:
         allowed(principal, client_id, "ask for an erasure")
         outcome = erasure.request_erasure(api.care, client_id, reason=body.reason, actor=principal.actor)
-        return JSONResponse({"client_id": client_id, "request_id": str(outcome.request_id), "erased": False},
-                            status_code=202)
+        return JSONResponse({"client_id": client_id, "request_id": str(outcome.request_id), "erased": False,
+                             "event_ids": [str(e) for e in outcome.event_ids]}, status_code=202)
 
     def confirm(client_id: str, request_id: UUID, principal: Principal) -> JSONResponse:
         allowed(principal, client_id, "confirm an erasure")
         outcome = erasure.confirm_erasure(api.care, client_id, request_id, actor=principal.actor)
         api.forget_client(client_id)
         return JSONResponse({"client_id": client_id, **asdict(outcome), "request_id": str(outcome.request_id),
-                             "aggregate_ids": [str(a) for a in outcome.aggregate_ids]})
+                             "aggregate_ids": [str(a) for a in outcome.aggregate_ids],
+                             "event_ids": [str(e) for e in outcome.event_ids]})
 
     for handler, path, summary, name, has_body in (
         (hold, "/clients/{client_id}/hold", "Set a legal hold on a client's records", "setLegalHold", True),
