@@ -143,6 +143,18 @@ class _Tail:
         # positions moved and resolutions may be gone: the open items are read from the log until a reindex
         self._mark_open_unknown(c)  # type: ignore[attr-defined]
 
+    def _index_log(self, c: Any, mapper: Any, page: int) -> int:
+        """Indexes the whole log a page at a time into the (emptied) tables, on the reindex's
+        transaction ``c``; returns the events indexed."""
+        count, start = 0, 1
+        while batch := self.select_notifications(start=start, limit=page):  # type: ignore[attr-defined]
+            rows = [entry_of(mapper.to_domain_event(n)) for n in batch]
+            self._write_index(c, rows)  # type: ignore[attr-defined]
+            self._write_open(c, [(r, n.id) for r, n in zip(rows, batch, strict=True) if r.opens or r.closes])  # type: ignore[attr-defined]
+            count += len(batch)
+            start = batch[-1].id + 1
+        return count
+
 
 # ------------------------------------------------------------------------- SQLite
 
@@ -281,18 +293,11 @@ class SQLiteIndexes(_Tail):
 
     def reindex(self, mapper: Any, page: int = 5000) -> int:
         """Rebuilds both tables from the log, in one transaction; returns the events indexed."""
-        count = 0
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {self.trace_table_name}")
             c.execute(f"DELETE FROM {self.clients_table_name}")
             c.execute(f"DELETE FROM {self.open_table_name}")
-            start = 1
-            while batch := self.select_notifications(start=start, limit=page):  # type: ignore[attr-defined]
-                rows = [entry_of(mapper.to_domain_event(n)) for n in batch]
-                self._write_index(c, rows)
-                self._write_open(c, [(r, n.id) for r, n in zip(rows, batch, strict=True) if r.opens or r.closes])
-                count += len(batch)
-                start = batch[-1].id + 1
+            count = self._index_log(c, mapper, page)
         return count
 
 
@@ -456,18 +461,11 @@ class PostgresIndexes(_Tail):
     def reindex(self, mapper: Any, page: int = 5000) -> int:
         from psycopg.sql import SQL
 
-        count = 0
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             curs.execute(SQL("DELETE FROM {0}").format(self.trace_table))
             curs.execute(SQL("DELETE FROM {0}").format(self.clients_table))
             curs.execute(SQL("DELETE FROM {0}").format(self.open_table))
-            start = 1
-            while batch := self.select_notifications(start=start, limit=page):  # type: ignore[attr-defined]
-                rows = [entry_of(mapper.to_domain_event(n)) for n in batch]
-                self._write_index(curs, rows)
-                self._write_open(curs, [(r, n.id) for r, n in zip(rows, batch, strict=True) if r.opens or r.closes])
-                count += len(batch)
-                start = batch[-1].id + 1
+            count = self._index_log(curs, mapper, page)
         return count
 
 
