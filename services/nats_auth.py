@@ -104,6 +104,16 @@ def passwords_file_of(data_dir: Path, configured: Path | None = None) -> Path | 
     return generated if generated.exists() else None
 
 
+def running_up_url(data_dir: Path) -> str | None:
+    """The NATS address the running `careplan up` wrote into its data dir (``careplan-up.json``);
+    None when there is none (or it cannot be read)."""
+    try:
+        url = json.loads((data_dir / "careplan-up.json").read_text()).get("nats")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(url) if url else None
+
+
 def url_as(url: str, user: str, data_dir: Path, configured: Path | None = None) -> str:
     """``url`` with ``user``'s credentials from the passwords file of the `careplan up` on
     ``data_dir`` — unless the URL carries credentials already, or there is no such file

@@ -26,17 +26,10 @@ def nats_url_as(option: str | None, user: str, data_dir: Path | None = None) -> 
     address the running `careplan up` wrote into its data dir (``careplan-up.json``). A URL
     without credentials gets ``user``'s from the passwords file (CAREPLAN_NATS_PASSWORDS_FILE,
     else ``<data dir>/nats-passwords.json``, which `up` generates) when there is one."""
-    import json
-
-    from services.nats_auth import url_as
+    from services.nats_auth import running_up_url, url_as
 
     settings = _settings(data_dir)
-    url = option or settings.nats_url
-    if not url:
-        try:
-            url = json.loads((settings.data_dir / "careplan-up.json").read_text()).get("nats")
-        except (OSError, ValueError, AttributeError):
-            url = None
+    url = option or settings.nats_url or running_up_url(settings.data_dir)
     if not url:
         return None
     return url_as(str(url), user, settings.data_dir, settings.nats_passwords_file)

@@ -322,16 +322,9 @@ def _forget_in_indexes(settings: Settings, client_id: str, aggregates: set[UUID]
 
 def _admin_url(settings: Settings, nats_url: str | None) -> str | None:
     """The NATS of this system as its ``admin`` user (the only one that may delete messages)."""
-    import json
+    from services.nats_auth import ADMIN_USER, running_up_url, url_as
 
-    from services.nats_auth import ADMIN_USER, url_as
-
-    url = nats_url or settings.nats_url
-    if not url:
-        try:
-            url = json.loads((settings.data_dir / "careplan-up.json").read_text()).get("nats")
-        except (OSError, ValueError, AttributeError):
-            url = None
+    url = nats_url or settings.nats_url or running_up_url(settings.data_dir)
     if not url:
         return None
     plain = ",".join(_without_credentials(u.strip()) for u in str(url).split(","))
