@@ -293,12 +293,7 @@ class PartitionedService(RunningService):
             return
         log.info("%s: this instance runs the service's relay and timers", self.name)
         self._tasks.append(asyncio.create_task(self.lease.keep(self._stop, self._lose_lease)))
-        if self.relay is not None:
-            self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
-        if self.tick is not None:
-            self._tasks.append(asyncio.create_task(self._every(self.tick_interval, self._timers)))
-        if self.background is not None:
-            self._tasks.append(asyncio.create_task(self.background(self._stop, self.lost)))
+        self._start_duties()
 
     async def _timers(self) -> int:
         """The timers of everything recorded, by whichever instance decided it: the log is

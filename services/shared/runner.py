@@ -144,12 +144,7 @@ class RunningService:
         else:
             self.phase = "halted"
             self._tasks.append(asyncio.create_task(self._consume_when_mended(js)))
-        if self.relay is not None:
-            self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
-        if self.tick is not None:
-            self._tasks.append(asyncio.create_task(self._every(self.tick_interval, self._timers)))
-        if self.background is not None:
-            self._tasks.append(asyncio.create_task(self.background(self._stop, self.lost)))
+        self._start_duties()
         self._tasks.append(asyncio.create_task(self._every(REDRIVE_CHECK_SECONDS, self.consumer.redrive_pending)))
         self._tasks.append(asyncio.create_task(self._watch_progress(js)))
         return True
@@ -189,6 +184,15 @@ class RunningService:
         except Exception as e:  # noqa: BLE001 - the bus may be gone; consuming has stopped either way
             log.warning("%s: stopping the consumer: %s", self.name, describe(e))
         self._started = False
+
+    def _start_duties(self) -> None:
+        """What runs in one instance of the service only: its relay, its timers, its background work."""
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
+        if self.tick is not None:
+            self._tasks.append(asyncio.create_task(self._every(self.tick_interval, self._timers)))
+        if self.background is not None:
+            self._tasks.append(asyncio.create_task(self.background(self._stop, self.lost)))
 
     async def _timers(self) -> int:
         """Durable timers: the service's own check of what is due."""
