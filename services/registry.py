@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from services.shared.settings import Settings
 
 
+class PartitionsRefusedError(Exception):
+    """A service whose consumer cannot be partitioned was asked to run partitioned."""
+
+
 @dataclass(frozen=True)
 class Service:
     """One consumer of the stream: ``careplan service <name>``, durable consumer ``<name>``."""
@@ -39,6 +43,9 @@ class Service:
     #: Whether its process also publishes its store (the care application's store is
     #: published by a relay process of its own, since the API writes it too).
     relays: bool = True
+    #: Why its consumer cannot be partitioned (None: it can): such a service runs further
+    #: instances as standbys (the durable's lease), and refuses ``CAREPLAN_CONSUMER_PARTITIONS``.
+    unpartitioned: str | None = None
 
     @property
     def application(self) -> type[Any]:
@@ -77,6 +84,11 @@ class Service:
         if settings.consumer_partitions > 1:
             from services.shared.partitions import PartitionedService
 
+            if self.unpartitioned is not None:
+                msg = (f"{self.name} cannot run with CAREPLAN_CONSUMER_PARTITIONS={settings.consumer_partitions}: "
+                       f"{self.unpartitioned}; unset it (further instances wait as standbys; docs/operations.md, Positions)")
+                raise PartitionsRefusedError(msg)
+
             return PartitionedService(settings, app, self.subjects, name=self.name, with_relay=self.relays,
                                       partitions=settings.consumer_partitions, **options)
         return RunningService(settings, app, self.subjects, name=self.name, with_relay=self.relays, **options)
@@ -92,7 +104,11 @@ SERVICES: tuple[Service, ...] = (
     Service("scheduling", "services.scheduling.service:SchedulingApplication", "scheduling",
             "plans sessions and marks them missed"),
     Service("subscriptions", "services.subscriptions.service:SubscriptionsApplication", "subscriptions",
-            "numbers the events each subscription matches and delivers them over HTTP, signed"),
+            "numbers the events each subscription matches and delivers them over HTTP, signed",
+            unpartitioned=("each subscription's feed numbers the events of all its clients' aggregates in one "
+                           "sequence, in stream order, and an event that does not name its client is attributed "
+                           "through a link noted from another aggregate's earlier event: both need the stream's "
+                           "order across aggregates, which partitions give up")),
 )
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
 

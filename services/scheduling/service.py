@@ -4,7 +4,8 @@ plus a grace period (durable timers) — care.scheduling.v1..."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -46,6 +47,14 @@ class SchedulingApplication(ServiceApplication):
         #: Everything the care application committed before this moment has been decided here
         #: (its relay's latest watermark); None until one arrives after a start.
         self.attendance_known_until: datetime | None = None
+        #: Partitioned (services/shared/partitions.py): the lowest stream position recorded
+        #: by any of the service's partitions, whichever instance decides them. A watermark
+        #: one partition has decided says nothing of the others, so the timers trust one only
+        #: once every partition has recorded a position at or past it. None: unpartitioned.
+        self.stream_floor: Callable[[], int] | None = None
+        #: Partitioned: the care watermarks seen (stream sequence → moment), not yet behind the floor.
+        self._watermarks: dict[int, datetime] = {}
+        self._watermarks_lock = threading.Lock()
         for schedule in self._schedules():
             self._arm(schedule)
 
@@ -96,8 +105,29 @@ class SchedulingApplication(ServiceApplication):
         return PlanStrategy.note(plan_id, strategy_set_by(event), ctx=self.context_for(latest))
 
     def note_watermark(self, watermark: Watermark) -> None:
-        if watermark.source == "care":
+        if watermark.source != "care":
+            return
+        if self.stream_floor is None:
             self.attendance_known_until = watermark.at
+            return
+        with self._watermarks_lock:
+            self._watermarks[watermark.stream_sequence] = watermark.at
+
+    def _attendance_known_until(self) -> datetime | None:
+        """How far attendance has been read: the latest care watermark that every partition
+        has passed (partitioned), else the latest this consumer decided."""
+        if self.stream_floor is None:
+            return self.attendance_known_until
+        floor = self.stream_floor()
+        with self._watermarks_lock:
+            passed = [sequence for sequence in self._watermarks if sequence <= floor]
+            if passed:
+                at = self._watermarks[max(passed)]
+                for sequence in passed:
+                    del self._watermarks[sequence]
+                if self.attendance_known_until is None or at > self.attendance_known_until:
+                    self.attendance_known_until = at
+        return self.attendance_known_until
 
     def _drafted(self, drafted: CarePlanDrafted, inbound: Inbound) -> Sequence[AggregateRoot]:
         if self.find(PlanStrategy, plan_strategy_id(drafted.originator_id)) is not None:
@@ -161,7 +191,7 @@ class SchedulingApplication(ServiceApplication):
         attendance has been read (its relay's watermark): a SessionHeld still on its way after
         an outage must not be overtaken by the timer."""
         now = self.clock()
-        known = self.attendance_known_until
+        known = self._attendance_known_until()
         if known is None:
             return 0
         return self.timers.fire(min(now, known), lambda sid: self._mark_missed(sid, now, known))

@@ -46,6 +46,7 @@ from services.shared.diagnostics import describe
 from services.shared.health import Status, StatusReporter, relay_status, service_status
 from services.shared.lease import INSTANCE_SLOTS, Lease, LeaseLostError, MixedInstancesError
 from services.shared.runner import REDRIVE_CHECK_SECONDS, RunningService
+from services.shared.tracking import stream_tracking_name
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,21 @@ class PartitionedService(RunningService):
         self._js: Any = None
         #: The notification of the service's log the timers were armed from, up to.
         self._followed = 0
+        if hasattr(app, "stream_floor"):
+            # Timers that wait for a watermark (scheduling) trust one only once every
+            # partition, whichever instance decides it, has recorded a position past it.
+            app.stream_floor = self.stream_floor
+
+    def stream_floor(self) -> int:
+        """The lowest stream position any partition of the service has recorded (in the
+        service's store, so whichever instance decided it): every partition has decided
+        everything of its own up to there. A partition that never recorded one starts where
+        the unpartitioned durable left off (``DurableConsumer._load_positions``)."""
+        recorder = self.app.process_recorder
+        stream = self.settings.stream_name
+        unpartitioned = recorder.max_tracking_id(stream_tracking_name(stream, self.name)) or 0
+        return min((recorder.max_tracking_id(stream_tracking_name(stream, f"{self.name}-p{k}")) or unpartitioned)
+                   for k in range(self.partitions))
 
     # ----------------------------------------------------------------- status
 
@@ -319,8 +335,16 @@ def run_instances(name: str, instances: int, settings: Any) -> int:
     """``careplan service NAME --instances N``: N processes of the service sharing its
     partitions; one that ends unexpectedly (killed, crashed) is started again after a second,
     its partitions taken over by the others meanwhile. SIGTERM/SIGINT stop them all."""
+    from services.registry import service
+
     partitions = settings.consumer_partitions if settings.consumer_partitions > 1 else DEFAULT_PARTITIONS
     env = {**os.environ, "CAREPLAN_CONSUMER_PARTITIONS": str(partitions)}
+    if (reason := service(name).unpartitioned) is not None:
+        # Its consumer cannot be partitioned: one instance consumes, the others stand by
+        # (the durable's lease) and take over when it stops or dies.
+        log.info("%s: not partitioned (%s): one instance consumes, %d stand by", name, reason, instances - 1)
+        env["CAREPLAN_CONSUMER_PARTITIONS"] = "0"
+        partitions = 0
     command = [sys.executable, "-m", "services.cli", "service", name]
     children: list[subprocess.Popen[bytes]] = [subprocess.Popen(command, env=env) for _ in range(instances)]
     stopping = False

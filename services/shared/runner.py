@@ -13,6 +13,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
+from services.registry import PartitionsRefusedError
 from services.shared import tracing
 from services.shared.bus import StreamDriftError, connect, wait_for_streams
 from services.shared.clock import Clock
@@ -245,7 +246,11 @@ def run_service_process(settings: Settings, make: Callable[[Settings], RunningSe
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        service = make(settings)
+        try:
+            service = make(settings)
+        except PartitionsRefusedError as e:
+            log.error("service refuses to start: %s", e)
+            return 2
         tracing.configure(f"careplan-{service.name}")
         try:
             try:

@@ -173,3 +173,51 @@ def test_the_instance_with_the_timers_arms_those_of_crises_another_instance_rais
     finally:
         deciding.close()
         timing.close()
+
+
+def test_partitioned_scheduling_marks_a_slot_missed_only_once_every_partition_passed_the_watermark(tmp_path: Path) -> None:
+    """A care watermark decided by one partition says nothing of the others: a SessionHeld
+    may still wait in a partition another instance decides (or no one does, its instance
+    killed). The timers trust the watermark once every partition's recorded position (in the
+    service's store, whoever recorded it) has passed it."""
+    from datetime import timedelta
+    from uuid import uuid4
+
+    from eventsourcing.persistence import Tracking
+
+    from domain.base import CommandContext
+    from domain.catalogues.strategies import Strategy
+    from domain.scheduling.schedule import CourseSchedule
+    from services.scheduling.service import SUBJECTS, SchedulingApplication
+    from services.shared.clock import ManualClock
+    from services.shared.cloudevents import Watermark
+    from services.shared.partitions import PartitionedService
+    from tests.conftest import T0
+
+    settings = Settings(data_dir=tmp_path, nats_url="nats://127.0.0.1:1")  # never connected
+    clock = ManualClock(T0)
+    app = SchedulingApplication(settings, clock=clock)
+    service = PartitionedService(settings, app, SUBJECTS, name="scheduling", partitions=2, with_relay=False,
+                                 tick=app.fire_due_timers)
+    try:
+        ctx = CommandContext(actor=app.actor, at=T0, correlation_id=uuid4())
+        schedule = CourseSchedule.open(course_id=uuid4(), plan_id=uuid4(), client_id="client-1",
+                                       modality=Modality.INTERPERSONAL, planned_sessions=1,
+                                       strategy=Strategy.SHORT_TERM_MODERATE, ctx=ctx)
+        app.save(schedule)
+        app.follow_timers(0)
+        clock.now = T0 + timedelta(days=30)  # the one session's end and grace are long past
+        app.note_watermark(Watermark(source="care", position=10, at=clock.now, stream_sequence=100))
+        assert app.fire_due_timers() == 0, "no partition has recorded a position yet"
+        app.record([], [Tracking("stream:CARE:scheduling-p0", 120)])
+        assert service.stream_floor() == 0
+        assert app.fire_due_timers() == 0, "partition 1 may still hold the session's SessionHeld"
+        app.record([], [Tracking("stream:CARE:scheduling-p1", 99)])
+        assert app.fire_due_timers() == 0, "partition 1 is one message short of the watermark"
+        app.record([], [Tracking("stream:CARE:scheduling-p1", 100)])
+        assert service.stream_floor() == 100
+        assert app.fire_due_timers() == 1
+    finally:
+        if service.stores is not None:
+            service.stores.close()
+        app.close()
