@@ -342,10 +342,19 @@ class Tracked:
                 self._unit_of_work.aggregates = None
 
     def forget_cached(self) -> None:
-        """After a failed decision: cached aggregates may hold its unrecorded changes."""
+        """After a failed decision: cached aggregates may hold its unrecorded changes.
+        (The library's ``LRUCache.clear`` only resets its recency list and keeps every entry:
+        a changed aggregate would stay, and be fast-forwarded past events another writer
+        recorded at the versions it had taken, so its entries are dropped here.)"""
         cache = self.repository.cache  # type: ignore[attr-defined]
-        if cache is not None and hasattr(cache, "clear"):
-            cache.clear()
+        if cache is None:
+            return
+        with getattr(cache, "lock", None) or contextlib.nullcontext():
+            cache.cache.clear()
+            if hasattr(cache, "clear"):
+                cache.clear()
+            if hasattr(cache, "full"):
+                cache.full = False
 
     def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
         """What a consumed message changes: its handler in the reaction table."""
