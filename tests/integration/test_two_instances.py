@@ -221,3 +221,186 @@ def test_partitioned_scheduling_marks_a_slot_missed_only_once_every_partition_pa
         if service.stores is not None:
             service.stores.close()
         app.close()
+
+
+class _EscalationRelay(InProcessRelay):
+    """The escalation store's relay in the test's loop: the crises the test raises itself."""
+
+    def __init__(self, settings: Settings, nats_url: str) -> None:
+        from services.shared.persistence import OutboxStores
+        from services.shared.relay import Relay
+
+        self.stores = OutboxStores(settings, "escalation")
+        self.relay = Relay(settings, application="escalation", nats_url=nats_url, recorder=self.stores.recorder,
+                           mapper=self.stores.mapper, tracking=self.stores.tracking)
+        self.stop = asyncio.Event()
+        self.task = None
+
+
+async def test_two_instances_of_scheduling_and_of_care_policies_decide_once_in_order_through_a_kill(
+    tmp_path: Path, nats_server: EmbeddedNats, backend_settings: Settings
+) -> None:
+    """Scheduling writes a plan's record from its courses' partitions and its courses'
+    schedules from the plan's; care policies write a plan from each of its crises'
+    partitions: concurrent writers of one aggregate, a conflict decided again. Two instances
+    of each, one of each SIGKILLed at a random point (the scheduling one stays dead): every
+    course's schedule opened once, every held session recorded once and in order, every
+    crisis's emergency support activated once and its resolution recorded once, after it."""
+    from datetime import timedelta
+    from uuid import uuid4
+
+    from domain.base import CommandContext
+    from domain.catalogues.escalation import EscalationTrigger
+    from services.escalation.service import EscalationApplication
+    from tests.conftest import SUPERVISOR, T0
+
+    plans_count, sessions = 16, 4
+    settings = backend_settings.model_copy(
+        update={"data_dir": tmp_path / "data", "nats_url": nats_server.url, "consumer_partitions": PARTITIONS}
+    )
+    seed = random.randrange(1 << 30)
+    print(f"seed {seed}")  # shown when it fails
+    rng = random.Random(seed)
+    care, escalation = CareApplication(settings), EscalationApplication(settings)
+    instances = {
+        (name, i): ServiceProcess(name, settings, nats_server.url, tmp_path / f"{name}-{i}.log")
+        for name in ("scheduling", "care-policies") for i in (0, 1)
+    }
+    held: list[tuple[str, int]] = []
+    crises: list[str] = []
+    resolved: list[str] = []
+
+    def plan_and_course(i: int) -> tuple[object, object]:
+        plan = care.handle(c.DraftCarePlan(client_id=f"client-{i}", title="Load", strategy="short_term_moderate",
+                                           therapy_models=["steady_drive"]), META).aggregate_id
+        course = care.handle(c.StartCourse(plan_id=plan, modality=Modality.INTERPERSONAL, planned_sessions=12),
+                             META).aggregate_id
+        return plan, course
+
+    def hold_sessions(course: object) -> None:
+        for n in range(sessions):
+            at = T0 + timedelta(days=7 * (n + 1))
+            scheduled = c.ScheduleSession(course_id=course, scheduled_for=at)
+            care.handle(scheduled, META)
+            care.handle(c.HoldSession(course_id=course, session_id=scheduled.session_id, held_at=at), META)
+            held.append((str(course), n + 1))
+
+    def crisis(plan: object, resolve: bool) -> None:
+        ctx = CommandContext(actor=escalation.actor, at=escalation.clock(), correlation_id=uuid4(),
+                             causation_id=str(uuid4()))
+        raised = escalation._raise(plan_id=plan, client_id=None, trigger=EscalationTrigger.PHQ9_SUICIDE_ITEM,
+                                   source_event_id=str(uuid4()), reason="load", ctx=ctx)
+        if resolve:
+            raised.resolve(outcome="Safe", reason="Seen today",
+                           ctx=CommandContext(actor=SUPERVISOR, at=escalation.clock(), correlation_id=uuid4()))
+            resolved.append(str(raised.id))
+        escalation.save(raised)
+        crises.append(str(raised.id))
+
+    try:
+        pairs = [plan_and_course(i) for i in range(plans_count)]
+        for process in instances.values():
+            process.start()
+        killed = threading.Event()
+
+        def write() -> None:
+            for i, (plan, course) in enumerate(pairs):
+                if i == plans_count // 2:
+                    killed.wait(180)  # the second half reaches the survivors (and the restarted one)
+                hold_sessions(course)
+                crisis(plan, resolve=False)
+                crisis(plan, resolve=rng.random() < 0.5)
+
+        async def kill_one(name: str, restart: bool) -> None:
+            await until(lambda: all(claimed(instances[(name, i)].log) for i in (0, 1)), f"{name} to split")
+            victim = instances[(name, rng.randrange(2))]
+            await until(lambda: decided(victim.log) > 0, f"the {name} victim to decide something")
+            await asyncio.sleep(rng.uniform(0, 1.0))
+            victim.kill()
+            if restart:
+                victim.start()
+
+        writer = threading.Thread(target=write)
+        async with InProcessRelay(settings, nats_server.url), _EscalationRelay(settings, nats_server.url):
+            # Every instance has its partitions before the work starts (the first to start
+            # would otherwise decide all of the first half alone).
+            await until(lambda: all(claimed(p.log) for p in instances.values()), "every instance to claim partitions")
+            await asyncio.sleep(2.0)  # the first one gives back the extra partitions it claimed
+            writer.start()
+            try:
+                await asyncio.gather(kill_one("scheduling", restart=False), kill_one("care-policies", restart=True))
+            finally:
+                killed.set()
+            await asyncio.to_thread(writer.join)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 120
+            while True:
+                kinds = Counter(m.subject.rsplit(".", 1)[1] for m in await read_stream(nats_server.url))
+                if (kinds["session_attendance_recorded"] >= len(held) and kinds["schedule_opened"] >= plans_count
+                        and kinds["emergency_support_activated"] >= len(crises)
+                        and kinds["crisis_resolution_recorded"] >= len(resolved)
+                        and kinds["schedule_follows_strategy"] >= plans_count):
+                    break
+                assert loop.time() < deadline, f"not caught up: {kinds}"
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)  # anything doubled would arrive now
+            messages = await read_stream(nats_server.url)
+    finally:
+        for process in instances.values():
+            process.stop()
+        care.close()
+        escalation.close()
+    bodies = [(m.subject.rsplit(".", 1)[1], json.loads(m.body)) for m in messages]
+    opened = Counter(b["course_id"] for kind, b in bodies if kind == "schedule_opened")
+    assert sorted(opened) == sorted(str(course) for _, course in pairs) and set(opened.values()) == {1}
+    follows = Counter(b["course_id"] for kind, b in bodies if kind == "schedule_follows_strategy")
+    assert set(follows.values()) == {1}, "a schedule followed emergency support twice"
+    recorded = [(b["course_id"], b["number"]) for kind, b in bodies if kind == "session_attendance_recorded"]
+    assert sorted(recorded) == sorted(held), "a held session recorded twice or never"
+    for course in {course for course, _ in held}:  # per course, in the order held
+        assert [n for k, n in recorded if k == course] == list(range(1, sessions + 1))
+    activated = [b["crisis_id"] for kind, b in bodies if kind == "emergency_support_activated"]
+    assert sorted(activated) == sorted(crises), "emergency support activated twice or never for a crisis"
+    closed = [b["crisis_id"] for kind, b in bodies if kind == "crisis_resolution_recorded"]
+    assert sorted(closed) == sorted(resolved)
+    at = {(kind, b.get("crisis_id")): index for index, (kind, b) in enumerate(bodies)}
+    for crisis_id in closed:  # per crisis, in order: activated, then its resolution recorded
+        assert at[("emergency_support_activated", crisis_id)] < at[("crisis_resolution_recorded", crisis_id)]
+    for (name, i), process in instances.items():  # in any of its lives (the restarted one may find nothing left)
+        lives = _DECIDED.findall(process.log.read_text(errors="replace"))
+        assert any(sum(ast.literal_eval(life).values()) for life in lives), f"{name} instance {i} did no work"
+
+
+def test_a_failed_decision_leaves_no_changed_aggregate_in_the_cache(tmp_path: Path) -> None:
+    """A run of decisions changes cached aggregates in place; when its commit fails (another
+    instance wrote the aggregate meanwhile) they must be read again from the store. Were the
+    changed one kept, it would be fast-forwarded past the other writer's events at the
+    versions it had taken (found by the two-instance test of the care policies)."""
+    app = CareApplication(Settings(data_dir=tmp_path, aggregate_cache_size=100))
+    try:
+        plan_id = app.handle(c.DraftCarePlan(client_id="client-1", title="Load", strategy="short_term_moderate",
+                                             therapy_models=["steady_drive"]), META).aggregate_id
+        app.load(plan_id)
+        cached = app.repository.cache.get(plan_id)
+        cached.title = "changed in place, never recorded"
+        app.forget_cached()
+        assert app.load(plan_id).title == "Load"
+    finally:
+        app.close()
+
+
+def test_the_subscriptions_service_refuses_partitions_and_says_why(tmp_path: Path) -> None:
+    """Its feeds number events across aggregates in the stream's order: partitioned, it
+    refuses to start (exit 2), naming the reason; ``--instances`` runs standbys instead."""
+    import subprocess
+    import sys
+
+    from tests.support.bus import settings_env
+
+    settings = Settings(data_dir=tmp_path, nats_url="nats://127.0.0.1:1", consumer_partitions=4)  # never reached
+    done = subprocess.run([sys.executable, "-m", "services.cli", "service", "subscriptions"], check=False,
+                          env=settings_env(settings, settings.nats_url), capture_output=True, timeout=120)
+    said = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 2, said[-2000:]
+    assert "subscriptions cannot run with CAREPLAN_CONSUMER_PARTITIONS=4" in said
+    assert "order across aggregates" in said
