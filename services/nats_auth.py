@@ -22,6 +22,7 @@ from services.shared.bus import AUDIT_STREAM, with_credentials
 from services.shared.health import BUCKET as STATUS_BUCKET
 from services.shared.health import key_of
 from services.shared.lease import BUCKET as LEASE_BUCKET
+from services.shared.lease import INSTANCE_SLOTS
 
 PERMISSIONS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "permissions.conf"
 
@@ -210,9 +211,15 @@ def _status_reader() -> list[str]:
     return [f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.DIRECT.GET.{kv}.>", f"$JS.API.STREAM.MSG.GET.{kv}"]
 
 
+def _durables() -> list[str]:
+    """Every durable consumer a service may have: its own, and each partition's (``<name>-p<k>``)."""
+    return [durable for service in SERVICES for durable in (service.name, *(f"{service.name}-p{k}" for k in range(MAX_PARTITIONS)))]
+
+
 def _consumer_info() -> list[str]:
-    """The services' durable consumers' info (the API's /metrics: their backlog), nothing else of them."""
-    return [f"$JS.API.CONSUMER.INFO.{STREAM}.{service.name}" for service in SERVICES]
+    """The services' durable consumers' info, partitions included (the API's /metrics: their
+    backlog; store check|recover, deadletter park), nothing else of them."""
+    return [f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}" for durable in _durables()]
 
 
 def _consumer(durable: str) -> list[str]:
@@ -222,7 +229,9 @@ def _consumer(durable: str) -> list[str]:
 
 def _service_rights(service: Service) -> list[str]:
     own = _publishing(service.store) if service.relays else []
-    reports = [service.process, *([f"relay:{service.store}"] if service.relays else [])]
+    # partitioned, each instance also puts its own record, service:<name>.i<j> (its slot)
+    reports = [service.process, *([f"relay:{service.store}"] if service.relays else []),
+               *(f"{service.process}.i{j}" for j in range(INSTANCE_SLOTS))]
     # Partitioned (services/shared/partitions.py): the durables <name>-p<k>, and the leases
     # <name>.p<k>, <name>.i<j> (instance slots) and <name>.duties.
     partitions = [right for k in range(MAX_PARTITIONS) for right in _consumer(f"{service.name}-p{k}")]
@@ -269,7 +278,7 @@ def render_permissions() -> str:
                        [*_STREAM_INFO, f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", *_STREAM_OWN, *_DIRECT_GET,
                         # an erased client's messages, each removed with the server's secure erase (issue 16)
                         f"$JS.API.STREAM.MSG.DELETE.{STREAM}",
-                        *_consumer_info(), *(f"$JS.API.CONSUMER.DELETE.{STREAM}.{service.name}" for service in SERVICES)],
+                        *_consumer_info(), *(f"$JS.API.CONSUMER.DELETE.{STREAM}.{durable}" for durable in _durables())],
                        ["care.>", "audit.>"]))
     return _HEADER + "\nauthorization {\n  users = [\n" + "".join(users) + "  ]\n}\n"
 

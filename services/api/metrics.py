@@ -4,7 +4,7 @@ What the processes record (``services/shared/metrics.py``) comes from their mult
 files; what must stay true while the process it concerns is down is computed here, when
 scraped (:data:`services.shared.metrics.SCRAPED`):
 
-- each registered service's durable consumer: pending and ack-pending messages, from
+- each registered service's durable consumer (its slowest partition's, partitioned): pending and ack-pending messages, from
   JetStream's consumer info (a service killed and kept down shows its backlog growing);
   NATS unreachable or slow: no sample, within :data:`NATS_TIMEOUT` seconds;
 - open dead letters per service, open escalations by severity and the age of the oldest
@@ -133,17 +133,26 @@ async def consumer_families(settings: Settings, services: tuple[str, ...] = SERV
 
 
 async def _consumer_infos(settings: Settings, services: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    from services.shared.partitions import partition_durables
+
     nc = await connect(settings.nats_url, name="careplan-metrics", reconnect=False, connect_timeout=1)
     try:
         js = nc.jetstream(timeout=NATS_TIMEOUT)
         found = {}
         for service in services:
-            try:
-                info = await js.consumer_info(settings.stream_name, service)
-            except Exception as e:  # noqa: BLE001 - no durable yet (or no right to read it): no sample
-                log.debug("metrics: consumer %s not read (%s)", service, describe(e))
-                continue
-            found[service] = (int(info.num_pending or 0), int(info.num_ack_pending or 0))
+            # Partitioned (services/shared/partitions.py): every partition's durable is given
+            # every message of the service, so the service's backlog is its slowest partition's
+            # (the unpartitioned durable, no longer consumed, would only grow).
+            partitions = await partition_durables(js, settings.stream_name, service, settings.consumer_partitions)
+            if partitions:
+                infos = list(partitions.values())
+            else:
+                try:
+                    infos = [await js.consumer_info(settings.stream_name, service)]
+                except Exception as e:  # noqa: BLE001 - no durable yet (or no right to read it): no sample
+                    log.debug("metrics: consumer %s not read (%s)", service, describe(e))
+                    continue
+            found[service] = (max(int(i.num_pending or 0) for i in infos), max(int(i.num_ack_pending or 0) for i in infos))
         return found
     finally:
         with contextlib.suppress(Exception):  # nothing to keep from a closing connection

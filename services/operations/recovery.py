@@ -139,9 +139,22 @@ class StoreRecovery:
         diagnosis = Diagnosis(
             store=self.store, store_end=store_end, relay_position=relay_position, stream_end=stream_end,
             agree_until=agree_until, lost=[m.position for m in tail], unpublished=unpublished, conflicts=conflicts,
-            consumers=[await self._consumer(name) for name in STORE_CONSUMERS.get(self.store, ())],
+            consumers=[await self._consumer(name) for name in await self._durables()],
         )
         return diagnosis, tail
+
+    async def _durables(self) -> list[str]:
+        """The durables whose positions live in this store: each service's own and, when it
+        runs partitioned, each partition's (services/shared/partitions.py)."""
+        from services.shared.partitions import partition_durables
+
+        found = []
+        for service in STORE_CONSUMERS.get(self.store, ()):
+            found.append(service)
+            partitions = await partition_durables(self.js, self.settings.stream_name, service,
+                                                  self.settings.consumer_partitions)
+            found.extend(f"{service}-p{k}" for k in sorted(partitions))
+        return found
 
     async def _agree_until(self, limit: int) -> int:
         """The last position up to which the store and the stream hold the same events (a
@@ -258,15 +271,28 @@ async def park(settings: Settings, consumer: str, stream_sequence: int, js: Any,
     from services.operations.dead_letters import StoreDesk, operator
     from services.shared.cloudevents import Inbound, MalformedMessageError, parse_inbound
     from services.shared.diagnostics import ErrorSummary
-    from services.shared.tracking import FailedMessage
+    from services.shared.partitions import durable_of, partition_durables
+    from services.shared.tracking import FailedMessage, partition_of
 
-    store = next((s for s, consumers in STORE_CONSUMERS.items() if consumer in consumers), None)
+    service, partition = durable_of(consumer)
+    store = next((s for s, consumers in STORE_CONSUMERS.items() if service in consumers), None)
     if store is None:
         msg = f"{consumer!r} is not a careplan consumer ({', '.join(c for cs in STORE_CONSUMERS.values() for c in cs)})"
         raise RecoveryRefusedError(msg)
     if not reason.strip():
         raise RecoveryRefusedError("Say why the message is set aside (--reason).")
     raw = await js.get_msg(settings.stream_name, seq=stream_sequence, direct=True)
+    partitions = await partition_durables(js, settings.stream_name, service, settings.consumer_partitions)
+    if partitions:
+        # Partitioned: the position to move is that of the partition deciding the message
+        # (the one that halted on it); moving another's would skip its own messages.
+        count = max(max(partitions) + 1, settings.consumer_partitions)
+        owner = partition_of(raw.subject, count)
+        if owner is None or (partition is not None and partition != owner):
+            msg = (f"stream message {stream_sequence} is decided by partition {owner} of {service}, not by {consumer}: "
+                   "nothing was changed")
+            raise RecoveryRefusedError(msg)
+        consumer = f"{service}-p{owner}"
     try:
         parsed = parse_inbound(raw.subject, raw.headers, raw.data or b"", stream_sequence)
     except MalformedMessageError:
@@ -281,7 +307,8 @@ async def park(settings: Settings, consumer: str, stream_sequence: int, js: Any,
         tracking = desk.process_recorder.max_tracking_id(stream_tracking_name(settings.stream_name, consumer)) or 0
         trackings = [Tracking(stream_tracking_name(settings.stream_name, consumer), stream_sequence)] \
             if stream_sequence > tracking else []
-        return desk.record_dead_letter(consumer, failed, ErrorSummary("SetAsideByOperator"), 0, risk, trackings,
+        # the dead letter is the service's (its redrive is decided by whichever partition holds it)
+        return desk.record_dead_letter(service, failed, ErrorSummary("SetAsideByOperator"), 0, risk, trackings,
                                        reason=quote(reason.strip(), TEXT_MAX))
     finally:
         desk.close()

@@ -43,7 +43,7 @@ from faststream.nats import NatsBroker
 from services.shared.bus import connect, wait_for_streams
 from services.shared.consumer import ConsumerStats, DurableConsumer
 from services.shared.diagnostics import describe
-from services.shared.health import Status, StatusReporter, relay_status, service_status
+from services.shared.health import DEGRADED, OK, Status, StatusReporter, relay_status, service_status
 from services.shared.lease import INSTANCE_SLOTS, Lease, LeaseLostError, MixedInstancesError
 from services.shared.runner import REDRIVE_CHECK_SECONDS, RunningService
 from services.shared.tracking import stream_tracking_name
@@ -75,6 +75,8 @@ class PartitionedService(RunningService):
         self._js: Any = None
         #: The notification of the service's log the timers were armed from, up to.
         self._followed = 0
+        #: Partitions no live instance holds (looked up by the duties' holder, for its record).
+        self.unclaimed: list[int] = []
         if hasattr(app, "stream_floor"):
             # Timers that wait for a watermark (scheduling) trust one only once every
             # partition, whichever instance decides it, has recorded a position past it.
@@ -104,8 +106,30 @@ class PartitionedService(RunningService):
                     setattr(total, f.name, value)
         return total
 
+    def instance_status(self) -> Status | None:
+        """This instance's own record, ``service:<name>.i<j>`` (its slot): its phase and
+        the partitions it consumes."""
+        if self.slot_index is None:
+            return None
+        found = service_status(f"service:{self.name}.i{self.slot_index}", self.phase, self.combined_stats())
+        if found.status != OK:
+            return found
+        held = ", ".join(str(k) for k in sorted(self.running)) or "none"
+        return Status(found.component, found.state, OK, f"partitions {held} of {self.partitions}")
+
+    def service_record(self) -> Status | None:
+        """The service's record, ``service:<name>``, put by the duties' holder only: its own
+        consumers' state, and degraded while a partition has no live instance."""
+        if not self._duties_held():
+            return None
+        found = service_status(f"service:{self.name}", self.phase, self.combined_stats())
+        if found.status == OK and self.unclaimed:
+            return Status(found.component, "consuming", DEGRADED, f"{len(self.unclaimed)} of {self.partitions} "
+                          "partitions consumed by no instance (being taken over)")
+        return found
+
     def statuses(self) -> list[Any]:
-        sources = [lambda: service_status(f"service:{self.name}", self.phase, self.combined_stats())]
+        sources = [self.service_record, self.instance_status]
         if self.relay is not None:
             relay = self.relay
             # The relay's record is put by the instance that runs it (the duties' holder) only.
@@ -227,6 +251,9 @@ class PartitionedService(RunningService):
                 log.error("%s: partition %d was taken by another instance; this one stops consuming it", self.name, k)
                 await self._stop_partition(k)
                 self._leases.pop(k, None)
+        if self._duties_held():
+            self.unclaimed = [k for k in range(self.partitions)
+                              if k not in self._leases and await self._lease(f"p{k}").live_holder() is None]
         share = math.ceil(self.partitions / await self._instances())
         held = sorted(self._leases)
         if len(held) > share:
@@ -324,7 +351,38 @@ class PartitionedService(RunningService):
         self.phase = "lease lost"
 
     def status(self) -> Status:
-        return self.statuses()[0]()
+        return service_status(f"service:{self.name}", self.phase, self.combined_stats())
+
+
+async def partition_durables(js: Any, stream: str, service: str, partitions: int = 0) -> dict[int, Any]:
+    """The partition durables of ``service`` on ``stream`` (k → consumer info), none when it
+    runs unpartitioned: ``partitions`` (the setting, when known) are looked up, else the
+    first and, if it exists, every one a service may have (``MAX_PARTITIONS`` of NATS's
+    permissions). For the operators' commands and the backlog, which know no instance."""
+    from services.nats_auth import MAX_PARTITIONS
+
+    async def info(k: int) -> Any:
+        try:
+            return await js.consumer_info(stream, f"{service}-p{k}")
+        except Exception:  # noqa: BLE001 - no such durable (or no right to read it)
+            return None
+
+    if partitions > 1:
+        wanted = range(partitions)
+    elif await info(0) is not None:
+        wanted = range(MAX_PARTITIONS)
+    else:
+        return {}
+    found = {k: await info(k) for k in wanted}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def durable_of(consumer: str) -> tuple[str, int | None]:
+    """``assessment-p3`` → (``assessment``, 3); ``assessment`` → (``assessment``, None)."""
+    name, sep, k = consumer.rpartition("-p")
+    if sep and name and k.isdigit():
+        return name, int(k)
+    return consumer, None
 
 
 #: Partitions when ``careplan service NAME --instances N`` runs and none are set.

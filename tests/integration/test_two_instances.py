@@ -404,3 +404,93 @@ def test_the_subscriptions_service_refuses_partitions_and_says_why(tmp_path: Pat
     assert done.returncode == 2, said[-2000:]
     assert "subscriptions cannot run with CAREPLAN_CONSUMER_PARTITIONS=4" in said
     assert "order across aggregates" in said
+
+
+async def test_operations_know_a_partitioned_service(
+    tmp_path: Path, nats_server: EmbeddedNats, backend_settings: Settings
+) -> None:
+    """The instance's own status record and the service's (readiness shows both), the backlog
+    over the partitions' durables, `store check|recover` naming each partition's durable, and
+    `deadletter park` moving only the position of the partition that decides the message."""
+    from services.api.health import Readiness
+    from services.api.metrics import consumer_families
+    from services.operations.recovery import StoreRecovery, park
+    from services.registry import service
+    from services.shared.bus import connect
+    from services.shared.health import read_statuses
+
+    settings = backend_settings.model_copy(
+        update={"data_dir": tmp_path / "data", "nats_url": nats_server.url, "consumer_partitions": PARTITIONS}
+    )
+    care = CareApplication(settings)
+    plan = care.handle(c.DraftCarePlan(client_id="client-1", title="Ops", strategy="short_term_moderate",
+                                       therapy_models=["steady_drive"]), META).aggregate_id
+    course = care.handle(c.StartCourse(plan_id=plan, modality=Modality.INTERPERSONAL, planned_sessions=12),
+                         META).aggregate_id
+
+    def submit() -> None:
+        care.handle(c.SubmitQuestionnaire(course_id=course, instrument="PHQ-9", answers=[1] * 9, answered_at=WHEN), META)
+
+    submit()
+    nc = await connect(nats_server.url, name="careplan-test")
+    js = nc.jetstream()
+    try:
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            running = service("assessment").running(settings)
+            await running.start()
+            try:
+                await until(lambda: len(running.running) == PARTITIONS, "the instance to consume every partition")
+                await until(lambda: sum(running.progress().values()) >= 1, "the submission to be scored")
+                deadline = asyncio.get_running_loop().time() + 30
+                while True:
+                    records = await read_statuses(js, ["service:assessment", "service:assessment.i0"])
+                    if len(records) == 2:
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, records
+                    await asyncio.sleep(0.3)
+                assert records["service:assessment.i0"].reason == f"partitions 0, 1, 2, 3 of {PARTITIONS}"
+                assert records["service:assessment"].status == "ok"
+                shown = (await Readiness(settings).report())["components"]
+                assert list(shown).index("service:assessment.i0") == list(shown).index("service:assessment") + 1
+            finally:
+                await running.stop()
+            # Stopped: what arrives waits on every partition's durable (no unpartitioned one exists).
+            for _ in range(3):
+                submit()
+            await relay.wait_position(care.recorder.max_notification_id())
+        pending = {s.labels["service"]: s.value for s in (await consumer_families(settings))[0].samples}
+        assert pending["assessment"] == 3
+        # store check names each partition's durable: all in line
+        recovery = StoreRecovery(settings, "assessment", js)
+        try:
+            diagnosis, _ = await recovery.diagnose()
+        finally:
+            recovery.close()
+        assert [c.name for c in diagnosis.consumers] == ["assessment", *(f"assessment-p{k}" for k in range(PARTITIONS))]
+        assert diagnosis.healthy
+        # park: the last submission set aside; only its partition's position moves past it
+        last = (await read_stream(nats_server.url))[-1]
+        info = await js.get_msg(settings.stream_name, seq=1, subject=last.subject, next=True, direct=True)
+        while True:  # the stream sequence of the last message on that subject
+            try:
+                info = await js.get_msg(settings.stream_name, seq=info.seq + 1, subject=last.subject, next=True,
+                                        direct=True)
+            except Exception:  # noqa: BLE001 - no later one
+                break
+        from services.assessment.service import AssessmentApplication
+        from services.shared.tracking import partition_of, stream_tracking_name
+
+        letter = await park(settings, "assessment", info.seq, js, reason="set aside in the test")
+        assert letter.service == "assessment"
+        owner = partition_of(last.subject, PARTITIONS)
+        app = AssessmentApplication(settings)
+        try:
+            moved = {k: app.process_recorder.max_tracking_id(stream_tracking_name(settings.stream_name, f"assessment-p{k}"))
+                     for k in range(PARTITIONS)}
+        finally:
+            app.close()
+        assert moved[owner] == info.seq
+        assert all((position or 0) < info.seq for k, position in moved.items() if k != owner)
+    finally:
+        await nc.close()
+        care.close()
