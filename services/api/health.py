@@ -20,6 +20,7 @@ from services.registry import PROCESSES, RELAYED_STORES, SERVICES, STORES
 from services.shared.bus import connect
 from services.shared.diagnostics import describe
 from services.shared.health import DEGRADED, DOWN, OK, read_statuses
+from services.shared.lease import INSTANCE_SLOTS
 from services.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class Readiness:
             found["api"] = {"status": OK, "reason": "serving"}
             found["risk-signals"] = self.watchdog.component()
             self._apply_supervision(found)
-            body = {"status": overall(found), "components": {name: found[name] for name in components()}}
+            names = [n for name in components() for n in (name, *sorted(c for c in found if c.startswith(f"{name}.i")))]
+            body = {"status": overall(found), "components": {name: found[name] for name in names}}
             self._cached = (time.monotonic(), body)
             return body
 
@@ -91,8 +93,10 @@ class Readiness:
         except Exception as e:  # noqa: BLE001 - any failure to connect: NATS is down for us
             log.debug("readiness: NATS unreachable (%s)", describe(e))
             return self._all_down(reporting, "nats unreachable")
+        # a partitioned service's instances each put a record of their own (services/shared/partitions.py)
+        instances = [f"{s.process}.i{j}" for s in SERVICES for j in range(INSTANCE_SLOTS)]
         try:
-            statuses = await asyncio.wait_for(read_statuses(nc.jetstream(), reporting), timeout=3)
+            statuses = await asyncio.wait_for(read_statuses(nc.jetstream(), [*reporting, *instances]), timeout=3)
         except Exception as e:  # noqa: BLE001 - connected, but JetStream does not answer
             log.debug("readiness: status bucket unreadable (%s)", describe(e))
             return {"nats": {"status": DOWN, "reason": "jetstream not answering"},
@@ -104,6 +108,9 @@ class Readiness:
             record = statuses.get(component)
             found[component] = ({"status": DOWN, "reason": "no heartbeat"} if record is None
                                 else {"status": record.status, "reason": record.reason or record.state})
+        for component in instances:  # shown while they run (an instance stopped is no longer one)
+            if (record := statuses.get(component)) is not None:
+                found[component] = {"status": record.status, "reason": record.reason or record.state}
         return found
 
     @staticmethod
