@@ -281,8 +281,13 @@ class PartitionedService(RunningService):
         consumer.attach(broker)
         try:
             await consumer.wait_for_previous_instance(self._js)
+            halted = False
             while not await consumer.in_line(self._js):
+                halted = True
                 await asyncio.sleep(2.0)  # halted (a restored store): the alarm says so
+            if halted:  # mended (`careplan store recover`): what was read from the store at start is stale
+                await asyncio.to_thread(self.app.reread_after_recovery)
+                consumer.stats.halted = None
             await broker.start()
             self.running[k] = (broker, consumer)
             log.info("%s: consuming partition %d of %d", self.name, k, self.partitions)
