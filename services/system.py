@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.nats_auth import ADMIN_USER, PERMISSIONS_FILE, ensure_passwords, load_passwords, server_environment
-from services.registry import PROCESSES
+from services.registry import PROCESSES, SERVICES
 from services.shared import metrics
 from services.shared.alarms import CRASH_LOOPING, Alarm
 from services.shared.bus import EmbeddedNats, apply_streams_at, free_port, nats_store_key, with_credentials
@@ -43,6 +43,11 @@ def closed_data_dir(path: Path) -> Path:
         log.info("data directory %s was open to others: narrowed to 0700", data_dir)
         data_dir.chmod(0o700)
     return data_dir
+
+
+def process_of(child: str) -> str:
+    """The registry's process a child runs: ``service:assessment#2`` → ``service:assessment``."""
+    return child.split("#", 1)[0]
 
 
 @dataclass
@@ -135,17 +140,13 @@ class System:
         self.metrics_dir = run_dir / "metrics"
         self.metrics_dir.mkdir()
         env[metrics.MULTIPROC_ENV] = str(self.metrics_dir)
-        self.children = [
-            Child(process.name, [sys.executable, "-m", "services.cli", *process.args], env,
-                  run_dir / f"{process.name.replace(':', '-')}.ready")
-            for process in PROCESSES
-        ]
+        self.children = self.make_children(env, run_dir)
         if passwords is not None:
             users = {process.name: process.nats_user for process in PROCESSES}
             # The API reads only the status bucket (for /readyz): as the read-only auditor.
             users["api"] = users.get("api") or "auditor"
             for child in self.children:
-                if (user := users.get(child.name)) is not None:
+                if (user := users.get(process_of(child.name))) is not None:
                     child.env = {**child.env, "CAREPLAN_NATS_URL": with_credentials(self.nats_url, user, passwords[user])}
         for child in self.children:
             child.start()
@@ -171,6 +172,32 @@ class System:
         if self.settings.retention_days:  # the daily retention run (issue 16; off without a period)
             threading.Thread(target=self._retention, args=(env,), name="careplan-retention", daemon=True).start()
         return self
+
+    def make_children(self, env: dict[str, str], run_dir: Path) -> list[Child]:
+        """One child per process of the registry; ``service_instances`` > 1 runs that many of
+        each partitionable service (``service:<name>``, ``service:<name>#2``, ...) over
+        ``consumer_partitions`` (8 unless set). A service that cannot be partitioned runs once
+        with none (its refusal would otherwise crash-loop it); the supervisor restarts it."""
+        from services.shared.partitions import DEFAULT_PARTITIONS
+
+        instances = self.settings.service_instances
+        partitions = self.settings.consumer_partitions
+        if instances > 1 and partitions <= 1:
+            partitions = DEFAULT_PARTITIONS
+        services = {s.process: s for s in SERVICES}
+        children = []
+        for process in PROCESSES:
+            count, own = 1, env
+            if (service := services.get(process.name)) is not None:
+                if service.unpartitioned is not None:
+                    own = {**env, "CAREPLAN_CONSUMER_PARTITIONS": "0"}
+                else:
+                    count, own = instances, {**env, "CAREPLAN_CONSUMER_PARTITIONS": str(partitions)}
+            for i in range(count):
+                name = process.name if i == 0 else f"{process.name}#{i + 1}"
+                children.append(Child(name, [sys.executable, "-m", "services.cli", *process.args], dict(own),
+                                      run_dir / f"{name.replace(':', '-')}.ready"))
+        return children
 
     def _retention(self, env: dict[str, str], first_delay: float = 60.0) -> None:
         """``careplan retention run`` a minute after start, then every ``retention_interval_hours``:

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     #: P > 1 splits each service's messages by aggregate id into P durable consumers
     #: (``<service>-p<k>``) that the running instances share out between them.
     consumer_partitions: int = Field(default=0, ge=0, le=16)
+    #: Processes `careplan up` runs of each service (``CAREPLAN_SERVICE_INSTANCES``): above 1,
+    #: they share each partitionable service's work (with ``consumer_partitions``, 8 unless
+    #: set); a service that cannot be partitioned (subscriptions) runs once.
+    service_instances: int = Field(default=1, ge=1, le=8)
 
     #: Escalation notifications to the policy's contacts (docs/operations.md, "Contacts and
     #: channels"): attempts per delivery (a short bounded retry, then the next level is

@@ -494,3 +494,25 @@ async def test_operations_know_a_partitioned_service(
     finally:
         await nc.close()
         care.close()
+
+
+def test_careplan_up_runs_the_instances_set_of_each_partitionable_service(tmp_path: Path) -> None:
+    """``CAREPLAN_SERVICE_INSTANCES=2``: two processes of each service over 8 partitions, one
+    of subscriptions (unpartitioned: it would refuse partitions), one of everything else."""
+    from services.registry import PROCESSES, SERVICES
+    from services.system import System, process_of
+
+    env = {"CAREPLAN_NATS_URL": "nats://127.0.0.1:1"}
+    children = System(Settings(data_dir=tmp_path, service_instances=2)).make_children(env, tmp_path)
+    names = [child.name for child in children]
+    assert {process_of(n) for n in names} == {p.name for p in PROCESSES}
+    for s in SERVICES:
+        mine = [child for child in children if process_of(child.name) == s.process]
+        partitions = {child.env["CAREPLAN_CONSUMER_PARTITIONS"] for child in mine}
+        if s.unpartitioned is not None:
+            assert (len(mine), partitions) == (1, {"0"}), s.name
+        else:
+            assert [c.name for c in mine] == [s.process, f"{s.process}#2"] and partitions == {"8"}, s.name
+    assert len({child.ready_file for child in children}) == len(children)
+    single = System(Settings(data_dir=tmp_path)).make_children(env, tmp_path)
+    assert [child.name for child in single] == [p.name for p in PROCESSES]
