@@ -85,14 +85,16 @@ def deadletter_show(
 
 @app.command("park")
 def deadletter_park(
-    consumer: Annotated[str, typer.Argument(help=f"The halted consumer: {', '.join(SERVICE_NAMES)}.")],
+    consumer: Annotated[str, typer.Argument(help=f"The halted consumer: {', '.join(SERVICE_NAMES)} (partitioned, "
+                                                 "the partition deciding the message is found; or name it, <service>-p<k>).")],
     stream_sequence: Annotated[int, typer.Argument(help="The stream sequence of the message it halted on (in its alarm).")],
     reason: Annotated[str, typer.Option(help="Why it is set aside (recorded with your name).")],
     nats_url: Annotated[str | None, typer.Option("--nats", help="The NATS server (default: CAREPLAN_NATS_URL).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Set aside the message a consumer halted on (a forged one, say) as a dead letter, so it
-    goes on; a message that may carry a risk signal is escalated as such."""
+    goes on; a message that may carry a risk signal is escalated as such. Partitioned, only the
+    position of the partition that decides the message moves."""
     from services.operations.recovery import RecoveryRefusedError, park
 
     async def work(recovery: Any) -> Any:
