@@ -255,8 +255,9 @@ async def test_two_instances_of_scheduling_and_of_care_policies_decide_once_in_o
     from tests.conftest import SUPERVISOR, T0
 
     plans_count, sessions = 16, 4
-    settings = backend_settings.model_copy(
-        update={"data_dir": tmp_path / "data", "nats_url": nats_server.url, "consumer_partitions": PARTITIONS}
+    settings = backend_settings.model_copy(  # small pools: eight processes' worth on a shared PostgreSQL
+        update={"data_dir": tmp_path / "data", "nats_url": nats_server.url, "consumer_partitions": PARTITIONS,
+                "postgres_pool_size": 2}
     )
     seed = random.randrange(1 << 30)
     print(f"seed {seed}")  # shown when it fails
