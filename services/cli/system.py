@@ -32,6 +32,8 @@ def demo(
 def up(
     data_dir: Annotated[Path | None, typer.Option(help="Data folder (SQLite files, JetStream store).")] = None,
     ready_file: Annotated[Path | None, typer.Option(help="Write {nats, api, data_dir} as JSON here once ready.")] = None,
+    instances: Annotated[int | None, typer.Option(min=1, max=8, help="Processes of each partitionable service "
+                                                  "(default: CAREPLAN_SERVICE_INSTANCES, else 1).")] = None,
 ) -> None:
     """Run the whole system on this machine until Ctrl-C or SIGTERM."""
     import signal
@@ -43,7 +45,10 @@ def up(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with System(_settings(data_dir)) as system:
+    settings = _settings(data_dir)
+    if instances is not None:
+        settings = settings.model_copy(update={"service_instances": instances})
+    with System(settings) as system:
         console.print(system.ready_line())
         if ready_file is not None:
             system.write_ready_file(ready_file)
