@@ -54,6 +54,8 @@ class PydanticMapper(Mapper[Any]):
 
         #: The per-client cipher (issue 16), when the stores use one.
         self.clients: ClientCipher | None = cipher if isinstance(cipher, ClientCipher) else None
+        #: topic -> its class when current (class_version 1), else None (see public_json)
+        self._current: dict[str, type[BaseModel] | None] = {}
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         event: BaseModel = domain_event
@@ -150,8 +152,12 @@ class PydanticMapper(Mapper[Any]):
         """:meth:`to_public_json` of the usual event (its class current, its key not destroyed)
         from the parts of a log row, as the relay reads them (``aggregate_id`` as ``str(UUID)``
         writes it); None for any other event, which :meth:`to_public_json` then reads."""
-        cls: type[BaseModel] = resolve_topic(topic)
-        if getattr(cls, "class_version", 1) != 1:
+        try:
+            cls = self._current[topic]
+        except KeyError:
+            resolved: type[BaseModel] = resolve_topic(topic)
+            cls = self._current[topic] = resolved if getattr(resolved, "class_version", 1) == 1 else None
+        if cls is None:
             return None
         if self.clients is not None and state[:4] == b"CPK1":
             try:
