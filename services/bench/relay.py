@@ -72,8 +72,12 @@ async def _relay_rate(settings: Settings, url: str, events: int) -> float:
     stop = asyncio.Event()
     start = time.perf_counter()
     task = asyncio.create_task(relay.run(stop))
-    while relay.stats.position < events:
-        await asyncio.sleep(0.001)
+    # Woken by the relay's own word (a position recorded, a change of state), not by polling
+    # it every millisecond on the loop the relay runs on.
+    while relay.stats.position < events and not task.done():
+        relay.stats.changed.clear()
+        await asyncio.wait([asyncio.ensure_future(relay.stats.changed.wait()), task], timeout=1,
+                           return_when=asyncio.FIRST_COMPLETED)
     elapsed = time.perf_counter() - start
     stop.set()
     await task

@@ -29,6 +29,10 @@ from services.shared.indexes import PostgresIndexes, SQLiteIndexes
 
 GENESIS = bytes(32)
 
+#: One event of the notification log as the relay reads it: (position, aggregate id as
+#: ``str(UUID)`` writes it, version, topic, stored state).
+LogRow = tuple[int, str, int, str, bytes]
+
 
 def link_of(previous: bytes, notification_id: int, originator_id: UUID | str, version: int, topic: str, state: bytes) -> bytes:
     h = hashlib.sha256(previous)
@@ -96,6 +100,20 @@ class _SQLiteChain:
             c.executemany(f"INSERT INTO {self.chain_table_name} (notification_id, link) VALUES (?, ?)",
                           chain_links(previous, ids, stored_events))
         return ids
+
+    def select_log(self, start: int, limit: int) -> list[LogRow]:
+        """The notification log from ``start`` as plain rows, for the relay: what the library's
+        ``select_notifications`` reads, without a ``Row``, a ``UUID`` and a ``Notification``
+        per event (a third of its cost)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.sqlite_cursor.row_factory = None  # plain tuples (the cursor is this transaction's own)
+            c.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "
+                      "WHERE rowid >= ? ORDER BY rowid LIMIT ?", (start, limit))
+            rows = c.fetchall()
+        if self.datastore.originator_id_type != "uuid":
+            return rows
+        # the library stores a UUID as 32 hex digits; the relay names it as str(UUID) does
+        return [(p, f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", v, t, s) for p, h, v, t, s in rows]
 
     def chain(self, start: int = 1, limit: int = 10_000) -> list[tuple[int, bytes]]:
         with self.datastore.transaction(commit=False) as c:
@@ -206,6 +224,18 @@ class _PostgresChain:
             curs.executemany(SQL("INSERT INTO {0} (notification_id, link) VALUES (%s, %s)").format(self.chain_table),
                              chain_links(previous, ids, stored_events))
         return ids
+
+    def select_log(self, start: int, limit: int) -> list[LogRow]:
+        """As the SQLite recorder's: the log from ``start`` as plain rows, the aggregate id as text."""
+        from psycopg.rows import tuple_row
+        from psycopg.sql import SQL, Identifier
+
+        table = Identifier(self.datastore.schema, self.events_table_name)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(SQL("SELECT notification_id, originator_id::text, originator_version, topic, state FROM {0} "
+                             "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s").format(table),
+                         (start, limit), prepare=True)
+            return curs.fetchall()
 
     def chain(self, start: int = 1, limit: int = 10_000) -> list[tuple[int, bytes]]:
         from psycopg.sql import SQL

@@ -69,24 +69,30 @@ def wire_form(event_class: type[Any], context: str) -> WireForm:
 
 def cloudevent(application: str, notification: Notification, event: PublicEvent, previous: int) -> OutboundMessage:
     """The wire form of one stored event of ``application``."""
+    return cloudevent_of(application, notification.id, str(notification.originator_id), event, previous)
+
+
+def cloudevent_of(application: str, position: int, aggregate_id: str, event: PublicEvent, previous: int) -> OutboundMessage:
+    """:func:`cloudevent` from the parts of a log row (the relay's read; ``aggregate_id`` as
+    ``str(UUID)`` writes it)."""
     form = wire_form(event.event_class, context_of_application(application))
-    aggregate_id = str(notification.originator_id)
+    event_id = event.event_id
     headers = {
         "ce-specversion": "1.0",
-        "ce-id": event.event_id,
+        "ce-id": event_id,
         "ce-source": f"{CE_SOURCE_PREFIX}:{application}",
         "ce-type": form.ce_type,
         "ce-time": event.timestamp,
         "ce-subject": aggregate_id,
-        "ce-sequence": str(notification.id),
+        "ce-sequence": str(position),
         # The log may skip ids (a rolled-back insert); naming the previous one makes a real gap detectable.
         "ce-previoussequence": str(previous),
         "ce-dataschema": form.dataschema,
-        "traceparent": traceparent(event.correlation_id, event.event_id),
+        "traceparent": traceparent(event.correlation_id, event_id),
         "content-type": "application/json",
-        "Nats-Msg-Id": f"{application}:{notification.id}",
+        "Nats-Msg-Id": f"{application}:{position}",
     }
-    return OutboundMessage(notification.id, f"{form.subject_prefix}{aggregate_id}{form.subject_suffix}", headers, event.body)
+    return OutboundMessage(position, f"{form.subject_prefix}{aggregate_id}{form.subject_suffix}", headers, event.body)
 
 
 def traceparent(correlation_id: str, event_id: str) -> str:

@@ -218,8 +218,8 @@ class RelayFigures:
         self._lag = RELAY_LAG.labels(store)
         self._head_age = CHAIN_HEAD_AGE.labels(store)
 
-    def published(self) -> None:
-        guarded("relay published", self._published.inc)
+    def published(self, count: int = 1) -> None:
+        guarded("relay published", lambda: self._published.inc(count))
 
     def error(self, kind: str) -> None:
         guarded("relay errors", self._errors[kind].inc)

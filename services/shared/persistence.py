@@ -54,6 +54,8 @@ class PydanticMapper(Mapper[Any]):
 
         #: The per-client cipher (issue 16), when the stores use one.
         self.clients: ClientCipher | None = cipher if isinstance(cipher, ClientCipher) else None
+        #: topic -> its class when current (class_version 1), else None (see public_json)
+        self._current: dict[str, type[BaseModel] | None] = {}
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         event: BaseModel = domain_event
@@ -122,6 +124,10 @@ class PydanticMapper(Mapper[Any]):
         """The event's public JSON (its contract form) and what a CloudEvent needs of it,
         without building the model when the stored form is current: the stored state
         plus the derived ``event_id``. Events that need upcasting take the model path."""
+        public = self.public_json(str(stored_event.originator_id), stored_event.originator_version,
+                                  stored_event.topic, stored_event.state)
+        if public is not None:
+            return public
         cls: type[BaseModel] = resolve_topic(stored_event.topic)
         event_id = derive_event_id(stored_event.originator_id, stored_event.originator_version)
         if getattr(cls, "class_version", 1) != 1:
@@ -140,14 +146,42 @@ class PydanticMapper(Mapper[Any]):
             if self.compressor:
                 state = self.compressor.decompress(state)
             body = b"".join((state[:-1], b',"event_id":"', event_id.encode(), b'"}'))
-        # pydantic writes fields in declaration order, so the first "timestamp" key is the
-        # event's own (DomainEvent declares it before any nested model could carry one).
-        start = body.index(b'"timestamp":"') + 13
-        timestamp = body[start : body.index(b'"', start)].decode()
-        # Likewise the event's own correlation_id precedes any nested one.
-        start = body.index(b'"correlation_id":"') + 18
-        correlation_id = body[start : body.index(b'"', start)].decode()
-        return PublicEvent(cls, body, event_id, timestamp, correlation_id)
+        return _public_event(cls, body, event_id)
+
+    def public_json(self, aggregate_id: str, version: int, topic: str, state: bytes) -> PublicEvent | None:
+        """:meth:`to_public_json` of the usual event (its class current, its key not destroyed)
+        from the parts of a log row, as the relay reads them (``aggregate_id`` as ``str(UUID)``
+        writes it); None for any other event, which :meth:`to_public_json` then reads."""
+        try:
+            cls = self._current[topic]
+        except KeyError:
+            resolved: type[BaseModel] = resolve_topic(topic)
+            cls = self._current[topic] = resolved if getattr(resolved, "class_version", 1) == 1 else None
+        if cls is None:
+            return None
+        if self.clients is not None and state[:4] == b"CPK1":
+            try:
+                state = self.clients.content(state)
+            except KeyError_:
+                return None  # erased: what is kept of it comes from to_public_json
+        elif self.cipher:
+            state = self.cipher.decrypt(state)
+        if self.compressor:
+            state = self.compressor.decompress(state)
+        event_id = derive_event_id(aggregate_id, version)
+        body = b"".join((state[:-1], b',"event_id":"', event_id.encode(), b'"}'))
+        return _public_event(cls, body, event_id)
+
+
+def _public_event(cls: type[BaseModel], body: bytes, event_id: str) -> PublicEvent:
+    # pydantic writes fields in declaration order, so the first "timestamp" key is the
+    # event's own (DomainEvent declares it before any nested model could carry one).
+    start = body.index(b'"timestamp":"') + 13
+    timestamp = body[start : body.index(b'"', start)].decode()
+    # Likewise the event's own correlation_id precedes any nested one.
+    start = body.index(b'"correlation_id":"') + 18
+    correlation_id = body[start : body.index(b'"', start)].decode()
+    return PublicEvent(cls, body, event_id, timestamp, correlation_id)
 
 
 def erased_event(stored_event: StoredEvent, tombstone: Any) -> Any:

@@ -35,10 +35,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError, Tracking, TrackingRecorder
 from nats.js.api import PubAck
@@ -48,8 +49,9 @@ from contracts.subjects import chain_subject, context_of_application, watermark_
 from services.shared import metrics, tracing
 from services.shared.alarms import RELAY_NOT_PUBLISHING, STREAM_DRIFT, Alarm
 from services.shared.bus import StreamDriftError, check_streams, connect, wait_for_streams
+from services.shared.chained import LogRow
 from services.shared.clock import Clock, system_clock
-from services.shared.cloudevents import OutboundMessage, cloudevent
+from services.shared.cloudevents import OutboundMessage, cloudevent_of
 from services.shared.diagnostics import describe
 from services.shared.persistence import PydanticMapper
 from services.shared.settings import Settings
@@ -226,6 +228,8 @@ class Relay:
         self.figures = metrics.RelayFigures(application)
         #: The highest position the stream acknowledged (in memory; recorded in batches).
         self._acked_position = 0
+        #: Acknowledged since the figures were last told (they are told once per batch read).
+        self._uncounted = 0
         #: When (monotonic) the chain head was last published, or found already published.
         self._head_at: float | None = None
         component = f"relay:{application}"
@@ -494,34 +498,44 @@ class Relay:
         inflight: deque[_Sent] = deque()
         watchdog = asyncio.ensure_future(self._fail_overdue_acks(inflight))
         previous = acked
-        prefetch: asyncio.Future[Sequence[Notification]] | None = None
+        prefetch: asyncio.Future[list[LogRow]] | None = None
+        #: The position being recorded while the next events are published (one at a time, in order).
+        recording: asyncio.Future[None] | None = None
         try:
             while not stop.is_set():
                 if not nc.is_connected:
                     # Noticed even when idle, so the state (and a later resume) is accurate.
                     msg = "connection to NATS lost"
                     raise PublishFailedError(msg)
-                notifications = await (prefetch or self._select(previous + 1))
+                rows = await (prefetch or self._select(previous + 1))
                 read_at = self._selected_at
                 prefetch = None
-                if notifications:
+                if rows:
                     # Read the next batch while this one is published.
-                    prefetch = self._select(notifications[-1].id + 1)
-                    for notification in notifications:
-                        message = self._message(notification, previous)
+                    prefetch = self._select(rows[-1][0] + 1)
+                    for row in rows:
+                        message = self._message(row, previous)
                         while len(inflight) >= self.settings.relay_window:
                             acked = await self._await_oldest(js, inflight)
                         inflight.append(await self._send(js, message))
-                        previous = notification.id
+                        previous = row[0]
                     while inflight and inflight[0].future.done():
                         acked = await self._await_oldest(js, inflight)
                 else:
                     while inflight:
                         acked = await self._await_oldest(js, inflight)
+                self._count_published()
                 if acked > recorded and (not inflight or acked - recorded >= self.settings.relay_batch):
-                    await self._record(acked)
+                    # Recorded beside the publishing of what follows, not before it: the same
+                    # positions, as often; the previous record is done (or failed, raised here) first.
+                    if recording is not None:
+                        await recording
+                    recording = asyncio.ensure_future(self._record(acked))
                     recorded = acked
-                if not notifications:
+                if not rows:
+                    if recording is not None:  # the watermark and the checks below speak of a recorded position
+                        await recording
+                        recording = None
                     await self._publish_watermark(js, recorded, read_at)
                     await self._publish_chain_head(js)
                     await self._check_while_running(recorded)
@@ -530,20 +544,33 @@ class Relay:
                 acked = await self._await_oldest(js, inflight)
         finally:
             watchdog.cancel()
+            self._count_published()
             if prefetch is not None:
                 prefetch.cancel()
             for sent in inflight:
                 sent.future.cancel()
+            if recording is not None:
+                try:
+                    await recording
+                except Exception:  # noqa: BLE001 - not recorded: the record below tries again
+                    recorded = self.stats.position
             if acked > recorded:
                 await self._record(acked)
 
-    def _message(self, notification: Notification, previous: int) -> OutboundMessage:
-        event = self._public(notification)
+    def _message(self, row: LogRow, previous: int) -> OutboundMessage:
+        position, aggregate_id, version, topic, state = row
         try:
-            return cloudevent(self.application, notification, event, previous)
+            event = self.mapper.public_json(aggregate_id, version, topic, state)
+        except Exception as e:
+            raise UnreadableEventError(f"position {position}") from e
+        if event is None:  # an event of an older class version, or erased: the mapper's full path
+            event = self._public(Notification(id=position, originator_id=UUID(aggregate_id), originator_version=version,
+                                              topic=topic, state=state))
+        try:
+            return cloudevent_of(self.application, position, aggregate_id, event, previous)
         except Exception as e:
             # An event of a class or shape the wire form does not know: the event, not NATS.
-            raise UnreadableEventError(f"position {notification.id}") from e
+            raise UnreadableEventError(f"position {position}") from e
 
     async def _send(self, js: Any, message: OutboundMessage) -> _Sent:
         event_id = message.headers["ce-id"]
@@ -595,15 +622,21 @@ class Relay:
         self._published_head = position
         self._head_at = time.monotonic()
 
-    def _select(self, start: int) -> asyncio.Future[Sequence[Notification]]:
+    def _select(self, start: int) -> asyncio.Future[list[LogRow]]:
         # Cleared just before reading, so a NOTIFY that arrives while this batch is being
         # published is kept, and the next idle wait returns at once. The time of the read
         # dates a watermark when it finds nothing new.
         self._wakeup.clear()
         self._selected_at = self.clock()
-        return asyncio.ensure_future(
-            asyncio.to_thread(self.recorder.select_notifications, start=start, limit=self.settings.relay_batch)
-        )
+        return asyncio.ensure_future(asyncio.to_thread(self._read_log, start, self.settings.relay_batch))
+
+    def _read_log(self, start: int, limit: int) -> list[LogRow]:
+        """The log from ``start``: our recorders' lean read, or the library's (another recorder)."""
+        select_log = getattr(self.recorder, "select_log", None)
+        if select_log is not None:
+            return select_log(start, limit)  # type: ignore[no-any-return]
+        return [(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+                for n in self.recorder.select_notifications(start=start, limit=limit)]
 
     async def _fail_overdue_acks(self, inflight: deque[_Sent]) -> None:
         """One timer for the whole window, instead of one per publish: an ack overdue by
@@ -629,12 +662,17 @@ class Relay:
         if ack.duplicate and ack.seq:
             await self._check_duplicate(js, oldest, ack.seq)
         inflight.popleft()
-        self.stats.published += 1
-        self.figures.published()
+        self._uncounted += 1
         self._acked_position = oldest.notification_id
         self.stats.duplicates += bool(ack.duplicate)
         self._last_acked = oldest
         return oldest.notification_id
+
+    def _count_published(self) -> None:
+        if self._uncounted:
+            self.stats.published += self._uncounted
+            self.figures.published(self._uncounted)
+            self._uncounted = 0
 
     async def _check_duplicate(self, js: Any, sent: _Sent, stream_sequence: int) -> None:
         """The stream said it holds this message already: it must be this very event, not

@@ -83,6 +83,31 @@ def write_load(app: CareApplication, plan_ids: list[UUID], events: int) -> None:
         )
 
 
+def test_the_relays_read_of_the_log_is_the_librarys(backend_settings: Settings) -> None:
+    """The relay reads the log as plain rows (``select_log``): from any position, the same events,
+    positions, versions, topics and stored bytes as ``select_notifications``, the aggregate id as
+    ``str(UUID)`` writes it (the subject and ``ce-subject`` are made from it)."""
+    from services.shared.persistence import OutboxStores
+
+    app = CareApplication(backend_settings)
+    try:
+        write_load(app, write_plans(app, 3), 7)
+        end = app.recorder.max_notification_id()
+        stores = OutboxStores(backend_settings, "care")
+        try:
+            for start, limit in ((1, 1000), (1, 1), (4, 5), (end, 10), (end + 1, 10)):
+                expected = [(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state))
+                            for n in stores.recorder.select_notifications(start=start, limit=limit)]
+                rows = stores.recorder.select_log(start, limit)
+                assert [(p, a, v, t, bytes(s)) for p, a, v, t, s in rows] == expected
+                assert all(type(p) is int and type(a) is str and type(v) is int and type(s) is bytes for p, a, v, _, s in rows)
+            assert len(stores.recorder.select_log(1, 1000)) == end == 13
+        finally:
+            stores.close()
+    finally:
+        app.close()
+
+
 async def test_every_stored_event_arrives_once_in_commit_order_with_a_valid_cloudevent(
     backend_settings: Settings, nats_server: EmbeddedNats
 ) -> None:
