@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.api import access_log, docs, ui
-from services.api import metrics as http_metrics
-from services.api.body_limit import BodyLimit
+from services.api import docs, ui
+from services.api.access_log import AccessLog
 from services.api.dependencies import Api, who
+from services.api.door import Door
 from services.api.problems import install
 from services.api.routes import (
     audit,
@@ -49,7 +49,6 @@ def create_app(api: Api) -> FastAPI:
     install(app)
     app.state.api = api
     Who = who(api)
-    http_metrics.install(app)
 
     # The application's own router, not included APIRouters: FastAPI (0.165) keeps an included
     # router behind one entry of app.routes, and the routes are listed in this order.
@@ -75,9 +74,8 @@ def create_app(api: Api) -> FastAPI:
     docs.install(app)
     ui.install(app, api)  # the web pages under /ui/ (a mounted application, not in the OpenAPI document)
     tracing.instrument_app(app)  # a server span per request, while tracing is on
-    # Outside every other middleware, routing and authentication.
-    app.add_middleware(BodyLimit, limit=api.care.settings.api_max_body_bytes)  # type: ignore[arg-type]
-    if api.access_log is not None:
-        # Outermost (added after the body limit): a refused body's 413 is logged like any answer.
-        access_log.install(app, api)
+    # Outside every other middleware, routing and authentication: the access log (a refused
+    # body's 413 is logged like any answer), the body limit, the HTTP figures, as one.
+    log = AccessLog(api.access_log) if api.access_log is not None else None
+    app.add_middleware(Door, limit=api.care.settings.api_max_body_bytes, log=log)  # type: ignore[arg-type]
     return app

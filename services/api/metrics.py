@@ -76,8 +76,11 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            elapsed = time.perf_counter() - started
-            metrics.guarded("http", lambda: self._observe(scope, status, elapsed, root))
+            self.observe(scope, status, time.perf_counter() - started, root)
+
+    def observe(self, scope: Scope, status: int, elapsed: float, root: str = "") -> None:
+        """One request's figures (``root``: the root path before the application ran); never raises."""
+        metrics.guarded("http", lambda: self._observe(scope, status, elapsed, root))
 
     def _observe(self, scope: Scope, status: int, elapsed: float, root: str = "") -> None:
         route = scope.get("route")

@@ -112,6 +112,35 @@ def test_a_refused_body_is_in_the_access_log_with_its_status_and_nothing_of_its_
     assert "SENTINEL" not in text
 
 
+def test_an_answer_the_handler_never_gave_is_logged_as_the_500_the_client_got(tmp_path: Path) -> None:
+    """The access log is part of the one middleware at the door (issue 17): a handler that
+    raises leaves the server's 500 as the answer, and that answer has its line too."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from services.api.server import build
+    from services.shared.settings import Settings
+
+    api, app = build(Settings(data_dir=tmp_path))
+
+    def broken() -> None:
+        msg = "a handler's bug"
+        raise RuntimeError(msg)
+
+    app.router.add_api_route("/broken", broken)
+    try:
+        answered = TestClient(app, raise_server_exceptions=False).get("/broken?x=1")
+        assert answered.status_code == 500
+    finally:
+        for part in (api.care, api.escalation, api.assessment, api.dead_letters, api.readiness):
+            part.close()
+        api.access_log.close()
+    lines = [json.loads(line) for line in (tmp_path / "api-access.log").read_text().splitlines()]
+    assert [(e["method"], e["path"], e["query"], e["status"], e["actor"]) for e in lines] == [
+        ("GET", "/broken", "x=1", 500, None)]
+
+
 @pytest.mark.parametrize(("path", "body", "field"), [
     ("/courses/{course}/submit-questionnaire",
      {"instrument": "PHQ-9", "answers": [0] * 101, "answered_at": "2026-01-01T00:00:00Z"}, "answers"),

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Path
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, create_model
 
 from domain.base import AggregateRoot
@@ -92,7 +92,7 @@ def run(
     if_match: str | None,
     key: str | None,
     created: str | None,
-) -> JSONResponse:
+) -> Response:
     """``created``: the collection a creation command adds to (for Location), else None."""
     named = parse_if_match(if_match)
     meta = CommandMeta(actor=principal.actor, expected_version=named)
@@ -100,20 +100,22 @@ def run(
     return _response(outcome.result, created=created, replayed=outcome.replayed)
 
 
-def _response(result: CommandResult, *, created: str | None, replayed: bool) -> JSONResponse:
+def _response(result: CommandResult, *, created: str | None, replayed: bool) -> Response:
     headers = {"ETag": etag(result.version)}
     if created:
         headers["Location"] = f"/{created}/{result.aggregate_id}"
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(result.model_dump(mode="json"), status_code=201 if created else 200, headers=headers)
+    # encoded once, by the result's own serializer (not to a dict and then by json.dumps)
+    return Response(result.model_dump_json(), status_code=201 if created else 200, headers=headers,
+                    media_type="application/json")
 
 
 def _creation_route(router: APIRouter, api: Api, collection: Collection, who: Any) -> None:
     command = collection.creation
     id_field = collection.new_id
 
-    def endpoint(body: Any, principal: Principal, if_match: str | None, key: str | None) -> JSONResponse:
+    def endpoint(body: Any, principal: Principal, if_match: str | None, key: str | None) -> Response:
         api.may_command(principal, command)
         client = body.client_id if isinstance(body, c.DraftCarePlan) else api.client_of(COLLECTIONS[0], body.plan_id)
         api.require_client(principal, client)
@@ -137,7 +139,7 @@ def _command_route(router: APIRouter, api: Api, collection: Collection, command:
     fields = {name: (f.annotation, f) for name, f in command.model_fields.items() if name != collection.target}
     body_model = create_model(f"{command.__name__}Body", __config__=ConfigDict(extra="forbid", str_max_length=DOOR_TEXT_MAX), **fields)  # type: ignore[call-overload]
 
-    def endpoint(item_id: UUID, body: Any, principal: Principal, if_match: str | None, key: str | None) -> JSONResponse:
+    def endpoint(item_id: UUID, body: Any, principal: Principal, if_match: str | None, key: str | None) -> Response:
         api.may_command(principal, command)
         api.require_client(principal, api.client_of(collection, item_id))
         values = body.model_dump(exclude_unset=True) if body is not None else {}
