@@ -20,6 +20,7 @@ depend on another log's row existing when it is written.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -224,6 +225,9 @@ class Projection:
         self.batch = batch
         #: events applied by this object (for figures and tests)
         self.applied = 0
+        self._marks_sql: str | None = None
+        self._marks_conn: Any = None
+        self._marks_lock = threading.Lock()
 
     def step(self, name: str) -> int:
         """Applies at most one batch of ``name``'s log after its recorded position, with the
@@ -249,11 +253,66 @@ class Projection:
             self.store.execute("UPDATE view_positions SET position = ? WHERE source = ?", (new_position, name))
             return max(len(batch), 1)
 
-    def catch_up(self) -> int:
-        """Everything recorded up to now, every log; returns the events applied."""
-        before = self.applied
+    def marks(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The views' positions and each followed log's end (0: empty), read together: one
+        statement (PostgreSQL: the stores are schemas of the views' database; SQLite: the files
+        attached read-only to a connection of this object's own), else one per store."""
+        if self._marks_sql is None:
+            self._marks_sql = self._marks_statement()
+        if self._marks_sql:
+            if self.store.postgres:
+                (row,) = self.store.rows(self._marks_sql)
+            else:
+                with self._marks_lock:
+                    row = self._marks_connection().execute(self._marks_sql).fetchone()
+            positions = {name: int(row[2 * i] or 0) for i, name in enumerate(SOURCES)}
+            ends = {name: int(row[2 * i + 1] or 0) for i, name in enumerate(SOURCES)}
+            return positions, ends
         positions = self.store.positions()
-        ends = {name: self.sources[name].recorder.max_notification_id() or 0 for name in SOURCES}
+        return positions, {name: self.sources[name].recorder.max_notification_id() or 0 for name in SOURCES}
+
+    def _marks_statement(self) -> str:
+        """The statement of :meth:`marks` ("": none, ask each store)."""
+        parts = []
+        for i, name in enumerate(SOURCES):
+            recorder = self.sources[name].recorder
+            table = getattr(recorder, "events_table_name", None)
+            if table is None:
+                return ""
+            if self.store.postgres:
+                schema = getattr(recorder.datastore, "schema", None)
+                if not schema:
+                    return ""
+                events = '"{}"."{}"'.format(schema.replace('"', '""'), table.replace('"', '""'))
+                parts.append(f"(SELECT position FROM view_positions WHERE source = '{name}'), "
+                             f"(SELECT MAX(notification_id) FROM {events})")
+            else:
+                if getattr(recorder.datastore.pool, "is_sqlite_memory_mode", True):
+                    return ""
+                parts.append(f"(SELECT position FROM v.view_positions WHERE source = '{name}'), "
+                             f"(SELECT MAX(rowid) FROM s{i}.{table})")
+        return "SELECT " + ", ".join(parts)
+
+    def _marks_connection(self) -> Any:
+        """SQLite: the view file and the stores' files attached read-only to one connection (as
+        services.shared.indexes.AcrossStores reads the stores' indexes)."""
+        if self._marks_conn is None:
+            import sqlite3
+
+            conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, uri=True)
+            files = [("v", str(self.store.path))] + [
+                (f"s{i}", str(self.sources[name].recorder.datastore.pool.db_name).removeprefix("file:").split("?", 1)[0])
+                for i, name in enumerate(SOURCES)]
+            for alias, path in files:
+                conn.execute(f"ATTACH DATABASE 'file:{path.replace(chr(39), chr(39) * 2)}?mode=ro' AS {alias}")
+            self._marks_conn = conn
+        return self._marks_conn
+
+    def catch_up(self, marks: tuple[dict[str, int], dict[str, int]] | None = None) -> int:
+        """Everything recorded up to now, every log; returns the events applied. ``marks``: the
+        positions and ends :meth:`marks` just read (not read again)."""
+        before = self.applied
+        positions, ends = marks if marks is not None else self.marks()
         behind = [name for name in SOURCES if ends[name] < positions[name]]
         if behind:
             # A log that ends before the views' position was restored or replaced: what the
@@ -273,9 +332,8 @@ class Projection:
 
     def lag(self) -> dict[str, int]:
         """Per log: notifications after the recorded position (what a catch-up has left to read)."""
-        positions = self.store.positions()
-        return {name: max(0, (source.recorder.max_notification_id() or 0) - positions[name])
-                for name, source in self.sources.items()}
+        positions, ends = self.marks()
+        return {name: max(0, ends[name] - positions[name]) for name in self.sources}
 
     def rebuild(self) -> int:
         """Empties the views and their positions in one transaction, then applies every log
@@ -293,6 +351,8 @@ class Projection:
         return self.applied - before
 
     def close(self) -> None:
+        if self._marks_conn is not None:
+            self._marks_conn.close()
         for source in self.sources.values():
             source.close()
         self.store.close()

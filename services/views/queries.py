@@ -316,6 +316,10 @@ class Views:
         escalation = self.projection.sources["escalation"]
         #: open crises: the escalation store's own view, reused (services/escalation/open_view.py)
         self.crises = OpenCrises(escalation.recorder, escalation.mapper)
+        #: the escalation log's end when the open crises were last refreshed (-1: never)
+        self._crises_end = -1
+        #: open crises per plan, and the state of the open-crises view they were counted at
+        self._open_counts: tuple[tuple[int, int], dict[str, int]] = ((-1, -1), {})
 
     def close(self) -> None:
         self.projection.close()
@@ -323,9 +327,20 @@ class Views:
     # ----------------------------------------------------------------- keeping up
 
     def catch_up(self) -> None:
-        """Applies what the stores recorded since the last call (only what is new)."""
-        self.projection.catch_up()
-        self.crises.refresh()
+        """Applies what the stores recorded since the last call (only what is new). A read that
+        is already current costs one statement: the views' positions and every log's end read
+        together (:meth:`Projection.marks`); the logs are read only when one of them moved.
+        Whatever was committed before the call is below those ends, so it is applied before
+        the read (read-your-writes)."""
+        positions, ends = self.projection.marks()
+        if positions != ends:
+            self.projection.catch_up(marks=(positions, ends))
+        # the open crises follow the escalation log in memory: read it only when it moved since
+        # a refresh that began after its end was this (the refresh reads at least that far)
+        end = ends["escalation"]
+        if end != self._crises_end:
+            self.crises.refresh()
+            self._crises_end = end
 
     def lag(self) -> dict[str, int]:
         """Per followed store: events in its log beyond the views' position (0: caught up)."""
@@ -354,12 +369,13 @@ class Views:
         if risk is not None and risk not in RISK_LEVELS:
             raise ValueError(f"risk is one of {', '.join(RISK_LEVELS)}")
         where, params = self._filters(clients, clinician=clinician, status=status, risk=risk)
-        total = int(self.store.rows(f"SELECT COUNT(*) FROM view_plans WHERE {where}", params)[0][0])
         now = moment(self.clock())
-        # One statement: the page of plans, then per plan (correlated subqueries, each on an
-        # index) its current course, last scores, last questionnaire and next session.
+        # One statement: how many plans match (counted once, uncorrelated), the page of plans,
+        # then per plan (correlated subqueries, each on an index) its current course, last
+        # scores, last questionnaire and next session.
         plans = self.store.rows(
-            f"SELECT p.plan_id, p.client_id, p.clinician, p.title, p.status, p.strategy, p.risk_level, p.updated_at, "
+            f"SELECT (SELECT COUNT(*) FROM view_plans WHERE {where}) AS total, "
+            "p.plan_id, p.client_id, p.clinician, p.title, p.status, p.strategy, p.risk_level, p.updated_at, "
             f"({_CURRENT_COURSE.format(fields=_COURSE_FIELDS)}) AS course, "
             f"({_LAST_SCORE}) AS last_phq9, ({_LAST_SCORE}) AS last_gad7, "
             "(SELECT MAX(s.answered_at) FROM view_scores s WHERE s.instrument IN (?, ?) AND s.course_id = "
@@ -371,9 +387,15 @@ class Views:
             "AS next_session "
             f"FROM (SELECT {_CASELOAD_COLUMNS} FROM view_plans WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?) AS p "
             f"ORDER BY {order}",
-            [oc.PHQ9, oc.GAD7, oc.PHQ9, oc.GAD7, now, *params, size, (page - 1) * size],
+            [*params, oc.PHQ9, oc.GAD7, oc.PHQ9, oc.GAD7, now, *params, size, (page - 1) * size],
         )
-        return Page[CaseloadRow](items=self._rows(plans), total=total, page=page, size=size)
+        if plans:
+            total = int(plans[0][0])
+        elif page == 1:
+            total = 0
+        else:  # a page past the end: the count alone
+            total = int(self.store.rows(f"SELECT COUNT(*) FROM view_plans WHERE {where}", params)[0][0])
+        return Page[CaseloadRow](items=self._rows([row[1:] for row in plans]), total=total, page=page, size=size)
 
     @staticmethod
     def _filters(clients: frozenset[str] | None, *, clinician: str | None, status: str | None,
@@ -391,10 +413,7 @@ class Views:
 
     def _rows(self, plans: list[tuple[Any, ...]]) -> list[CaseloadRow]:
         now = self.clock()
-        open_crises: dict[str, int] = defaultdict(int)
-        for crisis_plan in self.crises.plans_open().values():
-            if crisis_plan is not None:
-                open_crises[str(crisis_plan)] += 1
+        open_crises = self._open_crises_per_plan()
         overdue_before = moment(now - timedelta(weeks=self.settings.views_overdue_weeks))
         rows = []
         for (plan_id, client_id, clinician, title, status, strategy, risk_level, updated_at, course, phq9, gad7,
@@ -409,6 +428,20 @@ class Views:
                 questionnaires_overdue=overdue, updated_at=parse_moment(updated_at),
             ))
         return rows
+
+    def _open_crises_per_plan(self) -> dict[str, int]:
+        """Open crises per plan, counted again only when the open-crises view read something
+        since the last count (its position and count of notifications read say so)."""
+        state = (self.crises.position, self.crises.read)
+        counted, counts = self._open_counts
+        if counted == state:
+            return counts
+        counts = defaultdict(int)
+        for crisis_plan in self.crises.plans_open().values():
+            if crisis_plan is not None:
+                counts[str(crisis_plan)] += 1
+        self._open_counts = (state, counts)
+        return counts
 
     # ----------------------------------------------------------------- outcomes
 

@@ -439,6 +439,50 @@ def test_a_lost_postgresql_connection_is_replaced_at_the_next_use(tmp_path: Path
         drop_schemas(s)
 
 
+def test_a_read_that_is_current_reads_no_log_and_a_write_before_it_is_in_it(
+        pipeline: Pipeline, views: Views, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catch-up before a read: one statement (the positions and every log's end) when
+    nothing is new; a write committed before the read is applied by it, reading only its log."""
+    p = pipeline
+    _, course = draft(p)
+    submit(p, course, "PHQ-9", PHQ9_17)  # a crisis: the escalation log moves too
+    p.pump()
+    views.catch_up()
+    assert views.caseload(None).items[0].open_crises == 1
+    assert views.projection._marks_sql  # the positions and the ends in one statement on this backend
+
+    reads: list[tuple[str, str]] = []
+
+    def counting(real: Any, key: tuple[str, str]) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(key)
+            return real(*args, **kwargs)
+        return counted
+
+    for name, source in views.projection.sources.items():
+        for method in ("max_notification_id", "select_notifications", "select_events"):
+            monkeypatch.setattr(source.recorder, method, counting(getattr(source.recorder, method), (name, method)))
+    marks = 0
+    real_marks = views.projection.marks
+
+    def counted_marks() -> Any:
+        nonlocal marks
+        marks += 1
+        return real_marks()
+
+    monkeypatch.setattr(views.projection, "marks", counted_marks)
+    for _ in range(3):
+        views.catch_up()
+        assert views.caseload(None).total == 1
+    assert (reads, marks) == ([], 3)
+
+    draft(p, client="client-2")  # written, not pumped: only the care log moved
+    views.catch_up()
+    assert views.caseload(None).total == 2
+    assert reads and {store for store, _ in reads} == {"care"}, reads
+    assert marks == 4
+
+
 def test_views_that_cannot_be_read_answer_503_and_retry_after(api: Any, views: Views,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
@@ -448,7 +492,8 @@ def test_views_that_cannot_be_read_answer_503_and_retry_after(api: Any, views: V
     def locked() -> None:
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(views.projection, "catch_up", locked)
+    # the freshness check every read starts with (Projection.marks) is the first to meet the lock
+    monkeypatch.setattr(views.projection, "marks", locked)
     for path in ("/caseload", "/plans", "/outcomes"):
         answer = client.get(path, headers=h["supervisor"])
         assert answer.status_code == 503, (path, answer.text)
