@@ -12,12 +12,14 @@ from uuid import uuid4
 import jsonschema
 import nats
 import pytest
+from faststream.nats import NatsBroker
 
 from contracts.generate import CONTRACTS_DIR, SCHEMA_BASE_URI
 from services.assessment.service import SUBJECTS, AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.shared.bus import EmbeddedNats
+from services.shared.consumer import DurableConsumer
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN
@@ -230,3 +232,53 @@ async def test_a_backlog_is_recorded_in_runs_and_a_failing_message_in_it_is_set_
     assert processed == 41  # the course start and forty submissions
     assert 1 <= runs < processed / 4, f"{runs} transactions for {processed} messages: not recorded in runs"
     assert isolated == 1  # only the failing submission was decided on its own
+
+
+async def test_a_delivery_a_dead_instance_left_behind_is_decided_when_it_comes_back_behind_later_ones(
+    tmp_path: Path, nats_server: EmbeddedNats, backend_settings: Settings
+) -> None:
+    """An instance died holding a delivery (its pull request was answered after its
+    successor had started: the successor's start-up wait saw nothing outstanding).
+    JetStream hands the successor the later messages at once and the lost one only after
+    its ack_wait, as a redelivery behind them. The successor waits for it and decides the
+    three in order; before, it decided the later two, moved its position past the first,
+    and took the redelivery for decided: one submission never scored."""
+    settings = backend_settings.model_copy(update={"data_dir": tmp_path / "data", "nats_url": nats_server.url})
+    app = CareApplication(settings)
+    assessment = AssessmentApplication(settings)
+    broker = NatsBroker(nats_server.url)
+    control = await nats.connect(nats_server.url)
+    try:
+        _, course = start_course(app)
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            async with service(settings) as running:  # makes the durable, decides the course start
+                for _ in range(600):
+                    if running.consumer.processed:
+                        break
+                    await asyncio.sleep(0.05)
+            submissions = [submit(app, course, "PHQ-9", [k] * 9) for k in (3, 2, 1)]
+            await relay.wait_position(5)
+            consumer = DurableConsumer(settings, service="assessment", app=assessment, subjects=SUBJECTS,
+                                       handle=assessment.decide)
+            consumer.attach(broker)
+            assert await consumer.in_line(control.jetstream())
+            # the dead instance: its pull request takes the first submission, and it is gone
+            dead = await nats.connect(nats_server.url)
+            taken = await (await dead.jetstream().pull_subscribe_bind("assessment", settings.stream_name)).fetch(1)
+            await dead.close()
+            assert [m.headers["ce-id"] for m in taken] == submissions[:1]
+            await broker.start()
+            for _ in range(600):
+                if consumer.processed + consumer.skipped >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            processed, skipped = consumer.processed, consumer.skipped
+    finally:
+        await broker.stop()
+        await control.close()
+        app.close()
+    scored = [e for e in (assessment.mapper.to_domain_event(n) for n in assessment.stored_notifications())
+              if type(e).__name__ == "AssessmentScored"]
+    assessment.close()
+    assert (processed, skipped) == (3, 0)
+    assert [str(e.causation_id) for e in scored] == submissions
