@@ -12,6 +12,7 @@ from uuid import uuid4
 import jsonschema
 import nats
 import pytest
+from eventsourcing.persistence import IntegrityError
 from faststream.nats import NatsBroker
 
 from contracts.generate import CONTRACTS_DIR, SCHEMA_BASE_URI
@@ -19,6 +20,7 @@ from services.assessment.service import SUBJECTS, AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.shared.bus import EmbeddedNats
+from services.shared.cloudevents import Inbound, cloudevent, parse_inbound
 from services.shared.consumer import DurableConsumer
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
@@ -282,3 +284,38 @@ async def test_a_delivery_a_dead_instance_left_behind_is_decided_when_it_comes_b
     assessment.close()
     assert (processed, skipped) == (3, 0)
     assert [str(e.causation_id) for e in scored] == submissions
+
+
+def test_a_cached_record_another_instance_moved_on_is_decided_again_from_the_store(backend_settings: Settings) -> None:
+    """A run of decisions uses the cached record without reading the store (only this
+    service writes it). When another instance decided for the course meanwhile (its
+    partition moved there and back), the stale copy's event takes a version already
+    stored: the commit fails, the cache is emptied, and deciding again from the store finds
+    the submission decided: nothing is scored twice."""
+    settings = backend_settings.model_copy(update={"data_dir": backend_settings.data_dir / "data"})
+    app = CareApplication(settings)
+    here, there = AssessmentApplication(settings), AssessmentApplication(settings)
+    try:
+        _, course = start_course(app)
+        submit(app, course, "PHQ-9", [3] * 9)
+        submit(app, course, "PHQ-9", [1] * 9)
+        inbound = []
+        for notification in app.recorder.select_notifications(start=1, limit=100):
+            message = cloudevent("care", notification, app.mapper.to_public_json(notification), notification.id - 1)
+            found = parse_inbound(message.subject, message.headers, message.body, notification.id)
+            if isinstance(found, Inbound) and here.reactions.event_class_of(found) is not None:
+                inbound.append(found)
+        opened, first, second = inbound
+        here.record_run(here.decide, [opened], [])
+        here.record_run(here.decide, [first], [])  # read from the store, and cached here
+        there.record_run(there.decide, [second], [])  # another instance scores the second
+        with pytest.raises(IntegrityError):
+            here.record_run(here.decide, [second], [])  # from the stale copy: a version already taken
+        assert here.record_run(here.decide, [second], []) == 0  # from the store: decided before
+        scored = [e for e in (here.mapper.to_domain_event(n) for n in here.stored_notifications())
+                  if type(e).__name__ == "AssessmentScored"]
+    finally:
+        app.close()
+        here.close()
+        there.close()
+    assert [str(e.causation_id) for e in scored] == [first.event_id, second.event_id]
