@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from uuid import UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache, ProcessingEvent
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -365,8 +365,12 @@ class Tracked:
     def forget_cached(self) -> None:
         """After a failed decision: cached aggregates may hold its unrecorded changes."""
         cache = self.repository.cache  # type: ignore[attr-defined]
-        if cache is not None and hasattr(cache, "clear"):
-            cache.clear()
+        if cache is None:
+            return
+        # A new cache: the library's LRUCache.clear() empties its recency list but not the
+        # dict it looks aggregates up in, so a changed aggregate of a failed run stayed
+        # cached ahead of the store (and its messages then looked decided).
+        self.repository.cache = LRUCache(maxsize=cache.maxsize) if isinstance(cache, LRUCache) else type(cache)()
 
     def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
         """What a consumed message changes: its handler in the reaction table."""

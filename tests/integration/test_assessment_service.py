@@ -299,23 +299,25 @@ def test_a_cached_record_another_instance_moved_on_is_decided_again_from_the_sto
         _, course = start_course(app)
         submit(app, course, "PHQ-9", [3] * 9)
         submit(app, course, "PHQ-9", [1] * 9)
+        submit(app, course, "PHQ-9", [2] * 9)
         inbound = []
         for notification in app.recorder.select_notifications(start=1, limit=100):
             message = cloudevent("care", notification, app.mapper.to_public_json(notification), notification.id - 1)
             found = parse_inbound(message.subject, message.headers, message.body, notification.id)
             if isinstance(found, Inbound) and here.reactions.event_class_of(found) is not None:
                 inbound.append(found)
-        opened, first, second = inbound
+        opened, first, second, third = inbound
         here.record_run(here.decide, [opened], [])
         here.record_run(here.decide, [first], [])  # read from the store, and cached here
         there.record_run(there.decide, [second], [])  # another instance scores the second
         with pytest.raises(IntegrityError):
-            here.record_run(here.decide, [second], [])  # from the stale copy: a version already taken
-        assert here.record_run(here.decide, [second], []) == 0  # from the store: decided before
+            here.record_run(here.decide, [second, third], [])  # from the stale copy: a version already taken
+        # from the store: the second decided before, the third not (the failed run's changes are gone)
+        assert here.record_run(here.decide, [second, third], []) == 1
         scored = [e for e in (here.mapper.to_domain_event(n) for n in here.stored_notifications())
                   if type(e).__name__ == "AssessmentScored"]
     finally:
         app.close()
         here.close()
         there.close()
-    assert [str(e.causation_id) for e in scored] == [first.event_id, second.event_id]
+    assert [str(e.causation_id) for e in scored] == [first.event_id, second.event_id, third.event_id]
