@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Self
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from domain.assessment import change as change_rules
 from domain.assessment.results import Rejection
@@ -43,6 +43,8 @@ class AssessmentRecord(AggregateRoot):
     client_id: str
     baselines: dict[str, Baseline] = Field(default_factory=dict)
     decided: list[UUID] = Field(default_factory=list)
+    #: ``decided`` as a set, made at the first look (a course's submissions grow without bound).
+    _decided_set: set[UUID] | None = PrivateAttr(default=None)
 
     @classmethod
     def open(cls, *, course_id: UUID, plan_id: UUID, client_id: str, ctx: CommandContext) -> Self:
@@ -64,7 +66,9 @@ class AssessmentRecord(AggregateRoot):
     ) -> AssessmentScored | AssessmentRejected | None:
         """Scores a submission, or rejects it with the reason; a submission already decided
         is left alone (returns None)."""
-        if submission_id in self.decided:
+        if self._decided_set is None:
+            self._decided_set = set(self.decided)
+        if submission_id in self._decided_set:
             return None
         common = {
             "submission_id": submission_id,
@@ -105,10 +109,15 @@ class AssessmentRecord(AggregateRoot):
 
     @when(AssessmentScored)
     def _scored(self, event: AssessmentScored) -> None:
-        self.decided.append(event.submission_id)
+        self._decide(event.submission_id)
         if event.total is not None and event.instrument not in self.baselines:
             self.baselines[event.instrument] = Baseline(submission_id=event.submission_id, total=event.total)
 
     @when(AssessmentRejected)
     def _rejected(self, event: AssessmentRejected) -> None:
-        self.decided.append(event.submission_id)
+        self._decide(event.submission_id)
+
+    def _decide(self, submission_id: UUID) -> None:
+        self.decided.append(submission_id)
+        if self._decided_set is not None:
+            self._decided_set.add(submission_id)

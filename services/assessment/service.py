@@ -26,6 +26,8 @@ class AssessmentApplication(ServiceApplication):
     actor = Actor(id="assessment-service", role=Role.SERVICE)
     #: Any submission may hold a positive suicide item: one that cannot be decided is escalated.
     risk_signals: ClassVar[frozenset[type[DomainEvent]]] = frozenset({QuestionnaireSubmitted})
+    #: Only this service scores: a course's record is written by the consumer deciding its course.
+    decided_here: ClassVar[tuple[type[AggregateRoot], ...]] = (AssessmentRecord,)
 
     def _course_started(self, started: CourseStarted, inbound: Inbound) -> Sequence[AggregateRoot]:
         if self.find(AssessmentRecord, record_id(started.originator_id)) is not None:

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import Notification
 
 from contracts.generate import SCHEMA_BASE_URI, schema_path
@@ -167,8 +168,8 @@ def parse_inbound(subject: str, headers: dict[str, str] | None, data: bytes, str
     if not 1 <= len(event_id) <= 64:
         raise MalformedMessageError("ce-id is missing or too long")
     try:
-        body = json.loads(data)
-    except ValueError as e:
+        body = orjson.loads(data)  # the decode on every consumed message: orjson's, several times json's speed
+    except ValueError as e:  # orjson.JSONDecodeError is one (also for an integer beyond 64 bits)
         raise MalformedMessageError("the body is not JSON") from e
     if not isinstance(body, dict):
         raise MalformedMessageError("the body is not a JSON object")

@@ -69,6 +69,8 @@ ACK_WAIT_SECONDS = 5.0
 STUCK_ALARM_SECONDS = 30.0
 #: How often a halted consumer checks whether an operator has mended its positions.
 HALT_RECHECK_SECONDS = 2.0
+#: How often a consumer unsure of its deliveries looks again whether one is outstanding elsewhere.
+OUTSTANDING_RECHECK_SECONDS = 0.2
 
 
 @dataclass
@@ -139,6 +141,11 @@ class DurableConsumer:
         self.not_advancing = Alarm(CONSUMER_NOT_ADVANCING, f"service:{self.durable}")
         self._progress: tuple[int, ...] = ()
         self._advanced_at = time.monotonic()
+        #: The consumer sequence JetStream gives this durable's next delivery, while every
+        #: delivery so far came to this instance and was finished (acknowledged) or is in
+        #: hand; None when that is not known (at start, after a delivery was left unfinished).
+        #: See :meth:`_in_order`.
+        self._next_delivery: int | None = None
 
     # Counters, as they were named before the stats object.
     processed = property(lambda self: self.stats.processed)
@@ -258,22 +265,28 @@ class DurableConsumer:
 
     async def on_message(self, message: Annotated[NatsMessage, Context("message")]) -> None:
         first: Msg = message.raw_message
-        # JetStream says how many more the consumer holds; at a light load, none.
-        behind = first.metadata.num_pending if first.metadata.num_pending is not None else BATCH
-        waiting = await take_available(self.subscriber.subscription, min(behind, BATCH - 1))
+        try:
+            # JetStream says how many more the consumer holds; at a light load, none.
+            behind = first.metadata.num_pending if first.metadata.num_pending is not None else BATCH
+            waiting = await take_available(self.subscriber.subscription, min(behind, BATCH - 1))
+        except BaseException:
+            self._next_delivery = None  # ``first`` is left unacknowledged: it comes back later
+            raise
         await self.process_batch([first, *waiting])
 
     async def process_batch(self, batch: Sequence[Msg]) -> None:
         # In stream order (a redelivery may arrive behind later messages), and kept alive while
         # decided: a message whose ack_wait ran out would be handed out again meanwhile.
-        ordered = sorted(batch, key=lambda m: m.metadata.sequence.stream)
+        ordered = sorted(batch, key=_stream_sequence)
         keep_alive = asyncio.ensure_future(self._keep_alive(ordered))
         try:
+            await self._in_order(ordered)
             await self._process_batch(ordered)
         except Exception as e:  # noqa: BLE001 - see below
             # Something beyond a message's own failure (the bus is down). The rest of this
             # batch stays unacknowledged; fetching again at once would hand out later
             # messages first. Waiting out ack_wait makes NATS redeliver these first, in order.
+            self._next_delivery = None
             log.error("%s: batch interrupted (%s); resuming after %.0f s", self.service, describe(e), ACK_WAIT_SECONDS)
             keep_alive.cancel()
             await asyncio.sleep(ACK_WAIT_SECONDS + 0.5)
@@ -281,10 +294,56 @@ class DurableConsumer:
         finally:
             keep_alive.cancel()
 
+    async def _in_order(self, held: list[Msg]) -> None:
+        """Makes sure no delivery of this durable is outstanding elsewhere before anything
+        of ``held`` (sorted, extended in place) is decided.
+
+        The recorded stream position is a high-water mark: a redelivery behind it is taken
+        for decided. That holds only while no message is decided past one that JetStream
+        handed out and nobody finished — which happens when a delivery went to an instance
+        that died with it (its pull request outlives it by up to a second, so a message can
+        be handed to it after its successor started) or to this instance, which dropped it
+        (an error before its batch). JetStream then hands out later messages (up to
+        ``max_ack_pending`` outstanding) and the lost one only after its ack_wait, behind
+        them. Every delivery of a durable carries the next consumer sequence, redeliveries
+        included: while this instance's deliveries follow one another, none went elsewhere,
+        and nothing is asked (the hot path). Otherwise (at start, after a gap or an
+        unfinished delivery) the consumer asks JetStream until every outstanding delivery
+        is one in hand, taking the redeliveries as they come back."""
+        if self._js is None or not held:
+            return  # no JetStream (the in-memory pipeline of the tests hands each message out once)
+        deliveries = sorted(_delivery(m) for m in held)
+        if self._next_delivery is not None and deliveries == list(range(self._next_delivery,
+                                                                          self._next_delivery + len(deliveries))):
+            self._next_delivery = deliveries[-1] + 1
+            return
+        since = time.monotonic()
+        told = False
+        while True:
+            info = await self._js.consumer_info(self.settings.stream_name, self.durable)
+            in_hand = {_stream_sequence(m) for m in held}
+            last = max(_delivery(m) for m in held)
+            if (info.num_ack_pending or 0) <= len(in_hand) and (info.delivered.consumer_seq or 0) <= last:
+                self._next_delivery = last + 1
+                if told:
+                    log.info("%s: the outstanding deliveries came back after %.1f s; deciding in order", self.service,
+                             time.monotonic() - since)
+                return
+            if not told and time.monotonic() - since > 1.0:
+                told = True
+                log.info("%s: %d message(s) handed out elsewhere and not acknowledged (a previous instance's); waiting "
+                         "for their redelivery before deciding the %d in hand", self.service,
+                         (info.num_ack_pending or 0) - len(in_hand), len(in_hand))
+            await asyncio.sleep(OUTSTANDING_RECHECK_SECONDS)
+            if self.subscriber is not None and self.subscriber.subscription is not None:
+                more = await take_available(self.subscriber.subscription, BATCH - len(in_hand))
+                held.extend(more)
+                held.sort(key=_stream_sequence)
+
     async def _keep_alive(self, batch: Sequence[Msg]) -> None:
         while True:
             await asyncio.sleep(ACK_WAIT_SECONDS / 2.5)
-            for raw in batch:
+            for raw in list(batch):
                 try:
                     await raw.in_progress()
                 except Exception:  # noqa: BLE001 - acknowledged meanwhile, or the bus is down
@@ -624,6 +683,15 @@ class DurableConsumer:
                  self.service, info.num_ack_pending, delay)
         await asyncio.sleep(delay)
         return delay
+
+
+def _stream_sequence(raw: Msg) -> int:
+    return int(raw.metadata.sequence.stream)
+
+
+def _delivery(raw: Msg) -> int:
+    """The consumer sequence of a delivery (each delivery, a redelivery too, has the next)."""
+    return int(raw.metadata.sequence.consumer)
 
 
 def _first_delivery(raw: Msg) -> bool:

@@ -52,9 +52,16 @@ def _inbound_key(inbound: Inbound) -> tuple[str, str]:
     return (parts[-2], parts[-1]) if len(parts) == 3 else ("", inbound.type)
 
 
+#: Each event class's field names (the class attribute is a computed descriptor: slow per look).
+_FIELDS: dict[type[DomainEvent], frozenset[str]] = {}
+
+
 def decode(event_class: type[DomainEvent], body: Mapping[str, Any]) -> DomainEvent:
     """A contract body as an instance of its event class (unknown fields left out)."""
-    fields = {name: value for name, value in body.items() if name in event_class.model_fields}
+    known = _FIELDS.get(event_class)
+    if known is None:
+        known = _FIELDS[event_class] = frozenset(event_class.model_fields)
+    fields = {name: value for name, value in body.items() if name in known}
     try:
         return event_class.model_validate(fields)
     except ValidationError as e:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from uuid import UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache, ProcessingEvent
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -240,6 +240,15 @@ class Tracked:
     clock: Clock
     #: Set by the consumer: the stream, for history this application never saw.
     history: HistoryLookup | None = None
+    #: Aggregates written only by this service's decisions (one consumer at a time decides
+    #: each: the holder of its durable or partition). A run of decisions uses a cached one
+    #: as it is, without reading its newer events from the store first (a query per
+    #: aggregate and run). Were it stale (a partition decided by another instance meanwhile),
+    #: any event decided on it takes a version already stored: the run's commit fails, the
+    #: cache is emptied and the run is decided again from the store. Only for aggregates
+    #: whose decisions that record nothing hold on a stale copy too (what they check only
+    #: grows: "opened", "decided before").
+    decided_here: ClassVar[tuple[type[AggregateRoot], ...]] = ()
     #: Per thread: the aggregates a run of decisions has changed but not yet recorded.
     _unit_of_work = threading.local()
     #: Held while a run of decisions works on cached aggregates in place, and while anyone
@@ -276,7 +285,11 @@ class Tracked:
     def record(self, aggregates: Sequence[AggregateRoot], trackings: Sequence[Tracking]) -> int:
         """New events of ``aggregates`` and every tracking record, in one transaction."""
         processing = ProcessingEvent(tracking=trackings[0] if trackings else None)
-        processing.collect_events(*aggregates, more_tracking=list(trackings[1:]))
+        # as ProcessingEvent.collect_events, without its runtime protocol checks per aggregate
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs["more_tracking"] = list(trackings[1:])
         self._record(processing)  # type: ignore[attr-defined]
         return len(processing.events)
 
@@ -297,6 +310,14 @@ class Tracked:
                 return self.repository.get(aggregate_id, version=version, projector_func=project)
         if version is None and aggregate_id in pending:
             return pending[aggregate_id]
+        if version is None and self.decided_here and self.repository.cache is not None:
+            try:
+                cached = self.repository.cache.get(aggregate_id)
+            except KeyError:
+                pass
+            else:
+                if isinstance(cached, self.decided_here):
+                    return cached
         return self.repository.get(aggregate_id, version=version, projector_func=project, deepcopy_from_cache=False)
 
     def find(self, cls: type[AggregateRoot], aggregate_id: UUID) -> Any:
@@ -349,12 +370,7 @@ class Tracked:
         cache = self.repository.cache  # type: ignore[attr-defined]
         if cache is None:
             return
-        with getattr(cache, "lock", None) or contextlib.nullcontext():
-            cache.cache.clear()
-            if hasattr(cache, "clear"):
-                cache.clear()
-            if hasattr(cache, "full"):
-                cache.full = False
+        self.repository.cache = LRUCache(maxsize=cache.maxsize) if isinstance(cache, LRUCache) else type(cache)()
 
     def decide(self, inbound: Inbound) -> Sequence[AggregateRoot]:
         """What a consumed message changes: its handler in the reaction table."""

@@ -12,12 +12,16 @@ from uuid import uuid4
 import jsonschema
 import nats
 import pytest
+from eventsourcing.persistence import IntegrityError
+from faststream.nats import NatsBroker
 
 from contracts.generate import CONTRACTS_DIR, SCHEMA_BASE_URI
 from services.assessment.service import SUBJECTS, AssessmentApplication
 from services.care import commands as c
 from services.care.application import CareApplication, CommandMeta
 from services.shared.bus import EmbeddedNats
+from services.shared.cloudevents import Inbound, cloudevent, parse_inbound
+from services.shared.consumer import DurableConsumer
 from services.shared.runner import RunningService
 from services.shared.settings import Settings
 from tests.conftest import CLINICIAN
@@ -230,3 +234,90 @@ async def test_a_backlog_is_recorded_in_runs_and_a_failing_message_in_it_is_set_
     assert processed == 41  # the course start and forty submissions
     assert 1 <= runs < processed / 4, f"{runs} transactions for {processed} messages: not recorded in runs"
     assert isolated == 1  # only the failing submission was decided on its own
+
+
+async def test_a_delivery_a_dead_instance_left_behind_is_decided_when_it_comes_back_behind_later_ones(
+    tmp_path: Path, nats_server: EmbeddedNats, backend_settings: Settings
+) -> None:
+    """An instance died holding a delivery (its pull request was answered after its
+    successor had started: the successor's start-up wait saw nothing outstanding).
+    JetStream hands the successor the later messages at once and the lost one only after
+    its ack_wait, as a redelivery behind them. The successor waits for it and decides the
+    three in order; before, it decided the later two, moved its position past the first,
+    and took the redelivery for decided: one submission never scored."""
+    settings = backend_settings.model_copy(update={"data_dir": tmp_path / "data", "nats_url": nats_server.url})
+    app = CareApplication(settings)
+    assessment = AssessmentApplication(settings)
+    broker = NatsBroker(nats_server.url)
+    control = await nats.connect(nats_server.url)
+    try:
+        _, course = start_course(app)
+        async with InProcessRelay(settings, nats_server.url) as relay:
+            async with service(settings) as running:  # makes the durable, decides the course start
+                for _ in range(600):
+                    if running.consumer.processed:
+                        break
+                    await asyncio.sleep(0.05)
+            submissions = [submit(app, course, "PHQ-9", [k] * 9) for k in (3, 2, 1)]
+            await relay.wait_position(5)
+            consumer = DurableConsumer(settings, service="assessment", app=assessment, subjects=SUBJECTS,
+                                       handle=assessment.decide)
+            consumer.attach(broker)
+            assert await consumer.in_line(control.jetstream())
+            # the dead instance: its pull request takes the first submission, and it is gone
+            dead = await nats.connect(nats_server.url)
+            taken = await (await dead.jetstream().pull_subscribe_bind("assessment", settings.stream_name)).fetch(1)
+            await dead.close()
+            assert [m.headers["ce-id"] for m in taken] == submissions[:1]
+            await broker.start()
+            for _ in range(600):
+                if consumer.processed + consumer.skipped >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            processed, skipped = consumer.processed, consumer.skipped
+    finally:
+        await broker.stop()
+        await control.close()
+        app.close()
+    scored = [e for e in (assessment.mapper.to_domain_event(n) for n in assessment.stored_notifications())
+              if type(e).__name__ == "AssessmentScored"]
+    assessment.close()
+    assert (processed, skipped) == (3, 0)
+    assert [str(e.causation_id) for e in scored] == submissions
+
+
+def test_a_cached_record_another_instance_moved_on_is_decided_again_from_the_store(backend_settings: Settings) -> None:
+    """A run of decisions uses the cached record without reading the store (only this
+    service writes it). When another instance decided for the course meanwhile (its
+    partition moved there and back), the stale copy's event takes a version already
+    stored: the commit fails, the cache is emptied, and deciding again from the store finds
+    the submission decided: nothing is scored twice."""
+    settings = backend_settings.model_copy(update={"data_dir": backend_settings.data_dir / "data"})
+    app = CareApplication(settings)
+    here, there = AssessmentApplication(settings), AssessmentApplication(settings)
+    try:
+        _, course = start_course(app)
+        submit(app, course, "PHQ-9", [3] * 9)
+        submit(app, course, "PHQ-9", [1] * 9)
+        submit(app, course, "PHQ-9", [2] * 9)
+        inbound = []
+        for notification in app.recorder.select_notifications(start=1, limit=100):
+            message = cloudevent("care", notification, app.mapper.to_public_json(notification), notification.id - 1)
+            found = parse_inbound(message.subject, message.headers, message.body, notification.id)
+            if isinstance(found, Inbound) and here.reactions.event_class_of(found) is not None:
+                inbound.append(found)
+        opened, first, second, third = inbound
+        here.record_run(here.decide, [opened], [])
+        here.record_run(here.decide, [first], [])  # read from the store, and cached here
+        there.record_run(there.decide, [second], [])  # another instance scores the second
+        with pytest.raises(IntegrityError):
+            here.record_run(here.decide, [second, third], [])  # from the stale copy: a version already taken
+        # from the store: the second decided before, the third not (the failed run's changes are gone)
+        assert here.record_run(here.decide, [second, third], []) == 1
+        scored = [e for e in (here.mapper.to_domain_event(n) for n in here.stored_notifications())
+                  if type(e).__name__ == "AssessmentScored"]
+    finally:
+        app.close()
+        here.close()
+        there.close()
+    assert [str(e.causation_id) for e in scored] == [first.event_id, second.event_id, third.event_id]
