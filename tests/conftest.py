@@ -20,6 +20,12 @@ from services.shared.clock import ManualClock
 from services.shared.persistence import drop_postgres_schemas
 from services.shared.settings import Settings
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist's workers start with COLUMNS=80 in their environment (a plain run has none),
+    # and the CLI's Rich console, made at import, would keep that width for good: the tests that
+    # give the CLI a wider COLUMNS (CliRunner's env) would read tables cut at 80 columns.
+    os.environ.pop("COLUMNS", None)
+
 PG = {
     "host": os.environ.get("CAREPLAN_TEST_POSTGRES_HOST", "127.0.0.1"),
     "port": int(os.environ.get("CAREPLAN_TEST_POSTGRES_PORT", "5432")),

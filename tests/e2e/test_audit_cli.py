@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.demo import demo_copy
 from tests.support.served import add_token, environment, serving
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -33,8 +34,7 @@ SERVED: dict[Path, tuple[str, str]] = {}
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     data = tmp_path_factory.mktemp("audit") / "data"
-    told = careplan("demo", "--data-dir", str(data))
-    assert told.returncode == 0, told.stdout[-2000:] + told.stderr[-2000:]
+    demo_copy(tmp_path_factory, data)  # the demo's folder, as `careplan demo --data-dir` leaves it
     token = add_token(environment(data), "governance-2", "auditor", "--all-clients")
     with serving(data) as api:
         SERVED[data] = (api, token)

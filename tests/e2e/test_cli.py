@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.demo import demo_copy
+
 
 def careplan(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("careplan", path=str(Path(sys.executable).parent)) or "careplan"
@@ -19,9 +23,10 @@ def careplan(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
     )
 
 
-def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Path) -> None:
-    result = careplan("demo", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+def test_demo_prints_the_story_and_leaves_the_store_for_inspection(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    result = demo_copy(tmp_path_factory, tmp_path / "data")  # `careplan demo --data-dir`, run once for the e2e tests
     out = result.stdout
     assert "identified as unrealistic" in out
     assert "Strategy changed: short_term_moderate → mid_term_in_depth" in out
@@ -56,13 +61,9 @@ def test_demo_prints_the_story_and_leaves_the_store_for_inspection(tmp_path: Pat
     assert held and int(held.group(1)) == total + links  # every event of every store, once
 
 
-def test_demo_defaults_to_a_data_folder_in_the_working_directory(tmp_path: Path) -> None:
-    result = careplan("demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "careplan-data" / "demo" / "care.sqlite").exists()
-
-
-def test_settings_come_from_careplan_environment_variables(tmp_path: Path) -> None:
+def test_demo_defaults_to_a_data_folder_in_the_working_directory_whatever_careplan_data_dir_says(
+    tmp_path: Path,
+) -> None:
     result = careplan("demo", cwd=tmp_path, env={"CAREPLAN_DATA_DIR": str(tmp_path / "elsewhere")})
     assert result.returncode == 0, result.stderr
     # --data-dir is absent, so the demo uses its own default folder under the working directory

@@ -6,7 +6,10 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_cli import careplan
+from tests.support.demo import demo_copy
 
 
 def rows(data: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -15,9 +18,11 @@ def rows(data: Path) -> dict[str, list[tuple[object, ...]]]:
                 for table in ("view_plans", "view_courses", "view_scores", "view_sessions")}
 
 
-def test_views_rebuild_builds_the_caseload_of_the_demo_from_zero_and_again(tmp_path: Path) -> None:
+def test_views_rebuild_builds_the_caseload_of_the_demo_from_zero_and_again(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     data = tmp_path / "data"
-    assert careplan("demo", "--data-dir", str(data), cwd=tmp_path).returncode == 0
+    demo_copy(tmp_path_factory, data)  # the demo's folder, as `careplan demo --data-dir` leaves it
     first = careplan("views", "rebuild", "--data-dir", str(data), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     applied = int(re.search(r"views rebuilt: (\d+) events applied", first.stdout).group(1))  # type: ignore[union-attr]
