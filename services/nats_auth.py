@@ -22,7 +22,7 @@ from services.shared.bus import AUDIT_STREAM, with_credentials
 from services.shared.health import BUCKET as STATUS_BUCKET
 from services.shared.health import key_of
 from services.shared.lease import BUCKET as LEASE_BUCKET
-from services.shared.lease import INSTANCE_SLOTS
+from services.shared.lease import INSTANCE_SLOTS, MAX_PARTITIONS
 
 PERMISSIONS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "nats" / "permissions.conf"
 
@@ -171,8 +171,6 @@ _HEADER = """\
 # consumer names cannot be granted by prefix: a second hospital system gets a user of its own.
 """
 STREAM = "CARE"
-#: The most partitions a service's consumer may have (CAREPLAN_CONSUMER_PARTITIONS).
-MAX_PARTITIONS = 16
 _STREAM_INFO = ["$JS.API.INFO", f"$JS.API.STREAM.INFO.{STREAM}", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"]
 _STREAM_OWN = [f"$JS.API.STREAM.{verb}.{stream}" for stream in (STREAM, AUDIT_STREAM) for verb in ("CREATE", "UPDATE")]
 _DIRECT_GET = [f"$JS.API.DIRECT.GET.{STREAM}", f"$JS.API.DIRECT.GET.{STREAM}.>", f"$JS.API.STREAM.MSG.GET.{STREAM}"]

@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     from services.shared.settings import Settings
 
 
-class PartitionsRefusedError(Exception):
-    """A service whose consumer cannot be partitioned was asked to run partitioned."""
-
-
 @dataclass(frozen=True)
 class Service:
     """One consumer of the stream: ``careplan service <name>``, durable consumer ``<name>``."""
@@ -83,6 +79,7 @@ class Service:
             options = {"background": app.run_background, **options}
         if settings.consumer_partitions > 1:
             from services.shared.partitions import PartitionedService
+            from services.shared.runner import PartitionsRefusedError
 
             if self.unpartitioned is not None:
                 msg = (f"{self.name} cannot run with CAREPLAN_CONSUMER_PARTITIONS={settings.consumer_partitions}: "

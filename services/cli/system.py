@@ -81,7 +81,7 @@ def service(
     if instances > 1:
         from services.shared.partitions import run_instances
 
-        raise typer.Exit(run_instances(name, instances, _settings()))
+        raise typer.Exit(run_instances(name, instances, _settings(), registered(name).unpartitioned))
     run_service_process(_settings(), registered(name).running, ready_file=ready_file)
 
 

@@ -184,6 +184,9 @@ class Lease:
 
 #: Instance slots of a partitioned service (services/shared/partitions.py): ``<service>.i<j>``.
 INSTANCE_SLOTS = 8
+#: The most partitions a service's consumer may have (CAREPLAN_CONSUMER_PARTITIONS); NATS's
+#: permissions (services/nats_auth.py) grant each of them.
+MAX_PARTITIONS = 16
 
 
 class MixedInstancesError(Exception):

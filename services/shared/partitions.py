@@ -44,7 +44,7 @@ from services.shared.bus import connect, wait_for_streams
 from services.shared.consumer import ConsumerStats, DurableConsumer
 from services.shared.diagnostics import describe
 from services.shared.health import DEGRADED, OK, Status, StatusReporter, relay_status, service_status
-from services.shared.lease import INSTANCE_SLOTS, Lease, LeaseLostError, MixedInstancesError
+from services.shared.lease import INSTANCE_SLOTS, MAX_PARTITIONS, Lease, LeaseLostError, MixedInstancesError
 from services.shared.runner import REDRIVE_CHECK_SECONDS, RunningService
 from services.shared.tracking import stream_tracking_name
 
@@ -364,8 +364,6 @@ async def partition_durables(js: Any, stream: str, service: str, partitions: int
     runs unpartitioned: ``partitions`` (the setting, when known) are looked up, else the
     first and, if it exists, every one a service may have (``MAX_PARTITIONS`` of NATS's
     permissions). For the operators' commands and the backlog, which know no instance."""
-    from services.nats_auth import MAX_PARTITIONS
-
     async def info(k: int) -> Any:
         try:
             return await js.consumer_info(stream, f"{service}-p{k}")
@@ -394,15 +392,14 @@ def durable_of(consumer: str) -> tuple[str, int | None]:
 DEFAULT_PARTITIONS = 8
 
 
-def run_instances(name: str, instances: int, settings: Any) -> int:
+def run_instances(name: str, instances: int, settings: Any, unpartitioned: str | None = None) -> int:
     """``careplan service NAME --instances N``: N processes of the service sharing its
     partitions; one that ends unexpectedly (killed, crashed) is started again after a second,
-    its partitions taken over by the others meanwhile. SIGTERM/SIGINT stop them all."""
-    from services.registry import service
-
+    its partitions taken over by the others meanwhile. SIGTERM/SIGINT stop them all.
+    ``unpartitioned`` is the registry's reason why the service cannot be partitioned, if so."""
     partitions = settings.consumer_partitions if settings.consumer_partitions > 1 else DEFAULT_PARTITIONS
     env = {**os.environ, "CAREPLAN_CONSUMER_PARTITIONS": str(partitions)}
-    if (reason := service(name).unpartitioned) is not None:
+    if (reason := unpartitioned) is not None:
         # Its consumer cannot be partitioned: one instance consumes, the others stand by
         # (the durable's lease) and take over when it stops or dies.
         log.info("%s: not partitioned (%s): one instance consumes, %d stand by", name, reason, instances - 1)

@@ -13,7 +13,6 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
-from services.registry import PartitionsRefusedError
 from services.shared import tracing
 from services.shared.bus import StreamDriftError, connect, wait_for_streams
 from services.shared.clock import Clock
@@ -238,6 +237,10 @@ class RunningService:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+
+class PartitionsRefusedError(Exception):
+    """A service whose consumer cannot be partitioned was asked to run partitioned."""
 
 
 def run_service_process(settings: Settings, make: Callable[[Settings], RunningService], *, ready_file: Path | None) -> None:
