@@ -168,6 +168,12 @@ class BreakableMapper:
             raise ValueError(msg)
         return self.mapper.to_public_json(notification)
 
+    def public_json(self, *args: Any) -> Any:  # the relay's read of a log row (the usual event)
+        if self.broken:
+            msg = "MAC check failed"
+            raise ValueError(msg)
+        return self.mapper.public_json(*args)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.mapper, name)
 
@@ -219,6 +225,12 @@ class BreakableRecorder:
             msg = "connection refused"
             raise OperationalError(msg)
         return self.recorder.select_notifications(*args, **kwargs)
+
+    def select_log(self, *args: Any, **kwargs: Any) -> Any:  # the relay's lean read of the log
+        if self.broken:
+            msg = "connection refused"
+            raise OperationalError(msg)
+        return self.recorder.select_log(*args, **kwargs)
 
     def max_notification_id(self) -> Any:
         if self.broken:
